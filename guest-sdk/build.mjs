@@ -1,0 +1,81 @@
+#!/usr/bin/env node
+// Builds an app's JS into a component of the fazt:host `app` world:
+//   node build.mjs ENTRY.js OUT.wasm [--wit DIR]
+// Bundles the app with the SDK (esbuild), then componentizes it with
+// StarlingMonkey (componentize-js). Outbound `http` stays disabled: apps reach
+// the network only through the host's allow-listed imports. `random` and
+// `clocks` stay enabled so every instance gets fresh entropy and the real time.
+import { build } from 'esbuild';
+import { componentize } from '@bytecodealliance/componentize-js';
+import { writeFile, mkdtemp, rm } from 'node:fs/promises';
+import { dirname, join, resolve, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { tmpdir } from 'node:os';
+
+const sdk = dirname(fileURLToPath(import.meta.url));
+const args = process.argv.slice(2);
+const witAt = args.indexOf('--wit');
+const wit = resolve(witAt >= 0 ? args.splice(witAt, 2)[1] : join(sdk, '..', 'wit'));
+const [entry, out] = args;
+if (!entry || !out) {
+  console.error('usage: node build.mjs ENTRY.js OUT.wasm [--wit DIR]');
+  process.exit(2);
+}
+
+function step(message) {
+  process.stderr.write(`progress: ${message}\n`);
+}
+
+const entryPath = resolve(entry);
+step(`bundling ${relative(process.cwd(), entryPath) || entryPath}`);
+let bundle;
+try {
+  const result = await build({
+    stdin: {
+      contents: [
+        `import app from ${JSON.stringify(entryPath)};`,
+        `import { handlerFor } from ${JSON.stringify(join(sdk, 'src', 'runtime.js'))};`,
+        'export const handler = handlerFor(app);',
+      ].join('\n'),
+      resolveDir: dirname(entryPath),
+      sourcefile: '<fazt entry>',
+    },
+    bundle: true,
+    format: 'esm',
+    platform: 'neutral',
+    target: 'es2022',
+    write: false,
+    logLevel: 'silent',
+    external: ['fazt:host/*'],
+    alias: { fazt: join(sdk, 'src', 'index.js') },
+  });
+  bundle = result.outputFiles[0].text;
+} catch (e) {
+  for (const err of e.errors ?? []) {
+    const loc = err.location;
+    const where = loc ? `${loc.file}:${loc.line}:${loc.column + 1}: ` : '';
+    console.error(`error: ${where}${err.text}${loc ? `\n    ${loc.lineText}` : ''}`);
+  }
+  if (!e.errors) console.error(`error: ${e.message}`);
+  process.exit(1);
+}
+
+step('componentizing (StarlingMonkey + wizer snapshot)');
+const work = await mkdtemp(join(tmpdir(), 'fazt-build-'));
+try {
+  const source = join(work, 'app.js');
+  await writeFile(source, bundle);
+  const { component } = await componentize({
+    sourcePath: source,
+    witPath: wit,
+    worldName: 'app',
+    disableFeatures: ['http', 'fetch-event', 'stdio'],
+  });
+  await writeFile(out, component);
+  step(`wrote ${out} (${(component.byteLength / 1048576).toFixed(1)} MiB)`);
+} catch (e) {
+  console.error(`error: ${e.message ?? e}`);
+  process.exit(1);
+} finally {
+  await rm(work, { recursive: true, force: true });
+}

@@ -1,0 +1,137 @@
+// Adapts an app's Workers-style `export default { fetch }` object to the
+// fazt:host world: the request arrives as a JSON head, its body is pulled from
+// the host only when read, and the response leaves through http.send-*.
+import { write as logWrite } from 'fazt:host/log@0.1.0';
+import { readBody, sendHead, sendBody } from 'fazt:host/http@0.1.0';
+
+// Bytes per read-body call. Base64 strings cross host->guest fast; 4 MiB keeps
+// each string small enough not to double the guest's peak memory.
+const READ_CHUNK = 4 << 20;
+// One send-body call carries at most 4M words; stay well below.
+const SEND_CHUNK = 8 << 20;
+
+let currentRequestId = '';
+
+function formatArg(v) {
+  if (typeof v === 'string') return v;
+  if (v instanceof Error) return v.stack ? `${v.name}: ${v.message}\n${v.stack}` : `${v.name}: ${v.message}`;
+  try {
+    const s = JSON.stringify(v);
+    return s === undefined ? String(v) : s;
+  } catch {
+    return String(v);
+  }
+}
+
+function logger(level) {
+  return (...args) => logWrite(level, args.map(formatArg).join(' '));
+}
+
+globalThis.console = {
+  log: logger('info'),
+  info: logger('info'),
+  debug: logger('debug'),
+  warn: logger('warn'),
+  error: logger('error'),
+  trace: logger('debug'),
+};
+
+function requestBody() {
+  return new ReadableStream(
+    {
+      pull(controller) {
+        const b64 = readBody(READ_CHUNK);
+        if (b64 === '') controller.close();
+        else controller.enqueue(Uint8Array.fromBase64(b64));
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+function sendBytes(u8) {
+  for (let off = 0; off < u8.byteLength; off += SEND_CHUNK) {
+    const part = u8.subarray(off, Math.min(off + SEND_CHUNK, u8.byteLength));
+    const n = part.byteLength;
+    let words;
+    if (part.byteOffset % 8 === 0 && n % 8 === 0) {
+      words = new BigUint64Array(part.buffer, part.byteOffset, n >> 3);
+    } else {
+      const padded = new Uint8Array((n + 7) & ~7);
+      padded.set(part);
+      words = new BigUint64Array(padded.buffer, 0, padded.byteLength >> 3);
+    }
+    sendBody(words, n);
+  }
+}
+
+function headerList(headers) {
+  const list = [];
+  const cookies = typeof headers.getSetCookie === 'function' ? headers.getSetCookie() : [];
+  for (const [name, value] of headers) {
+    if (name === 'set-cookie' && cookies.length) continue;
+    list.push([name, value]);
+  }
+  for (const c of cookies) list.push(['set-cookie', c]);
+  return list;
+}
+
+async function sendResponse(response) {
+  sendHead(JSON.stringify({ status: response.status, headers: headerList(response.headers) }));
+  if (!response.body) return;
+  const reader = response.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return;
+    if (typeof value === 'string') sendBytes(new TextEncoder().encode(value));
+    else if (value instanceof Uint8Array) sendBytes(value);
+    else if (ArrayBuffer.isView(value)) sendBytes(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
+    else if (value instanceof ArrayBuffer) sendBytes(new Uint8Array(value));
+    else throw new TypeError('response body chunks must be bytes or strings');
+  }
+}
+
+function failure(e) {
+  const error = e instanceof Error ? `${e.name}: ${e.message}` : formatArg(e);
+  return JSON.stringify({ error, stack: (e && e.stack) || '' });
+}
+
+export function handlerFor(app) {
+  return {
+    async fetch(json) {
+      const head = JSON.parse(json);
+      currentRequestId = head.requestId;
+      try {
+        if (!app || typeof app.fetch !== 'function') {
+          throw new TypeError('the app has no fetch handler: export default { async fetch(request, ctx) { ... } }');
+        }
+        const init = { method: head.method, headers: head.headers };
+        if (head.hasBody) {
+          init.body = requestBody();
+          init.duplex = 'half';
+        }
+        const request = new Request(head.url, init);
+        const pending = [];
+        const ctx = {
+          requestId: head.requestId,
+          app: head.app,
+          waitUntil(promise) { pending.push(promise); },
+          passThroughOnException() {},
+        };
+        const response = await app.fetch(request, ctx);
+        if (!(response instanceof Response)) {
+          throw new TypeError(`fetch must return a Response, got ${response === null ? 'null' : typeof response}`);
+        }
+        await sendResponse(response);
+        await Promise.allSettled(pending);
+        return '';
+      } catch (e) {
+        return failure(e);
+      }
+    },
+  };
+}
+
+export function requestId() {
+  return currentRequestId;
+}

@@ -1,0 +1,200 @@
+"""Apps and their versions in the cartridge: store, activate, roll back, list.
+
+A deploy writes the whole version (component, sources, static files) and
+switches the app's active version in one transaction, then bumps the
+cartridge's generation so every worker picks it up on its next request.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import apsw
+import msgspec
+
+from . import cartridge
+from .cartridge import transaction
+from .config import Manifest, decode_manifest
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """The active version of an app, as a worker serves it."""
+
+    name: str
+    version: int
+    manifest: Manifest
+    component: str  # sha256 of the component, the key of its compiled artifact
+    static: dict[str, tuple[str, int]]  # path (no leading '/') -> (object hash, size)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    digest: str
+    data: bytes
+
+
+def store_version(
+    conn: apsw.Connection,
+    manifest: Manifest,
+    source_hash: str,
+    component_hash: str,
+    component: FileEntry | None,
+    sources: list[FileEntry],
+    static: list[FileEntry],
+) -> int:
+    """Stores a new version and makes it active; returns its number."""
+    now = time.time()
+    with transaction(conn):
+        row = conn.execute("SELECT max(version) FROM versions WHERE app = ?", (manifest.name,)).fetchone()
+        version = (row[0] or 0) + 1
+        if component is not None:  # else the cartridge has it already (unchanged source)
+            cartridge.put_object(conn, component.digest, component.data)
+        conn.execute(
+            "INSERT INTO versions(app, version, manifest, source_hash, component, created_at) VALUES (?,?,?,?,?,?)",
+            (manifest.name, version, msgspec.json.encode(manifest).decode(), source_hash, component_hash, now),
+        )
+        for kind, entries in (("source", sources), ("static", static)):
+            for entry in entries:
+                cartridge.put_object(conn, entry.digest, entry.data)
+                conn.execute(
+                    "INSERT INTO files(app, version, kind, path, object, size) VALUES (?,?,?,?,?,?)",
+                    (manifest.name, version, kind, entry.path, entry.digest, len(entry.data)),
+                )
+        conn.execute(
+            "INSERT INTO apps(name, active, created_at, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET active = excluded.active, updated_at = excluded.updated_at",
+            (manifest.name, version, now, now),
+        )
+        prune_versions(conn, manifest.name, manifest.keep_versions)
+        cartridge.bump_generation(conn)
+    return version
+
+
+def prune_versions(conn: apsw.Connection, app: str, keep: int) -> None:
+    """Keeps the newest `keep` versions (and always the active one); drops unreferenced objects."""
+    old = [
+        v
+        for (v,) in conn.execute(
+            "SELECT version FROM versions WHERE app = ? AND version NOT IN (SELECT active FROM apps WHERE name = ?) "
+            "ORDER BY version DESC LIMIT -1 OFFSET ?",
+            (app, app, max(keep - 1, 0)),
+        )
+    ]
+    if not old:
+        return
+    conn.executemany("DELETE FROM files WHERE app = ? AND version = ?", [(app, v) for v in old])
+    conn.executemany("DELETE FROM versions WHERE app = ? AND version = ?", [(app, v) for v in old])
+    conn.execute(
+        "DELETE FROM objects WHERE hash NOT IN (SELECT object FROM files) "
+        "AND hash NOT IN (SELECT component FROM versions)"
+    )
+
+
+def component_for_source(conn: apsw.Connection, source_hash: str) -> str | None:
+    """The component already built from exactly this source, if the cartridge still has it."""
+    row = conn.execute(
+        "SELECT component FROM versions WHERE source_hash = ? ORDER BY created_at DESC LIMIT 1", (source_hash,)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def rollback(conn: apsw.Connection, app: str, version: int | None = None) -> int:
+    """Activates `version`, or the newest one older than the active one."""
+    with transaction(conn):
+        row = conn.execute("SELECT active FROM apps WHERE name = ?", (app,)).fetchone()
+        if row is None:
+            raise LookupError(f"no app named {app!r}")
+        if version is None:
+            prev = conn.execute(
+                "SELECT max(version) FROM versions WHERE app = ? AND version < ?", (app, row[0])
+            ).fetchone()[0]
+            if prev is None:
+                raise LookupError(f"{app} has no version older than {row[0]} to roll back to")
+            version = prev
+        elif not conn.execute("SELECT 1 FROM versions WHERE app = ? AND version = ?", (app, version)).fetchone():
+            raise LookupError(f"{app} has no version {version}")
+        conn.execute("UPDATE apps SET active = ?, updated_at = ? WHERE name = ?", (version, time.time(), app))
+        cartridge.bump_generation(conn)
+    return version
+
+
+def remove(conn: apsw.Connection, app: str) -> None:
+    with transaction(conn):
+        if not conn.execute("SELECT 1 FROM apps WHERE name = ?", (app,)).fetchone():
+            raise LookupError(f"no app named {app!r}")
+        conn.execute("UPDATE apps SET active = 0 WHERE name = ?", (app,))
+        prune_versions(conn, app, 0)
+        conn.execute("DELETE FROM apps WHERE name = ?", (app,))
+        cartridge.bump_generation(conn)
+
+
+def listing(conn: apsw.Connection) -> list[dict]:
+    rows = conn.execute(
+        "SELECT a.name, a.active, a.updated_at, v.component, v.source_hash, "
+        "(SELECT count(*) FROM versions WHERE app = a.name) "
+        "FROM apps a JOIN versions v ON v.app = a.name AND v.version = a.active ORDER BY a.name"
+    ).fetchall()
+    return [
+        {
+            "name": name,
+            "version": version,
+            "versions": count,
+            "deployedAt": updated,
+            "component": component,
+            "sourceHash": source_hash,
+        }
+        for name, version, updated, component, source_hash, count in rows
+    ]
+
+
+def versions(conn: apsw.Connection, app: str) -> list[dict]:
+    active = conn.execute("SELECT active FROM apps WHERE name = ?", (app,)).fetchone()
+    if active is None:
+        raise LookupError(f"no app named {app!r}")
+    return [
+        {"version": v, "createdAt": created, "component": comp, "active": v == active[0]}
+        for v, created, comp in conn.execute(
+            "SELECT version, created_at, component FROM versions WHERE app = ? ORDER BY version DESC", (app,)
+        )
+    ]
+
+
+def load_active(conn: apsw.Connection) -> dict[str, Deployed]:
+    deployed: dict[str, Deployed] = {}
+    for name, version, manifest, component in conn.execute(
+        "SELECT a.name, a.active, v.manifest, v.component FROM apps a "
+        "JOIN versions v ON v.app = a.name AND v.version = a.active"
+    ):
+        static = {
+            path: (obj, size)
+            for path, obj, size in conn.execute(
+                "SELECT path, object, size FROM files WHERE app = ? AND version = ? AND kind = 'static'",
+                (name, version),
+            )
+        }
+        deployed[name] = Deployed(name, version, decode_manifest(manifest.encode()), component, static)
+    return deployed
+
+
+class Registry:
+    """A worker's view of the active apps, refreshed when the cartridge's generation moves."""
+
+    def __init__(self, conn: apsw.Connection):
+        self.conn = conn
+        self._data_version = -1
+        self._generation = -1
+        self.apps: dict[str, Deployed] = {}
+
+    def refresh(self) -> dict[str, Deployed]:
+        # data_version changes only when another connection committed: a cheap first check.
+        data_version = self.conn.pragma("data_version")
+        if data_version != self._data_version:
+            self._data_version = data_version
+            gen = cartridge.generation(self.conn)
+            if gen != self._generation:
+                self.apps = load_active(self.conn)
+                self._generation = gen
+        return self.apps

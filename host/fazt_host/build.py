@@ -1,0 +1,119 @@
+"""JS app folder -> WebAssembly component, cached by source hash.
+
+The build runs `guest-sdk/build.mjs` (esbuild bundle + componentize-js). The
+source hash covers the app's own files and the toolchain (SDK, WIT, build
+script, npm lock), so an unchanged app is never rebuilt and a changed SDK
+always is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .apps import FileEntry
+from .config import Manifest
+
+ROOT = Path(__file__).resolve().parents[2]
+SDK = Path(os.environ.get("FAZT_SDK", ROOT / "guest-sdk"))
+WIT = Path(os.environ.get("FAZT_WIT", ROOT / "wit"))
+
+MAX_APP_BYTES = 64 << 20
+SKIP_DIRS = {"node_modules", ".git"}
+
+
+class BuildError(Exception):
+    pass
+
+
+def _walk(folder: Path, skip: set[Path]) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            d for d in dirnames if d not in SKIP_DIRS and not d.startswith(".") and here / d not in skip
+        )
+        for name in sorted(filenames):
+            path = here / name
+            if name.startswith(".") or path.is_symlink() or not path.is_file():
+                continue
+            found.append(path)
+    return found
+
+
+def read_files(folder: Path, skip: set[Path] = frozenset(), suffixes: tuple[str, ...] | None = None) -> list[FileEntry]:
+    """The files under `folder` as entries with '/'-separated relative paths; bounded in total size."""
+    entries, total = [], 0
+    for path in _walk(folder, set(skip)):
+        if suffixes and not path.name.endswith(suffixes):
+            continue
+        data = path.read_bytes()
+        total += len(data)
+        if total > MAX_APP_BYTES:
+            raise BuildError(f"{folder}: the app's files exceed {MAX_APP_BYTES >> 20} MiB")
+        rel = path.relative_to(folder).as_posix()
+        entries.append(FileEntry(rel, hashlib.sha256(data).hexdigest(), data))
+    return entries
+
+
+SOURCE_SUFFIXES = (".js", ".mjs", ".cjs", ".json", ".ts", ".txt", ".html", ".css", ".svg", ".md")
+
+
+def app_sources(folder: Path, manifest: Manifest) -> list[FileEntry]:
+    return read_files(folder, {folder / manifest.static}, SOURCE_SUFFIXES)
+
+
+def toolchain_hash() -> str:
+    digest = hashlib.sha256()
+    files = [SDK / "build.mjs", SDK / "package-lock.json", *sorted((SDK / "src").rglob("*.js")), *sorted(WIT.glob("*.wit"))]
+    for path in files:
+        digest.update(path.relative_to(path.parents[1]).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() if path.exists() else b"")
+    return digest.hexdigest()
+
+
+def source_hash(sources: list[FileEntry]) -> str:
+    digest = hashlib.sha256(toolchain_hash().encode())
+    for entry in sources:
+        digest.update(b"\0" + entry.path.encode() + b"\0" + entry.digest.encode())
+    return digest.hexdigest()
+
+
+def node_ready() -> None:
+    if shutil.which("node") is None:
+        raise BuildError("node is not installed: run `make up` (or install Node.js 20) to build JS apps")
+    if not (SDK / "node_modules" / "@bytecodealliance" / "componentize-js").exists():
+        raise BuildError(f"the guest SDK's npm packages are missing: run `npm ci` in {SDK} (or `make up`)")
+
+
+def build_component(folder: Path, entry: str, progress=sys.stderr) -> bytes:
+    """Runs the JS build and returns the component's bytes. Errors name file:line."""
+    node_ready()
+    entry_path = folder / entry
+    if not entry_path.is_file():
+        raise BuildError(f"{entry_path}: entry file not found (set \"entry\" in fazt.json)")
+    with tempfile.TemporaryDirectory(prefix="fazt-build-") as tmp:
+        out = Path(tmp) / "app.wasm"
+        proc = subprocess.Popen(
+            ["node", str(SDK / "build.mjs"), str(entry_path), str(out), "--wit", str(WIT)],
+            cwd=folder,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        errors = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("progress: "):
+                progress.write("  " + line[len("progress: ") :])
+                progress.flush()
+            else:
+                errors.append(line.rstrip("\n"))
+        if proc.wait() != 0 or not out.exists():
+            raise BuildError("\n".join(errors) or f"the build of {entry_path} failed")
+        return out.read_bytes()

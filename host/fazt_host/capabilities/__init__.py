@@ -1,0 +1,32 @@
+"""Host capabilities: each owns a WIT interface, its tables and its hooks.
+
+A capability is set up once per process (`setup`), contributes host
+functions for its interface (each called with the current `Invocation`
+first), and may finish each invocation (`finish`, e.g. to flush buffered
+writes). The composition root (`fazt_host.host`) lists them; adding one
+touches its own folder, that list and the WIT.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import apsw
+
+from ..runtime import Invocation
+
+
+class Capability:
+    name: str = ""
+    interface: str = ""
+    migrations: list[str] = []
+
+    def setup(self, conn: apsw.Connection) -> None:
+        """Once per process, with the process's cartridge connection (tables are migrated by then)."""
+        self.conn = conn
+
+    def functions(self) -> dict[str, Callable[..., Any]]:
+        return {}
+
+    def finish(self, invocation: Invocation) -> None:
+        """After every invocation, on the wasm thread."""

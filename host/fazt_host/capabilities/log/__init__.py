@@ -1,0 +1,108 @@
+"""The app log: `console.*` in the guest, and the host's own notes about a call.
+
+Lines are buffered per invocation and written in one short transaction when
+it ends, so logging costs a handler nothing while it runs. Each invocation may
+log at most `limits.logKb`; the rest is dropped with a note saying so.
+"""
+
+from __future__ import annotations
+
+import time
+
+import apsw
+
+from ...cartridge import transaction
+from ...runtime import Invocation
+from .. import Capability
+
+KEEP_LINES_PER_APP = 10_000
+LEVELS = ("debug", "info", "warn", "error")
+
+
+class LogBuffer:
+    __slots__ = ("lines", "bytes", "dropped")
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[float, str, str]] = []
+        self.bytes = 0
+        self.dropped = 0
+
+
+class Log(Capability):
+    name = "log"
+    interface = "fazt:host/log@0.1.0"
+    migrations = [
+        """
+        CREATE TABLE logs(
+            id INTEGER PRIMARY KEY,
+            app TEXT NOT NULL,
+            ts REAL NOT NULL,
+            level TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            message TEXT NOT NULL
+        ) STRICT;
+        CREATE INDEX logs_by_app ON logs(app, id);
+        """
+    ]
+
+    def __init__(self) -> None:
+        self._flushes = 0
+
+    def functions(self):
+        return {"write": self.write}
+
+    def write(self, invocation: Invocation, level, message: str) -> None:
+        self.record(invocation, str(level).lower(), message)
+
+    @staticmethod
+    def record(invocation: Invocation, level: str, message: str) -> None:
+        buf: LogBuffer = invocation.state.setdefault("log", LogBuffer())
+        size = len(message)
+        if buf.bytes + size > invocation.limits.log_kb * 1024:
+            buf.dropped += 1
+            return
+        buf.bytes += size
+        buf.lines.append((time.time(), level if level in LEVELS else "info", message))
+
+    def finish(self, invocation: Invocation) -> None:
+        buf: LogBuffer | None = invocation.state.get("log")
+        if not buf or not (buf.lines or buf.dropped):
+            return
+        rows = [(invocation.app, ts, lvl, invocation.request_id, msg) for ts, lvl, msg in buf.lines]
+        if buf.dropped:
+            rows.append(
+                (
+                    invocation.app,
+                    time.time(),
+                    "warn",
+                    invocation.request_id,
+                    f"{buf.dropped} log lines dropped: over the limit of {invocation.limits.log_kb} KiB per call",
+                )
+            )
+        with transaction(self.conn):
+            self.conn.executemany(
+                "INSERT INTO logs(app, ts, level, request_id, message) VALUES (?, ?, ?, ?, ?)", rows
+            )
+            self._flushes += 1
+            if self._flushes % 500 == 0:
+                prune(self.conn, invocation.app)
+
+
+def prune(conn: apsw.Connection, app: str) -> None:
+    conn.execute(
+        "DELETE FROM logs WHERE app = ? AND id <= "
+        "(SELECT id FROM logs WHERE app = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+        (app, app, KEEP_LINES_PER_APP),
+    )
+
+
+def tail(conn: apsw.Connection, app: str, limit: int = 100, after_id: int = 0) -> list[dict]:
+    """The newest `limit` lines of an app (or those after `after_id`), oldest first."""
+    rows = conn.execute(
+        "SELECT id, ts, level, request_id, message FROM logs WHERE app = ? AND id > ? "
+        "ORDER BY id DESC LIMIT ?",
+        (app, after_id, limit),
+    ).fetchall()
+    return [
+        {"id": r[0], "ts": r[1], "level": r[2], "requestId": r[3], "message": r[4]} for r in reversed(rows)
+    ]

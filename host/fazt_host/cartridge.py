@@ -1,0 +1,135 @@
+"""The cartridge: one SQLite file (APSW, WAL) that holds everything the host knows.
+
+Several processes open it at once (Granian workers, the CLI), so every
+connection waits on locks instead of failing, and writes are short
+transactions. Each capability owns its tables and migrates them with
+`migrate(conn, name, steps)`; the host's own tables are the steps below.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import apsw
+
+BUSY_TIMEOUT_MS = 30_000
+
+# Schema steps, applied in order, each once. Append; never edit a released step.
+HOST_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta(key TEXT PRIMARY KEY, value ANY) STRICT;
+    INSERT INTO meta VALUES ('generation', 0);
+
+    -- Content-addressed bytes: components, sources, static files.
+    CREATE TABLE objects(hash TEXT PRIMARY KEY, size INTEGER NOT NULL, data BLOB NOT NULL) STRICT;
+
+    CREATE TABLE apps(
+        name TEXT PRIMARY KEY,
+        active INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    ) STRICT;
+
+    CREATE TABLE versions(
+        app TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        manifest TEXT NOT NULL,
+        source_hash TEXT NOT NULL,
+        component TEXT NOT NULL REFERENCES objects(hash),
+        created_at REAL NOT NULL,
+        PRIMARY KEY(app, version)
+    ) STRICT;
+    CREATE INDEX versions_by_source ON versions(source_hash);
+
+    -- Files of a version: kind 'source' (what was built) or 'static' (served from public/).
+    CREATE TABLE files(
+        app TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        path TEXT NOT NULL,
+        object TEXT NOT NULL REFERENCES objects(hash),
+        size INTEGER NOT NULL,
+        PRIMARY KEY(app, version, kind, path)
+    ) STRICT;
+    """,
+]
+
+
+def connect(path: str | Path) -> apsw.Connection:
+    """Opens (creating if needed) and migrates the cartridge."""
+    conn = apsw.Connection(str(path))
+    conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+    conn.pragma("journal_mode", "wal")
+    conn.pragma("synchronous", "normal")
+    conn.pragma("foreign_keys", True)
+    conn.execute("CREATE TABLE IF NOT EXISTS schema(owner TEXT PRIMARY KEY, version INTEGER NOT NULL) STRICT")
+    migrate(conn, "host", HOST_MIGRATIONS)
+    return conn
+
+
+def migrate(conn: apsw.Connection, owner: str, steps: list[str]) -> None:
+    """Applies the steps of `owner` (the host or a capability) that this cartridge lacks."""
+
+    def applied() -> int:
+        row = conn.execute("SELECT version FROM schema WHERE owner = ?", (owner,)).fetchone()
+        return row[0] if row else 0
+
+    if applied() >= len(steps):
+        return
+    with transaction(conn):
+        for step in steps[applied() :]:  # re-read under the lock: another process may have migrated
+            conn.execute(step)
+        conn.execute("INSERT OR REPLACE INTO schema VALUES (?, ?)", (owner, len(steps)))
+
+
+@contextmanager
+def transaction(conn: apsw.Connection) -> Iterator[apsw.Connection]:
+    """A write transaction that takes the write lock up front (no upgrade deadlocks)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def bump_generation(conn: apsw.Connection) -> None:
+    """Tells every worker that apps changed; they re-read the app table on their next request."""
+    conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+
+
+def generation(conn: apsw.Connection) -> int:
+    return conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]
+
+
+def put_object(conn: apsw.Connection, digest: str, data: bytes) -> None:
+    conn.execute(
+        "INSERT OR IGNORE INTO objects(hash, size, data) VALUES (?, ?, ?)", (digest, len(data), data)
+    )
+
+
+def get_object(conn: apsw.Connection, digest: str) -> bytes | None:
+    row = conn.execute("SELECT data FROM objects WHERE hash = ?", (digest,)).fetchone()
+    return row[0] if row else None
+
+
+def backup(conn: apsw.Connection, dest: str | Path, pages_per_step: int = 1024) -> None:
+    """A consistent online copy, taken in steps so writers are not held up for long."""
+    dest = Path(dest)
+    tmp = dest.with_name(dest.name + ".partial")
+    tmp.unlink(missing_ok=True)
+    out = apsw.Connection(str(tmp))
+    try:
+        with out.backup("main", conn, "main") as b:
+            while not b.done:
+                b.step(pages_per_step)
+                if not b.done:
+                    time.sleep(0.001)
+        out.pragma("journal_mode", "delete")
+    finally:
+        out.close()
+    tmp.replace(dest)

@@ -1,0 +1,283 @@
+"""fazt-host: the command line. Commands mirror the concepts: up, deploy, apps, logs, backup.
+
+Commands work on the cartridge directly (WAL lets them run beside a serving
+host); a running server notices a deploy or rollback on its next request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def _settings(args, **extra):
+    from .config import HostSettings
+
+    return HostSettings.from_env(cartridge=getattr(args, "cartridge", None), **extra)
+
+
+def _host(args):
+    from .host import Host
+
+    return Host(_settings(args))
+
+
+def _print_json(value) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def _ts(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+LIMIT_FLAGS = {
+    "timeout_ms": "wall time per invocation in milliseconds (default 30000)",
+    "memory_mb": "linear memory per instance in MiB (default 128, at least 12)",
+    "body_mb": "request body size in MiB (default 100)",
+    "response_mb": "response size in MiB (default 100)",
+    "log_kb": "log volume per invocation in KiB (default 64)",
+}
+
+
+def _limits(args) -> dict:
+    return {k: getattr(args, k) for k in LIMIT_FLAGS if getattr(args, k, None) is not None}
+
+
+def cmd_deploy(args) -> int:
+    from .deploy import DeployError, deploy
+
+    host = _host(args)
+    targets = [Path(p) for p in args.path]
+    for target in targets:
+        print(f"deploying {target}", file=sys.stderr)
+        try:
+            d = deploy(host, target, Path(args.manifest) if args.manifest else None, _limits(args))
+        except DeployError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_FAILED
+        if args.json:
+            print(json.dumps({"app": d.app, "version": d.version, "component": d.component, "built": d.built,
+                              "staticFiles": d.static_files, "seconds": round(d.seconds, 3)}))
+        else:
+            print(f"deployed {d.app} v{d.version} ({'built' if d.built else 'cached build'}, "
+                  f"{d.static_files} static files) in {d.seconds:.1f}s")
+    return 0
+
+
+def cmd_build(args) -> int:
+    from .build import BuildError, build_component
+    from .config import ManifestError, load_manifest
+
+    folder = Path(args.path)
+    try:
+        manifest = load_manifest(folder / "fazt.json")
+        wasm = build_component(folder, manifest.entry)
+    except (BuildError, ManifestError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    out = Path(args.output or f"{manifest.name}.wasm")
+    out.write_bytes(wasm)
+    print(f"wrote {out} ({len(wasm) / 1048576:.1f} MiB); deploy it with: fazt-host deploy {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_apps(args) -> int:
+    from . import apps, cartridge
+
+    conn = cartridge.connect(_settings(args).cartridge)
+    if args.app:
+        try:
+            rows = apps.versions(conn, args.app)
+        except LookupError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_FAILED
+        if args.json:
+            _print_json(rows)
+        else:
+            for r in rows:
+                print(f"{'*' if r['active'] else ' '} v{r['version']:<4} {_ts(r['createdAt'])}  {r['component'][:12]}")
+        return 0
+    rows = apps.listing(conn)
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no apps deployed: fazt-host deploy ./myapp", file=sys.stderr)
+    for r in rows:
+        print(f"{r['name']:<24} v{r['version']:<4} ({r['versions']} kept)  deployed {_ts(r['deployedAt'])}")
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from . import apps, cartridge
+
+    conn = cartridge.connect(_settings(args).cartridge)
+    try:
+        version = apps.rollback(conn, args.app, args.to)
+    except LookupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{args.app} now serves v{version}")
+    return 0
+
+
+def cmd_remove(args) -> int:
+    from . import apps, cartridge
+
+    conn = cartridge.connect(_settings(args).cartridge)
+    try:
+        apps.remove(conn, args.app)
+    except LookupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"removed {args.app}")
+    return 0
+
+
+def cmd_logs(args) -> int:
+    from . import cartridge
+    from .capabilities.log import Log, tail
+
+    conn = cartridge.connect(_settings(args).cartridge)
+    cartridge.migrate(conn, Log.name, Log.migrations)
+    last = 0
+
+    def show(rows):
+        for r in rows:
+            if args.json:
+                print(json.dumps(r), flush=True)
+            else:
+                print(f"{_ts(r['ts'])} {r['level']:<5} [{r['requestId']}] {r['message']}", flush=True)
+
+    rows = tail(conn, args.app, args.lines)
+    show(rows)
+    last = rows[-1]["id"] if rows else 0
+    while args.follow:
+        time.sleep(0.25)
+        rows = tail(conn, args.app, 1000, last)
+        show(rows)
+        if rows:
+            last = rows[-1]["id"]
+    return 0
+
+
+def cmd_backup(args) -> int:
+    from . import cartridge
+
+    settings = _settings(args)
+    if not Path(settings.cartridge).exists():
+        print(f"error: no cartridge at {settings.cartridge}", file=sys.stderr)
+        return EXIT_FAILED
+    dest = Path(args.file)
+    if dest.resolve() == Path(settings.cartridge).resolve():
+        print("error: the backup must not overwrite the cartridge itself", file=sys.stderr)
+        return EXIT_USAGE
+    conn = cartridge.connect(settings.cartridge)
+    started = time.perf_counter()
+    cartridge.backup(conn, dest)
+    print(f"backed up {settings.cartridge} to {dest} ({dest.stat().st_size / 1048576:.1f} MiB) "
+          f"in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+def cmd_up(args) -> int:
+    from .serve import serve
+
+    settings = _settings(args, host=args.host, port=args.port, workers=args.workers, domain=args.domain)
+    if args.deploy:
+        host = _host(args)
+        from .deploy import DeployError, deploy
+
+        for path in args.deploy:
+            print(f"deploying {path}", file=sys.stderr)
+            try:
+                d = deploy(host, Path(path), limits=_limits(args))
+            except DeployError as e:
+                print(f"error: {path}: {e}", file=sys.stderr)
+                return EXIT_FAILED
+            print(f"deployed {d.app} v{d.version} in {d.seconds:.1f}s", file=sys.stderr)
+        del host
+    return serve(settings)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fazt-host", description="Deploy small JavaScript apps as WebAssembly components and serve them.")
+    p.add_argument("--version", action="version", version=f"fazt-host {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, help_, fn):
+        c = sub.add_parser(name, help=help_, description=help_)
+        c.add_argument("--cartridge", help="the cartridge file (env FAZT_CARTRIDGE, default ./fazt.db)")
+        c.set_defaults(fn=fn)
+        return c
+
+    def limit_flags(c):
+        for name, help_ in LIMIT_FLAGS.items():
+            c.add_argument("--" + name.replace("_", "-"), dest=name, type=int, help=help_)
+
+    up = command("up", "serve the deployed apps over HTTP (Granian)", cmd_up)
+    up.add_argument("--host", help="address to listen on (env FAZT_HOST, default 127.0.0.1)")
+    up.add_argument("--port", type=int, help="port (env FAZT_PORT, default 8080)")
+    up.add_argument("--workers", type=int, help="worker processes (env FAZT_WORKERS, default: one per core)")
+    up.add_argument("--domain", help="also route <app>.DOMAIN by Host header (env FAZT_DOMAIN)")
+    up.add_argument("--deploy", nargs="*", metavar="DIR", help="deploy these app folders before serving")
+    limit_flags(up)
+
+    dp = command("deploy", "build (if JS) and deploy app folders or prebuilt .wasm components", cmd_deploy)
+    dp.add_argument("path", nargs="+", help="an app folder (fazt.json + entry) or a component .wasm")
+    dp.add_argument("--manifest", help="the fazt.json to use (default: beside the app)")
+    dp.add_argument("--json", action="store_true", help="print the result as JSON")
+    limit_flags(dp)
+
+    bd = command("build", "build an app folder into a component .wasm without deploying it", cmd_build)
+    bd.add_argument("path", help="an app folder with fazt.json")
+    bd.add_argument("-o", "--output", help="where to write the .wasm (default NAME.wasm)")
+
+    ap = command("apps", "list deployed apps, or the kept versions of one", cmd_apps)
+    ap.add_argument("app", nargs="?", help="show this app's versions")
+    ap.add_argument("--json", action="store_true", help="print JSON")
+
+    lg = command("logs", "show an app's log (console.* and errors)", cmd_logs)
+    lg.add_argument("app")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    lg.add_argument("-n", "--lines", type=int, default=100, help="how many recent lines (default 100)")
+    lg.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    rb = command("rollback", "serve the previous (or a given) version of an app", cmd_rollback)
+    rb.add_argument("app")
+    rb.add_argument("--to", type=int, help="version number to activate (default: the one before the active)")
+
+    rm = command("remove", "remove an app and all its versions", cmd_remove)
+    rm.add_argument("app")
+
+    bk = command("backup", "write a consistent copy of the cartridge while serving", cmd_backup)
+    bk.add_argument("file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001 - a clear message, not a traceback
+        from .config import ManifestError
+
+        if isinstance(e, ManifestError):
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        if os.environ.get("FAZT_DEBUG"):
+            raise
+        print(f"error: {type(e).__name__}: {e} (set FAZT_DEBUG=1 for a traceback)", file=sys.stderr)
+        return EXIT_FAILED

@@ -1,0 +1,123 @@
+"""The shapes of configuration: an app's `fazt.json` and the host's settings.
+
+Both are msgspec structs, so a bad manifest is refused with an error that names
+the offending field, and unknown fields are errors rather than silent typos.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import msgspec
+
+MIB = 1 << 20
+APP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+
+
+class Limits(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_defaults=True, frozen=True):
+    """Per-invocation limits. Every one can be set in fazt.json or on the command line."""
+
+    timeout_ms: int = 30_000
+    memory_mb: int = 128
+    body_mb: int = 100
+    response_mb: int = 100
+    log_kb: int = 64
+
+    def __post_init__(self) -> None:
+        if self.timeout_ms < 1 or self.timeout_ms > 15 * 60_000:
+            raise ValueError("limits.timeoutMs must be between 1 and 900000")
+        # The JS engine's snapshot alone needs ~9 MiB of linear memory.
+        if self.memory_mb < 12 or self.memory_mb > 4096:
+            raise ValueError("limits.memoryMb must be between 12 and 4096")
+        for field in ("body_mb", "response_mb"):
+            if getattr(self, field) < 0 or getattr(self, field) > 16384:
+                raise ValueError(f"limits.{_camel(field)} must be between 0 and 16384")
+        if self.log_kb < 0 or self.log_kb > 65536:
+            raise ValueError("limits.logKb must be between 0 and 65536")
+
+    def merged(self, overrides: dict[str, int]) -> Limits:
+        return msgspec.structs.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+class Manifest(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_defaults=True, frozen=True):
+    """An app's fazt.json."""
+
+    name: str
+    entry: str = "index.js"
+    static: str = "public"
+    env: dict[str, str] = {}
+    limits: Limits = Limits()
+    keep_versions: int = 5
+
+    def __post_init__(self) -> None:
+        if not APP_NAME.match(self.name):
+            raise ValueError(
+                "name must be a safe identifier: lowercase letters, digits and '-', "
+                "starting with a letter, at most 63 characters"
+            )
+        for field in ("entry", "static"):
+            value = getattr(self, field)
+            parts = Path(value).parts
+            if not value or Path(value).is_absolute() or ".." in parts or "\0" in value:
+                raise ValueError(f"{field} must be a relative path inside the app folder")
+        if not (self.entry.endswith((".js", ".mjs", ".wasm"))):
+            raise ValueError("entry must be a .js/.mjs file or a prebuilt component .wasm")
+        if not 1 <= self.keep_versions <= 100:
+            raise ValueError("keepVersions must be between 1 and 100")
+
+
+class ManifestError(ValueError):
+    pass
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def decode_manifest(raw: bytes, source: str = "fazt.json") -> Manifest:
+    try:
+        return msgspec.json.decode(raw, type=Manifest)
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        raise ManifestError(f"{source}: {e}") from None
+
+
+def load_manifest(path: Path) -> Manifest:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: not found (an app folder needs a fazt.json)") from None
+    return decode_manifest(raw, str(path))
+
+
+class HostSettings(msgspec.Struct, frozen=True):
+    """Where the host keeps its cartridge and how it serves; from flags or FAZT_* variables."""
+
+    cartridge: str = "./fazt.db"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 0  # 0: one per core
+    domain: str = ""
+
+    @property
+    def cache_dir(self) -> Path:
+        """Compiled components live beside the cartridge: derived data, rebuilt when missing."""
+        return Path(self.cartridge + ".cache")
+
+    def to_env(self) -> dict[str, str]:
+        return {f"FAZT_{k.upper()}": str(getattr(self, k)) for k in self.__struct_fields__}
+
+    @classmethod
+    def from_env(cls, **overrides) -> HostSettings:
+        values: dict = {}
+        for field in cls.__struct_fields__:
+            env = os.environ.get(f"FAZT_{field.upper()}")
+            if env is not None and env != "":
+                values[field] = env
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as e:
+            raise ManifestError(f"host settings: {e}") from None

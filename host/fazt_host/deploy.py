@@ -1,0 +1,125 @@
+"""`fazt-host deploy`: app folder or prebuilt component -> active version.
+
+Nothing is written to the cartridge until the component is built, checked
+against the fazt:host world and compiled; then one transaction stores and
+activates it. A deploy killed at any point leaves the previous version live.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from wasmtime import WasmtimeError
+from wasmtime.component import Component
+
+import msgspec
+
+from . import apps, build, cartridge
+from .apps import FileEntry
+from .build import BuildError
+from .config import Manifest, ManifestError, load_manifest
+from .host import Host
+from .runtime import ValidationError
+from .runtime.engine import sha256
+
+
+class DeployError(Exception):
+    pass
+
+
+@dataclass
+class Deployment:
+    app: str
+    version: int
+    component: str
+    built: bool
+    static_files: int
+    seconds: float
+
+
+@dataclass
+class AppSource:
+    folder: Path
+    manifest: Manifest
+    prebuilt: Path | None  # a component .wasm, when not building from JS
+
+
+def resolve(path: Path, manifest_path: Path | None = None) -> AppSource:
+    """An app folder (fazt.json + JS entry or a .wasm entry), or a .wasm file with its fazt.json."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".wasm":
+        manifest = load_manifest(manifest_path or path.parent / "fazt.json")
+        return AppSource(path.parent, manifest, path)
+    if not path.is_dir():
+        raise DeployError(f"{path}: not an app folder or a .wasm component")
+    manifest = load_manifest(manifest_path or path / "fazt.json")
+    prebuilt = path / manifest.entry if manifest.entry.endswith(".wasm") else None
+    if prebuilt is not None and not prebuilt.is_file():
+        raise DeployError(f"{prebuilt}: the entry component was not found")
+    return AppSource(path, manifest, prebuilt)
+
+
+def component_bytes(host: Host, src: AppSource, progress) -> tuple[bytes | None, str, str, list[FileEntry], bool]:
+    """(component or None if the cartridge has it, its hash, source hash, sources, built?)."""
+    if src.prebuilt is not None:
+        wasm = src.prebuilt.read_bytes()
+        digest = sha256(wasm)
+        return wasm, digest, digest, [], False
+    sources = build.app_sources(src.folder, src.manifest)
+    source_hash = build.source_hash(sources)
+    known = apps.component_for_source(host.conn, source_hash)
+    if known is not None:
+        progress.write(f"  unchanged source: reusing component {known[:12]}\n")
+        return None, known, source_hash, sources, False
+    progress.write(f"  building {src.manifest.name} from {src.manifest.entry}\n")
+    wasm = build.build_component(src.folder, src.manifest.entry, progress)
+    return wasm, sha256(wasm), source_hash, sources, True
+
+
+def compile_checked(host: Host, digest: str, wasm: bytes | None, progress) -> None:
+    """Compiles into the cache (unless there already) after checking the component fits our world."""
+    try:
+        component = host.cache.map(digest)
+        if component is None:
+            if wasm is None:
+                wasm = cartridge.get_object(host.conn, digest)
+                if wasm is None:
+                    raise DeployError(f"component {digest[:12]} vanished from the cartridge; deploy again")
+            progress.write("  compiling to native code\n")
+            component = Component(host.engine, wasm)
+            host.runtime.validate(component)
+            host.cache.store(digest, component)
+        else:
+            host.runtime.validate(component)
+    except WasmtimeError as e:
+        first = (str(e).strip().splitlines() or ["invalid"])[0]
+        raise DeployError(f"not a WebAssembly component of the fazt:host world: {first}") from None
+    except ValidationError as e:
+        raise DeployError(str(e)) from None
+
+
+def deploy(host: Host, path: Path, manifest_path: Path | None = None, limits: dict | None = None, progress=sys.stderr) -> Deployment:
+    started = time.perf_counter()
+    try:
+        src = resolve(path, manifest_path)
+    except ManifestError as e:
+        raise DeployError(str(e)) from None
+    manifest = src.manifest
+    if limits:
+        try:
+            manifest = msgspec.structs.replace(manifest, limits=manifest.limits.merged(limits))
+        except ValueError as e:
+            raise DeployError(f"limits: {e}") from None
+    static_dir = src.folder / manifest.static
+    try:
+        wasm, digest, source_hash, sources, built = component_bytes(host, src, progress)
+        static = build.read_files(static_dir) if static_dir.is_dir() else []
+    except BuildError as e:
+        raise DeployError(str(e)) from None
+    compile_checked(host, digest, wasm, progress)
+    component = FileEntry("component.wasm", digest, wasm) if wasm is not None else None
+    version = apps.store_version(host.conn, manifest, source_hash, digest, component, sources, static)
+    return Deployment(manifest.name, version, digest, built, len(static), time.perf_counter() - started)

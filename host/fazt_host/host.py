@@ -1,0 +1,75 @@
+"""The composition root: capabilities + runtime + triggers, once per process.
+
+`Host` wires the capability list into the runtime's linker and calls their
+per-invocation hooks; the HTTP trigger (server.py) and the CLI's deploy use
+it. Granian imports `rsgi_app` in every worker process.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from . import cartridge
+from .apps import Deployed
+from .capabilities import Capability
+from .capabilities.log import Log
+from .config import HostSettings
+from .runtime import ComponentCache, EpochTicker, Guest, GuestError, Invocation, Runtime, make_engine
+from .server import HTTP_INTERFACE, HttpTrigger, http_functions
+
+
+def capabilities() -> list[Capability]:
+    return [Log()]
+
+
+class Host:
+    def __init__(self, settings: HostSettings):
+        self.settings = settings
+        self.conn = cartridge.connect(settings.cartridge)
+        self.capabilities = capabilities()
+        for cap in self.capabilities:
+            cartridge.migrate(self.conn, cap.name, cap.migrations)
+            cap.setup(self.conn)
+        self.log = next(c for c in self.capabilities if isinstance(c, Log))
+        self.engine = make_engine()
+        interfaces = {cap.interface: cap.functions() for cap in self.capabilities}
+        interfaces[HTTP_INTERFACE] = http_functions()
+        self.runtime = Runtime(self.engine, interfaces)
+        self.cache = ComponentCache(self.engine, settings.cache_dir)
+        self._guests: dict[str, Guest] = {}
+        self._ticker: EpochTicker | None = None
+
+    def start_ticker(self) -> None:
+        if self._ticker is None:
+            self._ticker = EpochTicker(self.engine)
+
+    def guest(self, component_hash: str) -> Guest:
+        guest = self._guests.get(component_hash)
+        if guest is None:
+            component = self.cache.load(component_hash, lambda: cartridge.get_object(self.conn, component_hash))
+            guest = self._guests[component_hash] = Guest(component)
+        return guest
+
+    def invoke(self, deployed: Deployed, interface: str, name: str, payload: str, invocation: Invocation) -> None:
+        """Runs one export in a fresh instance; guest failures are logged and raised as GuestError."""
+        try:
+            failure = self.runtime.call(self.guest(deployed.component), interface, name, payload, invocation)
+            if failure:
+                err = msgspec.json.decode(failure)
+                self.log.record(invocation, "error", f"{err.get('error')}\n{err.get('stack', '')}".rstrip())
+                raise GuestError(f"the handler threw {err.get('error')}")
+        except GuestError as e:
+            if not str(e).startswith("the handler threw"):
+                self.log.record(invocation, "error", f"{e}{': ' + e.detail if e.detail else ''}")
+            raise
+        finally:
+            for cap in self.capabilities:
+                cap.finish(invocation)
+
+
+def rsgi_app() -> HttpTrigger:
+    """Granian's factory: one Host and one HTTP trigger per worker process."""
+    settings = HostSettings.from_env()
+    host = Host(settings)
+    host.start_ticker()
+    return HttpTrigger(host, settings.domain)

@@ -1,0 +1,21 @@
+"""Runs guests: one fresh instance of a precompiled component per invocation.
+
+The runtime knows nothing of capabilities: it is handed host functions per
+WIT interface, each taking the current `Invocation` first, and the triggers
+(HTTP server, scheduler, mail) call `Runtime.call`.
+"""
+
+from .engine import ComponentCache, EpochTicker, make_engine
+from .invoke import Guest, GuestError, GuestTimeout, Invocation, Runtime, ValidationError
+
+__all__ = [
+    "ComponentCache",
+    "EpochTicker",
+    "Guest",
+    "GuestError",
+    "GuestTimeout",
+    "Invocation",
+    "Runtime",
+    "ValidationError",
+    "make_engine",
+]

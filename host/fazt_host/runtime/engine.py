@@ -1,0 +1,119 @@
+"""The wasmtime engine and the cache of compiled components.
+
+Compiling a component takes seconds; mapping a compiled one takes well under
+a millisecond and shares its memory copy-on-write. So compiled artifacts live
+as files in a cache folder beside the cartridge, keyed by the component's
+hash, the wasmtime version and the engine's configuration, and are rebuilt
+from the component in the cartridge whenever missing or damaged.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.metadata
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import wasmtime
+from wasmtime import Config, Engine
+from wasmtime.component import Component
+
+# Epoch interruption ticks this often; wall-time limits round up to it.
+EPOCH_TICK_S = 0.005
+# Bump the suffix whenever make_engine's Config changes: a .cwasm loads only into an equal engine.
+_ENGINE_FINGERPRINT = f"wasmtime{importlib.metadata.version('wasmtime')}-epoch1"
+
+
+def make_engine() -> Engine:
+    config = Config()
+    config.epoch_interruption = True
+    return Engine(config)
+
+
+class EpochTicker:
+    """Advances the engine's epoch so that `store.set_epoch_deadline` measures wall time."""
+
+    def __init__(self, engine: Engine):
+        self._engine = engine
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fazt-epoch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(EPOCH_TICK_S):
+            self._engine.increment_epoch()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def ticks_for(timeout_ms: int) -> int:
+    return max(1, int(timeout_ms / 1000 / EPOCH_TICK_S + 0.999))
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ComponentCache:
+    """Compiled components on disk, verified by digest before they are mapped."""
+
+    def __init__(self, engine: Engine, folder: Path):
+        self.engine = engine
+        self.folder = Path(folder)
+
+    def path_for(self, component_hash: str) -> Path:
+        return self.folder / f"{component_hash}-{_ENGINE_FINGERPRINT}.cwasm"
+
+    def load(self, component_hash: str, fetch_component) -> Component:
+        """Maps the compiled component, compiling it first when missing or damaged.
+
+        `fetch_component()` returns the component's bytes (from the cartridge);
+        it is called only when a compilation is needed.
+        """
+        component = self.map(component_hash)
+        if component is not None:
+            return component
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.path_for(component_hash).with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one compiler per artifact across processes
+            component = self.map(component_hash)
+            if component is not None:
+                return component
+            wasm = fetch_component()
+            if wasm is None or sha256(wasm) != component_hash:
+                raise LookupError(f"component {component_hash[:12]} is missing or damaged in the cartridge")
+            self.store(component_hash, Component(self.engine, wasm))
+        component = self.map(component_hash)
+        if component is None:
+            raise RuntimeError(f"compiled component {component_hash[:12]} failed verification right after compiling")
+        return component
+
+    def store(self, component_hash: str, component: Component) -> None:
+        """Writes the compiled artifact and its digest; readers never see a partial file."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.path_for(component_hash)
+        compiled = component.serialize()
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(compiled)
+        path.with_name(path.name + ".sha256").write_text(sha256(compiled))
+        tmp.replace(path)
+
+    def map(self, component_hash: str) -> Component | None:
+        """The compiled component, if its file is present and matches the digest written with it."""
+        # A compiled artifact is trusted code: a damaged or swapped file is rebuilt, not run.
+        path = self.path_for(component_hash)
+        try:
+            expected = path.with_name(path.name + ".sha256").read_text().strip()
+            with open(path, "rb") as f:
+                actual = hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError:
+            return None
+        if actual != expected:
+            return None
+        try:
+            return Component.deserialize_file(self.engine, str(path))
+        except wasmtime.WasmtimeError:
+            return None

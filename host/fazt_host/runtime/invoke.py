@@ -1,0 +1,158 @@
+"""A fresh instance per invocation, with wall-time and memory limits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from wasmtime import Engine, Store, WasiConfig, WasmtimeError
+from wasmtime.component import Component, Linker
+
+from ..config import MIB, Limits
+from . import words
+from .engine import ticks_for
+
+words.install()
+
+WORLD_EXPORTS = {"fazt:host/handler@0.1.0": ("fetch",)}
+
+HostFunction = Callable[..., Any]
+
+
+class GuestError(Exception):
+    """The guest trapped, threw, or broke a limit. `status` is the HTTP status it maps to."""
+
+    status = 500
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
+
+
+class GuestTimeout(GuestError):
+    status = 504
+
+
+class ValidationError(ValueError):
+    """A component that does not fit the fazt:host world."""
+
+
+@dataclass
+class Invocation:
+    """What host functions see of the call in progress."""
+
+    app: str
+    request_id: str
+    limits: Limits
+    # Capability state for this call, keyed by capability name (e.g. the HTTP exchange).
+    state: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+
+class Runtime:
+    """One per worker process, used from its single wasm thread."""
+
+    def __init__(self, engine: Engine, interfaces: dict[str, dict[str, HostFunction]]):
+        self.engine = engine
+        self.current: Invocation | None = None
+        self.linker = Linker(engine)
+        self.linker.add_wasip2()
+        self.provided = {name: set(funcs) for name, funcs in interfaces.items()}
+        with self.linker.root() as root:
+            for name, funcs in interfaces.items():
+                with root.add_instance(name) as instance:
+                    for fname, fn in funcs.items():
+                        instance.add_func(fname, self._bind(fn))
+
+    def _bind(self, fn: HostFunction):
+        def host_function(_store, *args):
+            return fn(self.current, *args)
+
+        return host_function
+
+    def validate(self, component: Component) -> None:
+        """Refuses a component that imports what the host lacks or does not export the handler."""
+        ctype = component.type
+        unknown = sorted(
+            name
+            for name in ctype.imports(self.engine)
+            if not name.startswith("wasi:") and name not in self.provided
+        )
+        if unknown:
+            raise ValidationError(
+                f"the component imports {', '.join(unknown)}, which the fazt:host world does not provide"
+            )
+        exports = ctype.exports(self.engine)
+        missing = sorted(name for name in WORLD_EXPORTS if name not in exports)
+        if missing:
+            raise ValidationError(
+                f"the component does not export {', '.join(missing)}: "
+                "it was not built for the fazt:host app world"
+            )
+        # A trial instantiation checks every import's type against ours.
+        store = self._store(Limits(timeout_ms=5_000))
+        try:
+            instance = self.linker.instantiate(store, component)
+            guest = Guest(component)
+            for interface, names in WORLD_EXPORTS.items():
+                for name in names:
+                    func = instance.get_func(store, guest.export(interface, name))
+                    if func is None:
+                        raise ValidationError(f"{interface}#{name} is not a function")
+                    ftype = func.type(store)
+                    if [type(t).__name__ for _, t in ftype.params] != ["String"] or type(
+                        ftype.result
+                    ).__name__ != "String":
+                        raise ValidationError(f"{interface}#{name} must take a string and return a string")
+        except (WasmtimeError, GuestError) as e:
+            raise ValidationError(f"the component does not link against the fazt:host world: {e}") from None
+
+    def _store(self, limits: Limits) -> Store:
+        store = Store(self.engine)
+        store.set_wasi(WasiConfig())  # entropy and clocks only: no files, no sockets, no env
+        store.set_epoch_deadline(ticks_for(limits.timeout_ms))
+        store.set_limits(memory_size=limits.memory_mb * MIB)
+        return store
+
+    def call(self, guest: Guest, interface: str, name: str, arg: str, invocation: Invocation) -> str:
+        """Instantiates the guest afresh and calls one export with a JSON string."""
+        limits = invocation.limits
+        store = self._store(limits)
+        self.current = invocation
+        try:
+            instance = self.linker.instantiate(store, guest.component)
+            func = instance.get_func(store, guest.export(interface, name))
+            result = func(store, arg)
+            func.post_return(store)
+            return result
+        except WasmtimeError as e:
+            message = str(e)
+            if "wasm trap: interrupt" in message:
+                raise GuestTimeout(f"the handler ran past its time limit of {limits.timeout_ms} ms") from None
+            raise GuestError(
+                f"the handler trapped (memory limit {limits.memory_mb} MiB, time limit {limits.timeout_ms} ms)",
+                message,
+            ) from None
+        finally:
+            self.current = None
+
+
+class Guest:
+    """A compiled component ready to instantiate, with its export lookups cached."""
+
+    def __init__(self, component: Component):
+        self.component = component
+        self._exports: dict[tuple[str, str], Any] = {}
+
+    def export(self, interface: str, name: str):
+        key = (interface, name)
+        index = self._exports.get(key)
+        if index is None:
+            iface = self.component.get_export_index(interface)
+            index = self.component.get_export_index(name, iface) if iface is not None else None
+            if index is None:
+                raise GuestError(f"the app does not export {interface}#{name}")
+            self._exports[key] = index
+        return index

@@ -1,0 +1,348 @@
+"""The HTTP trigger: Granian (RSGI) in front, one wasm thread behind.
+
+Each worker process runs its event loop for I/O and hands every guest call to
+its single wasm thread (fresh instances on two threads of one process are
+slower than on one). The guest pulls the request body through `read-body`
+only when it reads it, and pushes its response through `send-head` and
+`send-body`: a response that completes quickly goes out in one piece, one
+that takes longer streams chunk by chunk with bounded buffering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import unquote
+
+import msgspec
+
+from . import cartridge, static
+from .apps import Deployed, Registry
+from .config import MIB
+from .runtime import GuestError, GuestTimeout, Invocation
+
+HTTP_INTERFACE = "fazt:host/http@0.1.0"
+HANDLER_INTERFACE = "fazt:host/handler@0.1.0"
+# A response not finished by then starts streaming; until then it is sent whole.
+STREAM_AFTER_S = 0.01
+STREAM_CREDIT = 8  # chunks in flight between the wasm thread and the socket
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class ResponseHead(msgspec.Struct):
+    status: int
+    headers: list[tuple[str, str]] = []
+
+
+_decode_head = msgspec.json.Decoder(ResponseHead).decode
+_END = object()
+
+
+def request_id() -> str:
+    return f"{time.time_ns() // 1_000_000:x}-{secrets.token_hex(6)}"
+
+
+def json_error(proto, status: int, message: str, rid: str = "", extra: list | None = None) -> None:
+    body = {"error": message}
+    if rid:
+        body["requestId"] = rid
+    headers = [("content-type", "application/json")]
+    if rid:
+        headers.append(("x-fazt-request-id", rid))
+    proto.response_bytes(status, headers + (extra or []), msgspec.json.encode(body))
+
+
+def _valid_header(name: str, value: str) -> bool:
+    return bool(name) and not any(c in name for c in " \t\r\n:\0") and not any(c in value for c in "\r\n\0")
+
+
+class Exchange:
+    """One request/response, shared by the event loop and the wasm thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, proto, body_limit: int, response_limit: int, deadline: float):
+        self.loop = loop
+        self.proto = proto
+        self.body_limit = body_limit
+        self.response_limit = response_limit
+        self.deadline = deadline
+        self.body_read = 0
+        self._body = None
+        self._pending = b""
+        self.head: ResponseHead | None = None
+        self.chunks: list[bytes] = []
+        self.sent = 0
+        self.lock = threading.Lock()
+        self.queue: asyncio.Queue | None = None
+        self.credit = threading.Semaphore(STREAM_CREDIT)
+        self.closed = False
+        self.aborted = False
+
+    # -- wasm thread ---------------------------------------------------------
+    def read_body(self, max_bytes: int) -> str:
+        future = asyncio.run_coroutine_threadsafe(self._read(max(1, min(max_bytes, 32 * MIB))), self.loop)
+        return base64.b64encode(future.result()).decode("ascii")
+
+    def send_head(self, raw: str) -> None:
+        if self.head is not None:
+            raise GuestError("the response head was sent twice")
+        try:
+            head = _decode_head(raw)
+        except msgspec.MsgspecError as e:
+            raise GuestError(f"malformed response head: {e}") from None
+        if not 100 <= head.status <= 599:
+            raise GuestError(f"invalid response status {head.status}")
+        for name, value in head.headers:
+            if not _valid_header(name, value):
+                raise GuestError(f"invalid response header {name!r}")
+        self._emit("head", head)
+
+    def send_body(self, words: bytes, length: int) -> None:
+        if length > len(words):
+            raise GuestError("send-body: length exceeds the words sent")
+        if self.head is None:
+            raise GuestError("send-body before send-head")
+        self.sent += length
+        if self.sent > self.response_limit:
+            raise HttpError(500, f"the response exceeds the limit of {self.response_limit >> 20} MiB")
+        if length:
+            self._emit("body", words[:length])
+
+    def _emit(self, kind: str, value) -> None:
+        if self.aborted:
+            raise GuestError("the client went away")
+        with self.lock:
+            if kind == "head":
+                self.head = value
+            if self.queue is None:
+                if kind == "body":
+                    self.chunks.append(value)
+                return
+            queue = self.queue
+        if kind == "body" and not self.credit.acquire(timeout=max(0.0, self.deadline - time.monotonic())):
+            raise GuestTimeout("the client did not take the response before the time limit")
+        self.loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            if self.queue is not None:
+                self.loop.call_soon_threadsafe(self.queue.put_nowait, _END)
+
+    # -- event loop ------------------------------------------------------------
+    async def _read(self, n: int) -> bytes:
+        if self._body is None:
+            self._body = self.proto.__aiter__()
+        buf = bytearray(self._pending)
+        while len(buf) < n:
+            try:
+                chunk = await self._body.__anext__()
+            except StopAsyncIteration:
+                break
+            self.body_read += len(chunk)
+            if self.body_read > self.body_limit:
+                raise HttpError(413, f"the request body exceeds the limit of {self.body_limit >> 20} MiB")
+            buf += chunk
+        self._pending = bytes(buf[n:])
+        return bytes(buf[:n])
+
+    def start_streaming(self) -> tuple[ResponseHead | None, list[bytes]] | None:
+        """Switches to streaming; None if the call finished meanwhile."""
+        with self.lock:
+            if self.closed:
+                return None
+            self.queue = asyncio.Queue()
+            buffered, self.chunks = self.chunks, []
+            return self.head, buffered
+
+
+def http_functions() -> dict:
+    """The host functions of fazt:host/http; they act on the invocation's Exchange."""
+
+    def exchange(inv: Invocation) -> Exchange:
+        ex = inv.state.get("http")
+        if ex is None:
+            raise GuestError("no HTTP request is in progress in this invocation")
+        return ex
+
+    return {
+        "read-body": lambda inv, max_bytes: exchange(inv).read_body(max_bytes),
+        "send-head": lambda inv, head: exchange(inv).send_head(head),
+        "send-body": lambda inv, words, length: exchange(inv).send_body(words, length),
+    }
+
+
+class HttpTrigger:
+    """The RSGI application of one worker process."""
+
+    def __init__(self, host, domain: str = ""):
+        self.host = host
+        self.domain = domain.lower().strip(".")
+        self.wasm = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fazt-wasm")
+        self.reader = cartridge.connect(host.settings.cartridge)  # the loop thread's own connection
+        self.registry = Registry(self.reader)
+        self.blobs = static.Blobs(self.reader)
+
+    def route(self, scope) -> tuple[str, str, str]:
+        """(app, path inside the app, base path) from the Host header or the first path segment."""
+        path = scope.path
+        if self.domain:
+            host = (scope.headers.get("host") or scope.authority or "").split(":")[0].lower()
+            if host.endswith("." + self.domain):
+                return host[: -len(self.domain) - 1], path, ""
+        _, _, rest = path.partition("/")
+        app, slash, inner = rest.partition("/")
+        return app, "/" + inner if slash else "", "/" + app
+
+    async def __call__(self, scope, proto):
+        if scope.proto != "http":
+            return
+        try:
+            await self.handle(scope, proto)
+        except HttpError as e:
+            json_error(proto, e.status, str(e))
+
+    async def handle(self, scope, proto) -> None:
+        raw_path = scope.path
+        decoded = unquote(raw_path)
+        if "\0" in decoded or any(seg in ("..", ".") for seg in decoded.split("/")) or "\\" in decoded:
+            raise HttpError(400, "invalid path: '.', '..', backslashes and NUL are not allowed")
+        app_name, inner, base = self.route(scope)
+        if app_name == "_":
+            return self.host_endpoint(inner, proto)
+        if not app_name:
+            raise HttpError(404, "no app in the path: use /<app>/...")
+        deployed = self.registry.refresh().get(app_name)
+        if deployed is None:
+            raise HttpError(404, f"no app named {app_name!r} is deployed")
+        if inner == "":
+            qs = f"?{scope.query_string}" if scope.query_string else ""
+            proto.response_empty(308, [("location", f"{base}/{qs}")])
+            return
+        method = scope.method.upper()
+        if method in ("GET", "HEAD"):
+            hit = static.lookup(deployed.static, unquote(inner[1:]))
+            if hit:
+                path, (digest, size) = hit
+                static.respond(proto, self.blobs, path, digest, size, method, scope.headers)
+                return
+        await self.invoke(scope, proto, deployed, inner, base, method)
+
+    def host_endpoint(self, inner: str, proto) -> None:
+        if inner == "/health":
+            apps = self.registry.refresh()
+            body = {"ok": True, "apps": len(apps), "pid": os.getpid()}
+            proto.response_bytes(200, [("content-type", "application/json")], msgspec.json.encode(body))
+            return
+        raise HttpError(404, f"no host endpoint {inner!r}")
+
+    async def invoke(self, scope, proto, deployed: Deployed, inner: str, base: str, method: str) -> None:
+        limits = deployed.manifest.limits
+        rid = request_id()
+        headers = scope.headers
+        body_limit = limits.body_mb * MIB
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                return json_error(proto, 400, "invalid content-length", rid)
+            if int(length) > body_limit:
+                return json_error(proto, 413, f"the request body exceeds the limit of {limits.body_mb} MiB", rid)
+        has_body = method not in ("GET", "HEAD") and (
+            (length is not None and int(length) > 0) or "transfer-encoding" in headers
+        )
+        authority = headers.get("host") or scope.authority or "localhost"
+        query = f"?{scope.query_string}" if scope.query_string else ""
+        request = {
+            "method": method,
+            "url": f"{scope.scheme}://{authority}{inner}{query}",
+            "headers": [[k, v] for k, v in headers.items()] + [["x-forwarded-prefix", base]] * bool(base),
+            "requestId": rid,
+            "hasBody": has_body,
+            "app": deployed.name,
+        }
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + limits.timeout_ms / 1000
+        exchange = Exchange(loop, proto, body_limit, limits.response_mb * MIB, deadline)
+        invocation = Invocation(deployed.name, rid, limits, {"http": exchange})
+        payload = msgspec.json.encode(request).decode()
+
+        def run() -> None:
+            try:
+                self.host.invoke(deployed, HANDLER_INTERFACE, "fetch", payload, invocation)
+            finally:
+                exchange.close()
+
+        future = loop.run_in_executor(self.wasm, run)
+        done, _ = await asyncio.wait((future,), timeout=STREAM_AFTER_S)
+        if not done:
+            switched = exchange.start_streaming()
+            if switched is not None:
+                return await self.stream(proto, exchange, future, switched, rid)
+        try:
+            await future
+        except Exception as e:  # noqa: BLE001 - every failure becomes a JSON error
+            return self.fail(proto, e, rid)
+        self.complete(proto, exchange, rid)
+
+    def complete(self, proto, exchange: Exchange, rid: str) -> None:
+        head = exchange.head
+        if head is None:
+            return json_error(proto, 500, "the handler returned without a response", rid)
+        headers = head.headers + [("x-fazt-request-id", rid)]
+        body = b"".join(exchange.chunks)
+        if body:
+            proto.response_bytes(head.status, headers, body)
+        else:
+            proto.response_empty(head.status, headers)
+
+    def fail(self, proto, error: Exception, rid: str) -> None:
+        if isinstance(error, HttpError):
+            return json_error(proto, error.status, str(error), rid)
+        if isinstance(error, GuestError):
+            return json_error(proto, error.status, str(error), rid)
+        return json_error(proto, 500, f"internal error: {type(error).__name__}", rid)
+
+    async def stream(self, proto, exchange: Exchange, future, switched, rid: str) -> None:
+        head, buffered = switched
+        queue = exchange.queue
+        assert queue is not None
+        while head is None:
+            item = await queue.get()
+            if item is _END:
+                try:
+                    await future
+                except Exception as e:  # noqa: BLE001
+                    return self.fail(proto, e, rid)
+                return self.complete(proto, exchange, rid)
+            kind, value = item
+            if kind == "head":
+                head = value
+            else:
+                buffered.append(value)
+                exchange.credit.release()
+        transport = proto.response_stream(head.status, head.headers + [("x-fazt-request-id", rid)])
+        try:
+            for chunk in buffered:
+                await transport.send_bytes(chunk)
+            while (item := await queue.get()) is not _END:
+                kind, value = item
+                if kind == "body":
+                    await transport.send_bytes(value)
+                    exchange.credit.release()
+        except Exception:  # noqa: BLE001 - the client went away; let the guest stop
+            exchange.aborted = True
+            while (item := await queue.get()) is not _END:
+                exchange.credit.release()
+        try:
+            await future
+        except Exception:  # noqa: BLE001 - already recorded in the app log; the stream just ends
+            pass

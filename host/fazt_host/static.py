@@ -1,0 +1,116 @@
+"""Static files of an app version, served from the cartridge (the VFS).
+
+Content-Type from the name, a strong ETag from the content hash (304 on a
+match), single byte ranges (206/416), and a cache policy that revalidates:
+a redeploy changes the bytes behind a URL at once.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from collections import OrderedDict
+
+import apsw
+
+from . import cartridge
+
+CACHE_CONTROL = "public, max-age=0, must-revalidate"
+TEXT_TYPES = ("text/", "application/javascript", "application/json", "image/svg+xml", "application/xml")
+mimetypes.add_type("text/javascript", ".mjs")
+mimetypes.add_type("application/wasm", ".wasm")
+mimetypes.add_type("image/webp", ".webp")
+
+
+def content_type(path: str) -> str:
+    ctype = mimetypes.guess_type(path, strict=False)[0] or "application/octet-stream"
+    if ctype.startswith(TEXT_TYPES):
+        ctype += "; charset=utf-8"
+    return ctype
+
+
+def lookup(static: dict[str, tuple[str, int]], path: str) -> tuple[str, tuple[str, int]] | None:
+    """The file for a request path ('' or '.../' means its index.html)."""
+    if path == "" or path.endswith("/"):
+        path += "index.html"
+    hit = static.get(path)
+    return (path, hit) if hit else None
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None | str:
+    """(start, end inclusive) for one satisfiable range; None to ignore the header; 'unsatisfiable'."""
+    if not header.startswith("bytes=") or "," in header:
+        return None  # several ranges: RFC 9110 lets a server answer with the whole body
+    spec = header[6:].strip()
+    first, sep, last = spec.partition("-")
+    if not sep:
+        return None
+    try:
+        if first == "":
+            n = int(last)
+            if n <= 0:
+                return "unsatisfiable"
+            return (max(size - n, 0), size - 1) if size else "unsatisfiable"
+        start = int(first)
+        end = int(last) if last else size - 1
+    except ValueError:
+        return None
+    if start < 0 or end < start:
+        return None
+    if start >= size:
+        return "unsatisfiable"
+    return start, min(end, size - 1)
+
+
+class Blobs:
+    """A small LRU of static file bytes in front of the cartridge."""
+
+    def __init__(self, conn: apsw.Connection, budget: int = 32 << 20):
+        self.conn = conn
+        self.budget = budget
+        self.used = 0
+        self.items: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, digest: str) -> bytes:
+        data = self.items.get(digest)
+        if data is not None:
+            self.items.move_to_end(digest)
+            return data
+        data = cartridge.get_object(self.conn, digest)
+        if data is None:
+            raise LookupError(digest)
+        if len(data) <= self.budget // 4:
+            self.items[digest] = data
+            self.used += len(data)
+            while self.used > self.budget:
+                _, old = self.items.popitem(last=False)
+                self.used -= len(old)
+        return data
+
+
+def respond(proto, blobs: Blobs, path: str, digest: str, size: int, method: str, req_headers) -> None:
+    etag = f'"{digest[:32]}"'
+    headers = [
+        ("content-type", content_type(path)),
+        ("etag", etag),
+        ("cache-control", CACHE_CONTROL),
+        ("accept-ranges", "bytes"),
+    ]
+    inm = req_headers.get("if-none-match")
+    if inm and (inm.strip() == "*" or etag in [t.strip().removeprefix("W/") for t in inm.split(",")]):
+        proto.response_empty(304, headers)
+        return
+    status, start, end = 200, 0, size - 1
+    rng = req_headers.get("range")
+    if rng and method in ("GET", "HEAD"):
+        parsed = parse_range(rng, size)
+        if parsed == "unsatisfiable":
+            proto.response_empty(416, headers + [("content-range", f"bytes */{size}")])
+            return
+        if parsed is not None:
+            status, (start, end) = 206, parsed
+            headers.append(("content-range", f"bytes {start}-{end}/{size}"))
+    if method == "HEAD":
+        proto.response_empty(status, headers + [("content-length", str(end - start + 1))])
+        return
+    data = blobs.get(digest)
+    proto.response_bytes(status, headers, data[start : end + 1] if status == 206 else data)
