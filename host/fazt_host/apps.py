@@ -101,6 +101,28 @@ def component_for_source(conn: apsw.Connection, source_hash: str) -> str | None:
     return row[0] if row else None
 
 
+def same_as_active(
+    conn: apsw.Connection, manifest: Manifest, source_hash: str, component_hash: str, static: list[FileEntry]
+) -> int | None:
+    """The active version's number if it is exactly this deploy (manifest, code, static files)."""
+    row = conn.execute(
+        "SELECT v.version, v.manifest, v.source_hash, v.component FROM apps a "
+        "JOIN versions v ON v.app = a.name AND v.version = a.active WHERE a.name = ?",
+        (manifest.name,),
+    ).fetchone()
+    if row is None or (row[1], row[2], row[3]) != (
+        msgspec.json.encode(manifest).decode(),
+        source_hash,
+        component_hash,
+    ):
+        return None
+    files = conn.execute(
+        "SELECT path, object FROM files WHERE app = ? AND version = ? AND kind = 'static' ORDER BY path",
+        (manifest.name, row[0]),
+    ).fetchall()
+    return row[0] if files == sorted((e.path, e.digest) for e in static) else None
+
+
 def rollback(conn: apsw.Connection, app: str, version: int | None = None) -> int:
     """Activates `version`, or the newest one older than the active one."""
     with transaction(conn):

@@ -67,7 +67,10 @@ def cmd_deploy(args) -> int:
             return EXIT_FAILED
         if args.json:
             print(json.dumps({"app": d.app, "version": d.version, "component": d.component, "built": d.built,
-                              "staticFiles": d.static_files, "seconds": round(d.seconds, 3)}))
+                              "unchanged": d.unchanged, "staticFiles": d.static_files,
+                              "seconds": round(d.seconds, 3)}))
+        elif d.unchanged:
+            print(f"{d.app} v{d.version} is already live with exactly this code and files")
         else:
             print(f"deployed {d.app} v{d.version} ({'built' if d.built else 'cached build'}, "
                   f"{d.static_files} static files) in {d.seconds:.1f}s")

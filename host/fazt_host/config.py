@@ -100,11 +100,12 @@ class HostSettings(msgspec.Struct, frozen=True):
     port: int = 8080
     workers: int = 0  # 0: one per core
     domain: str = ""
+    cache: str = ""  # default: beside the cartridge
 
     @property
     def cache_dir(self) -> Path:
         """Compiled components live beside the cartridge: derived data, rebuilt when missing."""
-        return Path(self.cartridge + ".cache")
+        return Path(self.cache or self.cartridge + ".cache")
 
     def to_env(self) -> dict[str, str]:
         return {f"FAZT_{k.upper()}": str(getattr(self, k)) for k in self.__struct_fields__}

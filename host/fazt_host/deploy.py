@@ -7,6 +7,7 @@ activates it. A deploy killed at any point leaves the previous version live.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ class Deployment:
     built: bool
     static_files: int
     seconds: float
+    unchanged: bool = False
 
 
 @dataclass
@@ -51,8 +53,8 @@ def resolve(path: Path, manifest_path: Path | None = None) -> AppSource:
     """An app folder (fazt.json + JS entry or a .wasm entry), or a .wasm file with its fazt.json."""
     path = Path(path)
     if path.is_file() and path.suffix == ".wasm":
-        manifest = load_manifest(manifest_path or path.parent / "fazt.json")
-        return AppSource(path.parent, manifest, path)
+        manifest_path = manifest_path or path.parent / "fazt.json"
+        return AppSource(manifest_path.parent, load_manifest(manifest_path), path)
     if not path.is_dir():
         raise DeployError(f"{path}: not an app folder or a .wasm component")
     manifest = load_manifest(manifest_path or path / "fazt.json")
@@ -74,8 +76,17 @@ def component_bytes(host: Host, src: AppSource, progress) -> tuple[bytes | None,
     if known is not None:
         progress.write(f"  unchanged source: reusing component {known[:12]}\n")
         return None, known, source_hash, sources, False
+    cached = host.settings.cache_dir / "builds" / f"{source_hash}.wasm"
+    if cached.is_file():
+        progress.write(f"  unchanged source: reusing the build in {cached.parent}\n")
+        wasm = cached.read_bytes()
+        return wasm, sha256(wasm), source_hash, sources, False
     progress.write(f"  building {src.manifest.name} from {src.manifest.entry}\n")
     wasm = build.build_component(src.folder, src.manifest.entry, progress)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(wasm)
+    tmp.replace(cached)
     return wasm, sha256(wasm), source_hash, sources, True
 
 
@@ -120,6 +131,9 @@ def deploy(host: Host, path: Path, manifest_path: Path | None = None, limits: di
     except BuildError as e:
         raise DeployError(str(e)) from None
     compile_checked(host, digest, wasm, progress)
+    live = apps.same_as_active(host.conn, manifest, source_hash, digest, static)
+    if live is not None:
+        return Deployment(manifest.name, live, digest, built, len(static), time.perf_counter() - started, True)
     component = FileEntry("component.wasm", digest, wasm) if wasm is not None else None
     version = apps.store_version(host.conn, manifest, source_hash, digest, component, sources, static)
     return Deployment(manifest.name, version, digest, built, len(static), time.perf_counter() - started)

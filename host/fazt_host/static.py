@@ -54,10 +54,10 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None | str:
         end = int(last) if last else size - 1
     except ValueError:
         return None
-    if start < 0 or end < start:
-        return None
     if start >= size:
         return "unsatisfiable"
+    if start < 0 or end < start:
+        return None
     return start, min(end, size - 1)
 
 

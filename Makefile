@@ -1,0 +1,38 @@
+# make up    — install what is missing, build + deploy apps/*, serve on 127.0.0.1:8080 with ./fazt.db
+# make test  — install what is missing, run the test suite
+# make bench — run the benchmarks and write bench/README.md
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+SDK := guest-sdk
+
+export PATH := $(BIN):$(PATH)
+
+.PHONY: up test bench deps clean
+
+deps: $(VENV)/.installed $(SDK)/node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { apt-get update -q && apt-get install -yq python3 python3-venv python3-dev; }
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run: make PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+$(SDK)/node_modules/.installed: $(SDK)/package.json $(SDK)/package-lock.json
+	@command -v npm >/dev/null || { apt-get update -q && apt-get install -yq nodejs npm; }
+	cd $(SDK) && npm ci --no-audit --no-fund
+	@touch $@
+
+up: deps
+	$(BIN)/fazt-host up --deploy $(wildcard apps/*)
+
+test: deps
+	$(BIN)/pytest -q tests
+
+bench: deps
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) $(SDK)/node_modules

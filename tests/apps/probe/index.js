@@ -1,0 +1,91 @@
+// Exercises the host contract from inside the sandbox; tests/ drives it over HTTP.
+import { requestId } from 'fazt';
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const routes = {
+  async '/echo'(request) {
+    const body = new Uint8Array(await request.arrayBuffer());
+    return new Response(body, { headers: { 'content-type': request.headers.get('content-type') || 'application/octet-stream' } });
+  },
+  async '/digest'(request) {
+    const started = Date.now();
+    const body = new Uint8Array(await request.arrayBuffer());
+    const readMs = Date.now() - started;
+    const hash = new Uint8Array(await crypto.subtle.digest('SHA-256', body));
+    return Response.json({ length: body.byteLength, sha256: hash.toHex ? hash.toHex() : Array.from(hash, (b) => b.toString(16).padStart(2, '0')).join(''), readMs });
+  },
+  async '/ignore-body'() {
+    return Response.json({ ok: true });
+  },
+  async '/big'(request, url) {
+    const n = Number(url.searchParams.get('n') || 0);
+    const out = new Uint8Array(n);
+    for (let i = 0; i < n; i++) out[i] = (i * 31 + 7) & 255;
+    return new Response(out, { headers: { 'content-type': 'application/octet-stream' } });
+  },
+  async '/stream'() {
+    let i = 0;
+    const stream = new ReadableStream({
+      async pull(controller) {
+        if (i === 3) return controller.close();
+        if (i > 0) await sleep(300);
+        controller.enqueue(new TextEncoder().encode(`chunk ${i++} at ${Date.now()}\n`));
+      },
+    });
+    return new Response(stream, { headers: { 'content-type': 'text/plain' } });
+  },
+  async '/random'() {
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Response.json({ uuid: crypto.randomUUID(), random: Math.random(), bytes: Array.from(bytes), now: Date.now() });
+  },
+  async '/headers'(request) {
+    const headers = new Headers({ 'x-custom': 'yes', 'content-type': 'text/plain' });
+    headers.append('set-cookie', 'a=1; Path=/');
+    headers.append('set-cookie', 'b=2; Path=/; HttpOnly');
+    return new Response(`method=${request.method} x-in=${request.headers.get('x-in')}`, { status: 201, headers });
+  },
+  async '/log'() {
+    console.log('hello from the log', { n: 1 });
+    console.warn('a warning');
+    console.error('an error');
+    return Response.json({ requestId: requestId() });
+  },
+  async '/throw'() {
+    throw new Error('boom from probe');
+  },
+  async '/loop'() {
+    for (;;) {}
+  },
+  async '/bomb'() {
+    const hold = [];
+    for (;;) hold.push(new Uint8Array(1 << 20).fill(1));
+  },
+  async '/never'() {
+    return new Promise(() => {});
+  },
+  async '/not-a-response'() {
+    return { hello: 'plain object' };
+  },
+  async '/log-flood'() {
+    for (let i = 0; i < 10000; i++) console.log('x'.repeat(100));
+    return new Response('flooded');
+  },
+  async '/url'(request) {
+    return Response.json({ url: request.url, prefix: request.headers.get('x-forwarded-prefix') });
+  },
+  async '/global'() {
+    globalThis.counter = (globalThis.counter || 0) + 1;
+    return Response.json({ counter: globalThis.counter });
+  },
+};
+
+export default {
+  async fetch(request, ctx) {
+    const url = new URL(request.url);
+    const route = routes[url.pathname];
+    if (!route) return Response.json({ error: 'no route', path: url.pathname }, { status: 404 });
+    return route(request, url, ctx);
+  },
+};

@@ -1,0 +1,120 @@
+"""Shared fixtures: real host processes (Granian over sockets) on temporary cartridges.
+
+Every component is built once per test run: all hosts share one cache folder
+(FAZT_CACHE), which holds JS builds by source hash and compiled artifacts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+APPS = ROOT / "apps"
+TEST_APPS = Path(__file__).resolve().parent / "apps"
+FAZT = str(Path(sys.executable).parent / "fazt-host")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+class Cartridge:
+    """A cartridge file plus helpers to run the CLI and a server against it."""
+
+    def __init__(self, path: Path, cache: Path):
+        self.path = path
+        self.env = {**os.environ, "FAZT_CARTRIDGE": str(path), "FAZT_CACHE": str(cache)}
+        self.servers: list[Server] = []
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        proc = subprocess.run([FAZT, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"fazt-host {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+        return proc
+
+    def deploy(self, folder: Path, *flags: str) -> subprocess.CompletedProcess:
+        return self.cli("deploy", str(folder), *flags)
+
+    def serve(self, *flags: str, workers: int = 2) -> Server:
+        server = Server(self, workers, flags)
+        self.servers.append(server)
+        return server
+
+
+class Server:
+    def __init__(self, cart: Cartridge, workers: int, flags: tuple[str, ...]):
+        self.cart = cart
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [FAZT, "up", "--port", str(self.port), "--workers", str(workers), *flags],
+            env=cart.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.client = httpx.Client(base_url=self.base, timeout=30)
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {self.proc.stderr.read().decode()}")
+            try:
+                if httpx.get(self.base + "/_/health", timeout=1).status_code == 200:
+                    return time.monotonic() - start
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise AssertionError("server did not become ready")
+
+    def get(self, path: str, **kw) -> httpx.Response:
+        return self.client.get(path, **kw)
+
+    def request(self, method: str, path: str, **kw) -> httpx.Response:
+        return self.client.request(method, path, **kw)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.client.close()
+
+
+@pytest.fixture
+def cartridge(tmp_path, cache_dir):
+    cart = Cartridge(tmp_path / "fazt.db", cache_dir)
+    yield cart
+    for server in cart.servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory, cache_dir):
+    """One host with hello and probe deployed, shared by the tests that only read."""
+    cart = Cartridge(tmp_path_factory.mktemp("served") / "fazt.db", cache_dir)
+    cart.deploy(APPS / "hello")
+    cart.deploy(TEST_APPS / "probe")
+    server = cart.serve()
+    yield server
+    server.stop()

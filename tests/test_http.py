@@ -1,0 +1,209 @@
+"""The HTTP trigger end to end: a real host process, a fresh sandbox per request."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+
+import httpx
+
+
+def test_hello_json_and_static_page(served):
+    r = served.get("/hello/hello")
+    assert r.status_code == 200
+    assert r.json()["hello"] == "world"
+    assert r.headers["x-fazt-request-id"] == r.json()["requestId"]
+    page = served.get("/hello/")
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert "<h1>hello</h1>" in page.text
+
+
+def test_app_root_without_slash_redirects(served):
+    r = served.get("/hello?x=1")
+    assert r.status_code == 308
+    assert r.headers["location"] == "/hello/?x=1"
+
+
+def test_every_request_gets_a_fresh_instance(served):
+    counters = {served.get("/probe/global").json()["counter"] for _ in range(5)}
+    assert counters == {1}
+
+
+def test_entropy_and_clock_are_fresh_per_request(served):
+    seen = [served.get("/probe/random").json() for _ in range(4)]
+    for field in ("uuid", "random", "bytes"):
+        values = [repr(s[field]) for s in seen]
+        assert len(set(values)) == len(values), f"{field} repeated across requests: {values}"
+    now_ms = time.time() * 1000
+    for s in seen:
+        assert abs(s["now"] - now_ms) < 60_000, "Date.now() is not the current time"
+
+
+def test_status_headers_and_multiple_set_cookie(served):
+    r = served.get("/probe/headers", headers={"x-in": "abc"})
+    assert r.status_code == 201
+    assert r.text == "method=GET x-in=abc"
+    assert r.headers["x-custom"] == "yes"
+    assert r.headers.get_list("set-cookie") == ["a=1; Path=/", "b=2; Path=/; HttpOnly"]
+
+
+def test_app_sees_its_own_path_and_prefix(served):
+    r = served.get("/probe/url?q=1").json()
+    assert r["url"].endswith("/url?q=1")
+    assert r["prefix"] == "/probe"
+
+
+def test_binary_body_round_trip_8_mib(served):
+    body = os.urandom(8 << 20)
+    r = served.request("POST", "/probe/digest", content=body)
+    assert r.status_code == 200
+    assert r.json()["length"] == len(body)
+    assert r.json()["sha256"] == hashlib.sha256(body).hexdigest()
+    echo = served.request("POST", "/probe/echo", content=body)
+    assert echo.status_code == 200 and echo.content == body
+
+
+def test_chunked_request_body(served):
+    parts = [os.urandom(100_000) for _ in range(5)]
+    r = served.request("POST", "/probe/digest", content=iter(parts))
+    assert r.json()["sha256"] == hashlib.sha256(b"".join(parts)).hexdigest()
+
+
+def test_large_response_body_beyond_list_u8_limit(served):
+    n = 6 << 20
+    r = served.get(f"/probe/big?n={n}")
+    assert r.status_code == 200
+    expected = bytes(((i * 31 + 7) & 255) for i in range(256)) * (n // 256)
+    assert len(r.content) == n and r.content == expected
+
+
+def test_streamed_response_arrives_chunk_by_chunk(served):
+    arrivals = []
+    with served.client.stream("GET", "/probe/stream") as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line:
+                arrivals.append((time.monotonic(), line))
+    assert [line.split(" at ")[0] for _, line in arrivals] == ["chunk 0", "chunk 1", "chunk 2"]
+    # the handler sleeps 300 ms between chunks: each must reach us before the next is made
+    assert arrivals[1][0] - arrivals[0][0] > 0.2
+    assert arrivals[2][0] - arrivals[1][0] > 0.2
+
+
+def test_thrown_error_gives_500_json_and_stack_in_logs(served):
+    r = served.get("/probe/throw")
+    assert r.status_code == 500
+    body = r.json()
+    assert "boom from probe" in body["error"] and body["requestId"]
+    logs = served.cart.cli("logs", "probe", "--json", "-n", "50").stdout
+    lines = [line for line in logs.splitlines() if body["requestId"] in line]
+    assert lines and "boom from probe" in lines[-1] and "at " in lines[-1] or "@" in lines[-1]
+
+
+def test_console_goes_to_the_app_log_with_request_id(served):
+    rid = served.get("/probe/log").json()["requestId"]
+    out = served.cart.cli("logs", "probe", "-n", "20").stdout
+    mine = [line for line in out.splitlines() if rid in line]
+    assert any("info" in line and 'hello from the log {"n":1}' in line for line in mine)
+    assert any("warn" in line and "a warning" in line for line in mine)
+    assert any("error" in line and "an error" in line for line in mine)
+
+
+def test_log_volume_is_capped(served):
+    r = served.get("/probe/log-flood")
+    assert r.status_code == 200
+    out = served.cart.cli("logs", "probe", "-n", "5").stdout
+    assert "log lines dropped" in out
+
+
+def test_infinite_loop_is_stopped_and_host_keeps_serving(served):
+    started = time.monotonic()
+    r = served.get("/probe/loop")
+    assert r.status_code == 504
+    assert "time limit" in r.json()["error"]
+    assert time.monotonic() - started < 10
+    assert served.get("/probe/global").status_code == 200
+    assert served.get("/hello/hello").status_code == 200
+
+
+def test_memory_bomb_gives_500_and_next_request_works(served):
+    r = served.get("/probe/bomb")
+    assert r.status_code == 500
+    assert r.json()["requestId"]
+    assert served.get("/probe/global").json() == {"counter": 1}
+
+
+def test_handler_that_never_settles_or_returns_garbage(served):
+    assert served.get("/probe/never").status_code == 500
+    r = served.get("/probe/not-a-response")
+    assert r.status_code == 500 and "must return a Response" in r.json()["error"]
+
+
+def test_unknown_app_is_404_json(served):
+    r = served.get("/nosuchapp/x")
+    assert r.status_code == 404
+    assert "nosuchapp" in r.json()["error"]
+    assert served.get("/").status_code == 404
+
+
+def test_path_traversal_is_refused(served):
+    for path in ("/hello/../probe/x", "/hello/%2e%2e/secret", "/hello/a/%2E%2E/b", "/hello/x%00y", "/hello/..%2fx"):
+        with socket.create_connection(("127.0.0.1", served.port)) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            reply = s.recv(4096).decode(errors="replace")
+        assert reply.split(" ")[1] == "400", (path, reply)
+        assert '"error"' in reply
+
+
+def test_body_over_limit_is_413_before_reading_it(served):
+    # probe declares no body limit, so the default (100 MiB) applies; announce more than that
+    with socket.create_connection(("127.0.0.1", served.port)) as s:
+        s.sendall(b"POST /probe/digest HTTP/1.1\r\nHost: x\r\nContent-Length: 209715200\r\n\r\n")
+        s.settimeout(5)
+        reply = s.recv(4096).decode()
+    assert reply.startswith("HTTP/1.1 413"), reply
+    assert "limit" in reply
+
+
+def test_malformed_http_gets_400_and_server_survives(served):
+    for junk in (b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nHost x\r\n\r\n", b"\x00\x01\x02\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", served.port)) as s:
+            s.sendall(junk)
+            s.settimeout(5)
+            try:
+                reply = s.recv(4096)
+            except (ConnectionResetError, socket.timeout):
+                reply = b""
+        assert reply == b"" or reply.startswith(b"HTTP/1.1 400"), reply
+    assert served.get("/hello/hello").status_code == 200
+
+
+def test_static_etag_range_and_head(served):
+    r = served.get("/probe/file.txt")
+    assert r.status_code == 200 and r.text == "static probe file\n"
+    assert r.headers["content-type"] == "text/plain; charset=utf-8"
+    assert "must-revalidate" in r.headers["cache-control"]
+    etag = r.headers["etag"]
+    assert served.get("/probe/file.txt", headers={"if-none-match": etag}).status_code == 304
+    part = served.get("/probe/file.txt", headers={"range": "bytes=7-11"})
+    assert part.status_code == 206 and part.text == "probe"
+    assert part.headers["content-range"] == "bytes 7-11/18"
+    assert served.get("/probe/file.txt", headers={"range": "bytes=-5"}).text == "file\n"
+    bad = served.get("/probe/file.txt", headers={"range": "bytes=100-"})
+    assert bad.status_code == 416 and bad.headers["content-range"] == "bytes */18"
+    head = served.request("HEAD", "/probe/file.txt")
+    assert head.status_code == 200 and head.headers["content-length"] == "18" and head.content == b""
+
+
+def test_requests_to_different_apps_stay_apart(served):
+    # a path that is static in probe is not visible under hello
+    assert served.get("/hello/file.txt").status_code == 404
+    assert served.get("/probe/index.html").status_code == 404
+
+
+def test_health_endpoint(served):
+    r = httpx.get(served.base + "/_/health")
+    assert r.json()["ok"] is True and r.json()["apps"] == 2
