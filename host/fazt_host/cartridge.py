@@ -8,7 +8,6 @@ transactions. Each capability owns its tables and migrates them with
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -117,18 +116,20 @@ def get_object(conn: apsw.Connection, digest: str) -> bytes | None:
     return row[0] if row else None
 
 
-def backup(conn: apsw.Connection, dest: str | Path, pages_per_step: int = 1024) -> None:
-    """A consistent online copy, taken in steps so writers are not held up for long."""
+def backup(conn: apsw.Connection, dest: str | Path) -> None:
+    """A consistent online copy of the cartridge.
+
+    One backup step copies every page inside a single read transaction: in WAL
+    mode writers go on meanwhile, and a step-wise copy would restart each time
+    another process commits (under steady writes, forever).
+    """
     dest = Path(dest)
     tmp = dest.with_name(dest.name + ".partial")
     tmp.unlink(missing_ok=True)
     out = apsw.Connection(str(tmp))
     try:
         with out.backup("main", conn, "main") as b:
-            while not b.done:
-                b.step(pages_per_step)
-                if not b.done:
-                    time.sleep(0.001)
+            b.step(-1)
         out.pragma("journal_mode", "delete")
     finally:
         out.close()

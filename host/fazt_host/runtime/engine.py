@@ -13,6 +13,7 @@ import fcntl
 import importlib.metadata
 import hashlib
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -63,6 +64,14 @@ class ComponentCache:
     def __init__(self, engine: Engine, folder: Path):
         self.engine = engine
         self.folder = Path(folder)
+        self._remove_orphans()
+
+    def _remove_orphans(self) -> None:
+        """Private copies left by processes that died between copying and mapping."""
+        for leftover in (self.folder / "live").glob("*-*.cwasm"):
+            pid = leftover.name.split("-", 1)[0]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                leftover.unlink(missing_ok=True)
 
     def path_for(self, component_hash: str) -> Path:
         return self.folder / f"{component_hash}-{_ENGINE_FINGERPRINT}.cwasm"
@@ -102,18 +111,27 @@ class ComponentCache:
         tmp.replace(path)
 
     def map(self, component_hash: str) -> Component | None:
-        """The compiled component, if its file is present and matches the digest written with it."""
-        # A compiled artifact is trusted code: a damaged or swapped file is rebuilt, not run.
+        """The compiled component, if its file is present and matches the digest written with it.
+
+        The artifact is trusted native code and stays mapped for as long as the
+        component serves, so it is first copied to a file private to this process
+        (unlinked once mapped): whatever later happens to the cache folder, the
+        code this process runs cannot change under it. The copy is verified
+        against the digest, so a damaged or swapped artifact is rebuilt, not run.
+        """
         path = self.path_for(component_hash)
+        live = self.folder / "live"
+        private = live / f"{os.getpid()}-{path.name}"
         try:
             expected = path.with_name(path.name + ".sha256").read_text().strip()
-            with open(path, "rb") as f:
+            live.mkdir(exist_ok=True)
+            shutil.copyfile(path, private)
+            with open(private, "rb") as f:
                 actual = hashlib.file_digest(f, "sha256").hexdigest()
-        except OSError:
+            if actual != expected:
+                return None
+            return Component.deserialize_file(self.engine, str(private))
+        except (OSError, wasmtime.WasmtimeError):
             return None
-        if actual != expected:
-            return None
-        try:
-            return Component.deserialize_file(self.engine, str(path))
-        except wasmtime.WasmtimeError:
-            return None
+        finally:
+            private.unlink(missing_ok=True)

@@ -1,0 +1,276 @@
+"""Deploying: the CLI against a real cartridge, the bad inputs it must refuse, and crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import apsw
+import httpx
+import pytest
+import wasmtime
+
+from conftest import APPS, FAZT, TEST_APPS, Cartridge
+
+
+def copy_app(src, dest, **manifest_changes):
+    shutil.copytree(src, dest)
+    manifest = json.loads((dest / "fazt.json").read_text())
+    manifest.update(manifest_changes)
+    (dest / "fazt.json").write_text(json.dumps(manifest))
+    return dest
+
+
+def integrity(path) -> str:
+    conn = apsw.Connection(str(path))
+    try:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_deploy_lists_and_serves_and_redeploy_is_cached(cartridge):
+    first = json.loads(cartridge.deploy(APPS / "hello", "--json").stdout)
+    assert first["app"] == "hello" and first["version"] == 1 and first["staticFiles"] == 1
+    again = json.loads(cartridge.deploy(APPS / "hello", "--json").stdout)
+    assert again["unchanged"] and not again["built"] and again["version"] == 1
+    assert again["seconds"] < 1.0
+    listing = json.loads(cartridge.cli("apps", "--json").stdout)
+    assert [a["name"] for a in listing] == ["hello"]
+    server = cartridge.serve()
+    assert server.get("/hello/hello").json()["hello"] == "world"
+
+
+def test_redeploy_while_serving_switches_without_restart(cartridge, tmp_path):
+    cartridge.deploy(APPS / "hello")
+    server = cartridge.serve()
+    assert server.get("/hello/hello").json()["hello"] == "world"
+    v2 = copy_app(APPS / "hello", tmp_path / "hello2")
+    (v2 / "public" / "index.html").write_text("<h1>second</h1>")
+    cartridge.deploy(v2)
+    # static files changed, the component did not: the next request in every worker sees v2
+    for _ in range(6):
+        assert server.get("/hello/").text == "<h1>second</h1>"
+    versions = json.loads(cartridge.cli("apps", "hello", "--json").stdout)
+    assert [v["version"] for v in versions] == [2, 1] and versions[0]["active"]
+    cartridge.cli("rollback", "hello")
+    for _ in range(6):
+        assert "<h1>hello</h1>" in server.get("/hello/").text
+    assert "no version 9" in cartridge.cli("rollback", "hello", "--to", "9", check=False).stderr
+
+
+def test_keep_versions_prunes_old_ones(cartridge, tmp_path):
+    app = copy_app(APPS / "hello", tmp_path / "h", keepVersions=2)
+    for i in range(4):
+        (app / "public" / "index.html").write_text(f"v{i}")
+        cartridge.deploy(app)
+    versions = json.loads(cartridge.cli("apps", "hello", "--json").stdout)
+    assert [v["version"] for v in versions] == [4, 3]
+
+
+def test_syntax_error_names_file_and_line_and_live_version_keeps_serving(cartridge, tmp_path):
+    cartridge.deploy(APPS / "hello")
+    server = cartridge.serve()
+    broken = copy_app(APPS / "hello", tmp_path / "broken")
+    (broken / "index.js").write_text("export default {\n  async fetch(request) {\n    return new Response('x'\n  },\n};\n")
+    proc = cartridge.cli("deploy", str(broken), check=False)
+    assert proc.returncode == 1
+    assert "index.js:4:" in proc.stderr, proc.stderr
+    assert server.get("/hello/hello").json()["hello"] == "world"
+    assert json.loads(cartridge.cli("apps", "--json").stdout)[0]["version"] == 1
+
+
+@pytest.mark.parametrize(
+    "manifest, fragment",
+    [
+        ({"name": "ok", "colour": "red"}, "unknown field `colour`"),
+        ({"name": 42}, "`$.name`"),
+        ({"name": "ok", "limits": {"timeoutMs": "fast"}}, "`$.limits.timeoutMs`"),
+        ({"name": "ok", "limits": {"memoryMb": 4}}, "memoryMb"),
+        ({"name": "_private"}, "safe identifier"),
+        ({"name": "a/../b"}, "safe identifier"),
+        ({"name": "ok", "entry": "../../etc/passwd.js"}, "entry"),
+    ],
+)
+def test_bad_manifest_is_refused_naming_the_field(cartridge, tmp_path, manifest, fragment):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "index.js").write_text("export default { fetch() { return new Response('x'); } };")
+    (app / "fazt.json").write_text(json.dumps(manifest))
+    proc = cartridge.cli("deploy", str(app), check=False)
+    assert proc.returncode != 0
+    assert fragment in proc.stderr, proc.stderr
+
+
+def test_not_json_manifest_and_missing_folder(cartridge, tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "fazt.json").write_text("{not json")
+    proc = cartridge.cli("deploy", str(app), check=False)
+    assert proc.returncode != 0 and "fazt.json" in proc.stderr
+    proc = cartridge.cli("deploy", str(tmp_path / "nowhere"), check=False)
+    assert proc.returncode != 0 and "not an app folder" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "wasm, fragment",
+    [
+        (b"this is not wasm at all", "not a WebAssembly component"),
+        (bytes(wasmtime.wat2wasm("(module)")), "not a WebAssembly component"),
+        (bytes(wasmtime.wat2wasm("(component)")), "does not export fazt:host/handler"),
+        (bytes(wasmtime.wat2wasm('(component (import "foo:bar/baz" (instance)))')), "imports foo:bar/baz"),
+    ],
+)
+def test_bad_wasm_is_refused(cartridge, tmp_path, wasm, fragment):
+    (tmp_path / "fazt.json").write_text(json.dumps({"name": "wasmapp", "entry": "app.wasm"}))
+    (tmp_path / "app.wasm").write_bytes(wasm)
+    proc = cartridge.cli("deploy", str(tmp_path), check=False)
+    assert proc.returncode == 1
+    assert fragment in proc.stderr, proc.stderr
+    assert json.loads(cartridge.cli("apps", "--json").stdout) == []
+
+
+def test_build_then_deploy_prebuilt_component(cartridge, tmp_path):
+    out = tmp_path / "probe.wasm"
+    cartridge.cli("build", str(TEST_APPS / "probe"), "-o", str(out))
+    assert out.read_bytes()[:8] == b"\0asm\r\0\x01\0"  # a component, not a core module
+    cartridge.cli("deploy", str(out), "--manifest", str(TEST_APPS / "probe" / "fazt.json"))
+    server = cartridge.serve()
+    assert server.get("/probe/global").json() == {"counter": 1}
+    assert server.get("/probe/file.txt").text == "static probe file\n"
+
+
+def test_limits_from_the_command_line(cartridge):
+    cartridge.deploy(TEST_APPS / "probe", "--timeout-ms", "300")
+    server = cartridge.serve()
+    started = time.monotonic()
+    r = server.get("/probe/loop")
+    assert r.status_code == 504 and "300 ms" in r.json()["error"]
+    assert time.monotonic() - started < 2
+    assert "--timeout-ms" in cartridge.cli("deploy", "--help").stdout
+
+
+def test_body_limit_from_manifest_applies_to_chunked_bodies(cartridge, tmp_path):
+    app = copy_app(TEST_APPS / "probe", tmp_path / "probe", limits={"bodyMb": 1})
+    cartridge.deploy(app)
+    server = cartridge.serve()
+    r = server.request("POST", "/probe/digest", content=iter([b"x" * 600_000, b"y" * 600_000]))
+    assert r.status_code == 413 and "1 MiB" in r.json()["error"]
+    r = server.request("POST", "/probe/digest", content=b"z" * 2_000_000)
+    assert r.status_code == 413
+    assert server.request("POST", "/probe/digest", content=b"ok").json()["length"] == 2
+
+
+def test_deploy_killed_half_way_leaves_previous_version_live(cartridge, tmp_path):
+    cartridge.deploy(APPS / "hello")
+    server = cartridge.serve()
+    changed = copy_app(APPS / "hello", tmp_path / "changed")
+    (changed / "index.js").write_text((changed / "index.js").read_text().replace("world", "changed"))
+    for delay in (0.5, 3.0):
+        proc = subprocess.Popen([FAZT, "deploy", str(changed)], env=cartridge.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert server.get("/hello/hello").json()["hello"] == "world"
+        assert integrity(cartridge.path) == "ok"
+        assert json.loads(cartridge.cli("apps", "--json").stdout)[0]["version"] == 1
+
+
+def test_backup_while_serving_is_consistent(cartridge, tmp_path):
+    cartridge.deploy(APPS / "hello")
+    cartridge.deploy(TEST_APPS / "probe")
+    server = cartridge.serve()
+    stop = threading.Event()
+    errors = []
+
+    def load():
+        with httpx.Client(base_url=server.base) as c:
+            while not stop.is_set():
+                if c.get("/probe/log").status_code != 200:
+                    errors.append("request failed")
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        out = tmp_path / "copy.db"
+        cartridge.cli("backup", str(out))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors
+    assert integrity(out) == "ok"
+    copy = Cartridge(out, cartridge.env["FAZT_CACHE"])
+    assert sorted(a["name"] for a in json.loads(copy.cli("apps", "--json").stdout)) == ["hello", "probe"]
+    served_copy = copy.serve()
+    try:
+        assert served_copy.get("/hello/hello").json()["hello"] == "world"
+    finally:
+        served_copy.stop()
+    assert cartridge.cli("backup", str(cartridge.path), check=False).returncode == 2
+
+
+def test_domain_routing_by_host_header(cartridge):
+    cartridge.deploy(APPS / "hello")
+    server = cartridge.serve("--domain", "apps.test")
+    r = server.get("/hello", headers={"host": "hello.apps.test"})
+    assert r.status_code == 200 and r.json()["hello"] == "world"
+    assert server.get("/", headers={"host": "hello.apps.test"}).text.startswith("<!doctype html>")
+    assert server.get("/hello/hello").json()["hello"] == "world"  # the path prefix still works
+    assert server.get("/x", headers={"host": "nope.apps.test"}).status_code == 404
+
+
+def test_restart_maps_cached_artifacts_without_recompiling(cartridge):
+    cartridge.deploy(APPS / "hello")
+    cache = Path(cartridge.env["FAZT_CACHE"])
+    before = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.cwasm")}
+    server = cartridge.serve()
+    assert server.get("/hello/hello").status_code == 200
+    server.stop()
+    started = time.monotonic()
+    server = cartridge.serve()
+    assert server.get("/hello/hello").status_code == 200
+    assert time.monotonic() - started < 5
+    assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.cwasm")} == before
+
+
+def test_cache_deleted_or_corrupted_while_serving(cartridge, tmp_path, cache_dir):
+    private = tmp_path / "cache"
+    shutil.copytree(cache_dir, private)
+    cartridge.env["FAZT_CACHE"] = str(private)
+    cartridge.deploy(APPS / "hello")
+    server = cartridge.serve()
+    assert server.get("/hello/hello").status_code == 200
+    # corrupt every compiled artifact in place: the digest check refuses it and it is rebuilt
+    for artifact in private.glob("*.cwasm"):
+        artifact.write_bytes(artifact.read_bytes()[:1000] + b"garbage")
+    assert server.get("/hello/hello").status_code == 200  # already mapped in this worker
+    server.stop()
+    server = cartridge.serve()
+    assert server.get("/hello/hello").json()["hello"] == "world"
+    server.stop()
+    shutil.rmtree(private)
+    server = cartridge.serve()
+    assert server.get("/hello/hello").json()["hello"] == "world"
+    assert list(private.glob("*.cwasm")), "the missing artifact was not rebuilt"
+
+
+def test_remove_app(cartridge):
+    cartridge.deploy(APPS / "hello")
+    cartridge.cli("remove", "hello")
+    assert json.loads(cartridge.cli("apps", "--json").stdout) == []
+    assert cartridge.cli("remove", "hello", check=False).returncode == 1
+
+
+def test_help_lists_the_commands():
+    out = subprocess.run([FAZT, "--help"], capture_output=True, text=True).stdout
+    for command in ("up", "deploy", "build", "apps", "logs", "rollback", "backup"):
+        assert command in out
