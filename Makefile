@@ -32,6 +32,7 @@ test: deps
 	$(BIN)/pytest -q tests
 
 bench: deps
+	@command -v wrk >/dev/null || { apt-get update -q && apt-get install -yq wrk; }
 	$(BIN)/python bench/run.py
 
 clean:

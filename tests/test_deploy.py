@@ -156,6 +156,14 @@ def test_limits_from_the_command_line(cartridge):
     assert "--timeout-ms" in cartridge.cli("deploy", "--help").stdout
 
 
+def test_handler_out_of_memory_mid_response_gets_a_clean_500(cartridge):
+    cartridge.deploy(TEST_APPS / "probe", "--memory-mb", "24")
+    server = cartridge.serve()
+    r = server.request("POST", "/probe/echo", content=b"x" * (8 << 20))
+    assert r.status_code == 500 and r.json()["requestId"]
+    assert server.request("POST", "/probe/echo", content=b"small").content == b"small"
+
+
 def test_body_limit_from_manifest_applies_to_chunked_bodies(cartridge, tmp_path):
     app = copy_app(TEST_APPS / "probe", tmp_path / "probe", limits={"bodyMb": 1})
     cartridge.deploy(app)

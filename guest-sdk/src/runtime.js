@@ -4,11 +4,14 @@
 import { write as logWrite } from 'fazt:host/log@0.1.0';
 import { readBody, sendHead, sendBody } from 'fazt:host/http@0.1.0';
 
-// Bytes per read-body call. Base64 strings cross host->guest fast; 4 MiB keeps
-// each string small enough not to double the guest's peak memory.
-const READ_CHUNK = 4 << 20;
+// Bytes per read-body call. Base64 strings cross host->guest fast; 2 MiB keeps
+// each string small next to the body the handler assembles from them.
+const READ_CHUNK = 2 << 20;
 // One send-body call carries at most 4M words; stay well below.
 const SEND_CHUNK = 8 << 20;
+// A complete body up to this size returns inline with the head, in the export's
+// result: every host call costs more than a small string does.
+const INLINE_MAX = 2048;
 
 let currentRequestId = '';
 
@@ -76,13 +79,37 @@ function headerList(headers) {
   return list;
 }
 
+// Responses made from a ReadableStream are sent chunk by chunk as the stream
+// yields; any other body is read in one native call (touching `.body` would
+// build a stream object for nothing).
+const streamed = new WeakSet();
+const NativeResponse = globalThis.Response;
+globalThis.Response = class Response extends NativeResponse {
+  constructor(body, init) {
+    super(body, init);
+    if (body instanceof ReadableStream) streamed.add(this);
+  }
+};
+
+// Returns the export's result: the whole response when it is small and complete,
+// else sends it through http.send-head/send-body and returns {"sent": true}.
 async function sendResponse(response) {
-  sendHead(JSON.stringify({ status: response.status, headers: headerList(response.headers) }));
-  if (!response.body) return;
+  const head = { status: response.status, headers: headerList(response.headers) };
+  if (!streamed.has(response)) {
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    if (bytes.byteLength <= INLINE_MAX) {
+      head.body = bytes.toBase64();
+      return JSON.stringify(head);
+    }
+    sendHead(JSON.stringify(head));
+    sendBytes(bytes);
+    return SENT;
+  }
+  sendHead(JSON.stringify(head));
   const reader = response.body.getReader();
   for (;;) {
     const { done, value } = await reader.read();
-    if (done) return;
+    if (done) return SENT;
     if (typeof value === 'string') sendBytes(new TextEncoder().encode(value));
     else if (value instanceof Uint8Array) sendBytes(value);
     else if (ArrayBuffer.isView(value)) sendBytes(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
@@ -90,6 +117,8 @@ async function sendResponse(response) {
     else throw new TypeError('response body chunks must be bytes or strings');
   }
 }
+
+const SENT = '{"sent":true}';
 
 function failure(e) {
   const error = e instanceof Error ? `${e.name}: ${e.message}` : formatArg(e);
@@ -119,12 +148,12 @@ export function handlerFor(app) {
           passThroughOnException() {},
         };
         const response = await app.fetch(request, ctx);
-        if (!(response instanceof Response)) {
+        if (!(response instanceof NativeResponse)) {
           throw new TypeError(`fetch must return a Response, got ${response === null ? 'null' : typeof response}`);
         }
-        await sendResponse(response);
-        await Promise.allSettled(pending);
-        return '';
+        const result = await sendResponse(response);
+        if (pending.length) await Promise.allSettled(pending);
+        return result;
       } catch (e) {
         return failure(e);
       }

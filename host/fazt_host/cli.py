@@ -68,7 +68,7 @@ def cmd_deploy(args) -> int:
         if args.json:
             print(json.dumps({"app": d.app, "version": d.version, "component": d.component, "built": d.built,
                               "unchanged": d.unchanged, "staticFiles": d.static_files,
-                              "seconds": round(d.seconds, 3)}))
+                              "seconds": round(d.seconds, 3), "phases": d.phases}))
         elif d.unchanged:
             print(f"{d.app} v{d.version} is already live with exactly this code and files")
         else:
@@ -121,30 +121,29 @@ def cmd_apps(args) -> int:
     return 0
 
 
-def cmd_rollback(args) -> int:
-    from . import apps, cartridge
+def _app_change(args, change) -> int:
+    """Runs change(conn) for rollback/remove, turning an unknown app or version into a clear error."""
+    from . import cartridge
 
     conn = cartridge.connect(_settings(args).cartridge)
     try:
-        version = apps.rollback(conn, args.app, args.to)
+        print(change(conn))
     except LookupError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e.args[0]}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"{args.app} now serves v{version}")
     return 0
+
+
+def cmd_rollback(args) -> int:
+    from . import apps
+
+    return _app_change(args, lambda conn: f"{args.app} now serves v{apps.rollback(conn, args.app, args.to)}")
 
 
 def cmd_remove(args) -> int:
-    from . import apps, cartridge
+    from . import apps
 
-    conn = cartridge.connect(_settings(args).cartridge)
-    try:
-        apps.remove(conn, args.app)
-    except LookupError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"removed {args.app}")
-    return 0
+    return _app_change(args, lambda conn: apps.remove(conn, args.app) or f"removed {args.app}")
 
 
 def cmd_logs(args) -> int:

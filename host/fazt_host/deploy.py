@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from wasmtime import WasmtimeError
@@ -40,6 +40,7 @@ class Deployment:
     static_files: int
     seconds: float
     unchanged: bool = False
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: build, compile, store
 
 
 @dataclass
@@ -125,15 +126,28 @@ def deploy(host: Host, path: Path, manifest_path: Path | None = None, limits: di
         except ValueError as e:
             raise DeployError(f"limits: {e}") from None
     static_dir = src.folder / manifest.static
+    phases = {}
+    mark = time.perf_counter()
+
+    def phase(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        phases[name] = round(now - mark, 4)
+        mark = now
+
     try:
         wasm, digest, source_hash, sources, built = component_bytes(host, src, progress)
         static = build.read_files(static_dir) if static_dir.is_dir() else []
     except BuildError as e:
         raise DeployError(str(e)) from None
+    phase("build")
     compile_checked(host, digest, wasm, progress)
+    phase("compile")
     live = apps.same_as_active(host.conn, manifest, source_hash, digest, static)
-    if live is not None:
-        return Deployment(manifest.name, live, digest, built, len(static), time.perf_counter() - started, True)
-    component = FileEntry("component.wasm", digest, wasm) if wasm is not None else None
-    version = apps.store_version(host.conn, manifest, source_hash, digest, component, sources, static)
-    return Deployment(manifest.name, version, digest, built, len(static), time.perf_counter() - started)
+    if live is None:
+        component = FileEntry("component.wasm", digest, wasm) if wasm is not None else None
+        version = apps.store_version(host.conn, manifest, source_hash, digest, component, sources, static)
+    phase("store")
+    return Deployment(
+        manifest.name, live or version, digest, built, len(static), time.perf_counter() - started, live is not None, phases
+    )

@@ -50,14 +50,23 @@ class Host:
             guest = self._guests[component_hash] = Guest(component)
         return guest
 
-    def invoke(self, deployed: Deployed, interface: str, name: str, payload: str, invocation: Invocation) -> None:
-        """Runs one export in a fresh instance; guest failures are logged and raised as GuestError."""
+    def invoke(self, deployed: Deployed, interface: str, name: str, payload: str, invocation: Invocation) -> dict:
+        """Runs one export in a fresh instance and returns its decoded JSON result.
+
+        A handler that threw (`{"error", "stack"}`), trapped or broke a limit is
+        logged with its stack and raised as GuestError.
+        """
         try:
-            failure = self.runtime.call(self.guest(deployed.component), interface, name, payload, invocation)
-            if failure:
-                err = msgspec.json.decode(failure)
-                self.log.record(invocation, "error", f"{err.get('error')}\n{err.get('stack', '')}".rstrip())
-                raise GuestError(f"the handler threw {err.get('error')}")
+            raw = self.runtime.call(self.guest(deployed.component), interface, name, payload, invocation)
+            try:
+                result = _decode_result(raw) if raw else {}
+            except msgspec.DecodeError:
+                raise GuestError("the app returned a malformed result", raw[:200]) from None
+            if "error" in result:
+                thrown = GuestError(f"the handler threw {result['error']}")
+                self.log.record(invocation, "error", f"{result['error']}\n{result.get('stack', '')}".rstrip())
+                raise thrown
+            return result
         except GuestError as e:
             if not str(e).startswith("the handler threw"):
                 self.log.record(invocation, "error", f"{e}{': ' + e.detail if e.detail else ''}")
@@ -65,6 +74,9 @@ class Host:
         finally:
             for cap in self.capabilities:
                 cap.finish(invocation)
+
+
+_decode_result = msgspec.json.Decoder(dict).decode
 
 
 def rsgi_app() -> HttpTrigger:

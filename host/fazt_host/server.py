@@ -42,6 +42,7 @@ class HttpError(Exception):
 class ResponseHead(msgspec.Struct):
     status: int
     headers: list[tuple[str, str]] = []
+    body: str | None = None  # base64, when the whole response came back inline
 
 
 _decode_head = msgspec.json.Decoder(ResponseHead).decode
@@ -93,18 +94,32 @@ class Exchange:
         return base64.b64encode(future.result()).decode("ascii")
 
     def send_head(self, raw: str) -> None:
-        if self.head is not None:
-            raise GuestError("the response head was sent twice")
         try:
             head = _decode_head(raw)
         except msgspec.MsgspecError as e:
             raise GuestError(f"malformed response head: {e}") from None
+        self._check_head(head)
+        self._emit("head", head)
+
+    def finish_inline(self, result: dict) -> None:
+        """The handler returned its whole response in the export's result."""
+        try:
+            head = msgspec.convert(result, ResponseHead)
+            body = base64.b64decode(head.body or "", validate=True)
+        except (msgspec.MsgspecError, ValueError) as e:
+            raise GuestError(f"malformed response: {e}") from None
+        self._check_head(head)
+        self._emit("head", head)
+        self.send_body(body, len(body))
+
+    def _check_head(self, head: ResponseHead) -> None:
+        if self.head is not None:
+            raise GuestError("the response head was sent twice")
         if not 100 <= head.status <= 599:
             raise GuestError(f"invalid response status {head.status}")
         for name, value in head.headers:
             if not _valid_header(name, value):
                 raise GuestError(f"invalid response header {name!r}")
-        self._emit("head", head)
 
     def send_body(self, words: bytes, length: int) -> None:
         if length > len(words):
@@ -277,7 +292,9 @@ class HttpTrigger:
 
         def run() -> None:
             try:
-                self.host.invoke(deployed, HANDLER_INTERFACE, "fetch", payload, invocation)
+                result = self.host.invoke(deployed, HANDLER_INTERFACE, "fetch", payload, invocation)
+                if "status" in result:
+                    exchange.finish_inline(result)
             finally:
                 exchange.close()
 
@@ -315,13 +332,16 @@ class HttpTrigger:
         head, buffered = switched
         queue = exchange.queue
         assert queue is not None
-        while head is None:
+        # Start the response only with its first bytes in hand: a handler that
+        # fails before producing any still gets a proper error status.
+        while head is None or not buffered:
             item = await queue.get()
             if item is _END:
                 try:
                     await future
                 except Exception as e:  # noqa: BLE001
                     return self.fail(proto, e, rid)
+                exchange.chunks = buffered
                 return self.complete(proto, exchange, rid)
             kind, value = item
             if kind == "head":
@@ -344,5 +364,5 @@ class HttpTrigger:
                 exchange.credit.release()
         try:
             await future
-        except Exception:  # noqa: BLE001 - already recorded in the app log; the stream just ends
+        except Exception:  # noqa: BLE001 - recorded in the app log; the stream just ends early
             pass

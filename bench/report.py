@@ -1,0 +1,92 @@
+"""Renders bench/.work/results.json into bench/README.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+README = Path(__file__).resolve().parent / "README.md"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}×" if b else "n/a"
+
+
+def write_readme(r: dict) -> None:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Every figure below comes from one run of `make bench` (`.venv/bin/python bench/run.py`),",
+        "peers side by side in the same run. The machine is shared and noisy: read the ratios.",
+        "",
+        f"Machine: {r.get('machine', '?')}. Date: {r.get('date', '?')}.",
+        "",
+    ]
+    if "coldstart" in r:
+        c = r["coldstart"]
+        lines += [
+            "## Cold start in-process",
+            "",
+            "Fresh instance + `fetch` of `apps/hello` through the SDK (Request in, `Response.json` out), no sockets.",
+            "`pytest bench/test_coldstart.py` (pytest-benchmark, 2000 rounds).",
+            "",
+            "| p50 | mean | min |",
+            "|---|---|---|",
+            f"| {c['p50_ms']} ms | {c['mean_ms']} ms | {c['min_ms']} ms |",
+            "",
+        ]
+        if "breakdown" in c:
+            lines += ["Where the time goes (p50): " + ", ".join(f"{k} {v} ms" for k, v in c["breakdown"].items()), ""]
+    if "load" in r:
+        load = r["load"]
+        names = list(load)
+        lines += [
+            "## HTTP load (wrk, loopback, same handler everywhere)",
+            "",
+            "`bench/peers/hello.js` served by fazt-host (2 workers, fresh instance per request), by `wasmtime serve`",
+            "(wasmtime 49, built for `wasi:http/proxy`, fresh instance per request), by workerd (one reused V8",
+            "isolate: the no-sandbox-per-request ceiling) and by a bare Granian RSGI hello (the Python ceiling).",
+            "",
+            "| connections | " + " | ".join(f"{n} req/s (p50 / p99 ms)" for n in names) + " |",
+            "|---|" + "---|" * len(names),
+        ]
+        for conns in load[names[0]]:
+            cells = [
+                f"{load[n][conns]['rps']:,.0f} ({load[n][conns]['p50_ms']:.2f} / {load[n][conns]['p99_ms']:.2f})"
+                for n in names
+            ]
+            lines.append(f"| {conns} | " + " | ".join(cells) + " |")
+        best = max(load["fazt-host"], key=lambda k: load["fazt-host"][k]["rps"])
+        fz = load["fazt-host"][best]["rps"]
+        lines += [
+            "",
+            f"At {best} connections fazt-host serves {_ratio(fz, load['wasmtime serve'][best]['rps'])} `wasmtime serve`'s "
+            f"req/s and {_ratio(fz, load['workerd'][best]['rps'])} workerd's "
+            f"(targets: ≥ 2× and ≥ 0.25×); bare Granian: {_ratio(fz, load['granian bare'][best]['rps'])}.",
+            "",
+        ]
+    if "body" in r:
+        b = r["body"]
+        lines += [
+            "## 8 MiB bodies through a handler (`bench/apps/body.js`, HTTP, byte-exact)",
+            "",
+            f"- in, request to response: {b['in']} MB/s; the guest's own `arrayBuffer()` read: {b['in_guest_read']} MB/s",
+            f"- out, request to last byte: {b['out']} MB/s",
+            "",
+        ]
+    if "restart" in r:
+        s = r["restart"]
+        lines += [
+            "## Restart with 20 deployed apps",
+            "",
+            f"- process start to first served request: {s['restart_to_first_request_s']} s (median of 3), "
+            f"artifacts recompiled: {s['recompiled']}",
+            f"- RSS per worker after every app served: {s['rss_per_worker_mib_after_all_20']} MiB",
+            "",
+        ]
+    if "deploy" in r:
+        lines += ["## Deploy `apps/hello` to first served request (server running)", ""]
+        for label, d in r["deploy"].items():
+            phases = ", ".join(f"{k} {v:.2f} s" for k, v in d["phases_s"].items())
+            lines.append(f"- {label}: {d['to_first_request_s']} s ({phases})")
+        lines.append("")
+    README.write_text("\n".join(lines))

@@ -1,0 +1,10 @@
+/** @module Interface fazt:host/handler@0.1.0 **/
+/**
+ * Handles one HTTP request. `request` is JSON
+ * `{"method", "url", "headers": [[name, value], ...], "requestId", "hasBody", "app"}`.
+ * Returns JSON: a small complete response inline,
+ * `{"status", "headers", "body": base64}`; or `{"sent": true}` once the
+ * response went out through `http.send-head`/`http.send-body` (large or
+ * streamed bodies); or `{"error", "stack"}` when the handler threw.
+ */
+export function fetch(request: string): string;
