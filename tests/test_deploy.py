@@ -282,3 +282,9 @@ def test_help_lists_the_commands():
     out = subprocess.run([FAZT, "--help"], capture_output=True, text=True).stdout
     for command in ("up", "deploy", "build", "apps", "logs", "rollback", "backup"):
         assert command in out
+
+
+def test_up_deploys_then_serves(cartridge):
+    server = cartridge.serve("--deploy", str(APPS / "hello"), str(TEST_APPS / "probe"))
+    assert server.get("/hello/hello").json()["hello"] == "world"
+    assert server.get("/probe/global").json() == {"counter": 1}

@@ -10,6 +10,7 @@ import argparse
 import datetime
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -197,18 +198,13 @@ def cmd_up(args) -> int:
 
     settings = _settings(args, host=args.host, port=args.port, workers=args.workers, domain=args.domain)
     if args.deploy:
-        host = _host(args)
-        from .deploy import DeployError, deploy
-
-        for path in args.deploy:
-            print(f"deploying {path}", file=sys.stderr)
-            try:
-                d = deploy(host, Path(path), limits=_limits(args))
-            except DeployError as e:
-                print(f"error: {path}: {e}", file=sys.stderr)
-                return EXIT_FAILED
-            print(f"deployed {d.app} v{d.version} in {d.seconds:.1f}s", file=sys.stderr)
-        del host
+        # Deploy in a child process: Granian forks its workers from this one, which
+        # should not have started wasmtime's compiler threads first.
+        flags = [f"--{k.replace('_', '-')}={v}" for k, v in _limits(args).items()]
+        env = {**os.environ, **settings.to_env()}
+        proc = subprocess.run([sys.executable, "-m", "fazt_host", "deploy", *args.deploy, *flags], env=env)
+        if proc.returncode != 0:
+            return proc.returncode
     return serve(settings)
 
 

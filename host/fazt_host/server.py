@@ -87,6 +87,7 @@ class Exchange:
         self.credit = threading.Semaphore(STREAM_CREDIT)
         self.closed = False
         self.aborted = False
+        self.started: float | None = None  # when the guest began running (the wasm thread may be busy)
 
     # -- wasm thread ---------------------------------------------------------
     def read_body(self, max_bytes: int) -> str:
@@ -291,6 +292,7 @@ class HttpTrigger:
         payload = msgspec.json.encode(request).decode()
 
         def run() -> None:
+            exchange.started = time.monotonic()
             try:
                 result = self.host.invoke(deployed, HANDLER_INTERFACE, "fetch", payload, invocation)
                 if "status" in result:
@@ -299,7 +301,11 @@ class HttpTrigger:
                 exchange.close()
 
         future = loop.run_in_executor(self.wasm, run)
+        # Stream only a response the guest has been producing for a while, not
+        # one merely queued behind other requests for the wasm thread.
         done, _ = await asyncio.wait((future,), timeout=STREAM_AFTER_S)
+        while not done and (exchange.started is None or time.monotonic() - exchange.started < STREAM_AFTER_S):
+            done, _ = await asyncio.wait((future,), timeout=STREAM_AFTER_S)
         if not done:
             switched = exchange.start_streaming()
             if switched is not None:
