@@ -66,6 +66,14 @@ def test_binary_body_round_trip_8_mib(served):
     assert echo.status_code == 200 and echo.content == body
 
 
+def test_body_as_json_once_and_as_a_stream(served):
+    r = served.request("POST", "/probe/json", json={"a": [1, 2], "s": "ünï"})
+    assert r.json() == {"value": {"a": [1, 2], "s": "ünï"}, "second": "TypeError"}
+    body = os.urandom(5 << 20)
+    r = served.request("POST", "/probe/read-stream", content=body)
+    assert r.json()["total"] == len(body) and r.json()["chunks"] >= 3  # streamed in 2 MiB pieces
+
+
 def test_chunked_request_body(served):
     parts = [os.urandom(100_000) for _ in range(5)]
     r = served.request("POST", "/probe/digest", content=iter(parts))

@@ -39,10 +39,17 @@ globalThis.console = {
   trace: logger('debug'),
 };
 
-function requestBody() {
+// A request body is pulled from the host only when the handler reads it. Read
+// whole (arrayBuffer/bytes/text/json) it comes in as few host calls as
+// possible; read as `request.body` it streams in READ_CHUNK pieces.
+const WHOLE_CHUNK = 16 << 20;
+const bodies = new WeakMap(); // request -> { streamed, used }
+
+function requestBody(state) {
   return new ReadableStream(
     {
       pull(controller) {
+        state.streamed = true;
         const b64 = readBody(READ_CHUNK);
         if (b64 === '') controller.close();
         else controller.enqueue(Uint8Array.fromBase64(b64));
@@ -50,6 +57,47 @@ function requestBody() {
     },
     { highWaterMark: 0 },
   );
+}
+
+function readWholeBody() {
+  const parts = [];
+  let total = 0;
+  for (;;) {
+    const b64 = readBody(WHOLE_CHUNK);
+    if (b64 === '') break;
+    const part = Uint8Array.fromBase64(b64);
+    parts.push(part);
+    total += part.byteLength;
+  }
+  if (parts.length === 1) return parts[0];
+  const out = new Uint8Array(total);
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.byteLength;
+  }
+  return out;
+}
+
+const NativeRequest = globalThis.Request;
+class Request extends NativeRequest {
+  async bytes() {
+    const state = bodies.get(this);
+    if (!state || state.streamed) return new Uint8Array(await super.arrayBuffer());
+    if (state.used) throw new TypeError('Body has already been consumed.');
+    state.used = true;
+    return readWholeBody();
+  }
+  async arrayBuffer() {
+    const bytes = await this.bytes();
+    return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes.buffer : bytes.slice().buffer;
+  }
+  async text() {
+    return new TextDecoder().decode(await this.bytes());
+  }
+  async json() {
+    return JSON.parse(await this.text());
+  }
 }
 
 function sendBytes(u8) {
@@ -135,11 +183,13 @@ export function handlerFor(app) {
           throw new TypeError('the app has no fetch handler: export default { async fetch(request, ctx) { ... } }');
         }
         const init = { method: head.method, headers: head.headers };
+        const state = { streamed: false, used: false };
         if (head.hasBody) {
-          init.body = requestBody();
+          init.body = requestBody(state);
           init.duplex = 'half';
         }
         const request = new Request(head.url, init);
+        if (head.hasBody) bodies.set(request, state);
         const pending = [];
         const ctx = {
           requestId: head.requestId,

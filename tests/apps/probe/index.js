@@ -15,6 +15,29 @@ const routes = {
     const hash = new Uint8Array(await crypto.subtle.digest('SHA-256', body));
     return Response.json({ length: body.byteLength, sha256: hash.toHex ? hash.toHex() : Array.from(hash, (b) => b.toString(16).padStart(2, '0')).join(''), readMs });
   },
+  async '/json'(request) {
+    const value = await request.json();
+    let second;
+    try {
+      await request.text();
+      second = 'read twice';
+    } catch (e) {
+      second = e.name;
+    }
+    return Response.json({ value, second });
+  },
+  async '/read-stream'(request) {
+    const reader = request.body.getReader();
+    let total = 0;
+    let chunks = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.byteLength;
+      chunks += 1;
+    }
+    return Response.json({ total, chunks });
+  },
   async '/ignore-body'() {
     return Response.json({ ok: true });
   },
