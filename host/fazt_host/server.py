@@ -70,9 +70,18 @@ def _valid_header(name: str, value: str) -> bool:
 class Exchange:
     """One request/response, shared by the event loop and the wasm thread."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, proto, body_limit: int, response_limit: int, deadline: float):
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        proto,
+        body_limit: int,
+        response_limit: int,
+        deadline: float,
+        content_length: int | None = None,
+    ):
         self.loop = loop
         self.proto = proto
+        self.content_length = content_length
         self.body_limit = body_limit
         self.response_limit = response_limit
         self.deadline = deadline
@@ -156,6 +165,12 @@ class Exchange:
 
     # -- event loop ------------------------------------------------------------
     async def _read(self, n: int) -> bytes:
+        if self._body is None and self.content_length is not None and self.content_length <= n:
+            # The whole body, collected by Granian in one call (its length is within the limit).
+            self._body = _exhausted()
+            data = await self.proto()
+            self.body_read = len(data)
+            return data
         if self._body is None:
             self._body = self.proto.__aiter__()
         buf = bytearray(self._pending)
@@ -179,6 +194,11 @@ class Exchange:
             self.queue = asyncio.Queue()
             buffered, self.chunks = self.chunks, []
             return self.head, buffered
+
+
+async def _exhausted():
+    return
+    yield
 
 
 def http_functions() -> dict:
@@ -287,7 +307,9 @@ class HttpTrigger:
         }
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + limits.timeout_ms / 1000
-        exchange = Exchange(loop, proto, body_limit, limits.response_mb * MIB, deadline)
+        exchange = Exchange(
+            loop, proto, body_limit, limits.response_mb * MIB, deadline, int(length) if length is not None else None
+        )
         invocation = Invocation(deployed.name, rid, limits, {"http": exchange})
         payload = msgspec.json.encode(request).decode()
 
