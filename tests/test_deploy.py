@@ -288,3 +288,11 @@ def test_up_deploys_then_serves(cartridge):
     server = cartridge.serve("--deploy", str(APPS / "hello"), str(TEST_APPS / "probe"))
     assert server.get("/hello/hello").json()["hello"] == "world"
     assert server.get("/probe/global").json() == {"counter": 1}
+
+
+def test_deploy_with_a_relative_path(cartridge, tmp_path):
+    app = copy_app(APPS / "hello", tmp_path / "rel", name="rel")
+    (app / "index.js").write_text((app / "index.js").read_text().replace("world", "relative"))
+    proc = subprocess.run([FAZT, "deploy", "rel"], cwd=tmp_path, env=cartridge.env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert cartridge.serve().get("/rel/hello").json()["hello"] == "relative"

@@ -94,6 +94,7 @@ def node_ready() -> None:
 def build_component(folder: Path, entry: str, progress=sys.stderr) -> bytes:
     """Runs the JS build and returns the component's bytes. Errors name file:line."""
     node_ready()
+    folder = folder.resolve()  # node runs inside the app folder
     entry_path = folder / entry
     if not entry_path.is_file():
         raise BuildError(f"{entry_path}: entry file not found (set \"entry\" in fazt.json)")
@@ -113,7 +114,7 @@ def build_component(folder: Path, entry: str, progress=sys.stderr) -> bytes:
                 progress.write("  " + line[len("progress: ") :])
                 progress.flush()
             else:
-                errors.append(line.rstrip("\n"))
+                errors.append(line.rstrip("\n").removeprefix("error: "))
         if proc.wait() != 0 or not out.exists():
             raise BuildError("\n".join(errors) or f"the build of {entry_path} failed")
         return out.read_bytes()
