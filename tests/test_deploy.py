@@ -271,11 +271,25 @@ def test_cache_deleted_or_corrupted_while_serving(cartridge, tmp_path, cache_dir
     assert list(private.glob("*.cwasm")), "the missing artifact was not rebuilt"
 
 
-def test_remove_app(cartridge):
+def test_remove_app_and_its_log(cartridge):
     cartridge.deploy(APPS / "hello")
+    cartridge.deploy(TEST_APPS / "probe")
+    server = cartridge.serve()
+    assert server.get("/probe/log").status_code == 200
+    assert "a warning" in cartridge.cli("logs", "probe").stdout
+    cartridge.cli("remove", "probe")
+    assert cartridge.cli("logs", "probe").stdout == ""
     cartridge.cli("remove", "hello")
     assert json.loads(cartridge.cli("apps", "--json").stdout) == []
     assert cartridge.cli("remove", "hello", check=False).returncode == 1
+
+
+def test_read_commands_do_not_create_a_cartridge(tmp_path):
+    missing = tmp_path / "typo.db"
+    for args in (["apps"], ["logs", "x"], ["rollback", "x"], ["remove", "x"]):
+        proc = subprocess.run([FAZT, *args, "--cartridge", str(missing)], capture_output=True, text=True)
+        assert proc.returncode == 1 and "no cartridge" in proc.stderr
+    assert not missing.exists()
 
 
 def test_help_lists_the_commands():

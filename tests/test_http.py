@@ -215,3 +215,37 @@ def test_requests_to_different_apps_stay_apart(served):
 def test_health_endpoint(served):
     r = httpx.get(served.base + "/_/health")
     assert r.json()["ok"] is True and r.json()["apps"] == 2
+
+
+def test_slow_request_body_times_out_without_stalling_the_worker(served):
+    with socket.create_connection(("127.0.0.1", served.port)) as s:
+        s.sendall(b"POST /probe/digest HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
+        started = time.monotonic()
+        # meanwhile both workers keep serving
+        for _ in range(4):
+            assert served.get("/hello/hello").status_code == 200
+        s.settimeout(10)
+        reply = s.recv(4096).decode()
+    assert reply.startswith("HTTP/1.1 504"), reply
+    assert "did not arrive" in reply
+    assert time.monotonic() - started < 8
+
+
+def test_guest_cannot_set_framing_headers_or_forge_the_request_id(served):
+    r = served.get("/probe/framing")
+    assert r.status_code == 200 and r.content == b"abc"
+    assert r.headers["content-length"] == "3" and r.headers["x-ok"] == "1"
+    assert r.headers["x-fazt-request-id"] != "forged"
+
+
+def test_client_cannot_forge_the_mount_prefix(served):
+    r = served.get("/probe/url", headers={"x-forwarded-prefix": "/evil"}).json()
+    assert r["prefix"] == "/probe"
+
+
+def test_if_range_with_another_etag_sends_the_whole_file(served):
+    r = served.get("/probe/file.txt", headers={"range": "bytes=0-3", "if-range": '"stale"'})
+    assert r.status_code == 200 and r.text == "static probe file\n"
+    etag = served.get("/probe/file.txt").headers["etag"]
+    r = served.get("/probe/file.txt", headers={"range": "bytes=0-5", "if-range": etag})
+    assert r.status_code == 206 and r.text == "static"

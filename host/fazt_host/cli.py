@@ -33,6 +33,16 @@ def _host(args):
     return Host(_settings(args))
 
 
+def _existing_cartridge(args):
+    """The cartridge of a command that only reads or changes what is there: never creates one."""
+    from . import cartridge
+
+    path = _settings(args).cartridge
+    if not Path(path).exists():
+        raise SystemExit(f"error: no cartridge at {path} (set --cartridge or FAZT_CARTRIDGE)")
+    return cartridge.connect(path)
+
+
 def _print_json(value) -> None:
     print(json.dumps(value, indent=2))
 
@@ -96,9 +106,9 @@ def cmd_build(args) -> int:
 
 
 def cmd_apps(args) -> int:
-    from . import apps, cartridge
+    from . import apps
 
-    conn = cartridge.connect(_settings(args).cartridge)
+    conn = _existing_cartridge(args)
     if args.app:
         try:
             rows = apps.versions(conn, args.app)
@@ -124,9 +134,7 @@ def cmd_apps(args) -> int:
 
 def _app_change(args, change) -> int:
     """Runs change(conn) for rollback/remove, turning an unknown app or version into a clear error."""
-    from . import cartridge
-
-    conn = cartridge.connect(_settings(args).cartridge)
+    conn = _existing_cartridge(args)
     try:
         print(change(conn))
     except LookupError as e:
@@ -144,16 +152,22 @@ def cmd_rollback(args) -> int:
 def cmd_remove(args) -> int:
     from . import apps
 
-    return _app_change(args, lambda conn: apps.remove(conn, args.app) or f"removed {args.app}")
+    from .capabilities import log
+
+    def remove(conn):
+        apps.remove(conn, args.app)
+        log.forget(conn, args.app)
+        return f"removed {args.app}"
+
+    return _app_change(args, remove)
 
 
 def cmd_logs(args) -> int:
     from . import cartridge
     from .capabilities.log import Log, tail
 
-    conn = cartridge.connect(_settings(args).cartridge)
+    conn = _existing_cartridge(args)
     cartridge.migrate(conn, Log.name, Log.migrations)
-    last = 0
 
     def show(rows):
         for r in rows:
@@ -164,7 +178,7 @@ def cmd_logs(args) -> int:
 
     rows = tail(conn, args.app, args.lines)
     show(rows)
-    last = rows[-1]["id"] if rows else 0
+    last = conn.execute("SELECT coalesce(max(id), 0) FROM logs WHERE app = ?", (args.app,)).fetchone()[0]
     while args.follow:
         time.sleep(0.25)
         rows = tail(conn, args.app, 1000, last)

@@ -93,6 +93,7 @@ def component_bytes(host: Host, src: AppSource, progress) -> tuple[bytes | None,
 
 def compile_checked(host: Host, digest: str, wasm: bytes | None, progress) -> None:
     """Compiles into the cache (unless there already) after checking the component fits our world."""
+    host.start_ticker()
     try:
         component = host.cache.map(digest)
         if component is None:

@@ -43,6 +43,11 @@ class Host:
         if self._ticker is None:
             self._ticker = EpochTicker(self.engine)
 
+    def retain(self, component_hashes: set[str]) -> None:
+        """Forgets mapped components no active version uses (calls in flight keep theirs)."""
+        if not set(self._guests) <= component_hashes:
+            self._guests = {h: g for h, g in self._guests.items() if h in component_hashes}
+
     def guest(self, component_hash: str) -> Guest:
         guest = self._guests.get(component_hash)
         if guest is None:
@@ -64,12 +69,11 @@ class Host:
                 raise GuestError("the app returned a malformed result", raw[:200]) from None
             if "error" in result:
                 thrown = GuestError(f"the handler threw {result['error']}")
-                self.log.record(invocation, "error", f"{result['error']}\n{result.get('stack', '')}".rstrip())
+                thrown.detail = str(result.get("stack", ""))
                 raise thrown
             return result
         except GuestError as e:
-            if not str(e).startswith("the handler threw"):
-                self.log.record(invocation, "error", f"{e}{': ' + e.detail if e.detail else ''}")
+            self.log.record(invocation, "error", f"{e}\n{e.detail}".rstrip(), host=True)
             raise
         finally:
             for cap in self.capabilities:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import os
 import secrets
 import threading
@@ -53,18 +54,27 @@ def request_id() -> str:
     return f"{time.time_ns() // 1_000_000:x}-{secrets.token_hex(6)}"
 
 
-def json_error(proto, status: int, message: str, rid: str = "", extra: list | None = None) -> None:
+def json_error(proto, status: int, message: str, rid: str = "") -> None:
     body = {"error": message}
     if rid:
         body["requestId"] = rid
     headers = [("content-type", "application/json")]
     if rid:
         headers.append(("x-fazt-request-id", rid))
-    proto.response_bytes(status, headers + (extra or []), msgspec.json.encode(body))
+    proto.response_bytes(status, headers, msgspec.json.encode(body))
 
 
-def _valid_header(name: str, value: str) -> bool:
-    return bool(name) and not any(c in name for c in " \t\r\n:\0") and not any(c in value for c in "\r\n\0")
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_FIELD_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
+# The server frames the response itself; a guest's say on these would clash with it.
+_HOST_OWNED = {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "x-fazt-request-id"}
+
+
+def _response_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    for name, value in headers:
+        if not _TOKEN.match(name) or not _FIELD_VALUE.match(value):
+            raise GuestError(f"invalid response header {name[:64]!r}")
+    return [(n, v) for n, v in headers if n.lower() not in _HOST_OWNED]
 
 
 class Exchange:
@@ -101,7 +111,13 @@ class Exchange:
     # -- wasm thread ---------------------------------------------------------
     def read_body(self, max_bytes: int) -> str:
         future = asyncio.run_coroutine_threadsafe(self._read(max(1, min(max_bytes, 32 * MIB))), self.loop)
-        return base64.b64encode(future.result()).decode("ascii")
+        try:
+            # Waiting here the epoch deadline cannot interrupt: bound the wait by it instead.
+            data = future.result(timeout=max(0.0, self.deadline - time.monotonic()))
+        except TimeoutError:
+            future.cancel()
+            raise GuestTimeout("the request body did not arrive before the time limit") from None
+        return base64.b64encode(data).decode("ascii")
 
     def send_head(self, raw: str) -> None:
         try:
@@ -127,9 +143,7 @@ class Exchange:
             raise GuestError("the response head was sent twice")
         if not 100 <= head.status <= 599:
             raise GuestError(f"invalid response status {head.status}")
-        for name, value in head.headers:
-            if not _valid_header(name, value):
-                raise GuestError(f"invalid response header {name!r}")
+        head.headers = _response_headers(head.headers)
 
     def send_body(self, words: bytes, length: int) -> None:
         if length > len(words):
@@ -168,9 +182,7 @@ class Exchange:
         if self._body is None and self.content_length is not None and self.content_length <= n:
             # The whole body, collected by Granian in one call (its length is within the limit).
             self._body = _exhausted()
-            data = await self.proto()
-            self.body_read = len(data)
-            return data
+            return await self.proto()
         if self._body is None:
             self._body = self.proto.__aiter__()
         buf = bytearray(self._pending)
@@ -226,6 +238,7 @@ class HttpTrigger:
         self.wasm = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fazt-wasm")
         self.reader = cartridge.connect(host.settings.cartridge)  # the loop thread's own connection
         self.registry = Registry(self.reader)
+        self._apps_seen: dict | None = None
         self.blobs = static.Blobs(self.reader)
 
     def route(self, scope) -> tuple[str, str, str]:
@@ -246,6 +259,8 @@ class HttpTrigger:
             await self.handle(scope, proto)
         except HttpError as e:
             json_error(proto, e.status, str(e))
+        except Exception as e:  # noqa: BLE001 - a JSON error, never a bare traceback to the client
+            json_error(proto, 500, f"internal error: {type(e).__name__}")
 
     async def handle(self, scope, proto) -> None:
         raw_path = scope.path
@@ -257,7 +272,11 @@ class HttpTrigger:
             return self.host_endpoint(inner, proto)
         if not app_name:
             raise HttpError(404, "no app in the path: use /<app>/...")
-        deployed = self.registry.refresh().get(app_name)
+        apps = self.registry.refresh()
+        if apps is not self._apps_seen:
+            self._apps_seen = apps
+            self.host.retain({d.component for d in apps.values()})
+        deployed = apps.get(app_name)
         if deployed is None:
             raise HttpError(404, f"no app named {app_name!r} is deployed")
         if inner == "":
@@ -288,7 +307,7 @@ class HttpTrigger:
         body_limit = limits.body_mb * MIB
         length = headers.get("content-length")
         if length is not None:
-            if not length.isdigit():
+            if not (length.isascii() and length.isdigit()):
                 return json_error(proto, 400, "invalid content-length", rid)
             if int(length) > body_limit:
                 return json_error(proto, 413, f"the request body exceeds the limit of {limits.body_mb} MiB", rid)
@@ -300,7 +319,8 @@ class HttpTrigger:
         request = {
             "method": method,
             "url": f"{scope.scheme}://{authority}{inner}{query}",
-            "headers": [[k, v] for k, v in headers.items()] + [["x-forwarded-prefix", base]] * bool(base),
+            "headers": [[k, v] for k, v in headers.items() if k != "x-forwarded-prefix"]
+            + [["x-forwarded-prefix", base]] * bool(base),
             "requestId": rid,
             "hasBody": has_body,
             "app": deployed.name,
@@ -316,6 +336,8 @@ class HttpTrigger:
         def run() -> None:
             exchange.started = time.monotonic()
             try:
+                if exchange.started >= deadline:
+                    raise GuestTimeout(f"the request waited past its time limit of {limits.timeout_ms} ms")
                 result = self.host.invoke(deployed, HANDLER_INTERFACE, "fetch", payload, invocation)
                 if "status" in result:
                     exchange.finish_inline(result)
@@ -350,9 +372,7 @@ class HttpTrigger:
             proto.response_empty(head.status, headers)
 
     def fail(self, proto, error: Exception, rid: str) -> None:
-        if isinstance(error, HttpError):
-            return json_error(proto, error.status, str(error), rid)
-        if isinstance(error, GuestError):
+        if isinstance(error, (HttpError, GuestError)):
             return json_error(proto, error.status, str(error), rid)
         return json_error(proto, 500, f"internal error: {type(error).__name__}", rid)
 

@@ -101,6 +101,9 @@ def respond(proto, blobs: Blobs, path: str, digest: str, size: int, method: str,
         return
     status, start, end = 200, 0, size - 1
     rng = req_headers.get("range")
+    if_range = req_headers.get("if-range")
+    if if_range is not None and if_range.strip() != etag:
+        rng = None  # the client's partial copy is of other bytes: send the whole file
     if rng and method in ("GET", "HEAD"):
         parsed = parse_range(rng, size)
         if parsed == "unsatisfiable":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +47,6 @@ class Invocation:
     limits: Limits
     # Capability state for this call, keyed by capability name (e.g. the HTTP exchange).
     state: dict[str, Any] = field(default_factory=dict)
-    started: float = field(default_factory=time.time)
 
 
 class Runtime:
@@ -91,8 +89,11 @@ class Runtime:
                 f"the component does not export {', '.join(missing)}: "
                 "it was not built for the fazt:host app world"
             )
-        # A trial instantiation checks every import's type against ours.
-        store = self._store(Limits(timeout_ms=5_000))
+        # A trial instantiation checks every import's type against ours; the
+        # caller runs the epoch ticker, so a start-up that never ends is cut off.
+        limits = Limits(timeout_ms=5_000)
+        store = self._store(limits)
+        self.current = Invocation("validate", "validate", limits)
         try:
             instance = self.linker.instantiate(store, component)
             guest = Guest(component)
@@ -108,6 +109,8 @@ class Runtime:
                         raise ValidationError(f"{interface}#{name} must take a string and return a string")
         except (WasmtimeError, GuestError) as e:
             raise ValidationError(f"the component does not link against the fazt:host world: {e}") from None
+        finally:
+            self.current = None
 
     def _store(self, limits: Limits) -> Store:
         store = Store(self.engine)

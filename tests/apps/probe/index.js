@@ -69,6 +69,11 @@ const routes = {
     headers.append('set-cookie', 'b=2; Path=/; HttpOnly');
     return new Response(`method=${request.method} x-in=${request.headers.get('x-in')}`, { status: 201, headers });
   },
+  async '/framing'() {
+    return new Response('abc', {
+      headers: { 'content-length': '999', connection: 'close', 'x-fazt-request-id': 'forged', 'x-ok': '1' },
+    });
+  },
   async '/log'() {
     console.log('hello from the log', { n: 1 });
     console.warn('a warning');

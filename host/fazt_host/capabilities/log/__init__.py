@@ -11,7 +11,7 @@ import time
 
 import apsw
 
-from ...cartridge import transaction
+from ...cartridge import migrate, transaction
 from ...runtime import Invocation
 from .. import Capability
 
@@ -46,7 +46,7 @@ class Log(Capability):
     ]
 
     def __init__(self) -> None:
-        self._flushes = 0
+        self._flushes: dict[str, int] = {}
 
     def functions(self):
         return {"write": self.write}
@@ -55,13 +55,14 @@ class Log(Capability):
         self.record(invocation, str(level).lower(), message)
 
     @staticmethod
-    def record(invocation: Invocation, level: str, message: str) -> None:
+    def record(invocation: Invocation, level: str, message: str, host: bool = False) -> None:
+        """Buffers a line; the host's own notes (errors, stacks) do not count against the app's budget."""
         buf: LogBuffer = invocation.state.setdefault("log", LogBuffer())
         size = len(message)
-        if buf.bytes + size > invocation.limits.log_kb * 1024:
+        if not host and buf.bytes + size > invocation.limits.log_kb * 1024:
             buf.dropped += 1
             return
-        buf.bytes += size
+        buf.bytes += 0 if host else size
         buf.lines.append((time.time(), level if level in LEVELS else "info", message))
 
     def finish(self, invocation: Invocation) -> None:
@@ -83,8 +84,8 @@ class Log(Capability):
             self.conn.executemany(
                 "INSERT INTO logs(app, ts, level, request_id, message) VALUES (?, ?, ?, ?, ?)", rows
             )
-            self._flushes += 1
-            if self._flushes % 500 == 0:
+            flushes = self._flushes[invocation.app] = self._flushes.get(invocation.app, 0) + 1
+            if flushes % 100 == 1:
                 prune(self.conn, invocation.app)
 
 
@@ -94,6 +95,12 @@ def prune(conn: apsw.Connection, app: str) -> None:
         "(SELECT id FROM logs WHERE app = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
         (app, app, KEEP_LINES_PER_APP),
     )
+
+
+def forget(conn: apsw.Connection, app: str) -> None:
+    """Drops a removed app's log, so an app later deployed under the name cannot read it."""
+    migrate(conn, Log.name, Log.migrations)
+    conn.execute("DELETE FROM logs WHERE app = ?", (app,))
 
 
 def tail(conn: apsw.Connection, app: str, limit: int = 100, after_id: int = 0) -> list[dict]:
