@@ -61,7 +61,7 @@ def read_files(folder: Path, skip: set[Path] = frozenset(), suffixes: tuple[str,
     return entries
 
 
-SOURCE_SUFFIXES = (".js", ".mjs", ".cjs", ".json", ".ts", ".txt", ".html", ".css", ".svg", ".md")
+SOURCE_SUFFIXES = (".js", ".mjs", ".cjs", ".jsx", ".ts", ".mts", ".cts", ".tsx", ".json", ".txt", ".html", ".css", ".svg", ".md")
 
 
 def app_sources(folder: Path, manifest: Manifest) -> list[FileEntry]:
