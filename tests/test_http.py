@@ -50,6 +50,11 @@ def test_status_headers_and_multiple_set_cookie(served):
     assert r.headers.get_list("set-cookie") == ["a=1; Path=/", "b=2; Path=/; HttpOnly"]
 
 
+def test_manifest_env_reaches_the_handler(served):
+    assert served.get("/probe/env").json() == {"GREETING": "hi"}
+    assert served.get("/hello/hello").status_code == 200  # hello declares no env
+
+
 def test_app_sees_its_own_path_and_prefix(served):
     r = served.get("/probe/url?q=1").json()
     assert r["url"].endswith("/url?q=1")

@@ -194,6 +194,7 @@ export function handlerFor(app) {
         const ctx = {
           requestId: head.requestId,
           app: head.app,
+          env: Object.freeze(head.env || {}),
           waitUntil(promise) { pending.push(promise); },
           passThroughOnException() {},
         };

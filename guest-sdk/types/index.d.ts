@@ -7,6 +7,8 @@ export interface Context {
   readonly requestId: string;
   /** The app's name (from fazt.json). */
   readonly app: string;
+  /** The `env` strings of fazt.json. */
+  readonly env: Readonly<Record<string, string>>;
   /** Keeps the invocation alive until `promise` settles (after the response is built). */
   waitUntil(promise: Promise<unknown>): void;
   passThroughOnException(): void;

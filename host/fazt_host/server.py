@@ -325,6 +325,8 @@ class HttpTrigger:
             "hasBody": has_body,
             "app": deployed.name,
         }
+        if deployed.manifest.env:
+            request["env"] = deployed.manifest.env
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + limits.timeout_ms / 1000
         exchange = Exchange(

@@ -100,6 +100,9 @@ const routes = {
     for (let i = 0; i < 10000; i++) console.log('x'.repeat(100));
     return new Response('flooded');
   },
+  async '/env'(request, url, ctx) {
+    return Response.json(ctx.env);
+  },
   async '/url'(request) {
     return Response.json({ url: request.url, prefix: request.headers.get('x-forwarded-prefix') });
   },
