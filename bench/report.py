@@ -15,8 +15,8 @@ def write_readme(r: dict) -> None:
     lines = [
         "# Benchmarks",
         "",
-        "Every figure below comes from one run of `make bench` (`.venv/bin/python bench/run.py`),",
-        "peers side by side in the same run. The machine is shared and noisy: read the ratios.",
+        "Every figure below comes from `make bench` (`.venv/bin/python bench/run.py`; `--only STEP` reruns one",
+        "section), peers side by side in the same run. The machine is shared and noisy: read the ratios.",
         "",
         f"Machine: {r.get('machine', '?')}. Date: {r.get('date', '?')}.",
         "",
