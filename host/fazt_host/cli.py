@@ -192,14 +192,11 @@ def cmd_backup(args) -> int:
     from . import cartridge
 
     settings = _settings(args)
-    if not Path(settings.cartridge).exists():
-        print(f"error: no cartridge at {settings.cartridge}", file=sys.stderr)
-        return EXIT_FAILED
+    conn = _existing_cartridge(args)
     dest = Path(args.file)
     if dest.resolve() == Path(settings.cartridge).resolve():
         print("error: the backup must not overwrite the cartridge itself", file=sys.stderr)
         return EXIT_USAGE
-    conn = cartridge.connect(settings.cartridge)
     started = time.perf_counter()
     cartridge.backup(conn, dest)
     print(f"backed up {settings.cartridge} to {dest} ({dest.stat().st_size / 1048576:.1f} MiB) "

@@ -144,11 +144,12 @@ def deploy(host: Host, path: Path, manifest_path: Path | None = None, limits: di
     phase("build")
     compile_checked(host, digest, wasm, progress)
     phase("compile")
-    live = apps.same_as_active(host.conn, manifest, source_hash, digest, static)
-    if live is None:
+    version = apps.same_as_active(host.conn, manifest, source_hash, digest, static)
+    unchanged = version is not None
+    if not unchanged:
         component = FileEntry("component.wasm", digest, wasm) if wasm is not None else None
         version = apps.store_version(host.conn, manifest, source_hash, digest, component, sources, static)
     phase("store")
     return Deployment(
-        manifest.name, live or version, digest, built, len(static), time.perf_counter() - started, live is not None, phases
+        manifest.name, version, digest, built, len(static), time.perf_counter() - started, unchanged, phases
     )

@@ -68,9 +68,7 @@ class Host:
             except msgspec.DecodeError:
                 raise GuestError("the app returned a malformed result", raw[:200]) from None
             if "error" in result:
-                thrown = GuestError(f"the handler threw {result['error']}")
-                thrown.detail = str(result.get("stack", ""))
-                raise thrown
+                raise GuestError(f"the handler threw {result['error']}", str(result.get("stack", "")))
             return result
         except GuestError as e:
             self.log.record(invocation, "error", f"{e}\n{e.detail}".rstrip(), host=True)
