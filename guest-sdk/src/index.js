@@ -1,3 +1,4 @@
-// The `fazt` package apps import. Capabilities (db, storage, auth, ai) join
+// The `fazt` package apps import. Capabilities (storage, auth, ai) join
 // here as the host grows them.
 export { requestId } from './runtime.js';
+export { db, DocumentsError } from './db.js';

@@ -25,3 +25,85 @@ export interface App {
 
 /** The id of the invocation in progress. */
 export function requestId(): string;
+
+/** A document as stored: the app's fields plus the ones the host maintains. */
+export type Document = Record<string, unknown> & { id: string | number; createdAt: string; updatedAt: string };
+
+/** An error from the document store (`error` of a reply; thrown after `throwOnError()`). */
+export interface DocumentsErrorShape {
+  message: string;
+  /** PostgreSQL/PostgREST style code, e.g. `23505` (unique), `PGRST116` (single), `57014` (query time). */
+  code: string;
+  details: string | null;
+  hint: string | null;
+}
+
+export class DocumentsError extends Error implements DocumentsErrorShape {
+  code: string;
+  details: string | null;
+  hint: string | null;
+}
+
+/** What awaiting a builder gives (the supabase-js v2 shape). */
+export interface Reply<T> {
+  data: T | null;
+  error: DocumentsErrorShape | null;
+  /** Set when `count: 'exact' | 'estimated'` was asked. */
+  count: number | null;
+  status: number;
+  statusText: string;
+  /** After a page of `limit` rows: pass it to `.after()` for the next page. */
+  cursor?: string;
+}
+
+type Scalar = string | number | boolean;
+type Operator = 'eq' | 'neq' | 'gt' | 'gte' | 'lt' | 'lte' | 'in' | 'like' | 'ilike' | 'is' | 'contains' | 'cs';
+
+export interface QueryBuilder<T = Document> extends PromiseLike<Reply<T[]>> {
+  select(columns?: string, options?: { count?: 'exact' | 'estimated'; head?: boolean }): QueryBuilder<T>;
+  insert(values: Partial<T> | Partial<T>[], options?: { count?: 'exact' }): QueryBuilder<T>;
+  /** A JSON merge patch (RFC 7396) applied to every matching document. Needs a filter. */
+  update(values: Partial<T>, options?: { count?: 'exact' }): QueryBuilder<T>;
+  /** Insert, or merge the given fields into the document with the same `onConflict` key (default `id`). */
+  upsert(
+    values: Partial<T> | Partial<T>[],
+    options?: { onConflict?: string; ignoreDuplicates?: boolean; count?: 'exact' },
+  ): QueryBuilder<T>;
+  /** Deletes every matching document. Needs a filter. */
+  delete(options?: { count?: 'exact' }): QueryBuilder<T>;
+
+  eq(field: string, value: Scalar): QueryBuilder<T>;
+  neq(field: string, value: Scalar): QueryBuilder<T>;
+  gt(field: string, value: Scalar): QueryBuilder<T>;
+  gte(field: string, value: Scalar): QueryBuilder<T>;
+  lt(field: string, value: Scalar): QueryBuilder<T>;
+  lte(field: string, value: Scalar): QueryBuilder<T>;
+  in(field: string, values: Scalar[] | string): QueryBuilder<T>;
+  /** `%` (or `*`) matches any run, `_` one character; case-sensitive. */
+  like(field: string, pattern: string): QueryBuilder<T>;
+  /** like, ignoring ASCII case. */
+  ilike(field: string, pattern: string): QueryBuilder<T>;
+  is(field: string, value: null | boolean): QueryBuilder<T>;
+  /** Array field holds every element, or object field matches every key. */
+  contains(field: string, value: Scalar[] | Record<string, unknown> | string): QueryBuilder<T>;
+  match(query: Record<string, Scalar>): QueryBuilder<T>;
+  not(field: string, operator: Operator, value: unknown): QueryBuilder<T>;
+  filter(field: string, operator: Operator | `not.${Operator}`, value: unknown): QueryBuilder<T>;
+  /** PostgREST syntax: `'status.eq.open,and(n.gt.2,n.lt.5)'`. */
+  or(filters: string): QueryBuilder<T>;
+
+  order(field: string, options?: { ascending?: boolean; nullsFirst?: boolean }): QueryBuilder<T>;
+  limit(count: number): QueryBuilder<T>;
+  range(from: number, to: number): QueryBuilder<T>;
+  /** Keyset pagination: the previous reply's `cursor`, or the previous page's last row. */
+  after(cursor: string | { id: string | number }): QueryBuilder<T>;
+  single(): PromiseLike<Reply<T>>;
+  maybeSingle(): PromiseLike<Reply<T>>;
+  throwOnError(): QueryBuilder<T>;
+}
+
+export const db: {
+  from<T = Document>(collection: string): QueryBuilder<T>;
+  /** Runs the builders in one transaction: every one commits, or none does. */
+  batch(builders: QueryBuilder<any>[]): Promise<Reply<Reply<unknown>[]>>;
+};

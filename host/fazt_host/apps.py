@@ -8,7 +8,9 @@ cartridge's generation so every worker picks it up on its next request.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import apsw
 import msgspec
@@ -16,6 +18,9 @@ import msgspec
 from . import cartridge
 from .cartridge import transaction
 from .config import Manifest, decode_manifest
+
+if TYPE_CHECKING:
+    from .capabilities import Capability
 
 
 @dataclass(frozen=True)
@@ -44,8 +49,14 @@ def store_version(
     component: FileEntry | None,
     sources: list[FileEntry],
     static: list[FileEntry],
+    capabilities: Sequence[Capability] = (),
+    notes: list[str] | None = None,
 ) -> int:
-    """Stores a new version and makes it active; returns its number."""
+    """Stores a new version and makes it active; returns its number.
+
+    Each capability configures the app inside the same transaction, so a
+    refusal (ValueError) leaves the previous version live and untouched.
+    """
     now = time.time()
     with transaction(conn):
         row = conn.execute("SELECT max(version) FROM versions WHERE app = ?", (manifest.name,)).fetchone()
@@ -69,8 +80,18 @@ def store_version(
             (manifest.name, version, now, now),
         )
         prune_versions(conn, manifest.name, manifest.keep_versions)
+        configure(conn, manifest, capabilities, notes)
         cartridge.bump_generation(conn)
     return version
+
+
+def configure(
+    conn: apsw.Connection, manifest: Manifest, capabilities: Sequence[Capability], notes: list[str] | None = None
+) -> None:
+    for cap in capabilities:
+        changed = cap.configure(conn, manifest)
+        if notes is not None:
+            notes.extend(changed)
 
 
 def prune_versions(conn: apsw.Connection, app: str, keep: int) -> None:
@@ -123,7 +144,9 @@ def same_as_active(
     return row[0] if files == sorted((e.path, e.digest) for e in static) else None
 
 
-def rollback(conn: apsw.Connection, app: str, version: int | None = None) -> int:
+def rollback(
+    conn: apsw.Connection, app: str, version: int | None = None, capabilities: Sequence[Capability] = ()
+) -> int:
     """Activates `version`, or the newest one older than the active one."""
     with transaction(conn):
         row = conn.execute("SELECT active FROM apps WHERE name = ?", (app,)).fetchone()
@@ -139,17 +162,22 @@ def rollback(conn: apsw.Connection, app: str, version: int | None = None) -> int
         elif not conn.execute("SELECT 1 FROM versions WHERE app = ? AND version = ?", (app, version)).fetchone():
             raise LookupError(f"{app} has no version {version}")
         conn.execute("UPDATE apps SET active = ?, updated_at = ? WHERE name = ?", (version, time.time(), app))
+        manifest = conn.execute("SELECT manifest FROM versions WHERE app = ? AND version = ?", (app, version)).fetchone()[0]
+        configure(conn, decode_manifest(manifest.encode()), capabilities)
         cartridge.bump_generation(conn)
     return version
 
 
-def remove(conn: apsw.Connection, app: str) -> None:
+def remove(conn: apsw.Connection, app: str, capabilities: Sequence[Capability] = ()) -> None:
+    """Removes the app with everything it owned (its documents, logs...)."""
     with transaction(conn):
         if not conn.execute("SELECT 1 FROM apps WHERE name = ?", (app,)).fetchone():
             raise LookupError(f"no app named {app!r}")
         conn.execute("UPDATE apps SET active = 0 WHERE name = ?", (app,))
         prune_versions(conn, app, 0)
         conn.execute("DELETE FROM apps WHERE name = ?", (app,))
+        for cap in capabilities:
+            cap.forget(conn, app)
         cartridge.bump_generation(conn)
 
 

@@ -57,6 +57,10 @@ LIMIT_FLAGS = {
     "body_mb": "request body size in MiB (default 100)",
     "response_mb": "response size in MiB (default 100)",
     "log_kb": "log volume per invocation in KiB (default 64)",
+    "document_kb": "size of one JSON document in KiB (default 1024)",
+    "document_depth": "nesting depth of one document (default 32)",
+    "result_mb": "size of one query's result in MiB (default 16)",
+    "query_ms": "time of one document query in milliseconds (default 5000)",
 }
 
 
@@ -137,7 +141,7 @@ def _app_change(args, change) -> int:
     conn = _existing_cartridge(args)
     try:
         print(change(conn))
-    except LookupError as e:
+    except (LookupError, ValueError) as e:
         print(f"error: {e.args[0]}", file=sys.stderr)
         return EXIT_FAILED
     return 0
@@ -145,18 +149,20 @@ def _app_change(args, change) -> int:
 
 def cmd_rollback(args) -> int:
     from . import apps
+    from .host import capabilities
 
-    return _app_change(args, lambda conn: f"{args.app} now serves v{apps.rollback(conn, args.app, args.to)}")
+    def rollback(conn):
+        return f"{args.app} now serves v{apps.rollback(conn, args.app, args.to, capabilities(conn))}"
+
+    return _app_change(args, rollback)
 
 
 def cmd_remove(args) -> int:
     from . import apps
-
-    from .capabilities import log
+    from .host import capabilities
 
     def remove(conn):
-        apps.remove(conn, args.app)
-        log.forget(conn, args.app)
+        apps.remove(conn, args.app, capabilities(conn))
         return f"removed {args.app}"
 
     return _app_change(args, remove)
@@ -201,6 +207,129 @@ def cmd_backup(args) -> int:
     cartridge.backup(conn, dest)
     print(f"backed up {settings.cartridge} to {dest} ({dest.stat().st_size / 1048576:.1f} MiB) "
           f"in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+def _documents(args):
+    from .host import capabilities
+
+    conn = _existing_cartridge(args)
+    capabilities(conn)  # migrated, so an app that never wrote a document reads as empty
+    return conn
+
+
+def cmd_docs(args) -> int:
+    from .capabilities.documents import store
+    from .capabilities.documents.spec import DocError, decode_operation
+
+    conn = _documents(args)
+    words = args.args
+    try:
+        if words[0] == "explain":
+            if len(words) != 4:
+                print("usage: fazt-host docs explain APP COLLECTION QUERY_JSON", file=sys.stderr)
+                return EXIT_USAGE
+            plan = store.explain(conn, words[1], words[2], decode_operation(words[3]))
+            if args.json:
+                _print_json(plan)
+            else:
+                print(plan["sql"])
+                print("params:", json.dumps(plan["params"]))
+                for line in plan["plan"]:
+                    print("plan:", line)
+            return 0
+        if len(words) == 1:
+            rows = store.collections(conn, words[0])
+            if args.json:
+                _print_json(rows)
+            elif not rows:
+                print(f"{words[0]} has no collections", file=sys.stderr)
+            for r in [] if args.json else rows:
+                indexes = ", ".join(("unique " if i["unique"] else "") + "(" + ", ".join(i["fields"]) + ")" for i in r["indexes"])
+                print(f"{r['name']:<24} {r['count']:>10} documents  {indexes}")
+            return 0
+        if len(words) != 2:
+            print("usage: fazt-host docs APP [COLLECTION] | docs explain APP COLLECTION QUERY_JSON", file=sys.stderr)
+            return EXIT_USAGE
+        op = decode_operation(args.query or "{}")
+        op.collection = words[1]
+        if op.op != "select":
+            raise DocError("docs only reads; change documents through the app", "PGRST100")
+        if op.limit is None and not op.head:
+            op.limit = args.limit
+        reply = json.loads(store.Store(conn).run(words[0], op, _limits_of(args)))
+        if reply["error"]:
+            raise DocError(reply["error"]["message"], reply["error"]["code"])
+        if args.json:
+            _print_json(reply)
+        else:
+            for doc in reply["data"] or []:
+                print(json.dumps(doc, ensure_ascii=False))
+            if reply["count"] is not None:
+                print(f"count: {reply['count']}", file=sys.stderr)
+        return 0
+    except DocError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _limits_of(args):
+    from .config import Limits
+
+    return Limits().merged(_limits(args))
+
+
+def cmd_import(args) -> int:
+    from .capabilities.documents import store
+    from .capabilities.documents.spec import DocError
+
+    conn = _documents(args)
+    conn.pragma("cache_size", -262_144)  # 256 MiB for the index rebuild's sort
+    started = time.perf_counter()
+    tty = sys.stderr.isatty()
+    shown = [0.0]
+
+    def progress(n: int, final: bool = False) -> None:
+        now = time.perf_counter()
+        if final or now - shown[0] >= 1:
+            shown[0] = now
+            rate = n / max(now - started, 1e-9)
+            start, end = ("\r", "" if not final else "\n") if tty else ("", "\n")
+            print(f"{start}progress: {n:,} documents ({rate:,.0f}/s)", end=end, file=sys.stderr, flush=True)
+
+    source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
+    try:
+        total = store.import_documents(
+            conn, args.app, args.collection, source, _limits_of(args), args.batch, progress
+        )
+    except DocError as e:
+        print(f"\nerror: {e}" if tty else f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        source.close()
+    progress(total, final=True)
+    print(f"imported {total:,} documents into {args.app}/{args.collection} in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .capabilities.documents import store
+    from .capabilities.documents.spec import DocError
+
+    conn = _documents(args)
+    out = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")
+    try:
+        n = 0
+        for text in store.export_documents(conn, args.app, args.collection):
+            out.write(text + "\n")
+            n += 1
+    except DocError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    print(f"exported {n:,} documents", file=sys.stderr)
     return 0
 
 
@@ -268,6 +397,30 @@ def parser() -> argparse.ArgumentParser:
 
     rm = command("remove", "remove an app and all its versions", cmd_remove)
     rm.add_argument("app")
+
+    dc = command(
+        "docs",
+        "list an app's collections, show documents, or explain a query: "
+        "docs APP | docs APP COLLECTION [--query JSON] | docs explain APP COLLECTION QUERY_JSON",
+        cmd_docs,
+    )
+    dc.add_argument("args", nargs="+", metavar="ARG", help="APP [COLLECTION], or explain APP COLLECTION QUERY_JSON")
+    dc.add_argument("--query", help='a select as JSON, e.g. \'{"where": [["eq", "owner", "u1"]], "count": "exact"}\'')
+    dc.add_argument("--limit", type=int, default=20, help="documents to show (default 20)")
+    dc.add_argument("--json", action="store_true", help="print JSON")
+    limit_flags(dc)
+
+    im = command("import", "load newline-delimited JSON documents into a collection", cmd_import)
+    im.add_argument("app")
+    im.add_argument("collection")
+    im.add_argument("file", help="an .ndjson file, or - for standard input")
+    im.add_argument("--batch", type=int, default=10_000, help="documents per transaction (default 10000)")
+    limit_flags(im)
+
+    ex = command("export", "write a collection as newline-delimited JSON", cmd_export)
+    ex.add_argument("app")
+    ex.add_argument("collection")
+    ex.add_argument("-o", "--output", help="file to write (default standard output)")
 
     bk = command("backup", "write a consistent copy of the cartridge while serving", cmd_backup)
     bk.add_argument("file")

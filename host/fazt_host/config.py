@@ -24,6 +24,11 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_de
     body_mb: int = 100
     response_mb: int = 100
     log_kb: int = 64
+    # Documents: one document's JSON size and nesting, one result's size, one query's time.
+    document_kb: int = 1024
+    document_depth: int = 32
+    result_mb: int = 16
+    query_ms: int = 5_000
 
     def __post_init__(self) -> None:
         if self.timeout_ms < 1 or self.timeout_ms > 15 * 60_000:
@@ -36,9 +41,27 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_de
                 raise ValueError(f"limits.{_camel(field)} must be between 0 and 16384")
         if self.log_kb < 0 or self.log_kb > 65536:
             raise ValueError("limits.logKb must be between 0 and 65536")
+        for field, low, high in (
+            ("document_kb", 1, 64 * 1024),
+            ("document_depth", 1, 256),
+            ("result_mb", 1, 1024),
+            ("query_ms", 1, 15 * 60_000),
+        ):
+            if not low <= getattr(self, field) <= high:
+                raise ValueError(f"limits.{_camel(field)} must be between {low} and {high}")
 
     def merged(self, overrides: dict[str, int]) -> Limits:
         return msgspec.structs.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+class UniqueIndex(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """`{"unique": "email"}` or `{"unique": ["org", "email"]}` in fazt.json's indexes."""
+
+    unique: str | list[str]
+
+
+# A collection's index: one field, several fields (compound), or a unique one.
+IndexSpec = str | list[str] | UniqueIndex
 
 
 class Manifest(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_defaults=True, frozen=True):
@@ -50,6 +73,7 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_
     env: dict[str, str] = {}
     limits: Limits = Limits()
     keep_versions: int = 5
+    indexes: dict[str, list[IndexSpec]] = {}
 
     def __post_init__(self) -> None:
         if not APP_NAME.match(self.name):
@@ -66,6 +90,9 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_
             raise ValueError("entry must be a .js/.mjs file or a prebuilt component .wasm")
         if not 1 <= self.keep_versions <= 100:
             raise ValueError("keepVersions must be between 1 and 100")
+        from .capabilities.documents.spec import check_indexes  # the documents capability owns the rules
+
+        check_indexes(self.indexes)
 
 
 class ManifestError(ValueError):

@@ -146,9 +146,17 @@ def deploy(host: Host, path: Path, manifest_path: Path | None = None, limits: di
     phase("compile")
     version = apps.same_as_active(host.conn, manifest, source_hash, digest, static)
     unchanged = version is not None
+    notes: list[str] = []
     if not unchanged:
         component = FileEntry("component.wasm", digest, wasm) if wasm is not None else None
-        version = apps.store_version(host.conn, manifest, source_hash, digest, component, sources, static)
+        try:
+            version = apps.store_version(
+                host.conn, manifest, source_hash, digest, component, sources, static, host.capabilities, notes
+            )
+        except ValueError as e:
+            raise DeployError(f"{manifest.name}: {e}; the live version keeps serving") from None
+    for note in notes:
+        progress.write(f"  {note}\n")
     phase("store")
     return Deployment(
         manifest.name, version, digest, built, len(static), time.perf_counter() - started, unchanged, phases

@@ -12,23 +12,27 @@ import msgspec
 from . import cartridge
 from .apps import Deployed
 from .capabilities import Capability
+from .capabilities.documents import Documents
 from .capabilities.log import Log
 from .config import HostSettings
 from .runtime import ComponentCache, EpochTicker, Guest, GuestError, Invocation, Runtime, make_engine
 from .server import HTTP_INTERFACE, HttpTrigger, http_functions
 
 
-def capabilities() -> list[Capability]:
-    return [Log()]
+def capabilities(conn) -> list[Capability]:
+    """Every capability, with its tables migrated on `conn` (not yet set up for invocations)."""
+    caps: list[Capability] = [Log(), Documents()]
+    for cap in caps:
+        cartridge.migrate(conn, cap.name, cap.migrations)
+    return caps
 
 
 class Host:
     def __init__(self, settings: HostSettings):
         self.settings = settings
         self.conn = cartridge.connect(settings.cartridge)
-        self.capabilities = capabilities()
+        self.capabilities = capabilities(self.conn)
         for cap in self.capabilities:
-            cartridge.migrate(self.conn, cap.name, cap.migrations)
             cap.setup(self.conn)
         self.log = next(c for c in self.capabilities if isinstance(c, Log))
         self.engine = make_engine()

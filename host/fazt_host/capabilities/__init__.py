@@ -1,10 +1,12 @@
 """Host capabilities: each owns a WIT interface, its tables and its hooks.
 
-A capability is set up once per process (`setup`), contributes host
-functions for its interface (each called with the current `Invocation`
-first), and may finish each invocation (`finish`, e.g. to flush buffered
-writes). The composition root (`fazt_host.host`) lists them; adding one
-touches its own folder, that list and the WIT.
+A capability is set up once per process (`setup`), configured per app when a
+version becomes active (`configure`, inside the activating transaction) and
+forgotten with a removed app (`forget`); it contributes host functions for
+its interface (each called with the current `Invocation` first), and may
+finish each invocation (`finish`, e.g. to flush buffered writes). The
+composition root (`fazt_host.host`) lists them; adding one touches its own
+folder, that list and the WIT.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Callable
 
 import apsw
 
+from ..config import Manifest
 from ..runtime import Invocation
 
 
@@ -30,3 +33,13 @@ class Capability:
 
     def finish(self, invocation: Invocation) -> None:
         """After every invocation, on the wasm thread."""
+
+    def configure(self, conn: apsw.Connection, manifest: Manifest) -> list[str]:
+        """A version of the app becomes active (deploy, rollback). Raise ValueError to refuse it.
+
+        Returns notes on what changed, for the deploy's output.
+        """
+        return []
+
+    def forget(self, conn: apsw.Connection, app: str) -> None:
+        """The app is removed: drop what it owned, so a later app of that name starts empty."""

@@ -11,7 +11,7 @@ import time
 
 import apsw
 
-from ...cartridge import migrate, transaction
+from ...cartridge import transaction
 from ...runtime import Invocation
 from .. import Capability
 
@@ -65,6 +65,9 @@ class Log(Capability):
         buf.bytes += 0 if host else size
         buf.lines.append((time.time(), level if level in LEVELS else "info", message))
 
+    def forget(self, conn: apsw.Connection, app: str) -> None:
+        conn.execute("DELETE FROM logs WHERE app = ?", (app,))
+
     def finish(self, invocation: Invocation) -> None:
         buf: LogBuffer | None = invocation.state.get("log")
         if not buf or not (buf.lines or buf.dropped):
@@ -97,10 +100,6 @@ def prune(conn: apsw.Connection, app: str) -> None:
     )
 
 
-def forget(conn: apsw.Connection, app: str) -> None:
-    """Drops a removed app's log, so an app later deployed under the name cannot read it."""
-    migrate(conn, Log.name, Log.migrations)
-    conn.execute("DELETE FROM logs WHERE app = ?", (app,))
 
 
 def tail(conn: apsw.Connection, app: str, limit: int = 100, after_id: int = 0) -> list[dict]:

@@ -1,0 +1,210 @@
+// `db`: JSON documents in collections, with the supabase-js v2 query builder.
+//
+//   const { data, error, count } = await db.from('notes').select('id,title', { count: 'exact' })
+//     .eq('owner', uid).order('createdAt', { ascending: false }).limit(20);
+//
+// The builder only describes the operation; awaiting it sends that description
+// to the host as one JSON string (fazt:host/documents.query) and parses the
+// one-string reply. As in supabase-js, errors come back in `error` unless
+// `throwOnError()` is chained, and writes return `data: null` unless
+// `.select()` is chained.
+import { query } from 'fazt:host/documents@0.1.0';
+
+export class DocumentsError extends Error {
+  constructor(error) {
+    super(error.message);
+    this.name = 'DocumentsError';
+    this.code = error.code;
+    this.details = error.details;
+    this.hint = error.hint;
+  }
+}
+
+const OPERATORS = new Set(['eq', 'neq', 'gt', 'gte', 'lt', 'lte', 'in', 'like', 'ilike', 'is', 'contains']);
+// PostgREST's short names, as they appear in or()/filter() strings.
+const ALIASES = { cs: 'contains' };
+
+function likePattern(op, value) {
+  // PostgREST takes `*` for `%` in like patterns; so do we.
+  return (op === 'like' || op === 'ilike') && typeof value === 'string' ? value.replaceAll('*', '%') : value;
+}
+
+// A value written in PostgREST's text syntax: "quoted" stays a string,
+// numbers/true/false/null become JSON values, (a,b) and {a,b} become lists.
+function parseText(text) {
+  if (text.length >= 2 && text.startsWith('"') && text.endsWith('"')) {
+    return text.slice(1, -1).replace(/\\(.)/g, '$1');
+  }
+  if (text === 'null') return null;
+  if (text === 'true') return true;
+  if (text === 'false') return false;
+  if (/^-?\d+(\.\d+)?([eE][+-]?\d+)?$/.test(text)) return Number(text);
+  return text;
+}
+
+function splitTop(text, sep = ',') {
+  const parts = [];
+  let depth = 0, quoted = false, start = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '\\' && quoted) { i++; continue; }
+    if (c === '"') quoted = !quoted;
+    else if (!quoted && (c === '(' || c === '{' || c === '[')) depth++;
+    else if (!quoted && (c === ')' || c === '}' || c === ']')) depth--;
+    else if (!quoted && depth === 0 && c === sep) { parts.push(text.slice(start, i)); start = i + 1; }
+  }
+  parts.push(text.slice(start));
+  return parts.map((p) => p.trim()).filter((p) => p !== '');
+}
+
+function parseList(op, text) {
+  if (typeof text !== 'string') return text;
+  const t = text.trim();
+  if (op === 'contains' && (t.startsWith('[') || t.startsWith('{"'))) {
+    try { return JSON.parse(t); } catch { /* fall through to the {a,b} form */ }
+  }
+  if ((t.startsWith('(') && t.endsWith(')')) || (t.startsWith('{') && t.endsWith('}'))) {
+    return splitTop(t.slice(1, -1)).map(parseText);
+  }
+  throw new DocumentsError({ message: `${op} takes a list like (a,b), not ${t.slice(0, 40)}`, code: 'PGRST100' });
+}
+
+// One filter term from an operator and a value given in JS.
+function term(field, op, value) {
+  op = ALIASES[op] ?? op;
+  if (!OPERATORS.has(op)) {
+    throw new DocumentsError({ message: `unknown operator ${String(op).slice(0, 40)}`, code: 'PGRST100' });
+  }
+  if (op === 'in' || op === 'contains') value = typeof value === 'string' ? parseList(op, value) : value;
+  if (op === 'is' && typeof value === 'string') value = parseText(value);
+  return [op, field, likePattern(op, value)];
+}
+
+// `a.eq.1,b.in.(2,3),and(c.gt.1,not.d.is.null)` -> filter terms.
+function parseFilters(text) {
+  return splitTop(text).map(parseFilter);
+}
+
+function parseFilter(item) {
+  let negate = false;
+  if (item.startsWith('not.')) { negate = true; item = item.slice(4); }
+  const group = /^(and|or)\((.*)\)$/s.exec(item);
+  let t;
+  if (group) {
+    t = [group[1], parseFilters(group[2])];
+  } else {
+    const parts = item.split('.');
+    let i = 1;
+    while (i < parts.length && !(parts[i] in ALIASES) && !OPERATORS.has(parts[i]) && parts[i] !== 'not') i++;
+    if (i >= parts.length - 1) {
+      throw new DocumentsError({ message: `cannot read the filter ${item.slice(0, 60)}: write field.op.value`, code: 'PGRST100' });
+    }
+    const field = parts.slice(0, i).join('.');
+    let op = parts[i];
+    let rest = parts.slice(i + 1);
+    if (op === 'not') { negate = !negate; op = rest[0]; rest = rest.slice(1); }
+    const raw = rest.join('.');
+    op = ALIASES[op] ?? op;
+    const value = op === 'in' || op === 'contains' ? parseList(op, raw) : parseText(raw);
+    t = term(field, op, value);
+  }
+  return negate ? ['not', t] : t;
+}
+
+function run(operation) {
+  const reply = JSON.parse(query(JSON.stringify(operation)));
+  if (reply.cursor === null) delete reply.cursor;
+  return reply;
+}
+
+class QueryBuilder {
+  constructor(collection) {
+    this.op = { op: 'select', collection, where: [] };
+    this.shouldThrow = false;
+  }
+
+  // ---- what to do ----
+  select(columns = '*', options = {}) {
+    if (this.op.op === 'select') {
+      this.op.columns = columns;
+      if (options.count) this.op.count = options.count;
+      if (options.head) this.op.head = true;
+    } else {
+      this.op.returning = true; // insert/update/upsert/delete(...).select(): return the rows
+      this.op.columns = columns;
+    }
+    return this;
+  }
+  insert(values, options = {}) { return this.write('insert', values, options); }
+  update(values, options = {}) { return this.write('update', values, options); }
+  upsert(values, options = {}) {
+    this.write('upsert', values, options);
+    if (options.onConflict) this.op.onConflict = options.onConflict;
+    if (options.ignoreDuplicates) this.op.ignoreDuplicates = true;
+    return this;
+  }
+  delete(options = {}) { return this.write('delete', undefined, options); }
+  write(op, values, options) {
+    this.op.op = op;
+    if (values !== undefined) this.op.values = values;
+    if (options.count) this.op.count = options.count;
+    return this;
+  }
+
+  // ---- filters ----
+  eq(f, v) { return this.add(term(f, 'eq', v)); }
+  neq(f, v) { return this.add(term(f, 'neq', v)); }
+  gt(f, v) { return this.add(term(f, 'gt', v)); }
+  gte(f, v) { return this.add(term(f, 'gte', v)); }
+  lt(f, v) { return this.add(term(f, 'lt', v)); }
+  lte(f, v) { return this.add(term(f, 'lte', v)); }
+  in(f, v) { return this.add(term(f, 'in', v)); }
+  like(f, v) { return this.add(term(f, 'like', v)); }
+  ilike(f, v) { return this.add(term(f, 'ilike', v)); }
+  is(f, v) { return this.add(term(f, 'is', v)); }
+  contains(f, v) { return this.add(term(f, 'contains', v)); }
+  match(obj) { for (const [f, v] of Object.entries(obj)) this.eq(f, v); return this; }
+  not(f, op, v) { return this.add(['not', term(f, op, v)]); }
+  filter(f, op, v) {
+    if (typeof op === 'string' && op.startsWith('not.')) return this.not(f, op.slice(4), v);
+    return this.add(term(f, op, v));
+  }
+  or(filters) { return this.add(['or', parseFilters(filters)]); }
+  add(t) { this.op.where.push(t); return this; }
+
+  // ---- shaping the result ----
+  order(field, { ascending = true, nullsFirst } = {}) {
+    (this.op.order ??= []).push(nullsFirst === undefined ? { field, ascending } : { field, ascending, nullsFirst });
+    return this;
+  }
+  limit(n) { this.op.limit = n; return this; }
+  range(from, to) { this.op.offset = from; this.op.limit = to - from + 1; return this; }
+  // Keyset pagination: the `cursor` of the previous page's reply, or its last row (with its id).
+  after(cursor) { this.op.after = cursor; return this; }
+  single() { this.op.single = 'one'; return this; }
+  maybeSingle() { this.op.single = 'maybe'; return this; }
+  throwOnError() { this.shouldThrow = true; return this; }
+
+  // ---- running it ----
+  toJSON() { return this.op; }
+  execute() {
+    const reply = run(this.op);
+    if (reply.error && this.shouldThrow) throw new DocumentsError(reply.error);
+    return reply;
+  }
+  then(resolve, reject) {
+    let reply;
+    try { reply = this.execute(); } catch (e) { return Promise.reject(e).then(resolve, reject); }
+    return Promise.resolve(reply).then(resolve, reject);
+  }
+}
+
+export const db = {
+  from(collection) { return new QueryBuilder(collection); },
+  // Runs several builders in one transaction: all commit, or none does.
+  // Replies `{ data: [reply, ...], error }`; an error names the operation that failed.
+  batch(builders) {
+    const reply = run({ op: 'batch', ops: builders.map((b) => b.toJSON()) });
+    return Promise.resolve(reply);
+  },
+};

@@ -1,0 +1,262 @@
+"""Operation -> SQL. The one place that spells JSON paths into SQL.
+
+SQLite uses an expression index only when a query writes the expression
+exactly as the index does, so indexes (`index_ddl`) and queries (`value_of`)
+both come from `value_of`. Paths are validated by `spec.parse_path` before
+they get here; values are always bound parameters.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import msgspec
+
+from .spec import MAX_FILTER_TERMS, MAX_IN_VALUES, DocError, Order, parse_path
+
+Scalar = (str, int, float, bool)
+INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def json_path(parts: tuple[str | int, ...]) -> str:
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f'."{p}"' for p in parts)
+
+
+def value_of(field: str) -> str:
+    """The SQL value of a field: what filters compare, orders sort and indexes hold."""
+    return f"(body ->> '{json_path(parse_path(field))}')"
+
+
+def json_of(field: str) -> str:
+    """The field as JSON text (objects and arrays whole): what projections return."""
+    return f"(body -> '{json_path(parse_path(field))}')"
+
+
+def index_ddl(name: str, table: str, fields: tuple[str, ...], unique: bool) -> str:
+    kind = "UNIQUE INDEX" if unique else "INDEX"
+    return f'CREATE {kind} "{name}" ON "{table}"({", ".join(value_of(f) for f in fields)})'
+
+
+def _bindable(value: Any, op: str, field: str) -> Any:
+    if isinstance(value, bool):
+        return int(value)  # JSON true/false read back through ->> as 1/0
+    if isinstance(value, int):
+        if not INT64[0] <= value <= INT64[1]:
+            raise DocError(f"{op} on {field!r}: integer {value} is out of range", "22003")
+        return value
+    if isinstance(value, (str, float)):
+        return value
+    raise DocError(
+        f"{op} on {field!r} takes a string, number or boolean, not {type(value).__name__}"
+        + (" (use is() for null)" if value is None else ""),
+        "22P02",
+    )
+
+
+def _glob(pattern: str) -> str:
+    """A LIKE pattern (% and _, case-sensitive) as a GLOB pattern."""
+    out = []
+    for ch in pattern:
+        if ch == "%":
+            out.append("*")
+        elif ch == "_":
+            out.append("?")
+        elif ch in "*?[":
+            out.append(f"[{ch}]")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+COMPARE = {"eq": "=", "neq": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+class Filter:
+    """Compiles a `where` list into one SQL condition and its parameters."""
+
+    def __init__(self) -> None:
+        self.params: list[Any] = []
+        self.terms = 0
+
+    def all(self, terms: list[Any]) -> str:
+        if not isinstance(terms, list):
+            raise DocError("where must be a list of terms", "PGRST100")
+        return " AND ".join(self.term(t) for t in terms) if terms else "1"
+
+    def term(self, term: Any) -> str:
+        self.terms += 1
+        if self.terms > MAX_FILTER_TERMS:
+            raise DocError(f"a filter may have at most {MAX_FILTER_TERMS} terms", "54001")
+        if not isinstance(term, list) or not term or not isinstance(term[0], str):
+            raise DocError(f"a filter term is [op, field, value], not {str(term)[:60]}", "PGRST100")
+        op = term[0]
+        if op in ("and", "or"):
+            if len(term) != 2 or not isinstance(term[1], list) or not term[1]:
+                raise DocError(f"{op} takes a non-empty list of terms", "PGRST100")
+            return "(" + f" {op.upper()} ".join(self.term(t) for t in term[1]) + ")"
+        if op == "not":
+            if len(term) != 2:
+                raise DocError("not takes one term", "PGRST100")
+            return f"NOT ({self.term(term[1])})"
+        if len(term) != 3:
+            raise DocError(f"{op} takes a field and a value", "PGRST100")
+        field, value = term[1], term[2]
+        x = value_of(field)
+        if op in COMPARE:
+            self.params.append(_bindable(value, op, field))
+            return f"{x} {COMPARE[op]} ?"
+        if op == "in":
+            if not isinstance(value, list) or len(value) > MAX_IN_VALUES:
+                raise DocError(f"in on {field!r} takes a list of at most {MAX_IN_VALUES} values", "22P02")
+            if not value:
+                return "0"
+            self.params.extend(_bindable(v, op, field) for v in value)
+            return f"{x} IN ({', '.join('?' * len(value))})"
+        if op in ("like", "ilike"):
+            if not isinstance(value, str):
+                raise DocError(f"{op} on {field!r} takes a string pattern", "22P02")
+            if op == "like":
+                self.params.append(_glob(value))
+                return f"{x} GLOB ?"
+            self.params.append(value)
+            return f"{x} LIKE ? ESCAPE '\\'"
+        if op == "is":
+            if value is None:
+                return f"{x} IS NULL"
+            if isinstance(value, bool):
+                return f"{json_of(field)} = '{'true' if value else 'false'}'"
+            raise DocError(f"is on {field!r} takes null, true or false", "22P02")
+        if op == "contains":
+            return self.contains(parse_path(field), value, field)
+        raise DocError(f"unknown operator {op[:40]!r}", "PGRST100")
+
+    def contains(self, parts: tuple, value: Any, field: str) -> str:
+        """Array containment (every element present) or object containment (every key matches)."""
+        if isinstance(value, list):
+            if not value:
+                return "1"
+            conds = []
+            for v in value:
+                if isinstance(v, (list, dict)) or v is None:
+                    raise DocError(f"contains on {field!r}: array elements must be strings, numbers or booleans", "22P02")
+                self.params.append(_bindable(v, "contains", field))
+                conds.append(f"EXISTS (SELECT 1 FROM json_each(body, '{json_path(parts)}') WHERE value = ?)")
+            return "(" + " AND ".join(conds) + ")"
+        if isinstance(value, dict):
+            if not value:
+                return "1"
+            conds = []
+            for key, v in value.items():
+                sub = ".".join(str(p) for p in parts) + "." + key
+                sub_parts = parse_path(sub)
+                if isinstance(v, (list, dict)):
+                    conds.append(self.contains(sub_parts, v, sub))
+                elif v is None:
+                    conds.append(f"(body -> '{json_path(sub_parts)}') = 'null'")
+                else:
+                    self.params.append(_bindable(v, "contains", sub))
+                    conds.append(f"(body ->> '{json_path(sub_parts)}') = ?")
+            return "(" + " AND ".join(conds) + ")"
+        raise DocError(f"contains on {field!r} takes an array or an object", "22P02")
+
+
+def projection(columns: str | list[str]) -> str:
+    """`*` -> the whole document; `'id,title,a:address.city'` -> an object of those (alias:field)."""
+    if isinstance(columns, str):
+        columns = [c.strip() for c in columns.split(",") if c.strip()]
+    if not columns or columns == ["*"]:
+        return "json(body)"
+    pairs = []
+    for col in columns:
+        alias, _, field = col.rpartition(":")
+        parts = parse_path(field)
+        key = alias or str(parts[-1])
+        if not key or "'" in key or len(key) > 128:
+            raise DocError(f"invalid column alias {key[:40]!r}", "42703")
+        pairs.append(f"'{key}', {json_of(field)}")
+    return f"json_object({', '.join(pairs)})"
+
+
+def _default_nulls_first(o: Order) -> bool:
+    return o.ascending  # SQLite's own order: NULL is the smallest value
+
+
+def order_by(order: list[Order]) -> tuple[str, list[str]]:
+    """ORDER BY text and the value expressions of its keys (rowid breaks ties last)."""
+    terms, keys = [], []
+    for o in order:
+        x = value_of(o.field)
+        nulls = ""
+        if o.nulls_first is not None and o.nulls_first != _default_nulls_first(o):
+            nulls = " NULLS FIRST" if o.nulls_first else " NULLS LAST"
+        terms.append(f"{x} {'ASC' if o.ascending else 'DESC'}{nulls}")
+        keys.append(x)
+    # The tie-breaker runs the same way as the last key, so an index on the
+    # keys (which holds rowid last) serves the whole ORDER BY.
+    terms.append("rowid " + ("ASC" if not order or order[-1].ascending else "DESC"))
+    return ", ".join(terms), keys
+
+
+def after(order: list[Order], values: list[Any], rowid: int, params: list[Any]) -> str:
+    """The keyset condition: rows strictly after (values, rowid) in this order."""
+    keys = [
+        (value_of(o.field), o.ascending, o.nulls_first if o.nulls_first is not None else _default_nulls_first(o))
+        for o in order
+    ]
+    keys.append(("rowid", not order or order[-1].ascending, True))
+    values = list(values) + [rowid]
+    # When NULLs sort before the cursor, every later row is on the far side of
+    # the first key: saying so lets SQLite seek the index to the page.
+    x, asc, nulls_first = keys[0]
+    bound = ""
+    if values[0] is not None and nulls_first and x != "rowid":
+        params.append(values[0])
+        bound = f"{x} {'>=' if asc else '<='} ? AND "
+    directions = {asc for _, asc, _ in keys}
+    if len(directions) == 1 and None not in values:
+        # One row-value comparison lets SQLite seek the index instead of scanning to the page.
+        params.extend(values)
+        cond = f"({', '.join(x for x, _, _ in keys)}) {'>' if directions.pop() else '<'} ({', '.join('?' * len(keys))})"
+        ors = [cond] + [_then_null(keys, values, i, params) for i, k in enumerate(keys) if not k[2]]
+        return "(" + bound + "(" + " OR ".join(ors) + "))"
+    ors = []
+    for i, (x, asc, nulls_first) in enumerate(keys):
+        v = values[i]
+        if v is None:
+            ors.append(_prefix_equal(keys, values, i, params, f"{x} IS NOT NULL" if nulls_first else "0"))
+            continue
+        beyond = f"{x} {'>' if asc else '<'} ?"
+        if not nulls_first:
+            beyond = f"({beyond} OR {x} IS NULL)"
+        ors.append(_prefix_equal(keys, values, i, params, beyond))
+        params.append(v)  # after the prefix's parameters, as in the text
+    return "(" + bound + "(" + " OR ".join(ors) + "))"
+
+
+def _prefix_equal(keys, values, i: int, params: list[Any], last: str) -> str:
+    eqs = []
+    for (x, _, _), v in zip(keys[:i], values[:i]):
+        eqs.append(f"{x} IS ?")
+        params.append(v)
+    return "(" + " AND ".join(eqs + [last]) + ")"
+
+
+def _then_null(keys, values, i: int, params: list[Any]) -> str:
+    """Rows equal on the keys before i and NULL at key i: they sort after every value there."""
+    return _prefix_equal(keys, values, i, params, f"{keys[i][0]} IS NULL")
+
+
+def encode_cursor(values: list[Any], rowid: int) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode([values, rowid])).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, keys: int) -> tuple[list[Any], int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        values, rowid = msgspec.json.decode(raw, type=tuple[list[str | int | float | None], int])
+    except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        raise DocError("invalid cursor: pass the cursor of the previous page", "PGRST103") from None
+    if len(values) != keys:
+        raise DocError("the cursor belongs to a query with another order", "PGRST103")
+    return values, rowid

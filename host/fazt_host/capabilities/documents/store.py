@@ -1,0 +1,723 @@
+"""The document store: collections of JSON documents in the cartridge.
+
+Each collection is one table `docs_<n>` (n from the catalog, never from the
+app) holding JSONB bodies; `id`, `createdAt` and `updatedAt` live in the body
+and `id` has a unique expression index. Collections appear on first write;
+the indexes declared in fazt.json are kept in step by `sync_indexes` on every
+deploy or rollback. Reads run outside transactions (WAL snapshots); every
+write runs in one short BEGIN IMMEDIATE transaction, and a batch in one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import apsw
+import msgspec
+
+from ...cartridge import transaction
+from ...config import Limits
+from . import compile as sql
+from .ids import timestamp, ulid
+from .spec import (
+    DocError,
+    Operation,
+    check_collection,
+    convert_operation,
+    decode_operation,
+    index_fields,
+    parse_path,
+)
+
+MIGRATIONS = [
+    """
+    CREATE TABLE doc_collections(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: a stale cache cannot reach a new table
+        app TEXT NOT NULL,
+        name TEXT NOT NULL,
+        rows INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        UNIQUE(app, name)
+    ) STRICT;
+    -- Declared indexes; an index missing from sqlite_master (dropped for a bulk import) is rebuilt.
+    CREATE TABLE doc_indexes(
+        name TEXT PRIMARY KEY,
+        app TEXT NOT NULL,
+        collection INTEGER NOT NULL REFERENCES doc_collections(id),
+        fields TEXT NOT NULL,
+        is_unique INTEGER NOT NULL
+    ) STRICT;
+    """
+]
+
+ESTIMATE_EXACT_UP_TO = 10_000
+ESTIMATE_SAMPLE = 20_000
+
+_encode = msgspec.json.encode
+_decode_json = msgspec.json.decode
+
+
+def table_name(cid: int) -> str:
+    return f"docs_{cid}"
+
+
+def id_index_name(cid: int) -> str:
+    return f"docid_{cid}"
+
+
+def index_name(cid: int, fields: tuple[str, ...], unique: bool) -> str:
+    digest = hashlib.sha1(_encode([list(fields), unique])).hexdigest()[:12]
+    return f"docidx_{cid}_{digest}"
+
+
+def depth_of(value: Any, limit: int) -> int:
+    """Nesting depth of a decoded document, stopping once past `limit`."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if d > deepest:
+            deepest = d
+            if deepest > limit:
+                return deepest
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values() if isinstance(x, (dict, list)))
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v if isinstance(x, (dict, list)))
+    return deepest
+
+
+def check_document(doc: Any, limits: Limits, what: str = "a document") -> bytes:
+    """Encodes a document after checking it is an object within the size and depth limits."""
+    if not isinstance(doc, dict):
+        raise DocError(f"{what} must be a JSON object, not {type(doc).__name__}", "22P02")
+    if depth_of(doc, limits.document_depth) > limits.document_depth:
+        raise DocError(f"{what} is nested deeper than limits.documentDepth ({limits.document_depth})", "54000")
+    text = _encode(doc)
+    if len(text) > limits.document_kb * 1024:
+        raise DocError(
+            f"{what} is {len(text)} bytes, over limits.documentKb ({limits.document_kb} KiB)", "54000", 413
+        )
+    return text
+
+
+def _check_id(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DocError("id must be a string or an integer", "22P02")
+    if isinstance(value, str) and not 0 < len(value) <= 256:
+        raise DocError("id must be 1 to 256 characters", "22P02")
+    if isinstance(value, int) and not sql.INT64[0] <= value <= sql.INT64[1]:
+        raise DocError("id is out of range", "22003")
+
+
+class Result:
+    """The parts of a `{data, error, count, status, statusText, cursor}` reply."""
+
+    __slots__ = ("data", "count", "status", "cursor")
+
+    def __init__(self, data: str = "null", count: int | None = None, status: int = 200, cursor: str | None = None):
+        self.data = data  # JSON text
+        self.count = count
+        self.status = status
+        self.cursor = cursor
+
+    def to_json(self) -> str:
+        count = "null" if self.count is None else str(self.count)
+        cursor = "null" if self.cursor is None else f'"{self.cursor}"'
+        return (
+            f'{{"data":{self.data},"error":null,"count":{count},"status":{self.status},'
+            f'"statusText":"{STATUS_TEXT.get(self.status, "")}","cursor":{cursor}}}'
+        )
+
+
+STATUS_TEXT = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 404: "Not Found",
+               406: "Not Acceptable", 409: "Conflict", 413: "Payload Too Large", 500: "Internal Server Error",
+               504: "Gateway Timeout"}
+
+
+def error_json(e: DocError) -> str:
+    return _encode(
+        {"data": None, "error": e.to_json(), "count": None, "status": e.status,
+         "statusText": STATUS_TEXT.get(e.status, ""), "cursor": None}
+    ).decode()
+
+
+class Store:
+    """One per process, on the connection of the thread that runs guests (the one writer)."""
+
+    def __init__(self, conn: apsw.Connection):
+        self.conn = conn
+        self._tables: dict[tuple[str, str], int] = {}
+
+    # ---- entry point -------------------------------------------------------------------------
+
+    def run(self, app: str, request: str | bytes | Operation, limits: Limits) -> str:
+        """Runs one operation for `app`; returns the JSON reply (errors included, never raised)."""
+        try:
+            op = request if isinstance(request, Operation) else decode_operation(request)
+            for attempt in (0, 1):
+                try:
+                    with self._deadline(limits.query_ms):
+                        return self.execute(app, op, limits).to_json()
+                except apsw.SQLError as e:
+                    # A collection dropped by another process (its app removed): look it up afresh.
+                    if attempt == 0 and "no such table" in str(e):
+                        self._tables.clear()
+                        continue
+                    raise
+        except DocError as e:
+            return error_json(e)
+        except apsw.InterruptError:
+            return error_json(DocError(f"the query ran past limits.queryMs ({limits.query_ms} ms)", "57014", 504))
+        except apsw.TooBigError:
+            return error_json(DocError("a value is too large for the store", "54000", 413))
+        except apsw.Error as e:
+            return error_json(DocError(f"the store failed: {e}", "XX000", 500))
+        raise AssertionError("unreachable")
+
+    def execute(self, app: str, op: Operation, limits: Limits) -> Result:
+        if op.op == "batch":
+            return self._batch(app, op, limits)
+        if op.op == "select":
+            return self._select(app, op, limits)
+        with transaction(self.conn):
+            return self._write(app, op, limits)
+
+    @contextmanager
+    def _deadline(self, ms: int) -> Iterator[None]:
+        deadline = time.monotonic() + ms / 1000
+        self.conn.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+        try:
+            yield
+        finally:
+            self.conn.set_progress_handler(None)
+
+    # ---- collections ---------------------------------------------------------------------------
+
+    def collection(self, app: str, name: str, create: bool = False) -> int | None:
+        key = (app, name)
+        cid = self._tables.get(key)
+        if cid is not None:
+            return cid
+        check_collection(name)
+        row = self.conn.execute("SELECT id FROM doc_collections WHERE app = ? AND name = ?", key).fetchone()
+        if row is None:
+            if not create:
+                return None
+            cid = create_collection(self.conn, app, name)
+        else:
+            cid = row[0]
+        self._tables[key] = cid
+        return cid
+
+    # ---- reads ---------------------------------------------------------------------------------
+
+    def _select(self, app: str, op: Operation, limits: Limits) -> Result:
+        cid = self.collection(app, op.collection)
+        if cid is None:
+            sql.projection(op.columns)  # still refuse bad columns
+            sql.Filter().all(op.where)
+            return self._single([], op) if op.single else Result("[]", 0 if op.count else None)
+        table = table_name(cid)
+        count = self._count(cid, table, op) if op.count else None
+        if op.head:
+            return Result("null", count)
+        text, params, nkeys = compile_select(self.conn, table, op)
+        budget = limits.result_mb << 20
+        rows: list[str] = []
+        size = 0
+        last = None
+        for row in self.conn.execute(text, params):
+            if op.limit is not None and len(rows) == op.limit:
+                # The row past the page only says there is a next page: its cursor is the page's last row.
+                cursor = sql.encode_cursor(list(last[2 : 2 + nkeys]), last[1]) if last else None
+                break
+            rows.append(row[0])
+            size += len(row[0])
+            if size > budget:
+                raise DocError(
+                    f"the result is over limits.resultMb ({limits.result_mb} MiB): add a limit or select fewer columns",
+                    "54000",
+                    413,
+                )
+            last = row
+        else:
+            cursor = None
+        if op.single:
+            return self._single(rows, op)
+        return Result("[" + ",".join(rows) + "]", count, 200, cursor)
+
+    @staticmethod
+    def _single(rows: list[str], op: Operation) -> Result:
+        if len(rows) == 1:
+            return Result(rows[0], None)
+        if not rows and op.single == "maybe":
+            return Result("null", None)
+        raise DocError(
+            "JSON object requested, multiple (or no) rows returned", "PGRST116", 406,
+            f"The result contains {'more than one row' if rows else '0 rows'}",
+        )
+
+    def _count(self, cid: int, table: str, op: Operation) -> int:
+        f = sql.Filter()
+        where = f.all(op.where)
+        if op.count == "estimated":
+            if not op.where:
+                return self.conn.execute("SELECT rows FROM doc_collections WHERE id = ?", (cid,)).fetchone()[0]
+            capped = self.conn.execute(
+                f'SELECT count(*) FROM (SELECT 1 FROM "{table}" WHERE {where} LIMIT {ESTIMATE_EXACT_UP_TO + 1})',
+                f.params,
+            ).fetchone()[0]
+            if capped <= ESTIMATE_EXACT_UP_TO:
+                return capped
+            return self._estimate(table, where, f.params, cid)
+        return self.conn.execute(f'SELECT count(*) FROM "{table}" WHERE {where}', f.params).fetchone()[0]
+
+    def _estimate(self, table: str, where: str, params: list[Any], cid: int) -> int:
+        """Matches in a random window of rows, scaled to the collection (like a planner's estimate)."""
+        total = self.conn.execute("SELECT rows FROM doc_collections WHERE id = ?", (cid,)).fetchone()[0]
+        low, high = self.conn.execute(f'SELECT min(rowid), max(rowid) FROM "{table}"').fetchone()
+        start = random.randint(low, max(low, high - ESTIMATE_SAMPLE))
+        seen, hits = self.conn.execute(
+            f'SELECT count(*), sum({where}) FROM (SELECT body FROM "{table}" '
+            f"WHERE rowid >= ? ORDER BY rowid LIMIT {ESTIMATE_SAMPLE})",
+            [*params, start],
+        ).fetchone()
+        return max(ESTIMATE_EXACT_UP_TO + 1, round(total * (hits or 0) / max(seen, 1)))
+
+    # ---- writes --------------------------------------------------------------------------------
+
+    def _batch(self, app: str, op: Operation, limits: Limits) -> Result:
+        if not op.ops or len(op.ops) > 1000:
+            raise DocError("a batch holds 1 to 1000 operations", "PGRST100")
+        ops = [convert_operation(o) for o in op.ops]
+        if any(o.op == "batch" for o in ops):
+            raise DocError("a batch cannot hold another batch", "PGRST100")
+        results = []
+        with transaction(self.conn):
+            for i, o in enumerate(ops):
+                try:
+                    results.append(self._select(app, o, limits) if o.op == "select" else self._write(app, o, limits))
+                except DocError as e:
+                    where = f"operation {i} ({o.op} on {o.collection[:80]!r}) failed, so none was committed"
+                    e.details = f"{where}: {e.details}" if e.details else where
+                    raise
+        return Result("[" + ",".join(r.to_json() for r in results) + "]", None, 200)
+
+    def _write(self, app: str, op: Operation, limits: Limits) -> Result:
+        cid = self.collection(app, op.collection, create=op.op in ("insert", "upsert"))
+        if op.op in ("update", "delete") and not op.where:
+            raise DocError(f"{op.op.upper()} requires a filter (use a filter that matches every row to mean all)", "21000")
+        if cid is None:  # update/delete on a collection that never had a row
+            sql.Filter().all(op.where)
+            return Result("[]" if op.returning else "null", 0 if op.count else None)
+        table = table_name(cid)
+        returning = f" RETURNING {sql.projection(op.columns)}" if op.returning else ""
+        if op.op == "insert":
+            result, added = self._insert(cid, table, op, limits, returning)
+        elif op.op == "upsert":
+            result, added = self._upsert(cid, table, op, limits, returning)
+        elif op.op == "update":
+            result, added = self._update(table, op, limits, returning), 0
+        else:
+            result, added = self._delete(table, op, returning)
+        if added:
+            self.conn.execute("UPDATE doc_collections SET rows = rows + ? WHERE id = ?", (added, cid))
+        return result
+
+    def _values(self, op: Operation) -> list[Any]:
+        values = op.values if isinstance(op.values, list) else [op.values]
+        if not values or op.values is None:
+            raise DocError(f"{op.op} needs an object or a non-empty list of objects", "22P02")
+        if len(values) > 100_000:
+            raise DocError("insert at most 100000 documents at once (use fazt-host import for more)", "54000")
+        return values
+
+    def _insert(self, cid: int, table: str, op: Operation, limits: Limits, returning: str) -> tuple[Result, int]:
+        now = timestamp()
+        rows: list[str] = []
+        statement = f'INSERT INTO "{table}"(body) VALUES (jsonb(?)){returning}'
+        values = self._values(op)
+        for i, doc in enumerate(values):
+            self._run(cid, statement, (prepare_new(doc, limits, now, f"document {i}"),), rows)
+        return _written(rows, op, 201, len(values)), len(values)
+
+    def _upsert(self, cid: int, table: str, op: Operation, limits: Limits, returning: str) -> tuple[Result, int]:
+        key = op.on_conflict
+        if key != "id" and not self.conn.execute(
+            "SELECT 1 FROM doc_indexes WHERE collection = ? AND is_unique AND fields = ?", (cid, _encode([key]).decode())
+        ).fetchone():
+            raise DocError(
+                f"upsert on {key[:80]!r} needs a unique index on it: declare {{\"unique\": \"{key[:80]}\"}} "
+                f"in fazt.json indexes.{op.collection}",
+                "42P10",
+            )
+        parts = parse_path(key)
+        find = f'SELECT rowid, json(body) FROM "{table}" WHERE {sql.value_of(key)} = ?'
+        insert = f'INSERT INTO "{table}"(body) VALUES (jsonb(?)){returning}'
+        replace = f'UPDATE "{table}" SET body = jsonb(?) WHERE rowid = ?{returning}'
+        now = timestamp()
+        rows: list[str] = []
+        added = touched = 0
+        for i, doc in enumerate(self._values(op)):
+            what = f"document {i}"
+            if not isinstance(doc, dict):
+                raise DocError(f"{what} must be a JSON object", "22P02")
+            value = _lookup(doc, parts)
+            if value is None and key != "id":
+                raise DocError(f"{what} has no {key!r}, the upsert's conflict key", "23502")
+            found = None if value is None else self.conn.execute(find, (sql._bindable(value, "upsert", key),)).fetchone()
+            if found is None:
+                self._run(cid, insert, (prepare_new(doc, limits, now, what),), rows)
+                added += 1
+            elif not op.ignore_duplicates:
+                merged = _decode_json(found[1])
+                if "id" in doc and doc["id"] != merged.get("id"):
+                    raise DocError(f"{what}: id cannot change (it is {merged.get('id')!r})", "428C9")
+                merged.update({k: v for k, v in doc.items() if k not in ("id", "createdAt")})
+                merged["updatedAt"] = now
+                self._run(cid, replace, (check_document(merged, limits, what).decode(), found[0]), rows)
+            else:
+                continue
+            touched += 1
+        return _written(rows, op, 201, touched), added
+
+    def _update(self, table: str, op: Operation, limits: Limits, returning: str) -> Result:
+        patch = op.values
+        if not isinstance(patch, dict):
+            raise DocError("update takes an object (a JSON merge patch)", "22P02")
+        if "id" in patch:
+            raise DocError("id cannot change: remove it from the update", "428C9")
+        patch = {k: v for k, v in patch.items() if k not in ("createdAt", "updatedAt")}
+        text = check_document(patch, limits, "the update")
+        f = sql.Filter()
+        where = f.all(op.where)
+        statement = (
+            f'UPDATE "{table}" SET body = jsonb_set(jsonb_patch(body, jsonb(?)), \'$."updatedAt"\', ?) '
+            f"WHERE {where} RETURNING length(body){returning.replace(' RETURNING ', ', ')}"
+        )
+        budget = limits.document_kb * 1024
+        rows: list[str] = []
+        n = 0
+        for row in self.conn.execute(statement, [text.decode(), timestamp(), *f.params]):
+            n += 1
+            if row[0] > budget:
+                raise DocError(f"the update makes a document larger than limits.documentKb ({limits.document_kb} KiB)", "54000", 413)
+            if op.returning:
+                rows.append(row[1])
+        return _written(rows, op, 200, n)
+
+    def _delete(self, table: str, op: Operation, returning: str) -> tuple[Result, int]:
+        f = sql.Filter()
+        where = f.all(op.where)
+        rows: list[str] = []
+        for row in self.conn.execute(f'DELETE FROM "{table}" WHERE {where}{returning or " RETURNING 1"}', f.params):
+            rows.append(row[0])
+        return _written(rows if op.returning else [], op, 200, len(rows)), -len(rows)
+
+    def _run(self, cid: int, statement: str, params: tuple, rows: list[str]) -> None:
+        try:
+            for row in self.conn.execute(statement, params):
+                rows.append(row[0])
+        except apsw.ConstraintError as e:
+            raise unique_violation(self.conn, cid, str(e), params[0]) from None
+
+
+def _written(rows: list[str], op: Operation, status: int, n: int) -> Result:
+    """A write's reply: data only when `.select()` asked for it, count when asked."""
+    count = n if op.count else None
+    if not op.returning:
+        return Result("null", count, status if status != 200 else 204)
+    if op.single:
+        return Store._single(rows, op)
+    return Result("[" + ",".join(rows) + "]", count, status)
+
+
+def _lookup(doc: dict, parts: tuple) -> Any:
+    value: Any = doc
+    for p in parts:
+        if isinstance(p, int) and isinstance(value, list) and p < len(value):
+            value = value[p]
+        elif isinstance(value, dict) and str(p) in value:
+            value = value[str(p)]
+        else:
+            return None
+    return value
+
+
+def prepare_new(doc: Any, limits: Limits, now: str, what: str) -> str:
+    """A new document's stored text: id generated unless given; createdAt/updatedAt set."""
+    if not isinstance(doc, dict):
+        raise DocError(f"{what} must be a JSON object, not {type(doc).__name__}", "22P02")
+    if "id" in doc:
+        _check_id(doc["id"])
+    else:
+        doc = {"id": ulid(), **doc}
+    doc["createdAt"] = now
+    doc["updatedAt"] = now
+    return check_document(doc, limits, what).decode()
+
+
+def unique_violation(conn: apsw.Connection, cid: int, message: str, text: str) -> DocError:
+    """A UNIQUE failure, naming the key and the value that clashed."""
+    fields: list[str] = ["id"]
+    for name, raw in conn.execute("SELECT name, fields FROM doc_indexes WHERE collection = ?", (cid,)):
+        if name in message:
+            fields = _decode_json(raw)
+    doc = _decode_json(text)
+    values = [_lookup(doc, parse_path(f)) for f in fields]
+    return DocError(
+        "duplicate key value violates unique constraint",
+        "23505",
+        409,
+        f"Key ({', '.join(fields)})=({', '.join(map(str, values))}) already exists.",
+    )
+
+
+def compile_select(conn: apsw.Connection, table: str, op: Operation) -> tuple[str, list[Any], int]:
+    """SELECT text and parameters; each row is (projection, rowid, order keys...)."""
+    f = sql.Filter()
+    where = f.all(op.where)
+    order, keys = sql.order_by(op.order)
+    params = f.params
+    if op.after is not None:
+        if isinstance(op.after, str):
+            values, rowid = sql.decode_cursor(op.after, len(keys))
+        else:
+            if "id" not in op.after:
+                raise DocError("after takes a cursor or a row with its id", "PGRST103")
+            row = conn.execute(
+                f'SELECT rowid{"".join(", " + k for k in keys)} FROM "{table}" WHERE {sql.value_of("id")} = ?',
+                (sql._bindable(op.after["id"], "after", "id"),),
+            ).fetchone()
+            if row is None:
+                raise DocError("after: no document has that id any more; pass the cursor instead", "PGRST103")
+            rowid, values = row[0], list(row[1:])
+        where = f"{where} AND {sql.after(op.order, values, rowid, params)}"
+    limit = 2 if op.single else (op.limit + 1 if op.limit is not None else -1)
+    extra = "".join(", " + k for k in keys)
+    text = (
+        f'SELECT {sql.projection(op.columns)}, rowid{extra} FROM "{table}" WHERE {where} '
+        f"ORDER BY {order} LIMIT {int(limit)} OFFSET {int(op.offset)}"
+    )
+    return text, params, len(keys)
+
+
+def explain(conn: apsw.Connection, app: str, collection: str, op: Operation) -> dict[str, Any]:
+    """The SQL a select compiles to and SQLite's plan for it."""
+    store = Store(conn)
+    cid = store.collection(app, collection)
+    if cid is None:
+        raise DocError(f"{app} has no collection {collection!r}", "42P01", 404)
+    text, params, _ = compile_select(conn, table_name(cid), op)
+    plan = [detail for _, _, _, detail in conn.execute("EXPLAIN QUERY PLAN " + text, params)]
+    return {"sql": text, "params": params, "plan": plan}
+
+
+# ---- catalog: collections and indexes ------------------------------------------------------------
+
+
+def create_collection(conn: apsw.Connection, app: str, name: str) -> int:
+    """Inside a write transaction."""
+    cid = conn.execute(
+        "INSERT INTO doc_collections(app, name, created_at) VALUES (?, ?, ?) RETURNING id", (app, name, time.time())
+    ).fetchone()[0]
+    conn.execute(f'CREATE TABLE "{table_name(cid)}"(seq INTEGER PRIMARY KEY, body BLOB NOT NULL)')
+    conn.execute(sql.index_ddl(id_index_name(cid), table_name(cid), ("id",), True))
+    return cid
+
+
+def collections(conn: apsw.Connection, app: str) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "count": rows, "indexes": [
+            {"fields": _decode_json(f), "unique": bool(u)}
+            for f, u in conn.execute("SELECT fields, is_unique FROM doc_indexes WHERE collection = ? ORDER BY name", (cid,))
+        ]}
+        for cid, name, rows in conn.execute(
+            "SELECT id, name, rows FROM doc_collections WHERE app = ? ORDER BY name", (app,)
+        ).fetchall()
+    ]
+
+
+def sync_indexes(conn: apsw.Connection, app: str, declared: dict[str, list[Any]]) -> list[str]:
+    """Makes the app's indexes those declared (inside the deploy's transaction); returns what changed.
+
+    A unique index over existing duplicates is refused with ValueError naming
+    the duplicate ids, and the whole deploy rolls back.
+    """
+    wanted: dict[str, tuple[int, tuple[str, ...], bool, str]] = {}
+    for collection, specs in declared.items():
+        row = conn.execute("SELECT id FROM doc_collections WHERE app = ? AND name = ?", (app, collection)).fetchone()
+        cid = row[0] if row else create_collection(conn, app, collection)
+        for spec in specs:
+            fields, unique = index_fields(spec)
+            wanted[index_name(cid, fields, unique)] = (cid, fields, unique, collection)
+    changes = []
+    for name, fields in conn.execute("SELECT name, fields FROM doc_indexes WHERE app = ?", (app,)).fetchall():
+        if name not in wanted:
+            conn.execute(f'DROP INDEX IF EXISTS "{name}"')
+            conn.execute("DELETE FROM doc_indexes WHERE name = ?", (name,))
+            changes.append(f"dropped index {fields}")
+    present = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    for name, (cid, fields, unique, collection) in wanted.items():
+        if name in present:
+            continue
+        if unique:
+            _refuse_duplicates(conn, cid, fields, collection)
+        conn.execute(sql.index_ddl(name, table_name(cid), fields, unique))
+        conn.execute(
+            "INSERT OR REPLACE INTO doc_indexes(name, app, collection, fields, is_unique) VALUES (?, ?, ?, ?, ?)",
+            (name, app, cid, _encode(list(fields)).decode(), int(unique)),
+        )
+        changes.append(f"{'unique ' if unique else ''}index {collection}({', '.join(fields)})")
+    return changes
+
+
+def _refuse_duplicates(conn: apsw.Connection, cid: int, fields: tuple[str, ...], collection: str) -> None:
+    keys = ", ".join(sql.value_of(f) for f in fields)
+    dupes = conn.execute(
+        f"SELECT json_group_array({sql.value_of('id')}) FROM \"{table_name(cid)}\" "
+        f"WHERE ({keys}) IN (SELECT {keys} FROM \"{table_name(cid)}\" GROUP BY {keys} HAVING count(*) > 1 "
+        f"AND {' AND '.join(f'{sql.value_of(f)} IS NOT NULL' for f in fields)} LIMIT 10)"
+    ).fetchone()[0]
+    ids = _decode_json(dupes)
+    if ids:
+        raise ValueError(
+            f"unique index {collection}({', '.join(fields)}) refused: documents share a value; "
+            f"ids {', '.join(map(str, ids[:20]))}"
+        )
+
+
+def drop_secondary_indexes(conn: apsw.Connection, cid: int) -> int:
+    """Before a bulk load into an empty collection: indexes are rebuilt after it, sorted (much faster)."""
+    names = [n for (n,) in conn.execute("SELECT name FROM doc_indexes WHERE collection = ? AND NOT is_unique", (cid,))]
+    for name in names:
+        conn.execute(f'DROP INDEX IF EXISTS "{name}"')
+    return len(names)
+
+
+def missing_indexes(conn: apsw.Connection) -> bool:
+    return bool(conn.execute(
+        "SELECT 1 FROM doc_indexes WHERE name NOT IN (SELECT name FROM sqlite_master WHERE type = 'index') LIMIT 1"
+    ).fetchone())
+
+
+def restore_indexes(conn: apsw.Connection, app: str | None = None) -> list[str]:
+    """Rebuilds declared indexes missing from the schema (a bulk load killed before it rebuilt them)."""
+    present = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    rebuilt = []
+    for name, cid, fields, unique in conn.execute(
+        "SELECT name, collection, fields, is_unique FROM doc_indexes WHERE ?1 IS NULL OR app = ?1", (app,)
+    ).fetchall():
+        if name not in present:
+            conn.execute(sql.index_ddl(name, table_name(cid), tuple(_decode_json(fields)), bool(unique)))
+            rebuilt.append(name)
+    return rebuilt
+
+
+def forget(conn: apsw.Connection, app: str) -> None:
+    """Drops every collection of a removed app (inside the removal's transaction)."""
+    for (cid,) in conn.execute("SELECT id FROM doc_collections WHERE app = ?", (app,)).fetchall():
+        conn.execute(f'DROP TABLE IF EXISTS "{table_name(cid)}"')
+    conn.execute("DELETE FROM doc_indexes WHERE app = ?", (app,))
+    conn.execute("DELETE FROM doc_collections WHERE app = ?", (app,))
+
+
+# ---- bulk import and export ------------------------------------------------------------------
+
+
+def import_documents(
+    conn: apsw.Connection,
+    app: str,
+    collection: str,
+    lines: Iterable[bytes],
+    limits: Limits = Limits(),
+    batch: int = 10_000,
+    progress=None,
+) -> int:
+    """Loads newline-delimited JSON documents in transactions of `batch`; returns how many.
+
+    Each batch commits on its own, so a crash loses at most the batch in
+    flight. At a bad line the documents before it are committed and the
+    import stops with an error naming the line. Loading into an empty
+    collection drops its non-unique indexes first and rebuilds them at the
+    end, in one sorted pass (much faster than keeping them up to date).
+    Documents that carry `createdAt` (an export) keep their id and stamps.
+    """
+    check_collection(collection)
+    with transaction(conn):
+        restore_indexes(conn, app)
+        row = conn.execute("SELECT id FROM doc_collections WHERE app = ? AND name = ?", (app, collection)).fetchone()
+        cid = row[0] if row else create_collection(conn, app, collection)
+        if not conn.execute(f'SELECT 1 FROM "{table_name(cid)}" LIMIT 1').fetchone():
+            drop_secondary_indexes(conn, cid)
+    statement = f'INSERT INTO "{table_name(cid)}"(body) VALUES (jsonb(?))'
+    decode = msgspec.json.Decoder().decode
+    total = 0
+    pending: list[tuple[str]] = []
+    first_line = 1
+
+    def flush() -> None:
+        nonlocal total, first_line
+        try:
+            with transaction(conn):
+                conn.executemany(statement, pending)
+                conn.execute("UPDATE doc_collections SET rows = rows + ? WHERE id = ?", (len(pending), cid))
+        except apsw.ConstraintError:
+            raise DocError(
+                f"a document in lines {first_line}-{number} has an id or unique key already in "
+                f"{collection}; {total} documents before them were imported",
+                "23505",
+            ) from None
+        total += len(pending)
+        pending.clear()
+        first_line = number + 1
+        if progress:
+            progress(total)
+
+    number = 0
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            doc = decode(line)
+            if isinstance(doc, dict) and "createdAt" in doc:
+                if "id" in doc:
+                    _check_id(doc["id"])
+                else:
+                    doc = {"id": ulid(), **doc}
+                text = check_document(doc, limits).decode()
+            else:
+                text = prepare_new(doc, limits, timestamp(), "the document")
+        except (DocError, msgspec.DecodeError) as e:
+            number -= 1
+            if pending:
+                flush()
+            restore_indexes_now(conn, app)
+            reason = f"not JSON ({e})" if isinstance(e, msgspec.DecodeError) else str(e)
+            raise DocError(f"line {number + 1}: {reason}; the {total} documents before it were imported", "22P02") from None
+        pending.append((text,))
+        if len(pending) >= batch:
+            flush()
+    if pending:
+        flush()
+    restore_indexes_now(conn, app)
+    return total
+
+
+def restore_indexes_now(conn: apsw.Connection, app: str) -> None:
+    with transaction(conn):
+        restore_indexes(conn, app)
+
+
+def export_documents(conn: apsw.Connection, app: str, collection: str) -> Iterator[str]:
+    row = conn.execute("SELECT id FROM doc_collections WHERE app = ? AND name = ?", (app, check_collection(collection) and collection)).fetchone()
+    if row is None:
+        raise DocError(f"{app} has no collection {collection!r}", "42P01", 404)
+    for (text,) in conn.execute(f'SELECT json(body) FROM "{table_name(row[0])}" ORDER BY rowid'):
+        yield text

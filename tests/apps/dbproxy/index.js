@@ -1,0 +1,45 @@
+// Replays a query-builder chain sent as JSON, so tests drive the real SDK:
+//   POST /chain {"chain": [["from", "notes"], ["select", "id"], ["eq", "owner", "u1"]]}
+import { db } from 'fazt';
+
+function build(chain) {
+  let target = db;
+  for (const [method, ...args] of chain) {
+    if (typeof target[method] !== 'function') throw new Error(`no method ${method}`);
+    target = target[method](...args);
+  }
+  return target;
+}
+
+export default {
+  async fetch(request) {
+    const { pathname } = new URL(request.url);
+    const body = request.method === 'POST' ? await request.json() : {};
+    if (pathname === '/chain') return Response.json(await build(body.chain));
+    if (pathname === '/batch') return Response.json(await db.batch(body.chains.map(build)));
+    if (pathname === '/throw') {
+      try {
+        await build(body.chain).throwOnError();
+        return Response.json({ thrown: false });
+      } catch (e) {
+        return Response.json({ thrown: true, name: e.name, code: e.code, message: e.message });
+      }
+    }
+    if (pathname === '/walk') {
+      // Every page of a keyset walk, following each reply's cursor.
+      const pages = [];
+      let cursor;
+      for (;;) {
+        let q = build(body.chain);
+        if (cursor) q = q.after(cursor);
+        const { data, error, cursor: next } = await q;
+        if (error) return Response.json({ error }, { status: 400 });
+        pages.push(data.map((d) => d.id));
+        if (!next) break;
+        cursor = next;
+      }
+      return Response.json(pages);
+    }
+    return new Response('not found', { status: 404 });
+  },
+};

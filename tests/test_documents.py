@@ -1,0 +1,444 @@
+"""The document store in-process: operators, ordering, pages, writes, limits, plans, hostile input.
+
+The same store serves guests through fazt:host/documents; test_documents_http.py
+drives it through the SDK's query builder over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import apsw
+import msgspec
+import pytest
+
+from fazt_host import apps, cartridge
+from fazt_host.capabilities.documents import store as docstore
+from fazt_host.capabilities.documents.spec import convert_operation
+from fazt_host.config import Limits, ManifestError, decode_manifest
+from fazt_host.host import capabilities
+
+LIMITS = Limits()
+
+
+@pytest.fixture
+def db(tmp_path):
+    conn = cartridge.connect(tmp_path / "fazt.db")
+    caps = capabilities(conn)
+    return Docs(conn, caps)
+
+
+class Docs:
+    def __init__(self, conn, caps):
+        self.conn = conn
+        self.caps = caps
+        self.store = docstore.Store(conn)
+
+    def run(self, app="a", limits=LIMITS, **op):
+        return json.loads(self.store.run(app, json.dumps(op), limits))
+
+    def ok(self, app="a", **op):
+        reply = self.run(app, **op)
+        assert reply["error"] is None, reply["error"]
+        return reply
+
+    def insert(self, docs, collection="notes", app="a"):
+        return self.ok(app, op="insert", collection=collection, values=docs, returning=True)["data"]
+
+    def select(self, collection="notes", app="a", **op):
+        return self.ok(app, collection=collection, **op)["data"]
+
+    def declare(self, app, indexes):
+        manifest = decode_manifest(json.dumps({"name": app, "indexes": indexes}).encode())
+        with cartridge.transaction(self.conn):
+            return docstore.sync_indexes(self.conn, app, manifest.indexes)
+
+    def plan(self, app="a", collection="notes", **op):
+        return " ".join(docstore.explain(self.conn, app, collection, convert_operation(op))["plan"])
+
+
+PEOPLE = [
+    {"name": "ada", "age": 36, "city": "London", "tags": ["math", "code"], "address": {"city": "London", "zip": "N1"}},
+    {"name": "Bob", "age": 25, "city": "Paris", "tags": ["art"], "active": True},
+    {"name": "cy", "age": 41, "city": "Oslo", "tags": [], "active": False},
+    {"name": "dee", "city": "Paris", "tags": ["code"], "address": {"city": "Lyon"}},
+    {"name": "Eve%_", "age": 25, "city": None},
+]
+
+
+def names(rows):
+    return [r["name"] for r in rows]
+
+
+def test_insert_assigns_sortable_ids_and_stamps(db):
+    rows = db.insert(PEOPLE)
+    assert len({r["id"] for r in rows}) == 5
+    assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
+    assert all(len(r["id"]) == 26 and r["createdAt"] == r["updatedAt"] and r["createdAt"].endswith("Z") for r in rows)
+    given = db.insert({"id": "custom-1", "name": "z"})
+    assert given[0]["id"] == "custom-1"
+    # Without .select(), writes return data null (as supabase-js does).
+    reply = db.ok(op="insert", collection="notes", values={"name": "q"})
+    assert reply["data"] is None and reply["status"] == 201
+
+
+@pytest.mark.parametrize(
+    "where, expected",
+    [
+        ([["eq", "city", "Paris"]], ["Bob", "dee"]),
+        ([["neq", "city", "Paris"]], ["ada", "cy"]),
+        ([["gt", "age", 25]], ["ada", "cy"]),
+        ([["gte", "age", 25]], ["ada", "Bob", "cy", "Eve%_"]),
+        ([["lt", "age", 36]], ["Bob", "Eve%_"]),
+        ([["lte", "age", 36], ["eq", "city", "London"]], ["ada"]),
+        ([["in", "city", ["Oslo", "London"]]], ["ada", "cy"]),
+        ([["in", "city", []]], []),
+        ([["like", "name", "%e%"]], ["dee", "Eve%_"]),  # case-sensitive
+        ([["like", "name", "b%"]], []),
+        ([["ilike", "name", "b%"]], ["Bob"]),
+        ([["like", "name", "Eve\\%\\_"]], []),  # GLOB has no escapes; literal backslashes do not match
+        ([["ilike", "name", "Eve\\%\\_"]], ["Eve%_"]),
+        ([["is", "age", None]], ["dee"]),
+        ([["is", "city", None]], ["Eve%_"]),
+        ([["is", "active", True]], ["Bob"]),
+        ([["is", "active", False]], ["cy"]),
+        ([["eq", "active", True]], ["Bob"]),
+        ([["contains", "tags", ["code"]]], ["ada", "dee"]),
+        ([["contains", "tags", ["code", "math"]]], ["ada"]),
+        ([["contains", "address", {"city": "Lyon"}]], ["dee"]),
+        ([["eq", "address.city", "London"]], ["ada"]),
+        ([["not", ["eq", "city", "Paris"]]], ["ada", "cy"]),
+        ([["or", [["eq", "name", "cy"], ["gt", "age", 35]]]], ["ada", "cy"]),
+        ([["or", [["eq", "name", "cy"], ["and", [["eq", "city", "Paris"], ["is", "age", None]]]]]], ["cy", "dee"]),
+        ([["eq", "tags.0", "art"]], ["Bob"]),
+    ],
+)
+def test_operators(db, where, expected):
+    db.insert(PEOPLE)
+    assert names(db.select(where=where)) == expected
+
+
+def test_projection_order_range_count_single(db):
+    db.insert(PEOPLE)
+    rows = db.select(columns="name,town:address.city", order=[{"field": "age", "ascending": False}, {"field": "name"}])
+    assert rows == [
+        {"name": "cy", "town": None}, {"name": "ada", "town": "London"}, {"name": "Bob", "town": None},
+        {"name": "Eve%_", "town": None}, {"name": "dee", "town": "Lyon"},
+    ]  # NULL sorts last descending, first ascending (SQLite's order, served by indexes)
+    assert names(db.select(order=[{"field": "age", "nullsFirst": False}])) == ["Bob", "Eve%_", "ada", "cy", "dee"]
+    assert names(db.select(order=[{"field": "name"}], offset=1, limit=2)) == ["Eve%_", "ada"]
+    reply = db.ok(collection="notes", where=[["eq", "city", "Paris"]], count="exact", limit=1)
+    assert reply["count"] == 2 and len(reply["data"]) == 1
+    head = db.ok(collection="notes", count="exact", head=True)
+    assert head["data"] is None and head["count"] == 5
+    assert db.ok(collection="notes", count="estimated", head=True)["count"] == 5
+    one = db.ok(collection="notes", where=[["eq", "name", "cy"]], single="one")
+    assert one["data"]["name"] == "cy"
+    many = db.run(collection="notes", single="one")
+    assert many["error"]["code"] == "PGRST116" and many["status"] == 406
+    assert db.ok(collection="notes", where=[["eq", "name", "nobody"]], single="maybe")["data"] is None
+    assert db.run(collection="notes", where=[["eq", "name", "nobody"]], single="one")["error"]["code"] == "PGRST116"
+    # Reading a collection that was never written is empty, not an error.
+    assert db.ok(collection="never", count="exact") ["data"] == []
+
+
+def test_estimated_count_is_close_on_a_large_filtered_collection(db):
+    db.ok(op="insert", collection="big", values=[{"k": i % 4} for i in range(24_000)])
+    exact = db.ok(collection="big", where=[["eq", "k", 1]], count="exact", head=True)["count"]
+    estimated = db.ok(collection="big", where=[["eq", "k", 1]], count="estimated", head=True)["count"]
+    assert exact == 6000 and abs(estimated - exact) < 1500
+    assert db.ok(collection="big", count="estimated", head=True)["count"] == 24_000
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        [{"field": "g"}],
+        [{"field": "g", "ascending": False}],
+        [{"field": "g", "ascending": False, "nullsFirst": True}],
+        [{"field": "g", "nullsFirst": False}, {"field": "v", "ascending": False}],
+        [{"field": "g"}, {"field": "v"}],
+        [],
+    ],
+)
+def test_keyset_pages_visit_every_row_once_in_order(db, order):
+    rnd = random.Random(7)
+    docs = [{"g": rnd.choice([None, 1, 2, 3]), "v": rnd.choice([None, "a", "b"])} for _ in range(97)]
+    db.declare("a", {"notes": ["g", ["g", "v"]]})
+    db.insert(docs)
+    everything = [r["id"] for r in db.select(order=order)]
+    seen, cursor = [], None
+    while True:
+        reply = db.ok(collection="notes", order=order, limit=10, **({"after": cursor} if cursor else {}))
+        seen += [r["id"] for r in reply["data"]]
+        cursor = reply["cursor"]
+        if cursor is None:
+            break
+    assert seen == everything and len(seen) == 97
+    # The previous page's last row works as a cursor too.
+    page = db.select(order=order, limit=10)
+    assert db.select(order=order, limit=10, after={"id": page[-1]["id"]}) == db.select(order=order, limit=10, offset=10)
+
+
+def test_update_is_a_merge_patch_and_needs_a_filter(db):
+    [row] = db.insert({"name": "a", "profile": {"x": 1, "y": 2}, "drop": 1})
+    reply = db.ok(op="update", collection="notes", values={"profile": {"y": None, "z": 3}, "drop": None, "n": 4},
+                  where=[["eq", "id", row["id"]]], returning=True)
+    [doc] = reply["data"]
+    assert doc["profile"] == {"x": 1, "z": 3} and "drop" not in doc and doc["n"] == 4
+    assert doc["createdAt"] == row["createdAt"] and doc["updatedAt"] >= row["updatedAt"]
+    assert db.run(op="update", collection="notes", values={"n": 1})["error"]["code"] == "21000"
+    assert db.run(op="update", collection="notes", values={"id": "x"}, where=[["eq", "id", row["id"]]])["error"]["code"] == "428C9"
+    assert db.ok(op="update", collection="notes", values={"n": 9}, where=[["eq", "n", 4]], count="exact")["count"] == 1
+
+
+def test_upsert_on_id_and_on_a_declared_unique_key(db):
+    db.declare("a", {"users": [{"unique": "email"}]})
+    [u] = db.insert({"email": "a@x", "name": "A", "plan": "free"}, collection="users")
+    reply = db.ok(op="upsert", collection="users", onConflict="email", returning=True,
+                  values=[{"email": "a@x", "plan": "pro"}, {"email": "b@x", "name": "B"}])
+    a, b = reply["data"]
+    assert a["id"] == u["id"] and a["name"] == "A" and a["plan"] == "pro" and a["createdAt"] == u["createdAt"]
+    assert b["name"] == "B"
+    again = db.ok(op="upsert", collection="users", values={"id": u["id"], "plan": "team"}, returning=True)
+    assert again["data"][0]["plan"] == "team" and again["data"][0]["email"] == "a@x"
+    skipped = db.ok(op="upsert", collection="users", onConflict="email", ignoreDuplicates=True,
+                    values={"email": "a@x", "plan": "x"}, returning=True)
+    assert skipped["data"] == []
+    assert db.run(op="upsert", collection="users", onConflict="name", values={"name": "A"})["error"]["code"] == "42P10"
+    assert len(db.select(collection="users")) == 2
+
+
+def test_unique_violations_name_the_key(db):
+    db.declare("a", {"users": [{"unique": "email"}]})
+    db.insert({"id": "u1", "email": "a@x"}, collection="users")
+    dup_id = db.run(op="insert", collection="users", values={"id": "u1"})
+    assert dup_id["error"]["code"] == "23505" and "(id)=(u1)" in dup_id["error"]["details"]
+    dup = db.run(op="insert", collection="users", values=[{"email": "new@x"}, {"email": "a@x"}])
+    assert dup["status"] == 409 and "(email)=(a@x)" in dup["error"]["details"]
+    # One insert call is one transaction: the first document did not stay.
+    assert db.select(collection="users", where=[["eq", "email", "new@x"]]) == []
+
+
+def test_delete_and_row_counts(db):
+    db.insert(PEOPLE)
+    gone = db.ok(op="delete", collection="notes", where=[["eq", "city", "Paris"]], returning=True, columns="name")
+    assert names(gone["data"]) == ["Bob", "dee"]
+    assert db.run(op="delete", collection="notes")["error"]["code"] == "21000"
+    assert db.ok(collection="notes", count="estimated", head=True)["count"] == 3
+    assert docstore.collections(db.conn, "a")[0]["count"] == 3
+
+
+def test_batch_commits_all_or_nothing(db):
+    ok = db.ok(op="batch", ops=[
+        {"op": "insert", "collection": "a", "values": {"id": "1"}},
+        {"op": "insert", "collection": "b", "values": {"id": "2"}, "returning": True},
+        {"op": "select", "collection": "a", "count": "exact"},
+    ])
+    assert [r["status"] for r in ok["data"]] == [201, 201, 200] and ok["data"][2]["count"] == 1
+    failed = db.run(op="batch", ops=[
+        {"op": "insert", "collection": "a", "values": {"id": "3"}},
+        {"op": "update", "collection": "b", "values": {"x": 1}, "where": [["eq", "id", "2"]]},
+        {"op": "insert", "collection": "b", "values": {"id": "2"}},
+    ])
+    assert failed["error"]["code"] == "23505" and "operation 2" in failed["error"]["details"]
+    assert [r["id"] for r in db.select(collection="a")] == ["1"]
+    assert "x" not in db.select(collection="b")[0]
+    assert db.run(op="batch", ops=[{"op": "batch"}])["error"]["code"] == "PGRST100"
+
+
+def test_limits_on_size_depth_result_and_time(db):
+    small = Limits(document_kb=1, document_depth=4, result_mb=1, query_ms=50)
+    big = db.run(limits=small, op="insert", collection="n", values={"x": "y" * 2000})
+    assert big["status"] == 413 and "documentKb" in big["error"]["message"]
+    deep = db.run(limits=small, op="insert", collection="n", values={"a": {"b": {"c": {"d": {"e": 1}}}}})
+    assert deep["error"]["code"] == "54000" and "documentDepth" in deep["error"]["message"]
+    db.ok(op="insert", collection="n", values={"a": {"b": 1}})
+    grows = db.run(limits=small, op="update", collection="n", values={"x": "y" * 2000}, where=[["gte", "a.b", 0]])
+    assert grows["status"] == 413 and db.select(collection="n")[0].get("x") is None
+    db.ok(op="insert", collection="wide", values=[{"pad": "p" * 900} for _ in range(1500)])
+    over = db.run(limits=small, collection="wide")
+    assert over["status"] == 413 and "resultMb" in over["error"]["message"]
+    assert len(db.run(limits=small, collection="wide", limit=10)["data"]) == 10
+    db.ok(op="insert", collection="slow", values=[{"s": "x" * 50, "i": i} for i in range(30_000)])
+    slow = db.run(limits=Limits(query_ms=1), collection="slow", where=[["like", "s", "%y%"]],
+                  order=[{"field": "s"}], count="exact")
+    assert slow["status"] == 504 and slow["error"]["code"] == "57014"
+    # The store is fine afterwards.
+    assert db.ok(collection="slow", limit=1)["data"]
+
+
+HOSTILE_FIELDS = ["x') OR 1=1 --", "a\"b", "a'b", "a\\b", "$.x", "a[0]", "", "a..b", "a\x00b", "x" * 129]
+
+
+@pytest.mark.parametrize("field", HOSTILE_FIELDS)
+def test_hostile_field_names_are_refused(db, field):
+    db.insert(PEOPLE)
+    for op in (
+        {"where": [["eq", field, 1]]},
+        {"order": [{"field": field}]},
+        {"columns": [field]},
+    ):
+        reply = db.run(collection="notes", **op)
+        assert reply["status"] == 400 and reply["error"]["code"] == "42703", reply
+    assert len(db.select()) == 5
+
+
+def test_hostile_values_are_bound_not_spliced(db):
+    db.insert(PEOPLE)
+    for value in ["x' OR '1'='1", "'; DROP TABLE docs_1; --", "\x00", "%' OR 1=1 --"]:
+        assert db.select(where=[["eq", "name", value]]) == []
+        assert db.select(where=[["like", "name", value]]) == []
+    assert len(db.select()) == 5
+
+
+def test_unicode_and_long_field_names_work(db):
+    doc = {"名前": "太郎", "emoji🙂": 1, "x" * 128: "long", "nested": {"ключ": "значение"}}
+    db.insert(doc)
+    assert db.select(where=[["eq", "名前", "太郎"]], columns="名前,ключ:nested.ключ") == [{"名前": "太郎", "ключ": "значение"}]
+    assert db.select(where=[["eq", "x" * 128, "long"]], columns=["emoji🙂"]) == [{"emoji🙂": 1}]
+
+
+@pytest.mark.parametrize(
+    "op, code",
+    [
+        ({"collection": "notes", "where": [["regex", "name", "a"]]}, "PGRST100"),
+        ({"collection": "notes", "where": [["eq", "name"]]}, "PGRST100"),
+        ({"collection": "notes", "where": "name=1"}, "PGRST100"),
+        ({"collection": "notes", "where": [["eq", "age", {"$gt": 1}]]}, "22P02"),
+        ({"collection": "notes", "where": [["eq", "age", None]]}, "22P02"),
+        ({"collection": "notes", "where": [["in", "age", 3]]}, "22P02"),
+        ({"collection": "notes", "where": [["eq", "age", 1 << 70]]}, "22003"),
+        ({"collection": "notes", "where": [["is", "age", 3]]}, "22P02"),
+        ({"collection": "notes", "limit": "ten"}, "PGRST100"),
+        ({"collection": "notes", "limit": -1}, "PGRST100"),
+        ({"collection": "notes", "sneaky": 1}, "PGRST100"),
+        ({"collection": "notes", "order": [{"field": "age", "ascending": "no"}]}, "PGRST100"),
+        ({"collection": "notes", "after": "garbage!!"}, "PGRST103"),
+        ({"op": "insert", "collection": "notes", "values": [1, 2]}, "22P02"),
+        ({"op": "insert", "collection": "notes", "values": "text"}, "22P02"),
+        ({"op": "insert", "collection": "notes", "values": {"id": {"a": 1}}}, "22P02"),
+        ({"op": "insert", "collection": "notes", "values": []}, "22P02"),
+        ({"op": "update", "collection": "notes", "values": [1], "where": [["eq", "age", 1]]}, "22P02"),
+        ({"op": "drop", "collection": "notes"}, "PGRST100"),
+        ({"collection": "a/b"}, "42602"),
+        ({"collection": ".."}, "42602"),
+        ({"collection": "a\x00b"}, "42602"),
+        ({"collection": "x" * 64}, "42602"),
+        ({"collection": ""}, "42602"),
+    ],
+)
+def test_bad_requests_get_clear_errors(db, op, code):
+    db.insert(PEOPLE)
+    reply = db.run(**op)
+    assert reply["data"] is None and reply["error"]["code"] == code and reply["error"]["message"], reply
+    assert len(db.select()) == 5
+
+
+def test_non_json_requests(db):
+    for raw in ["", "not json", "[1,2]", '"select"', '{"op": "select", "collection": "notes"']:
+        reply = json.loads(db.store.run("a", raw, LIMITS))
+        assert reply["error"]["code"] == "PGRST100", raw
+
+
+def test_apps_never_see_each_other(db):
+    db.insert(PEOPLE, app="a")
+    assert db.select(app="b") == []
+    db.insert({"name": "mine"}, app="b")
+    assert names(db.select(app="b")) == ["mine"] and len(db.select(app="a")) == 5
+    assert db.run(app="b", op="delete", collection="notes", where=[["neq", "name", ""]], count="exact")["count"] == 1
+    assert len(db.select(app="a")) == 5
+
+
+def test_indexes_serve_filters_orders_and_pages(db):
+    db.declare("a", {"notes": ["city", ["city", "age"], "age", {"unique": "name"}]})
+    db.insert(PEOPLE)
+    assert "USING INDEX docid_" in db.plan(where=[["eq", "id", "x"]])
+    assert "(<expr>=?)" in db.plan(where=[["eq", "city", "Paris"]]) and "SCAN" not in db.plan(where=[["eq", "city", "Paris"]])
+    ordered = db.plan(where=[["eq", "city", "Paris"]], order=[{"field": "age", "ascending": False}], limit=20)
+    assert "(<expr>=?)" in ordered and "TEMP B-TREE" not in ordered
+    ranged = db.plan(where=[["gte", "age", 30]], order=[{"field": "age"}], limit=20)
+    assert "(<expr>>?)" in ranged and "TEMP B-TREE" not in ranged
+    page = db.ok(collection="notes", where=[["eq", "city", "London"]], order=[{"field": "age"}], limit=0)
+    assert page["cursor"] is None
+    page = db.ok(collection="notes", where=[["eq", "city", "Paris"]], order=[{"field": "age", "nullsFirst": False}], limit=1)
+    deep = db.plan(where=[["eq", "city", "Paris"]], order=[{"field": "age"}], limit=1, after=page["cursor"])
+    assert "(<expr>=? AND <expr>>?)" in deep and "TEMP B-TREE" not in deep
+    assert "SCAN" in db.plan(where=[["eq", "unindexed", 1]])  # still works, by a scan
+    assert db.select(where=[["eq", "unindexed", 1]]) == []
+
+
+def test_declared_indexes_follow_deploys_and_refuse_duplicates(db):
+    assert db.declare("a", {"users": ["email"]}) == ["index users(email)"]
+    db.insert([{"id": "u1", "email": "same"}, {"id": "u2", "email": "same"}, {"id": "u3"}, {"id": "u4"}], collection="users")
+    with pytest.raises(ValueError, match="u1, u2"):
+        db.declare("a", {"users": [{"unique": "email"}]})
+    assert db.declare("a", {"users": [["email", "id"]]}) == ["dropped index [\"email\"]", "index users(email, id)"]
+    assert db.declare("a", {}) == ['dropped index ["email","id"]']
+    names_ = {n for (n,) in db.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'docidx_%'")}
+    assert names_ == set()
+
+
+def test_deploy_refusal_keeps_the_live_version(db, tmp_path):
+    manifest = decode_manifest(b'{"name": "a", "indexes": {"users": ["email"]}}')
+    apps.store_version(db.conn, manifest, "src1", "c1", apps.FileEntry("c", "c1", b"x"), [], [], db.caps)
+    db.insert([{"email": "same"}, {"email": "same"}], collection="users")
+    refused = decode_manifest(b'{"name": "a", "indexes": {"users": [{"unique": "email"}]}}')
+    with pytest.raises(ValueError, match="refused"):
+        apps.store_version(db.conn, refused, "src2", "c1", None, [], [], db.caps)
+    assert apps.listing(db.conn)[0]["version"] == 1
+    assert docstore.collections(db.conn, "a")[0]["indexes"] == [{"fields": ["email"], "unique": False}]
+    apps.remove(db.conn, "a", db.caps)
+    assert docstore.collections(db.conn, "a") == []
+    assert db.select(app="a", collection="users") == []
+
+
+@pytest.mark.parametrize(
+    "indexes, message",
+    [
+        ({"a/b": ["x"]}, "not a valid collection name"),
+        ({"notes": ["x') --"]}, "not a valid field name"),
+        ({"notes": [[]]}, "1 to 8 fields"),
+        ({"notes": [{"unique": 3}]}, "Expected"),
+        ({"notes": [{"uniq": "x"}]}, "unknown field"),
+    ],
+)
+def test_bad_index_declarations_are_refused(indexes, message):
+    with pytest.raises(ManifestError, match=message):
+        decode_manifest(json.dumps({"name": "a", "indexes": indexes}).encode())
+
+
+def test_import_export_round_trip_and_bad_lines(db, tmp_path):
+    db.declare("a", {"notes": ["k"]})
+    lines = [msgspec.json.encode({"k": i % 7, "i": i}) + b"\n" for i in range(2500)]
+    assert docstore.import_documents(db.conn, "a", "notes", lines, batch=1000) == 2500
+    assert not docstore.missing_indexes(db.conn)  # rebuilt after the load into an empty collection
+    assert "(<expr>=?)" in db.plan(where=[["eq", "k", 3]])
+    exported = list(docstore.export_documents(db.conn, "a", "notes"))
+    assert len(exported) == 2500
+    # An export imports back with its ids and stamps.
+    assert docstore.import_documents(db.conn, "b", "copy", [e.encode() for e in exported]) == 2500
+    assert list(docstore.export_documents(db.conn, "b", "copy")) == exported
+    bad = lines[:1500] + [b'{"broken"\n'] + lines[1500:]
+    with pytest.raises(docstore.DocError, match="line 1501: not JSON.*1500 documents before it"):
+        docstore.import_documents(db.conn, "a", "more", bad, batch=1000)
+    assert db.ok(collection="more", count="exact", head=True)["count"] == 1500
+    with pytest.raises(docstore.DocError, match="line 2: the document must be a JSON object"):
+        docstore.import_documents(db.conn, "a", "more2", [b"{}\n", b"[1]\n"])
+
+
+def test_a_dropped_table_is_looked_up_again(db):
+    db.insert({"name": "x"})
+    other = docstore.Store(db.conn)
+    assert len(other.run("a", '{"collection": "notes"}', LIMITS)) > 0
+    with cartridge.transaction(db.conn):
+        docstore.forget(db.conn, "a")
+    db.insert({"name": "y"})  # a new table under a new id
+    reply = json.loads(other.run("a", '{"collection": "notes"}', LIMITS))
+    assert [d["name"] for d in reply["data"]] == ["y"]
+
+
+def test_sqlite_has_jsonb(db):
+    assert db.conn.execute("SELECT json(jsonb('{\"a\":1}'))").fetchone()[0] == '{"a":1}'
+    assert apsw.sqlite_lib_version() >= "3.45"
