@@ -152,25 +152,35 @@ class QueryBuilder {
   }
 
   // ---- filters ----
-  eq(f, v) { return this.add(term(f, 'eq', v)); }
-  neq(f, v) { return this.add(term(f, 'neq', v)); }
-  gt(f, v) { return this.add(term(f, 'gt', v)); }
-  gte(f, v) { return this.add(term(f, 'gte', v)); }
-  lt(f, v) { return this.add(term(f, 'lt', v)); }
-  lte(f, v) { return this.add(term(f, 'lte', v)); }
-  in(f, v) { return this.add(term(f, 'in', v)); }
-  like(f, v) { return this.add(term(f, 'like', v)); }
-  ilike(f, v) { return this.add(term(f, 'ilike', v)); }
-  is(f, v) { return this.add(term(f, 'is', v)); }
-  contains(f, v) { return this.add(term(f, 'contains', v)); }
+  eq(f, v) { return this.add(() => term(f, 'eq', v)); }
+  neq(f, v) { return this.add(() => term(f, 'neq', v)); }
+  gt(f, v) { return this.add(() => term(f, 'gt', v)); }
+  gte(f, v) { return this.add(() => term(f, 'gte', v)); }
+  lt(f, v) { return this.add(() => term(f, 'lt', v)); }
+  lte(f, v) { return this.add(() => term(f, 'lte', v)); }
+  in(f, v) { return this.add(() => term(f, 'in', v)); }
+  like(f, v) { return this.add(() => term(f, 'like', v)); }
+  ilike(f, v) { return this.add(() => term(f, 'ilike', v)); }
+  is(f, v) { return this.add(() => term(f, 'is', v)); }
+  contains(f, v) { return this.add(() => term(f, 'contains', v)); }
   match(obj) { for (const [f, v] of Object.entries(obj)) this.eq(f, v); return this; }
-  not(f, op, v) { return this.add(['not', term(f, op, v)]); }
+  not(f, op, v) { return this.add(() => ['not', term(f, op, v)]); }
   filter(f, op, v) {
     if (typeof op === 'string' && op.startsWith('not.')) return this.not(f, op.slice(4), v);
-    return this.add(term(f, op, v));
+    return this.add(() => term(f, op, v));
   }
-  or(filters) { return this.add(['or', parseFilters(filters)]); }
-  add(t) { this.op.where.push(t); return this; }
+  or(filters) { return this.add(() => ['or', parseFilters(filters)]); }
+  // A filter that cannot be read becomes the reply's error when awaited, as
+  // PostgREST would answer it, rather than a throw from the builder call.
+  add(makeTerm) {
+    try {
+      this.op.where.push(makeTerm());
+    } catch (e) {
+      if (!(e instanceof DocumentsError)) throw e;
+      this.invalid ??= { message: e.message, code: e.code, details: null, hint: null };
+    }
+    return this;
+  }
 
   // ---- shaping the result ----
   order(field, { ascending = true, nullsFirst } = {}) {
@@ -188,7 +198,9 @@ class QueryBuilder {
   // ---- running it ----
   toJSON() { return this.op; }
   execute() {
-    const reply = run(this.op);
+    const reply = this.invalid
+      ? { data: null, error: this.invalid, count: null, status: 400, statusText: 'Bad Request' }
+      : run(this.op);
     if (reply.error && this.shouldThrow) throw new DocumentsError(reply.error);
     return reply;
   }
@@ -204,7 +216,8 @@ export const db = {
   // Runs several builders in one transaction: all commit, or none does.
   // Replies `{ data: [reply, ...], error }`; an error names the operation that failed.
   batch(builders) {
-    const reply = run({ op: 'batch', ops: builders.map((b) => b.toJSON()) });
-    return Promise.resolve(reply);
+    const invalid = builders.find((b) => b.invalid);
+    if (invalid) return Promise.resolve(invalid.execute());
+    return Promise.resolve(run({ op: 'batch', ops: builders.map((b) => b.toJSON()) }));
   },
 };

@@ -1,0 +1,236 @@
+"""Documents end to end: the SDK's query builder in a real guest, over HTTP, plus the docs CLI.
+
+tests/apps/dbproxy replays a builder chain sent as JSON, so each test names
+the exact supabase-js calls an app would make.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import FAZT, TEST_APPS, Cartridge
+
+DBPROXY = TEST_APPS / "dbproxy"
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory, cache_dir):
+    cart = Cartridge(tmp_path_factory.mktemp("docs") / "fazt.db", cache_dir)
+    cart.deploy(DBPROXY)
+    server = cart.serve(workers=2)
+    yield cart, server
+    server.stop()
+
+
+def chain(server, *calls, app="dbproxy"):
+    r = server.request("POST", f"/{app}/chain", json={"chain": [list(c) for c in calls]})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_the_issue_example_works(host):
+    _, server = host
+    uid = "u-42"
+    inserted = chain(server, ("from", "ex"), ("insert", [{"title": "a plan", "owner": uid, "tags": ["x"], "n": 3, "status": "open"}]), ("select",))
+    [row] = inserted["data"]
+    assert row["id"] and row["createdAt"] and inserted["error"] is None and inserted["status"] == 201
+    chain(server, ("from", "ex"), ("insert", [
+        {"title": "Plan B", "owner": uid, "n": 5, "status": "done"},
+        {"title": "plan c", "owner": uid, "n": 1, "status": "open"},
+        {"title": "other plan", "owner": "someone", "n": 9, "status": "open"},
+        {"title": "no", "owner": uid, "n": 7, "status": "open"},
+    ]))
+    page = chain(server, ("from", "ex"), ("select", "id,title,n", {"count": "exact"}), ("eq", "owner", uid), ("gte", "n", 2),
+                 ("in", "status", ["open", "done"]), ("ilike", "title", "%plan%"), ("order", "n", {"ascending": False}),
+                 ("order", "id"), ("limit", 20))
+    assert [d["title"] for d in page["data"]] == ["Plan B", "a plan"] and page["count"] == 2
+    assert set(page["data"][0]) == {"id", "title", "n"}
+    updated = chain(server, ("from", "ex"), ("update", {"n": 4}), ("eq", "id", row["id"]))
+    assert updated["data"] is None and updated["error"] is None
+    got = chain(server, ("from", "ex"), ("select",), ("eq", "id", row["id"]), ("single",))
+    assert got["data"]["n"] == 4 and got["data"]["tags"] == ["x"]
+    first = chain(server, ("from", "ex"), ("select",), ("eq", "owner", uid), ("order", "createdAt"), ("limit", 2))
+    page2 = chain(server, ("from", "ex"), ("select",), ("eq", "owner", uid), ("order", "createdAt"), ("after", first["cursor"]), ("limit", 2))
+    assert [d["title"] for d in first["data"] + page2["data"]] == ["a plan", "Plan B", "plan c", "no"]
+    assert "cursor" not in page2  # no further page
+    gone = chain(server, ("from", "ex"), ("delete", {"count": "exact"}), ("eq", "owner", "someone"))
+    assert gone["count"] == 1 and gone["data"] is None
+
+
+def test_postgrest_string_filters(host):
+    _, server = host
+    chain(server, ("from", "pg"), ("insert", [
+        {"name": "a", "n": 1, "tags": ["x", "y"], "s": None},
+        {"name": "b.c", "n": 2, "tags": ["y"]},
+        {"name": "d", "n": 3, "tags": [], "s": "set"},
+    ]))
+
+    def names(*calls):
+        reply = chain(server, ("from", "pg"), ("select", "name"), *calls, ("order", "n"))
+        assert reply["error"] is None, reply
+        return [d["name"] for d in reply["data"]]
+
+    assert names(("or", "n.eq.1,name.eq.d")) == ["a", "d"]
+    assert names(("or", 'name.eq."b.c",and(n.gt.2,s.eq.set)')) == ["b.c", "d"]
+    assert names(("or", "n.in.(1,3),not.tags.cs.{y}")) == ["a", "d"]
+    assert names(("not", "n", "in", "(1,2)")) == ["d"]
+    assert names(("not", "s", "is", None)) == ["d"]
+    assert names(("filter", "tags", "cs", '["x"]')) == ["a"]
+    assert names(("filter", "n", "not.eq", 2)) == ["a", "d"]
+    assert names(("match", {"n": 2, "name": "b.c"})) == ["b.c"]
+    assert names(("contains", "tags", ["y"])) == ["a", "b.c"]
+    assert names(("like", "name", "*.*")) == ["b.c"]
+    assert names(("range", 1, 2)) == ["b.c", "d"]
+    bad = chain(server, ("from", "pg"), ("select",), ("or", "n.regex.1"))
+    assert bad["error"]["code"] == "PGRST100"
+
+
+def test_errors_come_back_as_values_or_throw_on_request(host):
+    _, server = host
+    chain(server, ("from", "err"), ("insert", {"email": "a@x"}))
+    dup = chain(server, ("from", "notes"), ("insert", [{"email": "dup@x"}, {"email": "dup@x"}]))
+    assert dup["data"] is None and dup["error"]["code"] == "23505" and dup["status"] == 409
+    bad = chain(server, ("from", "err"), ("select",), ("eq", "x') OR 1=1 --", 1))
+    assert bad["error"]["code"] == "42703"
+    r = server.request("POST", "/dbproxy/throw", json={"chain": [["from", "err"], ["select"], ["eq", "email", "none"], ["single"]]})
+    assert r.json() == {"thrown": True, "name": "DocumentsError", "code": "PGRST116",
+                        "message": "JSON object requested, multiple (or no) rows returned"}
+    r = server.request("POST", "/dbproxy/throw", json={"chain": [["from", "err"], ["select"], ["eq", "email", "a@x"], ["single"]]})
+    assert r.json() == {"thrown": False}
+    nested = {"i": 1}
+    for key in "hgfedcba":
+        nested = {key: nested}
+    too_deep = chain(server, ("from", "err"), ("insert", nested))
+    assert too_deep["error"]["code"] == "54000"  # the app's fazt.json sets documentDepth 8
+
+
+def test_batch_is_atomic(host):
+    _, server = host
+    r = server.request("POST", "/dbproxy/batch", json={"chains": [
+        [["from", "orders"], ["insert", {"id": "o1", "total": 5}]],
+        [["from", "stock"], ["insert", {"id": "s1", "left": 0}]],
+        [["from", "stock"], ["insert", {"id": "s1", "left": 1}]],
+    ]}).json()
+    assert r["error"]["code"] == "23505" and "operation 2" in r["error"]["details"]
+    assert chain(server, ("from", "orders"), ("select",))["data"] == []
+    r = server.request("POST", "/dbproxy/batch", json={"chains": [
+        [["from", "orders"], ["insert", {"id": "o1", "total": 5}]],
+        [["from", "stock"], ["insert", {"id": "s1", "left": 0}], ["select", "id"]],
+    ]}).json()
+    assert r["error"] is None and r["data"][1]["data"] == [{"id": "s1"}]
+
+
+def test_keyset_walk_through_the_sdk(host):
+    _, server = host
+    chain(server, ("from", "walk"), ("insert", [{"i": i, "g": i % 3} for i in range(53)]))
+    pages = server.request("POST", "/dbproxy/walk", json={"chain": [["from", "walk"], ["select", "id,i"], ["order", "g"], ["limit", 10]]}).json()
+    flat = [i for p in pages for i in p]
+    assert len(pages) == 6 and len(flat) == 53 and len(set(flat)) == 53
+
+
+def test_concurrent_writers_in_two_workers_never_see_locks(host):
+    _, server = host
+    errors = []
+
+    def writer(k):
+        for i in range(15):
+            r = chain(server, ("from", "race"), ("insert", {"k": k, "i": i}))
+            if r["error"] is not None:
+                errors.append(r["error"])
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert chain(server, ("from", "race"), ("select", "id", {"count": "exact", "head": True}))["count"] == 120
+
+
+def test_apps_cannot_reach_each_others_documents(host, tmp_path):
+    cart, server = host
+    twin = tmp_path / "twin"
+    shutil.copytree(DBPROXY, twin)
+    manifest = json.loads((twin / "fazt.json").read_text())
+    (twin / "fazt.json").write_text(json.dumps({**manifest, "name": "twin"}))
+    cart.deploy(twin)
+    chain(server, ("from", "secret"), ("insert", {"v": "dbproxy's"}))
+    assert chain(server, ("from", "secret"), ("select",), app="twin")["data"] == []
+    chain(server, ("from", "secret"), ("insert", {"v": "twin's"}), app="twin")
+    assert [d["v"] for d in chain(server, ("from", "secret"), ("select",))["data"]] == ["dbproxy's"]
+    cart.cli("remove", "twin")
+    cart.deploy(twin)
+    assert chain(server, ("from", "secret"), ("select",), app="twin")["data"] == []  # removal dropped its documents
+    cart.cli("remove", "twin")
+
+
+def test_cli_lists_explains_imports_and_exports(host, tmp_path):
+    cart, server = host
+    src = tmp_path / "in.ndjson"
+    src.write_text("".join(json.dumps({"owner": f"u{i % 5}", "n": i}) + "\n" for i in range(300)))
+    out = cart.cli("import", "dbproxy", "imported", str(src), "--batch", "100")
+    assert "imported 300 documents" in out.stdout and "progress:" in out.stderr
+    assert chain(server, ("from", "imported"), ("select", "n"), ("eq", "owner", "u3"), ("order", "n"), ("limit", 2))["data"] == [{"n": 3}, {"n": 8}]
+    listing = json.loads(cart.cli("docs", "dbproxy", "--json").stdout)
+    assert {"name": "imported", "count": 300, "indexes": []} in listing
+    notes = next(c for c in listing if c["name"] == "notes")
+    assert {"fields": ["owner", "createdAt"], "unique": False} in notes["indexes"]
+    shown = cart.cli("docs", "dbproxy", "imported", "--query", '{"where": [["eq", "owner", "u1"]], "count": "exact"}', "--limit", "2")
+    assert len(shown.stdout.splitlines()) == 2 and "count: 60" in shown.stderr
+    plan = json.loads(cart.cli("docs", "explain", "dbproxy", "notes", '{"where": [["eq", "owner", "x"]], "order": [{"field": "createdAt"}]}', "--json").stdout)
+    assert any("USING INDEX" in p for p in plan["plan"]) and "SCAN" not in " ".join(plan["plan"])
+    exported = cart.cli("export", "dbproxy", "imported").stdout.splitlines()
+    assert len(exported) == 300 and json.loads(exported[0])["n"] == 0
+    bad = tmp_path / "bad.ndjson"
+    bad.write_text('{"ok": 1}\n[1, 2]\n')
+    failed = cart.cli("import", "dbproxy", "bad", str(bad), check=False)
+    assert failed.returncode == 1 and "line 2" in failed.stderr and "1 documents before it were imported" in failed.stderr
+    for args in (["docs", "dbproxy", "a/b"], ["docs", "explain", "dbproxy", "notes", "{not json"], ["export", "dbproxy", "nope"]):
+        r = cart.cli(*args, check=False)
+        assert r.returncode == 1 and r.stderr.startswith("error: "), args
+
+
+def test_unique_index_over_duplicates_refuses_the_deploy(host, tmp_path):
+    cart, server = host
+    chain(server, ("from", "people"), ("insert", [{"id": "p1", "email": "x@x"}, {"id": "p2", "email": "x@x"}]))
+    app = tmp_path / "dbproxy"
+    shutil.copytree(DBPROXY, app)
+    manifest = json.loads((app / "fazt.json").read_text())
+    manifest["indexes"]["people"] = [{"unique": "email"}]
+    (app / "fazt.json").write_text(json.dumps(manifest))
+    r = cart.cli("deploy", str(app), check=False)
+    assert r.returncode == 1 and "p1, p2" in r.stderr and "live version keeps serving" in r.stderr
+    assert len(chain(server, ("from", "people"), ("select",))["data"]) == 2
+    versions = json.loads(cart.cli("apps", "dbproxy", "--json").stdout)
+    assert len(versions) == 1
+
+
+def test_import_killed_midway_keeps_whole_batches(tmp_path, cache_dir):
+    cart = Cartridge(tmp_path / "fazt.db", cache_dir)
+    cart.deploy(DBPROXY)
+    src = tmp_path / "big.ndjson"
+    with open(src, "w") as f:
+        for i in range(400_000):
+            f.write(json.dumps({"owner": f"u{i % 50}", "n": i, "pad": "x" * 40}) + "\n")
+    proc = subprocess.Popen([FAZT, "import", "dbproxy", "notes", str(src), "--batch", "5000"], env=cart.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in iter(proc.stderr.readline, ""):  # killed once a batch or more is committed
+        if "progress:" in line:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    server = cart.serve(workers=1)  # a worker's start rebuilds the indexes the import had set aside
+    count = chain(server, ("from", "notes"), ("select", "id", {"count": "exact", "head": True}))["count"]
+    assert 0 < count < 400_000 and count % 5000 == 0
+    plan = json.loads(cart.cli("docs", "explain", "dbproxy", "notes", '{"where": [["eq", "owner", "u1"]]}', "--json").stdout)
+    assert "SCAN" not in " ".join(plan["plan"])
+    integrity = cart.cli("docs", "dbproxy", "--json")
+    assert json.loads(integrity.stdout)[0]["count"] == count
