@@ -183,7 +183,7 @@ def _default_nulls_first(o: Order) -> bool:
 
 
 def order_by(order: list[Order]) -> tuple[str, list[str]]:
-    """ORDER BY text and the value expressions of its keys (rowid breaks ties last)."""
+    """ORDER BY text and the value expressions of its keys (rowid breaks ties last, so pages are stable)."""
     terms, keys = [], []
     for o in order:
         x = value_of(o.field)

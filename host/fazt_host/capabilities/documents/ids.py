@@ -10,21 +10,40 @@ import os
 import time
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Two base32 digits per 10 bits: ids are made per document on bulk imports, so they must be cheap.
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
+_RANDOM_SHIFTS = (70, 60, 50, 40, 30, 20, 10, 0)  # 80 random bits as 8 digit pairs
 _last_ms = 0
 _last_random = 0
+_ms_prefix = ""
 
 
 def ulid(now: float | None = None) -> str:
-    global _last_ms, _last_random
+    return ulids(1, now)[0]  # one at a time is rare: inserts and imports take a block
+
+
+def ulids(n: int, now: float | None = None) -> list[str]:
+    """`n` consecutive ids (a bulk import takes a batch at a time: they share all but the last digits)."""
+    global _last_ms, _last_random, _ms_prefix
     ms = int((time.time() if now is None else now) * 1000)
     if ms <= _last_ms:
-        ms = _last_ms
-        _last_random = (_last_random + 1) & ((1 << 80) - 1)
+        first = _last_random + 1
     else:
         _last_ms = ms
-        _last_random = int.from_bytes(os.urandom(10), "big")
-    value = (ms << 80) | _last_random
-    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+        first = int.from_bytes(os.urandom(10), "big") >> 1  # room to count up without wrapping
+        # 48 bits of milliseconds as 10 digits (the first carries 3 bits).
+        _ms_prefix = _CROCKFORD[ms >> 45] + "".join([_PAIRS[(ms >> s) & 1023] for s in (35, 25, 15, 5)]) + _CROCKFORD[ms & 31]
+    _last_random = first + n - 1
+    out: list[str] = []
+    r = first
+    while r <= _last_random:
+        # Ids that share the random part above the last 20 bits share 22 of their 26 digits.
+        high = r >> 20
+        stem = _ms_prefix + "".join([_PAIRS[(r >> s) & 1023] for s in _RANDOM_SHIFTS[:6]])
+        end = min(_last_random, (high << 20) | 0xFFFFF)
+        out += [stem + _PAIRS[x >> 10 & 1023] + _PAIRS[x & 1023] for x in range(r & 0xFFFFF, (end & 0xFFFFF) + 1)]
+        r = end + 1
+    return out
 
 
 _stamp_second = -1

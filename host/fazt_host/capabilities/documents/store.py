@@ -14,6 +14,7 @@ import hashlib
 import random
 import time
 from collections.abc import Iterable, Iterator
+from itertools import repeat
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,7 +24,7 @@ import msgspec
 from ...cartridge import transaction
 from ...config import Limits
 from . import compile as sql
-from .ids import timestamp, ulid
+from .ids import timestamp, ulid, ulids
 from .spec import (
     DocError,
     Operation,
@@ -96,9 +97,10 @@ def check_document(doc: Any, limits: Limits, what: str = "a document") -> bytes:
     """Encodes a document after checking it is an object within the size and depth limits."""
     if not isinstance(doc, dict):
         raise DocError(f"{what} must be a JSON object, not {type(doc).__name__}", "22P02")
-    if depth_of(doc, limits.document_depth) > limits.document_depth:
-        raise DocError(f"{what} is nested deeper than limits.documentDepth ({limits.document_depth})", "54000")
     text = _encode(doc)
+    # A document with fewer brackets than the depth limit cannot be too deep: most skip the walk.
+    if text.count(b"{") + text.count(b"[") > limits.document_depth and depth_of(doc, limits.document_depth) > limits.document_depth:
+        raise DocError(f"{what} is nested deeper than limits.documentDepth ({limits.document_depth})", "54000")
     if len(text) > limits.document_kb * 1024:
         raise DocError(
             f"{what} is {len(text)} bytes, over limits.documentKb ({limits.document_kb} KiB)", "54000", 413
@@ -343,8 +345,8 @@ class Store:
         rows: list[str] = []
         statement = f'INSERT INTO "{table}"(body) VALUES (jsonb(?)){returning}'
         values = self._values(op)
-        for i, doc in enumerate(values):
-            self._run(cid, statement, (prepare_new(doc, limits, now, f"document {i}"),), rows)
+        for i, (doc, new_id) in enumerate(zip(values, ulids(len(values)))):
+            self._run(cid, statement, (prepare_new(doc, limits, now, f"document {i}", new_id),), rows)
         return _written(rows, op, 201, len(values)), len(values)
 
     def _upsert(self, cid: int, table: str, op: Operation, limits: Limits, returning: str) -> tuple[Result, int]:
@@ -373,7 +375,7 @@ class Store:
                 raise DocError(f"{what} has no {key!r}, the upsert's conflict key", "23502")
             found = None if value is None else self.conn.execute(find, (sql._bindable(value, "upsert", key),)).fetchone()
             if found is None:
-                self._run(cid, insert, (prepare_new(doc, limits, now, what),), rows)
+                self._run(cid, insert, (prepare_new(doc, limits, now, what, ulid()),), rows)
                 added += 1
             elif not op.ignore_duplicates:
                 merged = _decode_json(found[1])
@@ -450,14 +452,14 @@ def _lookup(doc: dict, parts: tuple) -> Any:
     return value
 
 
-def prepare_new(doc: Any, limits: Limits, now: str, what: str) -> str:
-    """A new document's stored text: id generated unless given; createdAt/updatedAt set."""
+def prepare_new(doc: Any, limits: Limits, now: str, what: str, new_id: str) -> str:
+    """A new document's stored text: `new_id` unless it has an id; createdAt/updatedAt set."""
     if not isinstance(doc, dict):
         raise DocError(f"{what} must be a JSON object, not {type(doc).__name__}", "22P02")
     if "id" in doc:
         _check_id(doc["id"])
     else:
-        doc = {"id": ulid(), **doc}
+        doc = {"id": new_id, **doc}
     doc["createdAt"] = now
     doc["updatedAt"] = now
     return check_document(doc, limits, what).decode()
@@ -501,9 +503,11 @@ def compile_select(conn: apsw.Connection, table: str, op: Operation) -> tuple[st
         where = f"{where} AND {sql.after(op.order, values, rowid, params)}"
     limit = 2 if op.single else (op.limit + 1 if op.limit is not None else -1)
     extra = "".join(", " + k for k in keys)
+    # Without an order and without paging, any order will do: skip the sort key.
+    paged = op.order or op.after is not None or op.limit is not None or op.offset or op.single
     text = (
         f'SELECT {sql.projection(op.columns)}, rowid{extra} FROM "{table}" WHERE {where} '
-        f"ORDER BY {order} LIMIT {int(limit)} OFFSET {int(op.offset)}"
+        f"{'ORDER BY ' + order if paged else ''} LIMIT {int(limit)} OFFSET {int(op.offset)}"
     )
     return text, params, len(keys)
 
@@ -647,7 +651,8 @@ def import_documents(
     import stops with an error naming the line. Loading into an empty
     collection drops its non-unique indexes first and rebuilds them at the
     end, in one sorted pass (much faster than keeping them up to date).
-    Documents that carry `createdAt` (an export) keep their id and stamps.
+    A document keeps the `id`, `createdAt` and `updatedAt` it carries (an
+    export imports back as it was); missing ones are filled in.
     """
     check_collection(collection)
     with transaction(conn):
@@ -656,52 +661,77 @@ def import_documents(
         cid = row[0] if row else create_collection(conn, app, collection)
         if not conn.execute(f'SELECT 1 FROM "{table_name(cid)}" LIMIT 1').fetchone():
             drop_secondary_indexes(conn, cid)
-    statement = f'INSERT INTO "{table_name(cid)}"(body) VALUES (jsonb(?))'
-    decode = msgspec.json.Decoder().decode
+    # SQLite parses each line and adds what is missing: no decode and re-encode in Python.
+    insert = (
+        f'INSERT INTO "{table_name(cid)}"(body) VALUES '
+        "(jsonb_insert(?1, '$.\"id\"', ?2, '$.\"createdAt\"', ?3, '$.\"updatedAt\"', ?3))"
+    )
+    count_rows = "UPDATE doc_collections SET rows = rows + ? WHERE id = ?"
     total = 0
-    pending: list[tuple[str]] = []
-    first_line = 1
+    pending: list[str] = []  # document texts
+    numbers: list[int] = []
+
+    def stop(number: int, reason: str, code: str = "22P02") -> DocError:
+        restore_indexes_now(conn, app)
+        return DocError(f"line {number}: {reason}; the {total} documents before it were imported", code)
 
     def flush() -> None:
-        nonlocal total, first_line
+        nonlocal total
+        stamp = timestamp()
         try:
             with transaction(conn):
-                conn.executemany(statement, pending)
-                conn.execute("UPDATE doc_collections SET rows = rows + ? WHERE id = ?", (len(pending), cid))
-        except apsw.ConstraintError:
-            raise DocError(
-                f"a document in lines {first_line}-{number} has an id or unique key already in "
-                f"{collection}; {total} documents before them were imported",
-                "23505",
-            ) from None
+                conn.executemany(insert, zip(pending, ulids(len(pending)), repeat(stamp)))
+                conn.execute(count_rows, (len(pending), cid))
+        except apsw.Error:
+            # Some line in the batch is bad (not JSON, or a clashing key): keep the ones before it.
+            with transaction(conn):
+                for k, text in enumerate(pending):
+                    try:
+                        conn.execute(insert, (text, ulid(), stamp))
+                    except apsw.ConstraintError as e:
+                        failure = (k, unique_violation(conn, cid, str(e), text))
+                        break
+                    except apsw.Error as e:
+                        failure = (k, DocError(f"not JSON ({e})", "22P02"))
+                        break
+                conn.execute(count_rows, (failure[0], cid))
+            total += failure[0]
+            error = failure[1]
+            raise stop(numbers[failure[0]], f"{error}{': ' + error.details if error.details else ''}", error.code) from None
         total += len(pending)
         pending.clear()
-        first_line = number + 1
+        numbers.clear()
         if progress:
             progress(total)
 
-    number = 0
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
+    max_bytes = limits.document_kb * 1024
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line:
             continue
-        try:
-            doc = decode(line)
-            if isinstance(doc, dict) and "createdAt" in doc:
+        # Cheap byte checks first; a line that might break a rule is decoded and checked exactly.
+        if (
+            line[:1] != b"{"
+            or len(line) > max_bytes
+            or line.count(b"{") + line.count(b"[") > limits.document_depth
+            or b'"id"' in line
+        ):
+            try:
+                doc = msgspec.json.decode(line)
+                check_document(doc, limits, "the document")
                 if "id" in doc:
                     _check_id(doc["id"])
-                else:
-                    doc = {"id": ulid(), **doc}
-                text = check_document(doc, limits).decode()
-            else:
-                text = prepare_new(doc, limits, timestamp(), "the document")
-        except (DocError, msgspec.DecodeError) as e:
-            number -= 1
+            except (DocError, msgspec.DecodeError) as e:
+                if pending:
+                    flush()
+                raise stop(number, f"not JSON ({e})" if isinstance(e, msgspec.DecodeError) else str(e)) from None
+        try:
+            pending.append(line.decode())
+        except UnicodeDecodeError:
             if pending:
                 flush()
-            restore_indexes_now(conn, app)
-            reason = f"not JSON ({e})" if isinstance(e, msgspec.DecodeError) else str(e)
-            raise DocError(f"line {number + 1}: {reason}; the {total} documents before it were imported", "22P02") from None
-        pending.append((text,))
+            raise stop(number, "not UTF-8 text") from None
+        numbers.append(number)
         if len(pending) >= batch:
             flush()
     if pending:
