@@ -394,6 +394,19 @@ def test_deploy_refusal_keeps_the_live_version(db, tmp_path):
     assert db.select(app="a", collection="users") == []
 
 
+def test_rollback_brings_back_that_versions_indexes(db):
+    def indexes():
+        return [i["fields"] for c in docstore.collections(db.conn, "a") for i in c["indexes"]]
+
+    for n, fields in enumerate((["owner"], ["status"]), 1):
+        manifest = decode_manifest(json.dumps({"name": "a", "indexes": {"notes": fields}}).encode())
+        apps.store_version(db.conn, manifest, f"src{n}", "c1", apps.FileEntry("c", "c1", b"x"), [], [], db.caps)
+    assert indexes() == [["status"]]
+    apps.rollback(db.conn, "a", None, db.caps)
+    assert indexes() == [["owner"]]
+    assert "(<expr>=?)" in db.plan(where=[["eq", "owner", "x"]])
+
+
 @pytest.mark.parametrize(
     "indexes, message",
     [
