@@ -210,6 +210,19 @@ def test_upsert_on_id_and_on_a_declared_unique_key(db):
     assert len(db.select(collection="users")) == 2
 
 
+def test_upsert_on_a_compound_unique_key(db):
+    db.declare("a", {"members": [{"unique": ["org", "email"]}]})
+    db.insert([{"org": "o1", "email": "a@x", "role": "user"}, {"org": "o2", "email": "a@x", "role": "user"}], collection="members")
+    reply = db.ok(op="upsert", collection="members", onConflict="org, email", returning=True,
+                  values=[{"org": "o2", "email": "a@x", "role": "admin"}, {"org": "o3", "email": "a@x", "role": "user"}])
+    assert [(d["org"], d["role"]) for d in reply["data"]] == [("o2", "admin"), ("o3", "user")]
+    assert len(db.select(collection="members")) == 3
+    lacking = db.run(op="upsert", collection="members", onConflict="org,email", values={"org": "o1"})
+    assert lacking["error"]["code"] == "23502"
+    assert db.run(op="upsert", collection="members", onConflict="email", values={"email": "a@x"})["error"]["code"] == "42P10"
+    assert db.ok(collection="members", count="planned", head=True)["count"] == 3
+
+
 def test_unique_violations_name_the_key(db):
     db.declare("a", {"users": [{"unique": "email"}]})
     db.insert({"id": "u1", "email": "a@x"}, collection="users")

@@ -60,11 +60,14 @@ type Scalar = string | number | boolean;
 type Operator = 'eq' | 'neq' | 'gt' | 'gte' | 'lt' | 'lte' | 'in' | 'like' | 'ilike' | 'is' | 'contains' | 'cs';
 
 export interface QueryBuilder<T = Document> extends PromiseLike<Reply<T[]>> {
-  select(columns?: string, options?: { count?: 'exact' | 'estimated'; head?: boolean }): QueryBuilder<T>;
+  select(columns?: string, options?: { count?: 'exact' | 'estimated' | 'planned'; head?: boolean }): QueryBuilder<T>;
   insert(values: Partial<T> | Partial<T>[], options?: { count?: 'exact' }): QueryBuilder<T>;
   /** A JSON merge patch (RFC 7396) applied to every matching document. Needs a filter. */
   update(values: Partial<T>, options?: { count?: 'exact' }): QueryBuilder<T>;
-  /** Insert, or merge the given fields into the document with the same `onConflict` key (default `id`). */
+  /**
+   * Insert, or merge the given fields into the document with the same `onConflict` key: `id` (the
+   * default), or fields with a unique index (`'email'`, `'org,email'`).
+   */
   upsert(
     values: Partial<T> | Partial<T>[],
     options?: { onConflict?: string; ignoreDuplicates?: boolean; count?: 'exact' },
@@ -97,9 +100,15 @@ export interface QueryBuilder<T = Document> extends PromiseLike<Reply<T[]>> {
   range(from: number, to: number): QueryBuilder<T>;
   /** Keyset pagination: the previous reply's `cursor`, or the previous page's last row. */
   after(cursor: string | { id: string | number }): QueryBuilder<T>;
-  single(): PromiseLike<Reply<T>>;
-  maybeSingle(): PromiseLike<Reply<T>>;
+  /** Exactly one row as `data` (an error `PGRST116` otherwise). */
+  single(): SingleBuilder<T>;
+  /** One row or `data: null`. */
+  maybeSingle(): SingleBuilder<T>;
   throwOnError(): QueryBuilder<T>;
+}
+
+export interface SingleBuilder<T> extends PromiseLike<Reply<T>> {
+  throwOnError(): SingleBuilder<T>;
 }
 
 export const db: {

@@ -121,7 +121,7 @@ class Operation(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     limit: int | None = None
     offset: int = 0
     after: str | dict[str, Any] | None = None
-    count: Literal["exact", "estimated"] | None = None
+    count: Literal["exact", "estimated", "planned"] | None = None  # planned: as estimated
     head: bool = False
     single: Literal["one", "maybe"] | None = None
     returning: bool = False

@@ -268,7 +268,7 @@ class Store:
     def _count(self, cid: int, table: str, op: Operation) -> int:
         f = sql.Filter()
         where = f.all(op.where)
-        if op.count == "estimated":
+        if op.count in ("estimated", "planned"):
             if not op.where:
                 return self.conn.execute("SELECT rows FROM doc_collections WHERE id = ?", (cid,)).fetchone()[0]
             capped = self.conn.execute(
@@ -350,17 +350,21 @@ class Store:
         return _written(rows, op, 201, len(values)), len(values)
 
     def _upsert(self, cid: int, table: str, op: Operation, limits: Limits, returning: str) -> tuple[Result, int]:
-        key = op.on_conflict
-        if key != "id" and not self.conn.execute(
-            "SELECT 1 FROM doc_indexes WHERE collection = ? AND is_unique AND fields = ?", (cid, _encode([key]).decode())
+        keys = [k.strip() for k in op.on_conflict.split(",") if k.strip()]  # 'org,email': a compound key
+        if keys != ["id"] and not self.conn.execute(
+            "SELECT 1 FROM doc_indexes WHERE collection = ? AND is_unique AND fields = ?", (cid, _encode(keys).decode())
         ).fetchone():
+            shown = ", ".join(keys)[:80]
             raise DocError(
-                f"upsert on {key[:80]!r} needs a unique index on it: declare {{\"unique\": \"{key[:80]}\"}} "
-                f"in fazt.json indexes.{op.collection}",
+                f"upsert on ({shown}) needs a unique index on exactly those fields: declare "
+                f'{{"unique": {_encode(keys).decode()[:80]}}} in fazt.json indexes.{op.collection}',
                 "42P10",
             )
-        parts = parse_path(key)
-        find = f'SELECT rowid, json(body) FROM "{table}" WHERE {sql.value_of(key)} = ?'
+        paths = [parse_path(k) for k in keys]
+        find = (
+            f'SELECT rowid, json(body) FROM "{table}" WHERE '
+            + " AND ".join(f"{sql.value_of(k)} = ?" for k in keys)
+        )
         insert = f'INSERT INTO "{table}"(body) VALUES (jsonb(?)){returning}'
         replace = f'UPDATE "{table}" SET body = jsonb(?) WHERE rowid = ?{returning}'
         now = timestamp()
@@ -370,10 +374,12 @@ class Store:
             what = f"document {i}"
             if not isinstance(doc, dict):
                 raise DocError(f"{what} must be a JSON object", "22P02")
-            value = _lookup(doc, parts)
-            if value is None and key != "id":
-                raise DocError(f"{what} has no {key!r}, the upsert's conflict key", "23502")
-            found = None if value is None else self.conn.execute(find, (sql._bindable(value, "upsert", key),)).fetchone()
+            values = [_lookup(doc, p) for p in paths]
+            if None in values and keys != ["id"]:
+                raise DocError(f"{what} lacks {', '.join(keys)}, the upsert's conflict key", "23502")
+            found = None
+            if None not in values:
+                found = self.conn.execute(find, [sql._bindable(v, "upsert", k) for v, k in zip(values, keys)]).fetchone()
             if found is None:
                 self._run(cid, insert, (prepare_new(doc, limits, now, what, ulid()),), rows)
                 added += 1
