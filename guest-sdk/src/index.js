@@ -1,4 +1,5 @@
-// The `fazt` package apps import. Capabilities (storage, auth, ai) join
-// here as the host grows them.
+// The `fazt` package apps import. Capabilities (auth, ai) join here as the
+// host grows them.
 export { requestId } from './runtime.js';
 export { db, DocumentsError } from './db.js';
+export { storage } from './storage.js';

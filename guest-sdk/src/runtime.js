@@ -14,6 +14,8 @@ const SEND_CHUNK = 8 << 20;
 const INLINE_MAX = 2048;
 
 let currentRequestId = '';
+let currentRequest = null;
+let currentApp = '';
 
 function formatArg(v) {
   if (typeof v === 'string') return v;
@@ -45,8 +47,23 @@ globalThis.console = {
 const WHOLE_CHUNK = 16 << 20;
 const bodies = new WeakMap(); // request -> { streamed, used }
 
+// The request body streams not yet read: storage can pipe one host-side instead.
+const hostBodies = new WeakMap(); // stream -> state
+
+// True (and the body counts as read) if `stream` is the current request's
+// untouched body: the host can then move its bytes without the sandbox.
+export function claimRequestBody(stream) {
+  let state = hostBodies.get(stream);
+  if (!state && currentRequest && (stream === currentRequest || stream === currentRequest.body)) {
+    state = bodies.get(currentRequest);
+  }
+  if (!state || state.streamed || state.used) return false;
+  state.used = true;
+  return true;
+}
+
 function requestBody(state) {
-  return new ReadableStream(
+  const stream = new ReadableStream(
     {
       pull(controller) {
         state.streamed = true;
@@ -57,6 +74,8 @@ function requestBody(state) {
     },
     { highWaterMark: 0 },
   );
+  hostBodies.set(stream, state);
+  return stream;
 }
 
 function readWholeBody() {
@@ -100,20 +119,24 @@ class Request extends NativeRequest {
   }
 }
 
-function sendBytes(u8) {
+// Bytes for a list<u64> host call: [words, length] pieces of at most SEND_CHUNK
+// bytes, viewed in place when aligned, else copied into a zero-padded buffer.
+export function* wordChunks(u8) {
   for (let off = 0; off < u8.byteLength; off += SEND_CHUNK) {
     const part = u8.subarray(off, Math.min(off + SEND_CHUNK, u8.byteLength));
     const n = part.byteLength;
-    let words;
     if (part.byteOffset % 8 === 0 && n % 8 === 0) {
-      words = new BigUint64Array(part.buffer, part.byteOffset, n >> 3);
+      yield [new BigUint64Array(part.buffer, part.byteOffset, n >> 3), n];
     } else {
       const padded = new Uint8Array((n + 7) & ~7);
       padded.set(part);
-      words = new BigUint64Array(padded.buffer, 0, padded.byteLength >> 3);
+      yield [new BigUint64Array(padded.buffer, 0, padded.byteLength >> 3), n];
     }
-    sendBody(words, n);
   }
+}
+
+function sendBytes(u8) {
+  for (const [words, n] of wordChunks(u8)) sendBody(words, n);
 }
 
 function headerList(headers) {
@@ -139,10 +162,21 @@ globalThis.Response = class Response extends NativeResponse {
   }
 };
 
+// Responses whose bytes the host sends itself (a stored object): no body crosses the sandbox.
+const hostAnswered = new WeakMap(); // response -> { object: {...} }
+
+export function hostResponse(answer, init = {}) {
+  const response = new globalThis.Response(null, init);
+  hostAnswered.set(response, answer);
+  return response;
+}
+
 // Returns the export's result: the whole response when it is small and complete,
 // else sends it through http.send-head/send-body and returns {"sent": true}.
 async function sendResponse(response) {
   const head = { status: response.status, headers: headerList(response.headers) };
+  const answer = hostAnswered.get(response);
+  if (answer) return JSON.stringify({ ...head, ...answer });
   if (!streamed.has(response)) {
     const bytes = new Uint8Array(await response.arrayBuffer());
     if (bytes.byteLength <= INLINE_MAX) {
@@ -178,6 +212,7 @@ export function handlerFor(app) {
     async fetch(json) {
       const head = JSON.parse(json);
       currentRequestId = head.requestId;
+      currentApp = head.app;
       try {
         if (!app || typeof app.fetch !== 'function') {
           throw new TypeError('the app has no fetch handler: export default { async fetch(request, ctx) { ... } }');
@@ -190,6 +225,7 @@ export function handlerFor(app) {
         }
         const request = new Request(head.url, init);
         if (head.hasBody) bodies.set(request, state);
+        currentRequest = request;
         const pending = [];
         const ctx = {
           requestId: head.requestId,
@@ -214,4 +250,10 @@ export function handlerFor(app) {
 
 export function requestId() {
   return currentRequestId;
+}
+
+// Where the app is mounted for the current request ('/<app>', or '' on its own host name).
+export function mountPrefix() {
+  const prefix = currentRequest?.headers.get('x-forwarded-prefix');
+  return prefix ?? `/${currentApp}`;
 }

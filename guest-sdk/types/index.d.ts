@@ -116,3 +116,75 @@ export const db: {
   /** Runs the builders in one transaction: every one commits, or none does. */
   batch(builders: QueryBuilder<any>[]): Promise<Reply<Reply<unknown>[]>>;
 };
+
+/** An error from storage (`error` of a reply): the storage-js shape. */
+export interface StorageErrorShape {
+  message: string;
+  /** HTTP status as a string, e.g. `'404'`, `'409'` (exists), `'413'` (quota or body limit). */
+  statusCode: string;
+  /** A code: `not_found`, `Duplicate`, `InvalidKey`, `InvalidBucketName`, `QuotaExceeded`, ... */
+  error: string;
+}
+
+export interface StorageReply<T> {
+  data: T | null;
+  error: StorageErrorShape | null;
+}
+
+/** A listed object (or a folder, with `id: null`), as storage-js lists them. */
+export interface FileObject {
+  name: string;
+  id: string | null;
+  updated_at: string | null;
+  created_at: string | null;
+  last_accessed_at: null;
+  metadata: { size: number; mimetype: string; eTag: string; lastModified: string; [key: string]: unknown } | null;
+}
+
+export interface ObjectInfo {
+  bucket: string;
+  key: string;
+  size: number;
+  /** MD5 of the bytes, hex. */
+  etag: string;
+  contentType: string;
+  metadata: Record<string, string>;
+  /** Seconds since the epoch. */
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface Bucket {
+  /**
+   * Stores an object. Passing the request (or `request.body`, unread) pipes it from the socket into
+   * storage on the host: the bytes never enter the sandbox. Refused with `Duplicate` if the key
+   * exists, unless `upsert`.
+   */
+  upload(
+    path: string,
+    body: string | ArrayBuffer | ArrayBufferView | Blob | ReadableStream | Request,
+    options?: { contentType?: string; upsert?: boolean; metadata?: Record<string, string> },
+  ): Promise<StorageReply<{ path: string; id: string; fullPath: string }>>;
+  update(path: string, body: Parameters<Bucket['upload']>[1], options?: { contentType?: string }): ReturnType<Bucket['upload']>;
+  download(path: string): Promise<StorageReply<Blob>>;
+  /** A Response the host fills from storage (ETag, Last-Modified, 304, Range): the bytes skip the sandbox. */
+  stream(path: string, options?: { range?: string | null; status?: number; headers?: HeadersInit }): Response;
+  /** One folder: objects directly under `path`, and its subfolders. */
+  list(path?: string, options?: { limit?: number; cursor?: string; search?: string }): Promise<StorageReply<FileObject[]> & { cursor?: string }>;
+  head(path: string): Promise<StorageReply<ObjectInfo>>;
+  info(path: string): Promise<StorageReply<ObjectInfo>>;
+  exists(path: string): Promise<StorageReply<boolean>>;
+  remove(paths: string[]): Promise<StorageReply<FileObject[]>>;
+  copy(from: string, to: string, options?: { destinationBucket?: string }): Promise<StorageReply<{ path: string }>>;
+  move(from: string, to: string, options?: { destinationBucket?: string }): Promise<StorageReply<{ message: string }>>;
+  /** A URL (absolute path on this host) that GETs the object without the app until it expires. */
+  createSignedUrl(path: string, expiresIn: number): Promise<StorageReply<{ signedUrl: string }>>;
+  /** A URL that takes one PUT of the object's bytes, for two hours (or `expiresIn` seconds). */
+  createSignedUploadUrl(path: string, options?: { expiresIn?: number }): Promise<StorageReply<{ signedUrl: string; path: string; token: string }>>;
+  /** For buckets declared public in fazt.json. */
+  getPublicUrl(path: string): { data: { publicUrl: string } };
+}
+
+export const storage: {
+  from(bucket: string): Bucket;
+};

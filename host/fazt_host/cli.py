@@ -61,6 +61,7 @@ LIMIT_FLAGS = {
     "document_depth": "nesting depth of one document (default 32)",
     "result_mb": "size of one query's result in MiB (default 16)",
     "query_ms": "time of one document query in milliseconds (default 5000)",
+    "storage_mb": "bytes all of the app's stored objects may take, in MiB (default 1024)",
 }
 
 
@@ -333,6 +334,35 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_blobs(args) -> int:
+    from .capabilities.storage import store
+    from .host import capabilities
+
+    conn = _existing_cartridge(args)
+    capabilities(conn)
+    try:
+        if args.bucket is None:
+            rows = store.buckets(conn, args.app)
+            if args.json:
+                _print_json(rows)
+            elif not rows:
+                print(f"{args.app} has no buckets", file=sys.stderr)
+            for r in [] if args.json else rows:
+                print(f"{r['name']:<32} {'public ' if r['public'] else 'private'} {r['objects']:>8} objects {r['bytes']:>14,} bytes")
+            return 0
+        objects, prefixes, more = store.listing(conn, args.app, args.bucket, args.prefix, args.limit, "", "")
+    except store.StorageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        _print_json(objects)
+    for o in [] if args.json else objects:
+        print(f"{o['size']:>14,}  {_ts(o['updatedAt'])}  {o['etag']}  {o['key']}")
+    if more and not args.json:
+        print(f"(more: --limit {args.limit * 10})", file=sys.stderr)
+    return 0
+
+
 def cmd_up(args) -> int:
     from .serve import serve
 
@@ -421,6 +451,13 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("app")
     ex.add_argument("collection")
     ex.add_argument("-o", "--output", help="file to write (default standard output)")
+
+    bl = command("blobs", "list an app's storage buckets, or the objects in one", cmd_blobs)
+    bl.add_argument("app")
+    bl.add_argument("bucket", nargs="?")
+    bl.add_argument("--prefix", default="", help="only keys starting with this")
+    bl.add_argument("--limit", type=int, default=1000, help="objects to list (default 1000)")
+    bl.add_argument("--json", action="store_true", help="print JSON")
 
     bk = command("backup", "write a consistent copy of the cartridge while serving", cmd_backup)
     bk.add_argument("file")

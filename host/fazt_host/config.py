@@ -29,6 +29,8 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_de
     document_depth: int = 32
     result_mb: int = 16
     query_ms: int = 5_000
+    # Storage: the bytes all of the app's objects may take.
+    storage_mb: int = 1024
 
     def __post_init__(self) -> None:
         if self.timeout_ms < 1 or self.timeout_ms > 15 * 60_000:
@@ -46,6 +48,7 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_de
             ("document_depth", 1, 256),
             ("result_mb", 1, 1024),
             ("query_ms", 1, 15 * 60_000),
+            ("storage_mb", 0, 1 << 24),
         ):
             if not low <= getattr(self, field) <= high:
                 raise ValueError(f"limits.{_camel(field)} must be between {low} and {high}")
@@ -64,6 +67,28 @@ class UniqueIndex(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 IndexSpec = str | list[str] | UniqueIndex
 
 
+class BucketConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    public: bool = False  # public objects are readable by anyone at /<app>/storage/v1/object/public/...
+
+
+class StorageConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """fazt.json `storage`: the backend and the buckets the app declares."""
+
+    backend: str = "internal"
+    buckets: dict[str, BucketConfig] = {}
+
+    def __post_init__(self) -> None:
+        if self.backend != "internal":
+            raise ValueError('storage.backend must be "internal"')
+        if not self.buckets:
+            return
+        from .capabilities.storage.store import BUCKET  # the storage capability owns the rule
+
+        for name in self.buckets:
+            if not BUCKET.match(name):
+                raise ValueError(f"storage.buckets: {name[:80]!r} is not a valid bucket name")
+
+
 class Manifest(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_defaults=True, frozen=True):
     """An app's fazt.json."""
 
@@ -74,6 +99,7 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_
     limits: Limits = Limits()
     keep_versions: int = 5
     indexes: dict[str, list[IndexSpec]] = {}
+    storage: StorageConfig = StorageConfig()
 
     def __post_init__(self) -> None:
         if not APP_NAME.match(self.name):

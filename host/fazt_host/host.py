@@ -14,6 +14,7 @@ from .apps import Deployed
 from .capabilities import Capability
 from .capabilities.documents import Documents
 from .capabilities.log import Log
+from .capabilities.storage import Storage
 from .config import HostSettings
 from .runtime import ComponentCache, EpochTicker, Guest, GuestError, Invocation, Runtime, make_engine
 from .server import HTTP_INTERFACE, HttpTrigger, http_functions
@@ -21,7 +22,7 @@ from .server import HTTP_INTERFACE, HttpTrigger, http_functions
 
 def capabilities(conn) -> list[Capability]:
     """Every capability, with its tables migrated on `conn` (not yet set up for invocations)."""
-    caps: list[Capability] = [Log(), Documents()]
+    caps: list[Capability] = [Log(), Documents(), Storage()]
     for cap in caps:
         cartridge.migrate(conn, cap.name, cap.migrations)
     return caps
@@ -35,6 +36,8 @@ class Host:
         for cap in self.capabilities:
             cap.setup(self.conn)
         self.log = next(c for c in self.capabilities if isinstance(c, Log))
+        self.routes = {p: fn for cap in self.capabilities for p, fn in cap.routes().items()}
+        self.results = {k: fn for cap in self.capabilities for k, fn in cap.results().items()}
         self.engine = make_engine()
         interfaces = {cap.interface: cap.functions() for cap in self.capabilities}
         interfaces[HTTP_INTERFACE] = http_functions()

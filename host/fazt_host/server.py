@@ -107,9 +107,14 @@ class Exchange:
         self.closed = False
         self.aborted = False
         self.started: float | None = None  # when the guest began running (the wasm thread may be busy)
+        self.answer = None  # (capability's handler, result) when a capability answers instead
 
     # -- wasm thread ---------------------------------------------------------
     def read_body(self, max_bytes: int) -> str:
+        return base64.b64encode(self.read_bytes(max_bytes)).decode("ascii")
+
+    def read_bytes(self, max_bytes: int) -> bytes:
+        """The next piece of the request body (b"" at its end), waiting on the event loop."""
         future = asyncio.run_coroutine_threadsafe(self._read(max(1, min(max_bytes, 32 * MIB))), self.loop)
         try:
             # Waiting here the epoch deadline cannot interrupt: bound the wait by it instead.
@@ -117,7 +122,7 @@ class Exchange:
         except TimeoutError:
             future.cancel()
             raise GuestTimeout("the request body did not arrive before the time limit") from None
-        return base64.b64encode(data).decode("ascii")
+        return data
 
     def send_head(self, raw: str) -> None:
         try:
@@ -283,6 +288,9 @@ class HttpTrigger:
             qs = f"?{scope.query_string}" if scope.query_string else ""
             proto.response_empty(308, [("location", f"{base}/{qs}")])
             return
+        for prefix, serve in self.host.routes.items():
+            if inner.startswith(prefix):
+                return await serve(self, scope, proto, deployed, inner, base)
         method = scope.method.upper()
         if method in ("GET", "HEAD"):
             hit = static.lookup(deployed.static, unquote(inner[1:]))
@@ -291,6 +299,22 @@ class HttpTrigger:
                 static.respond(proto, self.blobs, path, digest, size, method, scope.headers)
                 return
         await self.invoke(scope, proto, deployed, inner, base, method)
+
+    async def on_wasm_thread(self, fn):
+        """Runs fn() where guests run: the process's one writer to the cartridge."""
+        return await asyncio.get_running_loop().run_in_executor(self.wasm, fn)
+
+    def body_reader(self, scope, proto, deployed: Deployed) -> Exchange:
+        """The request body of a host route, read from the wasm thread with the app's limits."""
+        limits = deployed.manifest.limits
+        length = scope.headers.get("content-length")
+        if length is not None and not (length.isascii() and length.isdigit()):
+            raise HttpError(400, "invalid content-length")
+        if length is not None and int(length) > limits.body_mb * MIB:
+            raise HttpError(413, f"the request body exceeds the limit of {limits.body_mb} MiB")
+        deadline = time.monotonic() + limits.timeout_ms / 1000
+        return Exchange(asyncio.get_running_loop(), proto, limits.body_mb * MIB, 0, deadline,
+                        int(length) if length is not None else None)
 
     def host_endpoint(self, inner: str, proto) -> None:
         if inner == "/health":
@@ -332,7 +356,7 @@ class HttpTrigger:
         exchange = Exchange(
             loop, proto, body_limit, limits.response_mb * MIB, deadline, int(length) if length is not None else None
         )
-        invocation = Invocation(deployed.name, rid, limits, {"http": exchange})
+        invocation = Invocation(deployed.name, rid, limits, {"http": exchange, "base": base})
         payload = msgspec.json.encode(request).decode()
 
         def run() -> None:
@@ -341,7 +365,10 @@ class HttpTrigger:
                 if exchange.started >= deadline:
                     raise GuestTimeout(f"the request waited past its time limit of {limits.timeout_ms} ms")
                 result = self.host.invoke(deployed, HANDLER_INTERFACE, "fetch", payload, invocation)
-                if "status" in result:
+                kind = next((k for k in self.host.results if k in result), None)
+                if kind is not None:
+                    exchange.answer = (self.host.results[kind], result)  # answered by a capability
+                elif "status" in result:
                     exchange.finish_inline(result)
             finally:
                 exchange.close()
@@ -355,14 +382,17 @@ class HttpTrigger:
         if not done:
             switched = exchange.start_streaming()
             if switched is not None:
-                return await self.stream(proto, exchange, future, switched, rid)
+                return await self.stream(scope, proto, deployed, exchange, future, switched, rid)
         try:
             await future
         except Exception as e:  # noqa: BLE001 - every failure becomes a JSON error
             return self.fail(proto, e, rid)
-        self.complete(proto, exchange, rid)
+        await self.complete(scope, proto, deployed, exchange, rid)
 
-    def complete(self, proto, exchange: Exchange, rid: str) -> None:
+    async def complete(self, scope, proto, deployed: Deployed, exchange: Exchange, rid: str) -> None:
+        if exchange.answer is not None:
+            answer, result = exchange.answer
+            return await answer(self, scope, proto, deployed, result, rid)
         head = exchange.head
         if head is None:
             return json_error(proto, 500, "the handler returned without a response", rid)
@@ -378,7 +408,7 @@ class HttpTrigger:
             return json_error(proto, error.status, str(error), rid)
         return json_error(proto, 500, f"internal error: {type(error).__name__}", rid)
 
-    async def stream(self, proto, exchange: Exchange, future, switched, rid: str) -> None:
+    async def stream(self, scope, proto, deployed: Deployed, exchange: Exchange, future, switched, rid: str) -> None:
         head, buffered = switched
         queue = exchange.queue
         assert queue is not None
@@ -392,7 +422,7 @@ class HttpTrigger:
                 except Exception as e:  # noqa: BLE001
                     return self.fail(proto, e, rid)
                 exchange.chunks = buffered
-                return self.complete(proto, exchange, rid)
+                return await self.complete(scope, proto, deployed, exchange, rid)
             kind, value = item
             if kind == "head":
                 head = value

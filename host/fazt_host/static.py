@@ -8,6 +8,7 @@ a redeploy changes the bytes behind a URL at once.
 from __future__ import annotations
 
 import mimetypes
+from email.utils import parsedate_to_datetime
 from collections import OrderedDict
 
 import apsw
@@ -87,6 +88,36 @@ class Blobs:
         return data
 
 
+def negotiate(etag: str, size: int, method: str, req_headers, modified: float | None = None) -> tuple[int, int, int, list[tuple[str, str]]]:
+    """What to send of a representation: (status 200/206/304/416, first byte, last byte, headers to add).
+
+    Honours If-None-Match (or, without it, If-Modified-Since), a single byte
+    Range, and If-Range.
+    """
+    inm = req_headers.get("if-none-match")
+    if inm and (inm.strip() == "*" or etag in [t.strip().removeprefix("W/") for t in inm.split(",")]):
+        return 304, 0, -1, []
+    ims = req_headers.get("if-modified-since")
+    if not inm and ims and modified is not None:
+        try:
+            if int(modified) <= parsedate_to_datetime(ims).timestamp():
+                return 304, 0, -1, []
+        except (TypeError, ValueError, IndexError):
+            pass  # an unreadable date is ignored, as RFC 9110 says
+    rng = req_headers.get("range")
+    if_range = req_headers.get("if-range")
+    if if_range is not None and if_range.strip() != etag:
+        rng = None  # the client's partial copy is of other bytes: send the whole thing
+    if rng and method in ("GET", "HEAD"):
+        parsed = parse_range(rng, size)
+        if parsed == "unsatisfiable":
+            return 416, 0, -1, [("content-range", f"bytes */{size}")]
+        if parsed is not None:
+            start, end = parsed
+            return 206, start, end, [("content-range", f"bytes {start}-{end}/{size}")]
+    return 200, 0, size - 1, []
+
+
 def respond(proto, blobs: Blobs, path: str, digest: str, size: int, method: str, req_headers) -> None:
     etag = f'"{digest[:32]}"'
     headers = [
@@ -95,23 +126,11 @@ def respond(proto, blobs: Blobs, path: str, digest: str, size: int, method: str,
         ("cache-control", CACHE_CONTROL),
         ("accept-ranges", "bytes"),
     ]
-    inm = req_headers.get("if-none-match")
-    if inm and (inm.strip() == "*" or etag in [t.strip().removeprefix("W/") for t in inm.split(",")]):
-        proto.response_empty(304, headers)
+    status, start, end, extra = negotiate(etag, size, method, req_headers)
+    headers += extra
+    if status in (304, 416):
+        proto.response_empty(status, headers)
         return
-    status, start, end = 200, 0, size - 1
-    rng = req_headers.get("range")
-    if_range = req_headers.get("if-range")
-    if if_range is not None and if_range.strip() != etag:
-        rng = None  # the client's partial copy is of other bytes: send the whole file
-    if rng and method in ("GET", "HEAD"):
-        parsed = parse_range(rng, size)
-        if parsed == "unsatisfiable":
-            proto.response_empty(416, headers + [("content-range", f"bytes */{size}")])
-            return
-        if parsed is not None:
-            status, (start, end) = 206, parsed
-            headers.append(("content-range", f"bytes {start}-{end}/{size}"))
     if method == "HEAD":
         proto.response_empty(status, headers + [("content-length", str(end - start + 1))])
         return

@@ -43,3 +43,13 @@ class Capability:
 
     def forget(self, conn: apsw.Connection, app: str) -> None:
         """The app is removed: drop what it owned, so a later app of that name starts empty."""
+
+    def routes(self) -> dict[str, Callable[..., Any]]:
+        """HTTP paths under each app this capability serves itself: prefix -> async
+        handler(trigger, scope, proto, deployed, inner path, mount base)."""
+        return {}
+
+    def results(self) -> dict[str, Callable[..., Any]]:
+        """Handler results this capability answers (a result holding the key): key -> async
+        handler(trigger, scope, proto, deployed, result, request id)."""
+        return {}

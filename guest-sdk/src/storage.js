@@ -1,0 +1,192 @@
+// `storage`: buckets of objects, with the supabase-js storage API.
+//
+//   const b = storage.from('avatars');
+//   await b.upload('u/42.png', request.body, { contentType: 'image/png', upsert: true });
+//   const { data } = await b.list('u/', { limit: 100 });
+//
+// Replies are `{ data, error }`; errors are values (`error.message`,
+// `error.statusCode`, `error.error`). Uploading the request's own body pipes
+// it from the socket into storage on the host: it never enters the sandbox.
+import {
+  call, uploadBegin, uploadWrite, uploadFinish, uploadRequest, downloadBegin, downloadRead,
+} from 'fazt:host/storage@0.1.0';
+import { claimRequestBody, hostResponse, mountPrefix, wordChunks } from './runtime.js';
+
+const READ_CHUNK = 16 << 20;
+
+function ask(fn, op) {
+  return JSON.parse(fn(JSON.stringify(op)));
+}
+
+function failed(message, statusCode = '400', error = 'InvalidRequest') {
+  return { data: null, error: { message, statusCode, error } };
+}
+
+async function toBytes(body) {
+  if (typeof body === 'string') return new TextEncoder().encode(body);
+  if (body instanceof Uint8Array) return body;
+  if (ArrayBuffer.isView(body)) return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
+  if (body instanceof ArrayBuffer) return new Uint8Array(body);
+  if (body instanceof Blob) return new Uint8Array(await body.arrayBuffer());
+  return null;
+}
+
+function entry(o, prefix) {
+  // The storage-js list shape: names relative to the listed folder, metadata with size and type.
+  return {
+    name: o.key.slice(prefix.length),
+    id: o.etag,
+    updated_at: new Date(o.updatedAt * 1000).toISOString(),
+    created_at: new Date(o.createdAt * 1000).toISOString(),
+    last_accessed_at: null,
+    metadata: {
+      size: o.size, mimetype: o.contentType, eTag: `"${o.etag}"`,
+      lastModified: new Date(o.updatedAt * 1000).toISOString(), ...o.metadata,
+    },
+  };
+}
+
+function folderPrefix(path) {
+  return !path ? '' : path.endsWith('/') ? path : `${path}/`;
+}
+
+class Bucket {
+  constructor(bucket) {
+    this.bucket = bucket;
+  }
+
+  // body: string, bytes, Blob, a ReadableStream of bytes, or the request (or request.body) to pipe it.
+  async upload(path, body, { contentType, upsert = false, metadata = {} } = {}) {
+    const op = { bucket: this.bucket, key: path, upsert, metadata };
+    if (contentType) op.contentType = contentType;
+    if (claimRequestBody(body)) return this.reply(ask(uploadRequest, op), path);
+    let stream = null;
+    let bytes = await toBytes(body);
+    if (bytes === null) {
+      if (body instanceof ReadableStream) stream = body;
+      else return failed('upload takes a string, bytes, a Blob, a ReadableStream or the request body');
+    }
+    if (!op.contentType) op.contentType = body instanceof Blob && body.type ? body.type : 'text/plain;charset=UTF-8';
+    const begun = ask(uploadBegin, op);
+    if (begun.error) return begun;
+    const handle = begun.data.handle;
+    const write = (u8) => {
+      for (const [words, n] of wordChunks(u8)) {
+        const err = uploadWrite(handle, words, n);
+        if (err) return JSON.parse(err);
+      }
+      return null;
+    };
+    if (stream) {
+      const reader = stream.getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        const err = write((await toBytes(value)) ?? new TextEncoder().encode(String(value)));
+        if (err) { reader.cancel(); return err; }
+      }
+    } else {
+      const err = write(bytes);
+      if (err) return err;
+    }
+    return this.reply(JSON.parse(uploadFinish(handle)), path);
+  }
+
+  reply(r, path) {
+    if (r.error) return r;
+    return { data: { path, id: r.data.etag, fullPath: `${this.bucket}/${path}` }, error: null };
+  }
+
+  update(path, body, options = {}) {
+    return this.upload(path, body, { ...options, upsert: true });
+  }
+
+  async download(path) {
+    const begun = ask(downloadBegin, { bucket: this.bucket, key: path });
+    if (begun.error) return begun;
+    const parts = [];
+    for (;;) {
+      const b64 = downloadRead(begun.data.handle, READ_CHUNK);
+      if (b64 === '') break;
+      parts.push(Uint8Array.fromBase64(b64));
+    }
+    return { data: new Blob(parts, { type: begun.data.contentType }), error: null };
+  }
+
+  // Lists one "folder": objects directly under `path` and its subfolders (as
+  // entries with id null), like storage-js. `cursor` continues a listing that
+  // replied with `cursor`.
+  async list(path = '', { limit = 100, cursor, search = '' } = {}) {
+    const prefix = folderPrefix(path);
+    const r = ask(call, {
+      op: 'list', bucket: this.bucket, prefix: prefix + search, delimiter: '/', limit, start: cursor ?? '',
+    });
+    if (r.error) return r;
+    const folders = r.data.prefixes.map((p) => ({
+      name: p.slice(prefix.length, -1), id: null, updated_at: null, created_at: null, last_accessed_at: null, metadata: null,
+    }));
+    const out = { data: [...folders, ...r.data.objects.map((o) => entry(o, prefix))], error: null };
+    if (r.data.next) out.cursor = r.data.next;
+    return out;
+  }
+
+  async head(path) {
+    const r = ask(call, { op: 'head', bucket: this.bucket, key: path });
+    return r.error ? r : { data: r.data, error: null };
+  }
+
+  async info(path) {
+    return this.head(path);
+  }
+
+  async exists(path) {
+    const r = await this.head(path);
+    if (r.error && r.error.statusCode === '404') return { data: false, error: null };
+    return r.error ? r : { data: true, error: null };
+  }
+
+  async remove(paths) {
+    const r = ask(call, { op: 'remove', bucket: this.bucket, keys: paths });
+    return r.error ? r : { data: r.data.map((o) => entry(o, '')), error: null };
+  }
+
+  async copy(from, to, { destinationBucket } = {}) {
+    const r = ask(call, { op: 'copy', bucket: this.bucket, key: from, to, toBucket: destinationBucket ?? '' });
+    return r.error ? r : { data: { path: to }, error: null };
+  }
+
+  // A Response the host fills from storage (ETag, Last-Modified, conditional
+  // GET, Range): the bytes go from the cartridge to the client, not through
+  // the sandbox. `range` is a Range header value; without the option the
+  // request's own Range header applies. The object is looked up when the
+  // response is sent: a missing one gives 404.
+  stream(path, { range, status = 200, headers } = {}) {
+    const object = { bucket: this.bucket, key: path };
+    if (arguments[1] && 'range' in arguments[1]) object.range = range ?? null;
+    return hostResponse({ object }, { status, headers });
+  }
+
+  async createSignedUrl(path, expiresIn) {
+    const r = ask(call, { op: 'sign', bucket: this.bucket, key: path, expiresIn });
+    return r.error ? r : { data: { signedUrl: r.data.signedUrl }, error: null };
+  }
+
+  async createSignedUploadUrl(path, { expiresIn = 7200 } = {}) {
+    const r = ask(call, { op: 'sign', bucket: this.bucket, key: path, expiresIn, upload: true });
+    return r.error ? r : { data: r.data, error: null };
+  }
+
+  // The URL of an object in a public bucket (fazt.json storage.buckets.NAME.public).
+  getPublicUrl(path) {
+    return { data: { publicUrl: `${mountPrefix()}/storage/v1/object/public/${this.bucket}/${encodeURI(path)}` } };
+  }
+
+  async move(from, to, { destinationBucket } = {}) {
+    const r = ask(call, { op: 'move', bucket: this.bucket, key: from, to, toBucket: destinationBucket ?? '' });
+    return r.error ? r : { data: { message: 'Successfully moved' }, error: null };
+  }
+}
+
+export const storage = {
+  from(bucket) { return new Bucket(bucket); },
+};

@@ -1,0 +1,233 @@
+"""Storage: buckets of objects per app (the SDK's `storage`, shaped like supabase-js).
+
+Metadata operations travel as JSON through `fazt:host/storage.call`. Bytes
+go in through an upload handle (`upload-write` takes `list<u64>` words, the
+fast guest->host direction) or, for the request's own body, straight from the
+socket into the cartridge (`upload-request`: they never enter the sandbox);
+they come out through a download handle as base64 (the fast host->guest
+direction). The internal backend lives in `store.py`.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import apsw
+import msgspec
+
+from ...config import MIB, Manifest
+from ...runtime import GuestError, Invocation
+from .. import Capability
+from . import http, store
+from .store import StorageError
+
+READ_MAX = 16 * MIB
+
+
+class Call(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    bucket: str
+    op: str = ""
+    key: str = ""
+    keys: list[str] = []
+    to: str = ""
+    to_bucket: str = ""
+    prefix: str = ""
+    delimiter: str = ""
+    limit: int = 100
+    start: str = ""
+    content_type: str = ""
+    metadata: dict[str, str] = {}
+    upsert: bool = False
+    expires_in: int = 3600
+    upload: bool = False
+
+
+_decode_call = msgspec.json.Decoder(Call).decode
+
+
+class Handles:
+    """The uploads and downloads one invocation has open."""
+
+    def __init__(self) -> None:
+        self.open: dict[int, Any] = {}
+        self.next = 1
+
+    def add(self, thing: Any) -> int:
+        handle = self.next
+        self.next += 1
+        self.open[handle] = thing
+        return handle
+
+    def get(self, handle: int, kind: type) -> Any:
+        thing = self.open.get(handle)
+        if not isinstance(thing, kind):
+            raise GuestError(f"storage: no open {kind.__name__.lower()} with handle {handle}")
+        return thing
+
+
+class Download:
+    def __init__(self, conn: apsw.Connection, data: int):
+        self.chunks = store.read(conn, data)
+        self.rest = b""
+
+    def read(self, n: int) -> bytes:
+        out = bytearray(self.rest)
+        for chunk in self.chunks:
+            out += chunk
+            if len(out) >= n:
+                break
+        self.rest = bytes(out[n:])
+        return bytes(out[:n])
+
+
+def reply(data: Any = None, error: StorageError | None = None) -> str:
+    return msgspec.json.encode({"data": data, "error": error.to_json() if error else None}).decode()
+
+
+class Storage(Capability):
+    name = "storage"
+    interface = "fazt:host/storage@0.1.0"
+    migrations = store.MIGRATIONS
+
+    def setup(self, conn: apsw.Connection) -> None:
+        super().setup(conn)
+        store.sweep(conn)
+
+    def functions(self):
+        return {
+            "call": self.call,
+            "upload-begin": self.upload_begin,
+            "upload-write": self.upload_write,
+            "upload-finish": self.upload_finish,
+            "upload-request": self.upload_request,
+            "download-begin": self.download_begin,
+            "download-read": self.download_read,
+        }
+
+    def configure(self, conn: apsw.Connection, manifest: Manifest) -> list[str]:
+        return store.configure_buckets(conn, manifest.name, manifest.storage.buckets)
+
+    def forget(self, conn: apsw.Connection, app: str) -> None:
+        store.forget(conn, app)
+
+    def routes(self):
+        return {http.OBJECT_ROUTES: http.route}
+
+    def results(self):
+        return {"object": http.answer}
+
+    def finish(self, invocation: Invocation) -> None:
+        handles: Handles | None = invocation.state.pop("storage", None)
+        for thing in handles.open.values() if handles else ():
+            if isinstance(thing, store.Upload):
+                thing.abort()  # never finished: nothing of it becomes visible
+
+    @staticmethod
+    def _handles(invocation: Invocation) -> Handles:
+        return invocation.state.setdefault("storage", Handles())
+
+    @staticmethod
+    def _decode(raw: str) -> Call:
+        try:
+            return _decode_call(raw)
+        except msgspec.MsgspecError as e:
+            raise StorageError(f"invalid storage request: {e}") from None
+
+    def call(self, invocation: Invocation, raw: str) -> str:
+        try:
+            c = self._decode(raw)
+            app, conn = invocation.app, self.conn
+            if c.op == "head":
+                return reply(store.head(conn, app, c.bucket, c.key)[0])
+            if c.op == "list":
+                objects, prefixes, more = store.listing(
+                    conn, app, c.bucket, c.prefix, max(1, min(c.limit, 1000)), store.decode_cursor(c.start), c.delimiter
+                )
+                return reply({"objects": objects, "prefixes": prefixes, "next": more and store.encode_cursor(more)})
+            if c.op == "remove":
+                return reply(store.remove(conn, app, c.bucket, c.keys))
+            if c.op in ("copy", "move"):
+                quota = invocation.limits.storage_mb * MIB
+                return reply(store.copy(conn, app, c.bucket, c.key, c.to, c.to_bucket or None, quota, c.op == "move"))
+            if c.op == "sign":
+                if not 1 <= c.expires_in <= 7 * 24 * 3600:
+                    raise StorageError("expiresIn must be between 1 and 604800 seconds")
+                store.check_bucket(c.bucket)
+                store.check_key(c.key)
+                if not c.upload:
+                    store.head(conn, app, c.bucket, c.key)  # only existing objects get download URLs
+                base = invocation.state.get("base", f"/{app}")
+                action = "upload" if c.upload else "download"
+                path = http.signed_path(conn, base, action, app, c.bucket, c.key, c.expires_in)
+                return reply({"signedUrl": path, "path": c.key, "token": path.rpartition("token=")[2]})
+            raise StorageError(f"unknown storage operation {c.op[:40]!r}")
+        except StorageError as e:
+            return reply(error=e)
+
+    def _begin(self, invocation: Invocation, c: Call) -> store.Upload:
+        return store.Upload(
+            self.conn, invocation.app, c.bucket, c.key, c.content_type, c.metadata, c.upsert,
+            invocation.limits.storage_mb * MIB,
+        )
+
+    def upload_begin(self, invocation: Invocation, raw: str) -> str:
+        try:
+            upload = self._begin(invocation, self._decode(raw))
+        except StorageError as e:
+            return reply(error=e)
+        return reply({"handle": self._handles(invocation).add(upload)})
+
+    def upload_write(self, invocation: Invocation, handle: int, words: bytes, length: int) -> str:
+        handles = self._handles(invocation)
+        upload = handles.get(handle, store.Upload)
+        if length > len(words):
+            raise GuestError("upload-write: length exceeds the words sent")
+        try:
+            upload.write(memoryview(words)[:length])
+        except StorageError as e:
+            handles.open.pop(handle, None)
+            return reply(error=e)
+        return ""
+
+    def upload_finish(self, invocation: Invocation, handle: int) -> str:
+        upload = self._handles(invocation).open.pop(handle, None)
+        if not isinstance(upload, store.Upload):
+            raise GuestError(f"storage: no open upload with handle {handle}")
+        try:
+            return reply(upload.finish())
+        except StorageError as e:
+            return reply(error=e)
+
+    def upload_request(self, invocation: Invocation, raw: str) -> str:
+        """Pipes the request body from the socket into a new object."""
+        exchange = invocation.state.get("http")
+        if exchange is None:
+            raise GuestError("upload-request: no HTTP request is in progress in this invocation")
+        try:
+            upload = self._begin(invocation, self._decode(raw))
+        except StorageError as e:
+            return reply(error=e)
+        try:
+            store.pipe(exchange, upload)
+            return reply(upload.finish())
+        except StorageError as e:
+            return reply(error=e)
+        except BaseException as e:
+            upload.abort()
+            if getattr(e, "status", None) == 413:  # the body passed limits.bodyMb
+                return reply(error=StorageError(str(e), 413, "EntityTooLarge"))
+            raise
+
+    def download_begin(self, invocation: Invocation, raw: str) -> str:
+        try:
+            c = self._decode(raw)
+            meta, data = store.head(self.conn, invocation.app, c.bucket, c.key)
+        except StorageError as e:
+            return reply(error=e)
+        meta["handle"] = self._handles(invocation).add(Download(self.conn, data))
+        return reply(meta)
+
+    def download_read(self, invocation: Invocation, handle: int, max_bytes: int) -> str:
+        download = self._handles(invocation).get(handle, Download)
+        return base64.b64encode(download.read(max(1, min(max_bytes, READ_MAX)))).decode("ascii")

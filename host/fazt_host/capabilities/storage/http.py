@@ -1,0 +1,170 @@
+"""Storage over HTTP: objects a handler returns, public objects, and signed URLs.
+
+Routes under `/<app>/storage/v1/object/` (the paths Supabase uses):
+`public/BUCKET/KEY` (GET/HEAD, public buckets only), `sign/BUCKET/KEY?token=`
+(GET/HEAD until the token expires) and `upload/sign/BUCKET/KEY?token=`
+(PUT/POST). Object bytes stream from the cartridge a chunk at a time, so memory
+stays bounded whatever the size.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from email.utils import formatdate
+from urllib.parse import parse_qs, quote, unquote
+
+import apsw
+import msgspec
+
+from ... import static
+from ...cartridge import transaction
+from . import store
+from .store import StorageError
+
+OBJECT_ROUTES = "/storage/v1/object/"
+
+
+def signing_key(conn: apsw.Connection, create: bool = True) -> bytes | None:
+    """The host's secret for signed URLs, made once per cartridge (apps never see it)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'storage-signing-key'").fetchone()
+    if row is None:
+        if not create:
+            return None
+        with transaction(conn):
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('storage-signing-key', ?)", (secrets.token_hex(32),))
+        row = conn.execute("SELECT value FROM meta WHERE key = 'storage-signing-key'").fetchone()
+    return bytes.fromhex(row[0])
+
+
+def _mac(key: bytes, action: str, app: str, bucket: str, object_key: str, expires: int) -> str:
+    message = "\n".join((action, app, bucket, object_key, str(expires))).encode()
+    return base64.urlsafe_b64encode(hmac.new(key, message, hashlib.sha256).digest()).decode().rstrip("=")
+
+
+def signed_path(conn: apsw.Connection, base: str, action: str, app: str, bucket: str, key: str, seconds: int) -> str:
+    """`action` is "download" or "upload"; the path is under the app's mount point `base`."""
+    expires = int(time.time()) + seconds
+    token = f"{expires}.{_mac(signing_key(conn), action, app, bucket, key, expires)}"
+    route = "sign" if action == "download" else "upload/sign"
+    return f"{base}{OBJECT_ROUTES}{route}/{bucket}/{quote(key)}?token={token}"
+
+
+def check_token(conn: apsw.Connection, token: str, action: str, app: str, bucket: str, key: str) -> None:
+    expires_text, _, mac = token.partition(".")
+    secret = signing_key(conn, create=False)  # a reader: nothing was ever signed without one
+    if secret is None or not expires_text.isdigit() or not hmac.compare_digest(
+        mac, _mac(secret, action, app, bucket, key, int(expires_text))
+    ):
+        raise StorageError("invalid signature", 400, "InvalidSignature")
+    if int(expires_text) < time.time():
+        raise StorageError("the signed URL has expired", 400, "ExpiredToken")
+
+
+def _error(proto, e: StorageError, rid: str = "") -> None:
+    headers = [("content-type", "application/json")] + ([("x-fazt-request-id", rid)] if rid else [])
+    proto.response_bytes(e.status, headers, msgspec.json.encode(e.to_json()))
+
+
+async def send_object(proto, conn: apsw.Connection, app: str, bucket: str, key: str, method: str, req_headers,
+                      status: int = 200, headers: list[tuple[str, str]] | None = None) -> None:
+    """Streams an object to the client with ETag, Last-Modified, conditional GET and Range."""
+    meta, data = store.head(conn, app, bucket, key)
+    etag = f'"{meta["etag"]}"'
+    out = [
+        ("content-type", meta["contentType"]),
+        ("etag", etag),
+        ("last-modified", formatdate(meta["updatedAt"], usegmt=True)),
+        ("accept-ranges", "bytes"),
+    ] + [h for h in headers or [] if h[0].lower() not in ("content-type", "etag", "last-modified", "accept-ranges", "content-range")]
+    negotiated, start, end, extra = static.negotiate(etag, meta["size"], method, req_headers, meta["updatedAt"])
+    out += extra
+    if negotiated in (304, 416):
+        proto.response_empty(negotiated, out)
+        return
+    status = negotiated if negotiated == 206 else status
+    out.append(("content-length", str(end - start + 1)))
+    if method == "HEAD" or end < start:
+        proto.response_empty(status, out)
+        return
+    transport = proto.response_stream(status, out)
+    for chunk in store.read(conn, data, start, end + 1):
+        await transport.send_bytes(chunk)
+
+
+async def answer(trigger, scope, proto, deployed, result: dict, rid: str) -> None:
+    """A handler returned `storage.from(b).stream(key)`: the host sends the bytes, not the guest."""
+    spec = result.get("object")
+    try:
+        if not isinstance(spec, dict) or not isinstance(spec.get("bucket"), str) or not isinstance(spec.get("key"), str):
+            raise StorageError("malformed object response", 500, "InternalError")
+        req_headers = dict(scope.headers.items())
+        if "range" in spec:  # the handler chose the range (or none, with null)
+            req_headers.pop("range", None)
+            if isinstance(spec["range"], str) and spec["range"]:
+                req_headers["range"] = spec["range"]
+        headers = [(str(n), str(v)) for n, v in result.get("headers") or []]
+        await send_object(proto, trigger.reader, deployed.name, spec["bucket"], spec["key"], scope.method.upper(),
+                          req_headers, int(result.get("status") or 200), headers + [("x-fazt-request-id", rid)])
+    except StorageError as e:
+        _error(proto, e, rid)
+
+
+async def pipe_upload(trigger, scope, proto, deployed, bucket: str, key: str) -> dict:
+    """Streams the request body into a new object on the process's writer thread."""
+    exchange = trigger.body_reader(scope, proto, deployed)
+    limits = deployed.manifest.limits
+    content_type = scope.headers.get("content-type") or "application/octet-stream"
+    upsert = scope.headers.get("x-upsert", "").lower() == "true"
+
+    def run() -> dict:
+        upload = store.Upload(trigger.host.conn, deployed.name, bucket, key, content_type, {}, upsert,
+                              limits.storage_mb << 20)
+        try:
+            store.pipe(exchange, upload)
+        except StorageError:
+            raise
+        except BaseException as e:
+            upload.abort()
+            if getattr(e, "status", None) == 413:
+                raise StorageError(str(e), 413, "EntityTooLarge") from None
+            raise
+        return upload.finish()
+
+    return await trigger.on_wasm_thread(run)
+
+
+async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
+    """Serves `inner` (a path under OBJECT_ROUTES) for the app."""
+    app = deployed.name
+    method = scope.method.upper()
+    kind, _, tail = inner[len(OBJECT_ROUTES):].partition("/")
+    signed_upload = kind == "upload" and tail.startswith("sign/")
+    if signed_upload:
+        tail = tail[len("sign/"):]
+    bucket, _, key = (unquote(p) for p in tail.partition("/"))
+    token = (parse_qs(scope.query_string).get("token") or [""])[0]
+    conn = trigger.reader
+    try:
+        if kind == "public" and method in ("GET", "HEAD"):
+            row = conn.execute(
+                "SELECT public FROM blob_buckets WHERE app = ? AND name = ?", (app, store.check_bucket(bucket))
+            ).fetchone()
+            if not row or not row[0]:
+                raise StorageError("Bucket not found", 404, "not_found")  # private buckets are not revealed
+            return await send_object(proto, conn, app, bucket, key, method, scope.headers)
+        if kind == "sign" and method in ("GET", "HEAD"):
+            check_token(conn, token, "download", app, bucket, key)
+            return await send_object(proto, conn, app, bucket, key, method, scope.headers)
+        if signed_upload and method in ("PUT", "POST"):
+            check_token(conn, token, "upload", app, bucket, key)
+            meta = await pipe_upload(trigger, scope, proto, deployed, bucket, key)
+            body = {"Key": f"{bucket}/{key}", "Id": meta["etag"], "data": meta}
+            proto.response_bytes(200, [("content-type", "application/json")], msgspec.json.encode(body))
+            return
+        raise StorageError(f"no storage route {method} {inner[:120]}", 404, "not_found")
+    except StorageError as e:
+        _error(proto, e)

@@ -1,0 +1,439 @@
+"""Buckets of objects inside the cartridge: the internal storage backend.
+
+An object's bytes are an upload (`blob_data`) of chunks (`blob_chunks`, 512
+KiB rows), each chunk written in its own short transaction so a large upload
+never holds the write lock for long. The object row (`blob_objects`) is
+switched to the new upload in one transaction at the end, so a half-written
+upload is never visible and concurrent writers to one key replace it
+atomically (the last to finish wins). Replaced and abandoned uploads become
+orphans and are swept once no reader can still be on them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import apsw
+import msgspec
+
+from ...cartridge import transaction
+
+MIGRATIONS = [
+    """
+    CREATE TABLE blob_buckets(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        app TEXT NOT NULL,
+        name TEXT NOT NULL,
+        public INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        UNIQUE(app, name)
+    ) STRICT;
+    -- One upload's bytes. state: writing (not visible), live (an object's), orphan (to sweep).
+    CREATE TABLE blob_data(
+        id INTEGER PRIMARY KEY,
+        app TEXT NOT NULL,
+        size INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL,
+        changed_at REAL NOT NULL
+    ) STRICT;
+    CREATE INDEX blob_data_by_state ON blob_data(state, changed_at);
+    CREATE TABLE blob_chunks(
+        id INTEGER PRIMARY KEY,
+        data INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        bytes BLOB NOT NULL,
+        UNIQUE(data, seq)
+    ) STRICT;
+    CREATE TABLE blob_objects(
+        bucket INTEGER NOT NULL REFERENCES blob_buckets(id),
+        key TEXT NOT NULL,
+        data INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        etag TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY(bucket, key)
+    ) STRICT;
+    """
+]
+
+CHUNK = 512 * 1024
+# An orphan is swept this long after it stopped being an object's bytes: a
+# download that started before the switch has this long to finish reading.
+ORPHAN_GRACE_S = 600
+# An upload still 'writing' after this long belonged to a process that died.
+ABANDONED_S = 3600
+
+BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_KEY_BYTES = 1024
+
+
+class StorageError(Exception):
+    """A refused request: `{"error": {"message", "statusCode", "error"}}` for the app (storage-js shape)."""
+
+    def __init__(self, message: str, status: int = 400, error: str = "InvalidRequest"):
+        super().__init__(message)
+        self.status = status
+        self.error = error
+
+    def to_json(self) -> dict[str, Any]:
+        return {"message": str(self), "statusCode": str(self.status), "error": self.error}
+
+
+def check_bucket(name: Any) -> str:
+    if not isinstance(name, str) or not BUCKET.match(name):
+        raise StorageError(
+            f"invalid bucket name {str(name)[:80]!r}: 3 to 63 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit",
+            400,
+            "InvalidBucketName",
+        )
+    return name
+
+
+def check_key(key: Any) -> str:
+    """Object keys: UTF-8, at most 1024 bytes, no control characters, no `.`/`..` segments."""
+    if not isinstance(key, str) or not key:
+        raise StorageError("an object key must be a non-empty string", 400, "InvalidKey")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise StorageError(f"object key longer than {MAX_KEY_BYTES} bytes", 400, "KeyTooLongError")
+    if _CONTROL.search(key):
+        raise StorageError("object keys cannot hold control characters (NUL, newline...)", 400, "InvalidKey")
+    if key.startswith("/") or any(part in (".", "..") for part in key.split("/")):
+        raise StorageError(f"invalid object key {key[:80]!r}: no leading '/', no '.' or '..' segments", 400, "InvalidKey")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise StorageError("object keys must be valid UTF-8", 400, "InvalidKey") from None
+    return key
+
+
+def usage(conn: apsw.Connection, app: str) -> int:
+    """Bytes the app's live objects and uploads in progress take."""
+    return conn.execute(
+        "SELECT coalesce(sum(size), 0) FROM blob_data WHERE app = ? AND state IN ('live', 'writing')", (app,)
+    ).fetchone()[0]
+
+
+def bucket_id(conn: apsw.Connection, app: str, bucket: str, create: bool = False) -> int | None:
+    check_bucket(bucket)
+    row = conn.execute("SELECT id FROM blob_buckets WHERE app = ? AND name = ?", (app, bucket)).fetchone()
+    if row:
+        return row[0]
+    if not create:
+        return None
+    return conn.execute(
+        "INSERT INTO blob_buckets(app, name, created_at) VALUES (?, ?, ?) RETURNING id", (app, bucket, time.time())
+    ).fetchone()[0]
+
+
+class Upload:
+    """Bytes going into a new object; visible only once `finish` commits."""
+
+    def __init__(self, conn: apsw.Connection, app: str, bucket: str, key: str, content_type: str,
+                 metadata: dict[str, str], upsert: bool, quota: int):
+        self.conn = conn
+        self.app, self.bucket, self.key = app, check_bucket(bucket), check_key(key)
+        self.content_type = content_type or "application/octet-stream"
+        self.metadata = metadata
+        self.upsert = upsert
+        self.quota = quota
+        self.md5 = hashlib.md5()
+        self.size = 0
+        self.seq = 0
+        self.buffer = bytearray()
+        if not upsert and self._exists():
+            raise StorageError("The resource already exists", 409, "Duplicate")
+        with transaction(conn):
+            self.data = conn.execute(
+                "INSERT INTO blob_data(app, state, changed_at) VALUES (?, 'writing', ?) RETURNING id", (app, time.time())
+            ).fetchone()[0]
+        self.room = quota - usage(conn, app)
+
+    def _exists(self) -> bool:
+        bid = bucket_id(self.conn, self.app, self.bucket)
+        return bid is not None and bool(
+            self.conn.execute("SELECT 1 FROM blob_objects WHERE bucket = ? AND key = ?", (bid, self.key)).fetchone()
+        )
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self.size + len(data) > self.room:
+            self.abort()
+            raise StorageError(f"the app's storage quota ({self.quota >> 20} MiB) is used up", 413, "QuotaExceeded")
+        self.md5.update(data)
+        self.size += len(data)
+        self.buffer += data
+        while len(self.buffer) >= CHUNK:
+            self._put(bytes(self.buffer[:CHUNK]))
+            del self.buffer[:CHUNK]
+
+    def _put(self, chunk: bytes) -> None:
+        with transaction(self.conn):
+            self.conn.execute("INSERT INTO blob_chunks(data, seq, bytes) VALUES (?, ?, ?)", (self.data, self.seq, chunk))
+            self.conn.execute("UPDATE blob_data SET size = size + ?, changed_at = ? WHERE id = ?", (len(chunk), time.time(), self.data))
+        self.seq += 1
+
+    def finish(self) -> dict[str, Any]:
+        if self.buffer:
+            self._put(bytes(self.buffer))
+            self.buffer.clear()
+        now = time.time()
+        etag = self.md5.hexdigest()
+        with transaction(self.conn):
+            bid = bucket_id(self.conn, self.app, self.bucket, create=True)
+            old = self.conn.execute(
+                "SELECT data, created_at FROM blob_objects WHERE bucket = ? AND key = ?", (bid, self.key)
+            ).fetchone()
+            if old and not self.upsert:
+                self._drop()
+                raise StorageError("The resource already exists", 409, "Duplicate")
+            if old:
+                self.conn.execute("UPDATE blob_data SET state = 'orphan', changed_at = ? WHERE id = ?", (now, old[0]))
+            self.conn.execute("UPDATE blob_data SET state = 'live', changed_at = ? WHERE id = ?", (now, self.data))
+            self.conn.execute(
+                "INSERT OR REPLACE INTO blob_objects(bucket, key, data, size, etag, content_type, metadata, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (bid, self.key, self.data, self.size, etag, self.content_type,
+                 msgspec.json.encode(self.metadata).decode(), old[1] if old else now, now),
+            )
+        sweep(self.conn)
+        return describe(self.bucket, self.key, self.size, etag, self.content_type, self.metadata, now, now)
+
+    def abort(self) -> None:
+        """Forgets the bytes written so far (no reader can see an upload in progress)."""
+        with transaction(self.conn):
+            self._drop()
+
+    def _drop(self) -> None:
+        self.conn.execute("DELETE FROM blob_chunks WHERE data = ?", (self.data,))
+        self.conn.execute("DELETE FROM blob_data WHERE id = ?", (self.data,))
+
+
+def pipe(body, upload: Upload, piece: int = 1 << 20) -> None:
+    """Copies a request body (anything with `read_bytes` and `content_length`) into an upload.
+
+    A body shorter than its Content-Length (the client went away) is refused:
+    the upload is then aborted by the caller and nothing becomes visible.
+    """
+    total = 0
+    while chunk := body.read_bytes(piece):
+        upload.write(chunk)
+        total += len(chunk)
+    if body.content_length is not None and total != body.content_length:
+        upload.abort()
+        raise StorageError(
+            f"the request body ended after {total} of {body.content_length} bytes", 400, "IncompleteBody"
+        )
+
+
+def describe(bucket, key, size, etag, content_type, metadata, created, updated) -> dict[str, Any]:
+    return {
+        "bucket": bucket, "key": key, "size": size, "etag": etag, "contentType": content_type,
+        "metadata": metadata, "createdAt": created, "updatedAt": updated,
+    }
+
+
+def head(conn: apsw.Connection, app: str, bucket: str, key: str) -> tuple[dict[str, Any], int]:
+    """The object's description and its data id, or StorageError 404."""
+    row = conn.execute(
+        "SELECT o.data, o.size, o.etag, o.content_type, o.metadata, o.created_at, o.updated_at "
+        "FROM blob_objects o JOIN blob_buckets b ON b.id = o.bucket WHERE b.app = ? AND b.name = ? AND o.key = ?",
+        (app, check_bucket(bucket), check_key(key)),
+    ).fetchone()
+    if row is None:
+        raise StorageError("Object not found", 404, "not_found")
+    data, size, etag, ctype, meta, created, updated = row
+    return describe(bucket, key, size, etag, ctype, msgspec.json.decode(meta), created, updated), data
+
+
+def read(conn: apsw.Connection, data: int, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+    """The bytes [start, end) of an upload, a chunk at a time (memory stays bounded)."""
+    first = start // CHUNK
+    last = None if end is None else (end - 1) // CHUNK
+    for seq, chunk in conn.execute(
+        "SELECT seq, bytes FROM blob_chunks WHERE data = ? AND seq >= ? AND (?3 IS NULL OR seq <= ?3) ORDER BY seq",
+        (data, first, last),
+    ):
+        lo = start - seq * CHUNK if seq == first else 0
+        hi = len(chunk) if end is None or seq != last else end - seq * CHUNK
+        yield chunk[lo:hi] if (lo or hi != len(chunk)) else chunk
+
+
+def encode_cursor(start: str) -> str:
+    """Where a listing goes on, as an opaque token (it may hold a NUL)."""
+    return base64.urlsafe_b64encode(start.encode()).decode().rstrip("=")
+
+
+def decode_cursor(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise StorageError("invalid cursor: pass the cursor of the previous page", 400, "InvalidArgument") from None
+
+
+def _after(text: str) -> str:
+    """The smallest key greater than `text` (keys hold no NUL)."""
+    return text + "\x00"
+
+
+def _past_prefix(prefix: str) -> str:
+    """The smallest key greater than every key that starts with `prefix`."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def listing(conn: apsw.Connection, app: str, bucket: str, prefix: str = "", limit: int = 100,
+            start: str = "", delimiter: str = "") -> tuple[list[dict[str, Any]], list[str], str | None]:
+    """Objects under `prefix` in key order from `start` on; with a delimiter, folders as common prefixes.
+
+    Returns (objects, common prefixes, where the next page starts or None).
+    """
+    bid = bucket_id(conn, app, bucket)
+    if bid is None:
+        return [], [], None
+    upper = _past_prefix(prefix) if prefix else None
+    lower = max(start, prefix)
+    items: list[tuple[str, Any]] = []
+    query = (
+        "SELECT key, size, etag, content_type, metadata, created_at, updated_at FROM blob_objects "
+        "WHERE bucket = ? AND key >= ? AND (?3 IS NULL OR key < ?3) ORDER BY key LIMIT ?"
+    )
+    while len(items) <= limit:
+        want = limit + 1 - len(items)
+        rows = conn.execute(query, (bid, lower, upper, want)).fetchall()
+        for row in rows:
+            key = row[0]
+            cut = key.find(delimiter, len(prefix)) if delimiter else -1
+            if cut >= 0:
+                common = key[: cut + len(delimiter)]
+                items.append((common, None))
+                lower = _past_prefix(common)
+                break  # the rest of this "folder" is skipped by the next query
+            items.append((key, row))
+            lower = _after(key)
+        else:
+            if len(rows) < want:
+                break
+    more = len(items) > limit
+    items = items[:limit]
+    objects = [
+        describe(bucket, r[0], r[1], r[2], r[3], msgspec.json.decode(r[4]), r[5], r[6]) for _, r in items if r is not None
+    ]
+    prefixes = [name for name, r in items if r is None]
+    if not more:
+        return objects, prefixes, None
+    name, row = items[-1]
+    return objects, prefixes, _after(name) if row is not None else _past_prefix(name)
+
+
+def remove(conn: apsw.Connection, app: str, bucket: str, keys: list[str]) -> list[dict[str, Any]]:
+    """Removes the objects that exist; returns their descriptions."""
+    removed = []
+    bid = bucket_id(conn, app, bucket)
+    if bid is None:
+        return removed
+    now = time.time()
+    with transaction(conn):
+        for key in keys:
+            row = conn.execute(
+                "DELETE FROM blob_objects WHERE bucket = ? AND key = ? "
+                "RETURNING data, size, etag, content_type, metadata, created_at, updated_at",
+                (bid, check_key(key)),
+            ).fetchone()
+            if row:
+                conn.execute("UPDATE blob_data SET state = 'orphan', changed_at = ? WHERE id = ?", (now, row[0]))
+                removed.append(describe(bucket, key, row[1], row[2], row[3], msgspec.json.decode(row[4]), row[5], row[6]))
+    return removed
+
+
+def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, dest_bucket: str | None = None,
+         quota: int | None = None, move: bool = False) -> dict[str, Any]:
+    """Copies (inside SQLite: no bytes through Python) or renames an object; replaces the destination."""
+    dest_bucket = dest_bucket or bucket
+    meta, data = head(conn, app, bucket, source)
+    check_key(dest)
+    now = time.time()
+    with transaction(conn):
+        if not move:
+            if quota is not None and usage(conn, app) + meta["size"] > quota:
+                raise StorageError(f"the app's storage quota ({quota >> 20} MiB) is used up", 413, "QuotaExceeded")
+            new = conn.execute(
+                "INSERT INTO blob_data(app, size, state, changed_at) VALUES (?, ?, 'live', ?) RETURNING id",
+                (app, meta["size"], now),
+            ).fetchone()[0]
+            conn.execute(
+                "INSERT INTO blob_chunks(data, seq, bytes) SELECT ?, seq, bytes FROM blob_chunks WHERE data = ? ORDER BY seq",
+                (new, data),
+            )
+        else:
+            new = data
+            src = bucket_id(conn, app, bucket)
+            conn.execute("DELETE FROM blob_objects WHERE bucket = ? AND key = ?", (src, source))
+        bid = bucket_id(conn, app, dest_bucket, create=True)
+        old = conn.execute("SELECT data FROM blob_objects WHERE bucket = ? AND key = ?", (bid, dest)).fetchone()
+        if old and old[0] != new:
+            conn.execute("UPDATE blob_data SET state = 'orphan', changed_at = ? WHERE id = ?", (now, old[0]))
+        conn.execute(
+            "INSERT OR REPLACE INTO blob_objects(bucket, key, data, size, etag, content_type, metadata, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (bid, dest, new, meta["size"], meta["etag"], meta["contentType"],
+             msgspec.json.encode(meta["metadata"]).decode(), now, now),
+        )
+    return describe(dest_bucket, dest, meta["size"], meta["etag"], meta["contentType"], meta["metadata"], now, now)
+
+
+def buckets(conn: apsw.Connection, app: str) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "public": bool(public), "objects": n, "bytes": size, "createdAt": created}
+        for name, public, created, n, size in conn.execute(
+            "SELECT b.name, b.public, b.created_at, count(o.key), coalesce(sum(o.size), 0) FROM blob_buckets b "
+            "LEFT JOIN blob_objects o ON o.bucket = b.id WHERE b.app = ? GROUP BY b.id ORDER BY b.name",
+            (app,),
+        )
+    ]
+
+
+def configure_buckets(conn: apsw.Connection, app: str, declared: dict[str, Any]) -> list[str]:
+    """Creates the buckets fazt.json declares and sets their public flag (inside the deploy's transaction)."""
+    notes = []
+    for name, spec in declared.items():
+        bid = bucket_id(conn, app, name, create=True)
+        changed = conn.execute(
+            "UPDATE blob_buckets SET public = ? WHERE id = ? AND public != ? RETURNING name",
+            (int(spec.public), bid, int(spec.public)),
+        ).fetchone()
+        if changed:
+            notes.append(f"bucket {name} is {'public' if spec.public else 'private'}")
+    return notes
+
+
+def sweep(conn: apsw.Connection, now: float | None = None, limit: int = 64) -> int:
+    """Deletes orphans past their grace time and uploads abandoned by dead processes."""
+    now = time.time() if now is None else now
+    ids = [i for (i,) in conn.execute(
+        "SELECT id FROM blob_data WHERE (state = 'orphan' AND changed_at < ?) OR (state = 'writing' AND changed_at < ?) LIMIT ?",
+        (now - ORPHAN_GRACE_S, now - ABANDONED_S, limit),
+    )]
+    if ids:
+        with transaction(conn):
+            for i in ids:
+                conn.execute("DELETE FROM blob_chunks WHERE data = ?", (i,))
+                conn.execute("DELETE FROM blob_data WHERE id = ?", (i,))
+    return len(ids)
+
+
+def forget(conn: apsw.Connection, app: str) -> None:
+    """Drops every bucket and object of a removed app (inside the removal's transaction)."""
+    conn.execute("DELETE FROM blob_objects WHERE bucket IN (SELECT id FROM blob_buckets WHERE app = ?)", (app,))
+    conn.execute("DELETE FROM blob_buckets WHERE app = ?", (app,))
+    conn.execute("DELETE FROM blob_chunks WHERE data IN (SELECT id FROM blob_data WHERE app = ?)", (app,))
+    conn.execute("DELETE FROM blob_data WHERE app = ?", (app,))

@@ -1,0 +1,66 @@
+// Storage through the SDK, driven by tests over HTTP:
+//   PUT  /pipe/BUCKET/KEY    uploads the request body host-side (never in the sandbox)
+//   PUT  /bytes/BUCKET/KEY   reads the body in the guest, uploads the bytes
+//   PUT  /chunks/BUCKET/KEY?n=N&size=S  uploads a ReadableStream of N generated chunks
+//   GET  /get/BUCKET/KEY     downloads and returns the bytes
+//   GET  /list/BUCKET?path=&cursor=&limit=   GET /head/BUCKET/KEY   GET /exists/BUCKET/KEY
+//   DELETE /o/BUCKET?keys=a,b   POST /copy|move/BUCKET {from, to, destinationBucket}
+import { storage } from 'fazt';
+
+function json(value, status = 200) {
+  return Response.json(value, { status });
+}
+
+export default {
+  async fetch(request) {
+    const url = new URL(request.url);
+    const [, action, bucket, ...rest] = url.pathname.split('/');
+    const key = decodeURIComponent(rest.join('/'));
+    const b = storage.from(bucket);
+    const options = {
+      contentType: request.headers.get('content-type') ?? undefined,
+      upsert: url.searchParams.get('upsert') === '1',
+      metadata: url.searchParams.has('meta') ? { note: url.searchParams.get('meta') } : {},
+    };
+    if (action === 'pipe') return json(await b.upload(key, request.body, options));
+    if (action === 'bytes') return json(await b.upload(key, new Uint8Array(await request.arrayBuffer()), options));
+    if (action === 'chunks') {
+      const n = Number(url.searchParams.get('n'));
+      const size = Number(url.searchParams.get('size'));
+      let i = 0;
+      const stream = new ReadableStream({
+        pull(controller) {
+          if (i === n) return controller.close();
+          controller.enqueue(new Uint8Array(size).fill(i++ % 256));
+        },
+      });
+      return json(await b.upload(key, stream, options));
+    }
+    if (action === 'get') {
+      const { data, error } = await b.download(key);
+      if (error) return json({ error }, Number(error.statusCode));
+      return new Response(data, { headers: { 'content-type': data.type } });
+    }
+    if (action === 'list') {
+      const cursor = url.searchParams.get('cursor') ?? undefined;
+      const limit = Number(url.searchParams.get('limit') ?? 100);
+      return json(await b.list(url.searchParams.get('path') ?? '', { limit, cursor }));
+    }
+    if (action === 'head') return json(await b.head(key));
+    if (action === 'exists') return json(await b.exists(key));
+    if (action === 'o' && request.method === 'DELETE') return json(await b.remove(url.searchParams.get('keys').split(',')));
+    if (action === 'copy' || action === 'move') {
+      const { from, to, destinationBucket } = await request.json();
+      return json(await b[action](from, to, { destinationBucket }));
+    }
+    if (action === 'text') return json(await b.upload(key, 'hello text'));
+    if (action === 'stream') {
+      const opts = url.searchParams.has('range') ? { range: url.searchParams.get('range') || null } : {};
+      return b.stream(key, { ...opts, headers: { 'cache-control': 'private, max-age=60' } });
+    }
+    if (action === 'sign') return json(await b.createSignedUrl(key, Number(url.searchParams.get('expires') ?? 60)));
+    if (action === 'sign-upload') return json(await b.createSignedUploadUrl(key));
+    if (action === 'public') return json(b.getPublicUrl(key));
+    return json({ error: 'not found' }, 404);
+  },
+};

@@ -1,0 +1,194 @@
+"""The internal storage backend in-process: chunks, atomic visibility, listing, quota, keys, signing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+import pytest
+
+from fazt_host import cartridge
+from fazt_host.capabilities.storage import http as storage_http
+from fazt_host.capabilities.storage import store
+from fazt_host.capabilities.storage.store import CHUNK, StorageError
+from fazt_host.host import capabilities
+
+MB = 1 << 20
+
+
+@pytest.fixture
+def conn(tmp_path):
+    c = cartridge.connect(tmp_path / "fazt.db")
+    capabilities(c)
+    return c
+
+
+def put(conn, key, data, app="a", bucket="files", upsert=True, quota=1 << 40, ctype="application/octet-stream"):
+    up = store.Upload(conn, app, bucket, key, ctype, {}, upsert, quota)
+    for i in range(0, len(data), 300_000):  # writes that straddle chunk boundaries
+        up.write(data[i : i + 300_000])
+    return up.finish()
+
+
+def get(conn, key, app="a", bucket="files", start=0, end=None):
+    meta, data = store.head(conn, app, bucket, key)
+    return b"".join(store.read(conn, data, start, end))
+
+
+def chunk_rows(conn) -> int:
+    return conn.execute("SELECT count(*) FROM blob_chunks").fetchone()[0]
+
+
+def test_bytes_round_trip_with_md5_etag_and_ranges(conn):
+    data = os.urandom(2 * CHUNK + 12345)
+    meta = put(conn, "big.bin", data)
+    assert meta["size"] == len(data) and meta["etag"] == hashlib.md5(data).hexdigest()
+    assert get(conn, "big.bin") == data
+    for start, end in [(0, 1), (CHUNK - 3, CHUNK + 3), (CHUNK, 2 * CHUNK), (5, len(data)), (2 * CHUNK + 1, 2 * CHUNK + 2)]:
+        assert get(conn, "big.bin", start=start, end=end) == data[start:end]
+    assert put(conn, "empty", b"")["size"] == 0 and get(conn, "empty") == b""
+
+
+def test_an_upload_is_invisible_until_it_finishes_and_abort_leaves_nothing(conn):
+    up = store.Upload(conn, "a", "files", "k", "text/plain", {}, True, 1 << 40)
+    up.write(os.urandom(3 * CHUNK))
+    with pytest.raises(StorageError) as e:
+        store.head(conn, "a", "files", "k")
+    assert e.value.status == 404
+    assert store.listing(conn, "a", "files")[0] == []
+    up.abort()
+    assert chunk_rows(conn) == 0 and conn.execute("SELECT count(*) FROM blob_data").fetchone()[0] == 0
+
+
+def test_concurrent_writers_to_one_key_the_last_to_finish_wins(conn):
+    first = store.Upload(conn, "a", "files", "k", "", {}, True, 1 << 40)
+    second = store.Upload(conn, "a", "files", "k", "", {}, True, 1 << 40)
+    first.write(b"1" * (CHUNK + 1))
+    second.write(b"2" * 10)
+    second.finish()
+    first.finish()
+    assert get(conn, "k") == b"1" * (CHUNK + 1)
+    # The replaced bytes wait out the grace time for readers, then go.
+    assert store.sweep(conn, now=time.time() + store.ORPHAN_GRACE_S + 1) == 1
+    assert chunk_rows(conn) == 2
+
+
+def test_without_upsert_an_existing_key_is_refused(conn):
+    put(conn, "k", b"x")
+    with pytest.raises(StorageError) as e:
+        put(conn, "k", b"y", upsert=False)
+    assert e.value.status == 409 and e.value.error == "Duplicate"
+    assert get(conn, "k") == b"x"
+
+
+def test_quota_stops_an_upload_and_keeps_nothing_of_it(conn):
+    put(conn, "a", b"x" * MB, quota=2 * MB)
+    with pytest.raises(StorageError) as e:
+        put(conn, "b", b"y" * (2 * MB), quota=2 * MB)
+    assert e.value.status == 413 and e.value.error == "QuotaExceeded"
+    assert chunk_rows(conn) == 2 and store.usage(conn, "a") == MB
+    with pytest.raises(StorageError):
+        store.copy(conn, "a", "files", "a", "a2", quota=int(1.5 * MB))
+
+
+@pytest.mark.parametrize("key", ["../etc/passwd", "a/../b", "./a", "a/./b", "/abs", "a\x00b", "a\nb", "tab\there",
+                                 "x" * 1025, "é" * 513, ""])
+def test_hostile_keys_are_refused(conn, key):
+    with pytest.raises(StorageError) as e:
+        put(conn, key, b"x")
+    assert e.value.status == 400
+    assert chunk_rows(conn) == 0
+
+
+@pytest.mark.parametrize("bucket", ["A", "ab", "-ab", "ab-", "a_b", "a.b", "x" * 64, "a/b", ""])
+def test_bad_bucket_names_are_refused(conn, bucket):
+    with pytest.raises(StorageError):
+        put(conn, "k", b"x", bucket=bucket)
+
+
+def test_unicode_and_long_keys_work(conn):
+    for key in ["ünï/cødé 🙂.txt", "d/" + "x" * 1020, "a b+c%20d"]:
+        put(conn, key, key.encode())
+        assert get(conn, key) == key.encode()
+
+
+def test_listing_by_folder_with_pages(conn):
+    keys = ["a.txt", "b/1", "b/2", "b/c/3", "c", "d/4", "e"] + [f"p/{i:02}" for i in range(25)]
+    for k in keys:
+        put(conn, k, b"x")
+    objects, prefixes, more = store.listing(conn, "a", "files", "", 100, "", "/")
+    assert [o["key"] for o in objects] == ["a.txt", "c", "e"] and prefixes == ["b/", "d/", "p/"] and more is None
+    objects, prefixes, _ = store.listing(conn, "a", "files", "b/", 100, "", "/")
+    assert [o["key"] for o in objects] == ["b/1", "b/2"] and prefixes == ["b/c/"]
+    seen, start = [], ""
+    while True:
+        objects, prefixes, start = store.listing(conn, "a", "files", "", 4, start, "/")
+        seen += [o["key"] for o in objects] + prefixes
+        if start is None:
+            break
+    assert sorted(seen) == ["a.txt", "b/", "c", "d/", "e", "p/"] and len(seen) == 6
+    seen, start = [], ""
+    while True:
+        objects, _, start = store.listing(conn, "a", "files", "p/", 10, start)
+        seen += [o["key"] for o in objects]
+        if start is None:
+            break
+    assert seen == [f"p/{i:02}" for i in range(25)]
+    assert store.decode_cursor(store.encode_cursor("b/c/\x00")) == "b/c/\x00"
+
+
+def test_remove_copy_move(conn):
+    data = os.urandom(CHUNK + 7)
+    put(conn, "src", data)
+    put(conn, "dst", b"old")
+    store.copy(conn, "a", "files", "src", "dst")
+    assert get(conn, "dst") == data and get(conn, "src") == data
+    store.copy(conn, "a", "files", "src", "elsewhere/x", dest_bucket="other")
+    assert get(conn, "elsewhere/x", bucket="other") == data
+    store.copy(conn, "a", "files", "src", "moved", move=True)
+    assert get(conn, "moved") == data
+    with pytest.raises(StorageError):
+        store.head(conn, "a", "files", "src")
+    removed = store.remove(conn, "a", "files", ["moved", "never"])
+    assert [r["key"] for r in removed] == ["moved"]
+    store.sweep(conn, now=time.time() + store.ORPHAN_GRACE_S + 1)
+    live = conn.execute("SELECT coalesce(sum(size), 0) FROM blob_data").fetchone()[0]
+    assert live == 2 * len(data)  # dst and other/elsewhere/x
+
+
+def test_apps_never_see_each_other(conn):
+    put(conn, "secret", b"a's", app="a")
+    with pytest.raises(StorageError):
+        store.head(conn, "b", "files", "secret")
+    assert store.listing(conn, "b", "files")[0] == []
+    assert store.remove(conn, "b", "files", ["secret"]) == []
+    put(conn, "secret", b"b's", app="b")
+    assert get(conn, "secret", app="a") == b"a's"
+    with cartridge.transaction(conn):
+        store.forget(conn, "a")
+    assert store.buckets(conn, "a") == [] and get(conn, "secret", app="b") == b"b's"
+
+
+def test_abandoned_uploads_are_swept(conn):
+    up = store.Upload(conn, "a", "files", "k", "", {}, True, 1 << 40)
+    up.write(b"x" * (CHUNK + 1))
+    assert store.sweep(conn) == 0
+    assert store.sweep(conn, now=time.time() + store.ABANDONED_S + 1) == 1
+    assert chunk_rows(conn) == 0
+
+
+def test_signed_tokens(conn):
+    path = storage_http.signed_path(conn, "/a", "download", "a", "files", "k", 60)
+    token = path.rpartition("token=")[2]
+    storage_http.check_token(conn, token, "download", "a", "files", "k")
+    for args in [("upload", "a", "files", "k"), ("download", "b", "files", "k"), ("download", "a", "other", "k"),
+                 ("download", "a", "files", "k2")]:
+        with pytest.raises(StorageError, match="invalid signature"):
+            storage_http.check_token(conn, token, *args)
+    expires, _, mac = token.partition(".")
+    with pytest.raises(StorageError, match="invalid signature"):
+        storage_http.check_token(conn, f"{int(expires) + 1000}.{mac}", "download", "a", "files", "k")
+    old = storage_http.signed_path(conn, "/a", "download", "a", "files", "k", -10).rpartition("token=")[2]
+    with pytest.raises(StorageError, match="expired"):
+        storage_http.check_token(conn, old, "download", "a", "files", "k")

@@ -1,0 +1,181 @@
+"""Storage end to end: the SDK in a real guest, host-side pipes and streams, signed and public URLs, the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import time
+from email.utils import formatdate
+
+import apsw
+import pytest
+
+from conftest import TEST_APPS, Cartridge
+
+FILES = TEST_APPS / "files"
+DATA = os.urandom(3_000_000)
+MD5 = hashlib.md5(DATA).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory, cache_dir):
+    cart = Cartridge(tmp_path_factory.mktemp("storage") / "fazt.db", cache_dir)
+    cart.deploy(FILES)
+    server = cart.serve(workers=2)
+    yield cart, server
+    server.stop()
+
+
+def ok(r):
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body.get("error") is None, body
+    return body["data"]
+
+
+def test_three_ways_in_and_two_ways_out(host):
+    _, s = host
+    piped = ok(s.request("PUT", "/files/pipe/avatars/u/42.png?meta=me", content=DATA, headers={"content-type": "image/png"}))
+    assert piped == {"path": "u/42.png", "id": MD5, "fullPath": "avatars/u/42.png"}
+    assert ok(s.request("PUT", "/files/bytes/docs/b.bin", content=DATA))["id"] == MD5
+    chunked = ok(s.request("PUT", "/files/chunks/docs/c.bin?n=3&size=1000000"))
+    assert chunked["id"] == hashlib.md5(b"".join(bytes([i]) * 1_000_000 for i in range(3))).hexdigest()
+    got = s.get("/files/get/avatars/u/42.png")
+    assert got.content == DATA and got.headers["content-type"] == "image/png"
+    streamed = s.get("/files/stream/docs/b.bin")
+    assert streamed.content == DATA and streamed.headers["etag"] == f'"{MD5}"'
+    assert streamed.headers["cache-control"] == "private, max-age=60" and streamed.headers["content-length"] == str(len(DATA))
+    head = ok(s.get("/files/head/avatars/u/42.png"))
+    assert head["size"] == len(DATA) and head["contentType"] == "image/png" and head["metadata"] == {"note": "me"}
+    assert ok(s.request("PUT", "/files/text/docs/t.txt"))["path"] == "t.txt"
+    assert s.get("/files/get/docs/t.txt").text == "hello text"
+
+
+def test_streamed_objects_honour_range_and_conditionals(host):
+    _, s = host
+    ok(s.request("PUT", "/files/pipe/docs/r.bin?upsert=1", content=DATA))
+    part = s.get("/files/stream/docs/r.bin", headers={"range": "bytes=1000000-1000009"})
+    assert part.status_code == 206 and part.content == DATA[1000000:1000010]
+    assert part.headers["content-range"] == f"bytes 1000000-1000009/{len(DATA)}"
+    chosen = s.get("/files/stream/docs/r.bin?range=bytes=-5", headers={"range": "bytes=0-0"})
+    assert chosen.status_code == 206 and chosen.content == DATA[-5:]  # the handler's range wins
+    ignored = s.get("/files/stream/docs/r.bin?range=", headers={"range": "bytes=0-0"})
+    assert ignored.status_code == 200 and len(ignored.content) == len(DATA)
+    assert s.get("/files/stream/docs/r.bin", headers={"range": f"bytes={len(DATA)}-"}).status_code == 416
+    assert s.get("/files/stream/docs/r.bin", headers={"if-none-match": f'"{MD5}"'}).status_code == 304
+    later = formatdate(time.time() + 60, usegmt=True)
+    assert s.get("/files/stream/docs/r.bin", headers={"if-modified-since": later}).status_code == 304
+    earlier = formatdate(time.time() - 3600, usegmt=True)
+    assert s.get("/files/stream/docs/r.bin", headers={"if-modified-since": earlier}).status_code == 200
+    assert s.request("HEAD", "/files/stream/docs/r.bin").headers["content-length"] == str(len(DATA))
+    missing = s.get("/files/stream/docs/never")
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+
+
+def test_signed_and_public_urls(host):
+    _, s = host
+    ok(s.request("PUT", "/files/pipe/avatars/pub.png?upsert=1", content=b"public bytes"))
+    ok(s.request("PUT", "/files/pipe/docs/priv.txt?upsert=1", content=b"private bytes"))
+    url = ok(s.get("/files/sign/docs/priv.txt?expires=60"))["signedUrl"]
+    assert url.startswith("/files/storage/v1/object/sign/docs/priv.txt?token=")
+    assert s.get(url).content == b"private bytes"
+    tampered = s.get(url.replace("priv.txt", "pub.png"))
+    assert tampered.status_code == 400 and tampered.json()["error"] == "InvalidSignature"
+    assert s.get(url[:-2] + ("AA" if not url.endswith("AA") else "BB")).status_code == 400
+    short = ok(s.get("/files/sign/docs/priv.txt?expires=1"))["signedUrl"]
+    time.sleep(2.1)
+    assert s.get(short).json()["error"] == "ExpiredToken"
+    assert s.get("/files/sign/docs/none.txt").json()["error"]["statusCode"] == "404"
+    public = ok(s.get("/files/public/avatars/pub.png"))["publicUrl"]
+    assert s.get(public).content == b"public bytes"
+    assert s.get("/files/storage/v1/object/public/docs/priv.txt").status_code == 404  # private bucket
+    upload = ok(s.get("/files/sign-upload/docs/via-url.bin"))["signedUrl"]
+    put = s.request("PUT", upload, content=DATA, headers={"content-type": "application/x-thing"})
+    assert put.status_code == 200 and put.json()["Key"] == "docs/via-url.bin"
+    assert s.get("/files/stream/docs/via-url.bin").content == DATA
+    assert s.request("PUT", upload.replace("via-url", "other"), content=b"x").status_code == 400
+
+
+def test_bad_input(host):
+    cart, s = host
+    for key in ["..%2Fx", "a%00b", "x" * 1025]:
+        r = s.request("PUT", f"/files/pipe/docs/{key}", content=b"x")
+        assert r.status_code == 400 or r.json()["error"]["statusCode"] == "400", (key, r.text)
+    ok(s.request("PUT", "/files/pipe/docs/src?upsert=1", content=b"x"))
+    for key in ["a\nb", "../up", "a\u0000b", "/abs"]:
+        r = s.request("POST", "/files/copy/docs", json={"from": "src", "to": key}).json()
+        assert r["error"]["error"] == "InvalidKey", key
+    assert s.request("PUT", "/files/pipe/NOPE/k", content=b"x").json()["error"]["error"] == "InvalidBucketName"
+    ok(s.request("PUT", "/files/pipe/docs/once", content=b"1"))
+    assert s.request("PUT", "/files/pipe/docs/once", content=b"2").json()["error"]["error"] == "Duplicate"
+    big = s.request("PUT", "/files/pipe/docs/too-big", content=b"x" * (49 << 20))
+    assert big.status_code == 413  # limits.bodyMb 48 in the app's fazt.json, refused by Content-Length
+    chunked = s.request("PUT", "/files/pipe/docs/too-big", content=iter([b"x" * (1 << 20)] * 49))
+    assert chunked.json()["error"]["statusCode"] == "413"
+    assert s.get("/files/exists/docs/too-big").json()["data"] is False
+
+
+def test_quota(host):
+    _, s = host
+    for i in range(40):  # limits.storageMb is 64
+        r = s.request("PUT", f"/files/pipe/quota/{i}", content=DATA).json()
+        if r["error"]:
+            assert r["error"]["error"] == "QuotaExceeded" and i > 5
+            break
+    else:
+        pytest.fail("the quota never stopped an upload")
+    ok(s.request("DELETE", "/files/o/quota?keys=" + ",".join(str(k) for k in range(40))))
+    assert ok(s.request("PUT", "/files/pipe/quota/again", content=DATA))["id"] == MD5
+
+
+def test_a_client_gone_mid_upload_leaves_no_object(host):
+    cart, s = host
+    sock = socket.create_connection(("127.0.0.1", s.port))
+    sock.sendall(b"PUT /files/pipe/docs/cut.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n" + b"x" * 700_000)
+    time.sleep(0.5)
+    sock.close()
+    time.sleep(1)
+    assert s.get("/files/exists/docs/cut.bin").json()["data"] is False
+    conn = apsw.Connection(str(cart.path))
+    writing = conn.execute("SELECT count(*) FROM blob_data WHERE state = 'writing'").fetchone()[0]
+    assert writing == 0  # aborted, not left behind
+
+
+def test_listing_copy_move_remove_through_the_sdk(host):
+    _, s = host
+    for k in ["l/a.txt", "l/b.txt", "l/sub/c.txt"]:
+        ok(s.request("PUT", f"/files/pipe/docs/{k}?upsert=1", content=k.encode()))
+    listed = s.get("/files/list/docs?path=l").json()
+    assert [e["name"] for e in listed["data"]] == ["sub", "a.txt", "b.txt"]
+    assert listed["data"][1]["metadata"]["size"] == 7
+    page = s.get("/files/list/docs?path=l&limit=2").json()
+    rest = s.get(f"/files/list/docs?path=l&limit=2&cursor={page['cursor']}").json()
+    assert len(page["data"]) == 2 and len(rest["data"]) == 1 and "cursor" not in rest
+    ok(s.request("POST", "/files/copy/docs", json={"from": "l/a.txt", "to": "l/a2.txt"}))
+    ok(s.request("POST", "/files/move/docs", json={"from": "l/b.txt", "to": "m/b.txt", "destinationBucket": "avatars"}))
+    assert s.get("/files/get/avatars/m/b.txt").content == b"l/b.txt"
+    assert s.get("/files/exists/docs/l/b.txt").json()["data"] is False
+    removed = ok(s.request("DELETE", "/files/o/docs?keys=l/a.txt,l/a2.txt,nope"))
+    assert sorted(r["name"] for r in removed) == ["l/a.txt", "l/a2.txt"]
+
+
+def test_cli_and_isolation(host, tmp_path):
+    cart, s = host
+    listing = json.loads(cart.cli("blobs", "files", "--json").stdout)
+    assert {b["name"]: b["public"] for b in listing}["avatars"] is True
+    objects = json.loads(cart.cli("blobs", "files", "avatars", "--json").stdout)
+    assert any(o["key"] == "u/42.png" and o["size"] == len(DATA) for o in objects)
+    assert cart.cli("blobs", "files", "BAD", check=False).returncode == 1
+    twin = tmp_path / "twin"
+    shutil.copytree(FILES, twin)
+    manifest = json.loads((twin / "fazt.json").read_text())
+    (twin / "fazt.json").write_text(json.dumps({**manifest, "name": "twin"}))
+    cart.deploy(twin)
+    assert s.get("/twin/get/avatars/u/42.png").status_code == 404
+    assert s.get("/twin/storage/v1/object/public/avatars/u/42.png").status_code == 404
+    url = ok(s.get("/files/sign/avatars/u/42.png"))["signedUrl"]
+    assert s.get(url.replace("/files/", "/twin/")).status_code == 400  # a token names its app
+    cart.cli("remove", "twin")
