@@ -363,6 +363,39 @@ def cmd_blobs(args) -> int:
     return 0
 
 
+def cmd_keys(args) -> int:
+    from .capabilities.storage import s3
+    from .host import capabilities
+
+    conn = _existing_cartridge(args)
+    capabilities(conn)
+    settings = _settings(args)
+    if args.action == "create":
+        key_id, secret = s3.create_key(conn, args.app)
+        endpoint = f"http://{settings.host}:{settings.port}/{args.app}{s3.S3_ROUTES}"
+        if args.json:
+            _print_json({"accessKeyId": key_id, "secretAccessKey": secret, "endpoint": endpoint})
+        else:
+            print(f"accessKeyId:     {key_id}\nsecretAccessKey: {secret}\nendpoint:        {endpoint}")
+            print("the secret is shown once; path-style addressing, any region", file=sys.stderr)
+        return 0
+    if args.action == "list":
+        rows = s3.list_keys(conn, args.app)
+        if args.json:
+            _print_json(rows)
+        for r in [] if args.json else rows:
+            print(f"{r['accessKeyId']}  created {_ts(r['createdAt'])}")
+        return 0
+    if not args.key:
+        print("usage: fazt-host keys revoke APP ACCESS_KEY_ID", file=sys.stderr)
+        return EXIT_USAGE
+    if not s3.revoke_key(conn, args.app, args.key):
+        print(f"error: {args.app} has no access key {args.key}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"revoked {args.key}")
+    return 0
+
+
 def cmd_up(args) -> int:
     from .serve import serve
 
@@ -458,6 +491,12 @@ def parser() -> argparse.ArgumentParser:
     bl.add_argument("--prefix", default="", help="only keys starting with this")
     bl.add_argument("--limit", type=int, default=1000, help="objects to list (default 1000)")
     bl.add_argument("--json", action="store_true", help="print JSON")
+
+    ky = command("keys", "create, list or revoke an app's access keys for its S3 endpoint", cmd_keys)
+    ky.add_argument("action", choices=["create", "list", "revoke"])
+    ky.add_argument("app")
+    ky.add_argument("key", nargs="?", help="the access key id to revoke")
+    ky.add_argument("--json", action="store_true", help="print JSON")
 
     bk = command("backup", "write a consistent copy of the cartridge while serving", cmd_backup)
     bk.add_argument("file")

@@ -19,7 +19,7 @@ import msgspec
 from ...config import MIB, Manifest
 from ...runtime import GuestError, Invocation
 from .. import Capability
-from . import http, store
+from . import http, s3, store
 from .store import StorageError
 
 READ_MAX = 16 * MIB
@@ -112,7 +112,7 @@ class Storage(Capability):
         store.forget(conn, app)
 
     def routes(self):
-        return {http.OBJECT_ROUTES: http.route}
+        return {http.OBJECT_ROUTES: http.route, s3.S3_ROUTES: s3.route}
 
     def results(self):
         return {"object": http.answer}

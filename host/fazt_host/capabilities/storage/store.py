@@ -61,7 +61,33 @@ MIGRATIONS = [
         updated_at REAL NOT NULL,
         PRIMARY KEY(bucket, key)
     ) STRICT;
+    """,
     """
+    -- Access keys of the S3 endpoint: each sees only its app's buckets.
+    CREATE TABLE s3_keys(
+        id TEXT PRIMARY KEY,
+        app TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        created_at REAL NOT NULL
+    ) STRICT;
+    CREATE TABLE s3_uploads(
+        id TEXT PRIMARY KEY,
+        app TEXT NOT NULL,
+        bucket TEXT NOT NULL,
+        key TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        created_at REAL NOT NULL
+    ) STRICT;
+    CREATE TABLE s3_parts(
+        upload TEXT NOT NULL REFERENCES s3_uploads(id),
+        number INTEGER NOT NULL,
+        data INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        etag TEXT NOT NULL,
+        PRIMARY KEY(upload, number)
+    ) STRICT;
+    """,
 ]
 
 CHUNK = 512 * 1024
@@ -70,6 +96,8 @@ CHUNK = 512 * 1024
 ORPHAN_GRACE_S = 600
 # An upload still 'writing' after this long belonged to a process that died.
 ABANDONED_S = 3600
+# Parts of a multipart upload nobody completed or aborted.
+ABANDONED_PARTS_S = 7 * 24 * 3600
 
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -117,9 +145,9 @@ def check_key(key: Any) -> str:
 
 
 def usage(conn: apsw.Connection, app: str) -> int:
-    """Bytes the app's live objects and uploads in progress take."""
+    """Bytes the app's live objects, uploads in progress and multipart parts take."""
     return conn.execute(
-        "SELECT coalesce(sum(size), 0) FROM blob_data WHERE app = ? AND state IN ('live', 'writing')", (app,)
+        "SELECT coalesce(sum(size), 0) FROM blob_data WHERE app = ? AND state IN ('live', 'writing', 'part')", (app,)
     ).fetchone()[0]
 
 
@@ -181,12 +209,23 @@ class Upload:
             self.conn.execute("UPDATE blob_data SET size = size + ?, changed_at = ? WHERE id = ?", (len(chunk), time.time(), self.data))
         self.seq += 1
 
-    def finish(self) -> dict[str, Any]:
+    def _flush(self) -> None:
         if self.buffer:
             self._put(bytes(self.buffer))
             self.buffer.clear()
+
+    def finish_part(self) -> tuple[int, int, str]:
+        """Keeps the bytes as one part of a multipart upload: (data id, size, MD5 hex)."""
+        self._flush()
+        with transaction(self.conn):
+            self.conn.execute("UPDATE blob_data SET state = 'part', changed_at = ? WHERE id = ?", (time.time(), self.data))
+        return self.data, self.size, self.md5.hexdigest()
+
+    def finish(self, etag: str | None = None) -> dict[str, Any]:
+        """Makes the bytes the object's; `etag` overrides the MD5 (multipart uploads)."""
+        self._flush()
         now = time.time()
-        etag = self.md5.hexdigest()
+        etag = etag or self.md5.hexdigest()
         with transaction(self.conn):
             bid = bucket_id(self.conn, self.app, self.bucket, create=True)
             old = self.conn.execute(
@@ -420,8 +459,9 @@ def sweep(conn: apsw.Connection, now: float | None = None, limit: int = 64) -> i
     """Deletes orphans past their grace time and uploads abandoned by dead processes."""
     now = time.time() if now is None else now
     ids = [i for (i,) in conn.execute(
-        "SELECT id FROM blob_data WHERE (state = 'orphan' AND changed_at < ?) OR (state = 'writing' AND changed_at < ?) LIMIT ?",
-        (now - ORPHAN_GRACE_S, now - ABANDONED_S, limit),
+        "SELECT id FROM blob_data WHERE (state = 'orphan' AND changed_at < ?) OR (state = 'writing' AND changed_at < ?) "
+        "OR (state = 'part' AND changed_at < ?) LIMIT ?",
+        (now - ORPHAN_GRACE_S, now - ABANDONED_S, now - ABANDONED_PARTS_S, limit),
     )]
     if ids:
         with transaction(conn):
@@ -432,7 +472,10 @@ def sweep(conn: apsw.Connection, now: float | None = None, limit: int = 64) -> i
 
 
 def forget(conn: apsw.Connection, app: str) -> None:
-    """Drops every bucket and object of a removed app (inside the removal's transaction)."""
+    """Drops every bucket, object, upload and access key of a removed app (inside the removal's transaction)."""
+    conn.execute("DELETE FROM s3_parts WHERE upload IN (SELECT id FROM s3_uploads WHERE app = ?)", (app,))
+    conn.execute("DELETE FROM s3_uploads WHERE app = ?", (app,))
+    conn.execute("DELETE FROM s3_keys WHERE app = ?", (app,))
     conn.execute("DELETE FROM blob_objects WHERE bucket IN (SELECT id FROM blob_buckets WHERE app = ?)", (app,))
     conn.execute("DELETE FROM blob_buckets WHERE app = ?", (app,))
     conn.execute("DELETE FROM blob_chunks WHERE data IN (SELECT id FROM blob_data WHERE app = ?)", (app,))

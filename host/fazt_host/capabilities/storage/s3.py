@@ -1,0 +1,678 @@
+"""The S3-compatible endpoint of each app: `/<app>/storage/v1/s3`, path-style.
+
+Requests are authenticated with AWS Signature Version 4 (an Authorization
+header or a presigned query) by per-app access keys (`fazt-host keys`); a key
+sees only its app's buckets, which are the same buckets the app's JS and the
+CLI see. Reads stream from the loop thread's connection; writes run on the
+process's writer thread. Errors are S3's XML with S3's codes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+import zlib
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote
+from xml.etree import ElementTree
+from xml.sax.saxutils import escape
+
+import apsw
+import msgspec
+
+from ...cartridge import transaction
+from . import http, store
+from .store import StorageError
+
+S3_ROUTES = "/storage/v1/s3"
+MAX_SKEW_S = 15 * 60
+MIN_PART = 5 << 20
+MAX_XML = 1 << 20
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+
+class S3Error(Exception):
+    def __init__(self, code: str, message: str, status: int = 400):
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+# StorageError codes of the store -> S3's.
+_FROM_STORAGE = {
+    "not_found": ("NoSuchKey", 404),
+    "InvalidKey": ("InvalidArgument", 400),
+    "KeyTooLongError": ("KeyTooLongError", 400),
+    "InvalidBucketName": ("InvalidBucketName", 400),
+    "QuotaExceeded": ("QuotaExceeded", 403),
+    "EntityTooLarge": ("EntityTooLarge", 400),
+    "IncompleteBody": ("IncompleteBody", 400),
+    "Duplicate": ("PreconditionFailed", 412),
+}
+
+
+def from_storage(e: StorageError) -> S3Error:
+    code, status = _FROM_STORAGE.get(e.error, ("InvalidRequest", e.status))
+    return S3Error(code, str(e), status)
+
+
+# ---- access keys -------------------------------------------------------------------------------
+
+
+def create_key(conn: apsw.Connection, app: str) -> tuple[str, str]:
+    key_id = "FZ" + base64.b32encode(secrets.token_bytes(10)).decode()[:18]
+    secret = base64.b64encode(secrets.token_bytes(30)).decode()
+    with transaction(conn):
+        conn.execute("INSERT INTO s3_keys(id, app, secret, created_at) VALUES (?, ?, ?, ?)", (key_id, app, secret, time.time()))
+    return key_id, secret
+
+
+def list_keys(conn: apsw.Connection, app: str) -> list[dict[str, Any]]:
+    return [
+        {"accessKeyId": k, "createdAt": created}
+        for k, created in conn.execute("SELECT id, created_at FROM s3_keys WHERE app = ? ORDER BY created_at", (app,))
+    ]
+
+
+def revoke_key(conn: apsw.Connection, app: str, key_id: str) -> bool:
+    with transaction(conn):
+        return conn.execute("DELETE FROM s3_keys WHERE app = ? AND id = ? RETURNING id", (app, key_id)).fetchone() is not None
+
+
+# ---- SigV4 -----------------------------------------------------------------------------------
+
+
+def _hmac(key: bytes, text: str) -> bytes:
+    return hmac.new(key, text.encode(), hashlib.sha256).digest()
+
+
+def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    k = _hmac(("AWS4" + secret).encode(), date)
+    return _hmac(_hmac(_hmac(k, region), service), "aws4_request")
+
+
+def _uri_encode(text: str, slash: bool = True) -> str:
+    return quote(text, safe="/-_.~" if slash else "-_.~")
+
+
+class Auth:
+    """Who signed the request, and what the signature says about its payload."""
+
+    def __init__(self, key: bytes, scope: str, amz_date: str, signature: str, payload: str):
+        self.key = key
+        self.scope = scope
+        self.amz_date = amz_date
+        self.signature = signature
+        self.payload = payload  # a hex SHA-256, UNSIGNED-PAYLOAD, or a STREAMING-... mode
+
+
+def authenticate(conn: apsw.Connection, scope, app: str, now: float | None = None) -> Auth:
+    now = time.time() if now is None else now
+    headers = scope.headers
+    query = parse_qsl(scope.query_string, keep_blank_values=True)
+    params = dict(query)
+    header = headers.get("authorization") or ""
+    if header.startswith("AWS4-HMAC-SHA256 "):
+        fields = dict(p.strip().split("=", 1) for p in header[len("AWS4-HMAC-SHA256 "):].split(",") if "=" in p)
+        credential, signed, signature = fields.get("Credential", ""), fields.get("SignedHeaders", ""), fields.get("Signature", "")
+        amz_date = headers.get("x-amz-date") or ""
+        payload = headers.get("x-amz-content-sha256") or ""
+        if not payload:
+            raise S3Error("InvalidRequest", "Missing required header for this request: x-amz-content-sha256")
+        presigned = False
+    elif params.get("X-Amz-Algorithm") == "AWS4-HMAC-SHA256":
+        credential, signed, signature = params.get("X-Amz-Credential", ""), params.get("X-Amz-SignedHeaders", ""), params.get("X-Amz-Signature", "")
+        amz_date = params.get("X-Amz-Date", "")
+        payload = "UNSIGNED-PAYLOAD"
+        presigned = True
+        query = [(k, v) for k, v in query if k != "X-Amz-Signature"]
+    elif header or "X-Amz-Credential" in params or "AWSAccessKeyId" in params:
+        raise S3Error("InvalidRequest", "Only AWS Signature Version 4 (AWS4-HMAC-SHA256) is supported")
+    else:
+        raise S3Error("AccessDenied", "Access Denied: sign requests with an access key of this app (fazt-host keys create)", 403)
+    parts = credential.split("/")
+    if len(parts) != 5 or parts[3] != "s3" or parts[4] != "aws4_request":
+        raise S3Error("AuthorizationHeaderMalformed", "The credential is malformed: AKID/DATE/REGION/s3/aws4_request")
+    key_id, date, region = parts[0], parts[1], parts[2]
+    row = conn.execute("SELECT secret FROM s3_keys WHERE id = ? AND app = ?", (key_id, app)).fetchone()
+    if row is None:
+        raise S3Error("InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.", 403)
+    try:
+        when = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        raise S3Error("AccessDenied", "X-Amz-Date is missing or malformed", 403) from None
+    if not amz_date.startswith(date):
+        raise S3Error("SignatureDoesNotMatch", "The credential date does not match X-Amz-Date", 403)
+    if presigned:
+        expires = params.get("X-Amz-Expires", "")
+        if not expires.isdigit() or not 1 <= int(expires) <= 604800:
+            raise S3Error("AuthorizationQueryParametersError", "X-Amz-Expires must be between 1 and 604800 seconds")
+        if now > when + int(expires):
+            raise S3Error("AccessDenied", "Request has expired", 403)
+    elif abs(now - when) > MAX_SKEW_S:
+        raise S3Error("RequestTimeTooSkewed", "The difference between the request time and the server's time is too large.", 403)
+    names = signed.split(";")
+    if "host" not in names:
+        raise S3Error("AccessDenied", "The host header must be signed", 403)
+    canonical_headers = "".join(f"{n}:{' '.join((headers.get(n) or '').split())}\n" for n in names)
+    canonical_query = "&".join(
+        f"{_uri_encode(k, False)}={_uri_encode(v, False)}" for k, v in sorted(query)
+    )
+    canonical = "\n".join(
+        (scope.method.upper(), _uri_encode(scope.path), canonical_query, canonical_headers, signed, payload)
+    )
+    credential_scope = f"{date}/{region}/s3/aws4_request"
+    to_sign = "\n".join(("AWS4-HMAC-SHA256", amz_date, credential_scope, hashlib.sha256(canonical.encode()).hexdigest()))
+    key = signing_key(row[0], date, region, "s3")
+    if not hmac.compare_digest(hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest(), signature):
+        raise S3Error("SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided.", 403)
+    return Auth(key, credential_scope, amz_date, signature, payload)
+
+
+# ---- request bodies ------------------------------------------------------------------------------
+
+
+class Body:
+    """The request body as S3 sent it, decoded: plain, or aws-chunked (with or without chunk signatures).
+
+    Checks what the request promised about it at the end: the SHA-256 it was
+    signed with, Content-MD5, and x-amz-checksum-* (CRC32, SHA-1, SHA-256).
+    """
+
+    def __init__(self, raw, auth: Auth, headers):
+        self.raw = raw
+        self.auth = auth
+        self.chunked = auth.payload.startswith("STREAMING-")
+        if self.chunked and "aws-chunked" not in (headers.get("content-encoding") or ""):
+            raise S3Error("InvalidRequest", "a STREAMING payload needs Content-Encoding: aws-chunked")
+        decoded = headers.get("x-amz-decoded-content-length")
+        if self.chunked:
+            if decoded is None or not decoded.isdigit():
+                raise S3Error("MissingContentLength", "aws-chunked needs x-amz-decoded-content-length", 411)
+            self.content_length = int(decoded)
+        else:
+            self.content_length = raw.content_length
+        self.signed_chunks = auth.payload.startswith("STREAMING-AWS4-HMAC-SHA256-PAYLOAD")
+        self.previous = auth.signature
+        self.pending = b""
+        self.left = 0  # bytes left in the current chunk
+        self.done = False
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5()
+        self.checks: dict[str, Any] = {}
+        for name, make in (("crc32", _Crc32), ("sha1", hashlib.sha1), ("sha256", hashlib.sha256)):
+            if headers.get(f"x-amz-checksum-{name}") is not None or name in (headers.get("x-amz-trailer") or ""):
+                self.checks[name] = make()
+        self.expected = {n: headers.get(f"x-amz-checksum-{n}") for n in self.checks}
+        self.content_md5 = headers.get("content-md5")
+        self.chunk_hash = hashlib.sha256()
+
+    def _fill(self, n: int) -> bool:
+        while len(self.pending) < n:
+            more = self.raw.read_bytes(max(n - len(self.pending), 64 << 10))
+            if not more:
+                return False
+            self.pending += more
+        return True
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.pending:
+            if len(self.pending) > 8192 or not self._fill(len(self.pending) + 1):
+                raise S3Error("IncompleteBody", "malformed aws-chunked body")
+        line, _, self.pending = self.pending.partition(b"\r\n")
+        return line
+
+    def read_bytes(self, n: int) -> bytes:
+        data = self._read(n)
+        self.sha256.update(data)
+        self.md5.update(data)
+        for h in self.checks.values():
+            h.update(data)
+        return data
+
+    def _read(self, n: int) -> bytes:
+        if not self.chunked:
+            return self.raw.read_bytes(n)
+        if self.done:
+            return b""
+        if self.left == 0:
+            header = self._line().decode("latin-1")
+            size_text, _, ext = header.partition(";")
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise S3Error("IncompleteBody", "malformed aws-chunked body") from None
+            self.chunk_signature = ext.partition("chunk-signature=")[2]
+            self.chunk_hash = hashlib.sha256()
+            self.left = size
+            if size == 0:
+                self._end_chunk(b"")
+                self._trailer()
+                self.done = True
+                return b""
+        take = min(n, self.left)
+        if not self._fill(take):
+            raise S3Error("IncompleteBody", "the body ended inside an aws-chunked chunk")
+        data, self.pending = self.pending[:take], self.pending[take:]
+        self.chunk_hash.update(data)
+        self.left -= take
+        if self.left == 0:
+            self._end_chunk(data)
+            if not self._fill(2) or self.pending[:2] != b"\r\n":
+                raise S3Error("IncompleteBody", "malformed aws-chunked body")
+            self.pending = self.pending[2:]
+        return data
+
+    def _end_chunk(self, _last: bytes) -> None:
+        if not self.signed_chunks:
+            return
+        to_sign = "\n".join(("AWS4-HMAC-SHA256-PAYLOAD", self.auth.amz_date, self.auth.scope, self.previous,
+                             EMPTY_SHA256, self.chunk_hash.hexdigest()))
+        expected = hmac.new(self.auth.key, to_sign.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, self.chunk_signature):
+            raise S3Error("SignatureDoesNotMatch", "a chunk signature does not match", 403)
+        self.previous = expected
+
+    def _trailer(self) -> None:
+        while True:
+            line = self._line()
+            if not line:
+                return
+            name, _, value = line.decode("latin-1").partition(":")
+            name = name.strip().lower()
+            if name.startswith("x-amz-checksum-"):
+                self.expected[name[len("x-amz-checksum-"):]] = value.strip()
+
+    def verify(self) -> None:
+        """After the whole body was read: raises if it is not what the request said."""
+        p = self.auth.payload
+        if len(p) == 64 and p != self.sha256.hexdigest():
+            raise S3Error("XAmzContentSHA256Mismatch", "The provided 'x-amz-content-sha256' header does not match what was computed.")
+        if self.content_md5 is not None and self.content_md5 != base64.b64encode(self.md5.digest()).decode():
+            raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we received.")
+        for name, h in self.checks.items():
+            want = self.expected.get(name)
+            if want and want != base64.b64encode(h.digest()).decode():
+                raise S3Error("BadDigest", f"The {name.upper()} you specified did not match the calculated checksum.")
+
+
+class _Crc32:
+    def __init__(self) -> None:
+        self.value = 0
+
+    def update(self, data: bytes) -> None:
+        self.value = zlib.crc32(data, self.value)
+
+    def digest(self) -> bytes:
+        return self.value.to_bytes(4, "big")
+
+
+def _read_all(raw, auth: Auth, headers, limit: int = MAX_XML) -> bytes:
+    body = Body(raw, auth, headers)
+    out = bytearray()
+    while chunk := body.read_bytes(64 << 10):
+        out += chunk
+        if len(out) > limit:
+            raise S3Error("MalformedXML", "the XML body is too large")
+    body.verify()
+    return bytes(out)
+
+
+def _xml_items(data: bytes, tag: str) -> list[ElementTree.Element]:
+    try:
+        root = ElementTree.fromstring(data)
+    except ElementTree.ParseError:
+        raise S3Error("MalformedXML", "The XML you provided was not well-formed or did not validate against our published schema.") from None
+    return [e for e in root.iter() if e.tag.rpartition("}")[2] == tag]
+
+
+def _text(e: ElementTree.Element, tag: str) -> str:
+    for child in e:
+        if child.tag.rpartition("}")[2] == tag:
+            return child.text or ""
+    return ""
+
+
+# ---- responses -----------------------------------------------------------------------------------
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _xml(proto, status: int, root: str, inner: str, headers: list | None = None) -> None:
+    body = f'<?xml version="1.0" encoding="UTF-8"?>\n<{root} xmlns="{XMLNS}">{inner}</{root}>'
+    proto.response_bytes(status, [("content-type", "application/xml")] + (headers or []), body.encode())
+
+
+def _error(proto, e: S3Error, resource: str, rid: str, method: str) -> None:
+    headers = [("content-type", "application/xml"), ("x-amz-request-id", rid)]
+    if method == "HEAD":
+        proto.response_empty(e.status, headers)
+        return
+    body = (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{e.code}</Code><Message>{escape(str(e))}</Message>'
+        f"<Resource>{escape(resource)}</Resource><RequestId>{rid}</RequestId></Error>"
+    )
+    proto.response_bytes(e.status, headers, body.encode())
+
+
+def _tag(name: str, value: Any) -> str:
+    return f"<{name}>{escape(str(value))}</{name}>"
+
+
+def _object_xml(o: dict[str, Any]) -> str:
+    return (
+        "<Contents>" + _tag("Key", o["key"]) + _tag("LastModified", _iso(o["updatedAt"])) + _tag("ETag", f'"{o["etag"]}"')
+        + _tag("Size", o["size"]) + "<StorageClass>STANDARD</StorageClass></Contents>"
+    )
+
+
+# ---- the endpoint ------------------------------------------------------------------------------
+
+
+async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
+    app = deployed.name
+    method = scope.method.upper()
+    rid = secrets.token_hex(8)
+    path = inner[len(S3_ROUTES):]
+    bucket, _, key = path.lstrip("/").partition("/")
+    try:
+        if path and not path.startswith("/"):
+            raise S3Error("InvalidURI", "Couldn't parse the specified URI.")
+        auth = authenticate(trigger.reader, scope, app)
+        params = dict(parse_qsl(scope.query_string, keep_blank_values=True))
+        if not bucket:
+            if method != "GET":
+                raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.", 405)
+            return _list_buckets(proto, trigger.reader, app)
+        store.check_bucket(bucket)
+        if not key:
+            return await _bucket_op(trigger, scope, proto, deployed, auth, method, bucket, params)
+        store.check_key(key)
+        return await _object_op(trigger, scope, proto, deployed, auth, method, bucket, key, params, rid)
+    except StorageError as e:
+        _error(proto, from_storage(e), path, rid, method)
+    except S3Error as e:
+        _error(proto, e, path, rid, method)
+
+
+def _list_buckets(proto, conn, app: str) -> None:
+    items = "".join(
+        "<Bucket>" + _tag("Name", b["name"]) + _tag("CreationDate", _iso(b["createdAt"])) + "</Bucket>"
+        for b in store.buckets(conn, app)
+    )
+    owner = f"<Owner>{_tag('ID', app)}{_tag('DisplayName', app)}</Owner>"
+    _xml(proto, 200, "ListAllMyBucketsResult", f"{owner}<Buckets>{items}</Buckets>")
+
+
+def _need_bucket(conn, app: str, bucket: str) -> int:
+    bid = store.bucket_id(conn, app, bucket)
+    if bid is None:
+        raise S3Error("NoSuchBucket", "The specified bucket does not exist", 404)
+    return bid
+
+
+async def _bucket_op(trigger, scope, proto, deployed, auth, method, bucket, params) -> None:
+    app, reader = deployed.name, trigger.reader
+    if method == "HEAD":
+        _need_bucket(reader, app, bucket)
+        proto.response_empty(200, [])
+        return
+    if method == "GET" and "uploads" not in params and "location" not in params:
+        _need_bucket(reader, app, bucket)
+        return _list_objects(proto, reader, app, bucket, params)
+    if method == "GET" and "location" in params:
+        _need_bucket(reader, app, bucket)
+        return _xml(proto, 200, "LocationConstraint", "")
+    raw = trigger.body_reader(scope, proto, deployed)
+    conn = trigger.host.conn
+
+    def write():
+        if method == "PUT":
+            _read_all(raw, auth, scope.headers)  # a CreateBucketConfiguration says nothing we use
+            with transaction(conn):
+                if store.bucket_id(conn, app, bucket) is not None:
+                    raise S3Error("BucketAlreadyOwnedByYou", "Your previous request to create the named bucket succeeded and you already own it.", 409)
+                store.bucket_id(conn, app, bucket, create=True)
+            return ("empty", 200, [("location", f"/{bucket}")])
+        if method == "DELETE":
+            with transaction(conn):
+                bid = _need_bucket(conn, app, bucket)
+                if conn.execute("SELECT 1 FROM blob_objects WHERE bucket = ? LIMIT 1", (bid,)).fetchone():
+                    raise S3Error("BucketNotEmpty", "The bucket you tried to delete is not empty", 409)
+                conn.execute("DELETE FROM blob_buckets WHERE id = ?", (bid,))
+            return ("empty", 204, [])
+        if method == "POST" and "delete" in params:
+            _need_bucket(conn, app, bucket)
+            data = _read_all(raw, auth, scope.headers)
+            items = _xml_items(data, "Object")
+            if len(items) > 1000:
+                raise S3Error("MalformedXML", "a DeleteObjects request names at most 1000 keys")
+            quiet = any((q.text or "").strip() == "true" for q in _xml_items(data, "Quiet"))
+            keys = [_text(i, "Key") for i in items]
+            deleted, errors = [], []
+            for k in keys:
+                try:
+                    store.check_key(k)
+                    deleted.append(k)
+                except StorageError as e:
+                    errors.append((k, str(e)))
+            store.remove(conn, app, bucket, deleted)
+            inner = "".join(f"<Deleted>{_tag('Key', k)}</Deleted>" for k in deleted if not quiet) + "".join(
+                f"<Error>{_tag('Key', k)}<Code>InvalidArgument</Code>{_tag('Message', m)}</Error>" for k, m in errors
+            )
+            return ("xml", 200, "DeleteResult", inner)
+        raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.", 405)
+
+    result = await trigger.on_wasm_thread(write)
+    _answer(proto, result)
+
+
+def _answer(proto, result) -> None:
+    if result[0] == "empty":
+        proto.response_empty(result[1], result[2])
+    else:
+        _xml(proto, result[1], result[2], result[3], result[4] if len(result) > 4 else None)
+
+
+def _list_objects(proto, conn, app: str, bucket: str, params: dict[str, str]) -> None:
+    v2 = params.get("list-type") == "2"
+    prefix, delimiter = params.get("prefix", ""), params.get("delimiter", "")
+    max_keys_text = params.get("max-keys", "1000")
+    if not max_keys_text.isdigit():
+        raise S3Error("InvalidArgument", "max-keys must be an integer")
+    max_keys = min(int(max_keys_text), 1000)
+    if v2:
+        token = params.get("continuation-token")
+        start = store.decode_cursor(token) if token else (params["start-after"] + "\x00" if params.get("start-after") else "")
+    else:
+        start = params["marker"] + "\x00" if params.get("marker") else ""
+    objects, prefixes, more = store.listing(conn, app, bucket, prefix, max_keys, start, delimiter) if max_keys else ([], [], None)
+    inner = (
+        _tag("Name", bucket) + _tag("Prefix", prefix) + (_tag("Delimiter", delimiter) if delimiter else "")
+        + _tag("MaxKeys", max_keys) + _tag("IsTruncated", "true" if more else "false")
+        + "".join(_object_xml(o) for o in objects)
+        + "".join(f"<CommonPrefixes>{_tag('Prefix', p)}</CommonPrefixes>" for p in prefixes)
+    )
+    if v2:
+        inner += _tag("KeyCount", len(objects) + len(prefixes))
+        if params.get("continuation-token"):
+            inner += _tag("ContinuationToken", params["continuation-token"])
+        if more:
+            inner += _tag("NextContinuationToken", store.encode_cursor(more))
+    else:
+        inner += _tag("Marker", params.get("marker", ""))
+        if more:
+            last = (objects[-1]["key"] if objects else "") if not prefixes else max(prefixes[-1], objects[-1]["key"] if objects else "")
+            inner += _tag("NextMarker", last)
+    _xml(proto, 200, "ListBucketResult", inner)
+
+
+def _metadata(headers) -> dict[str, str]:
+    return {k[len("x-amz-meta-"):]: v for k, v in headers.items() if k.lower().startswith("x-amz-meta-")}
+
+
+async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key, params, rid) -> None:
+    app, reader = deployed.name, trigger.reader
+    if method in ("GET", "HEAD") and "uploadId" not in params:
+        _need_bucket(reader, app, bucket)
+        meta, _ = store.head(reader, app, bucket, key)
+        extra = [(f"x-amz-meta-{k}", v) for k, v in meta["metadata"].items()] + [("x-amz-request-id", rid)]
+        return await http.send_object(proto, reader, app, bucket, key, method, scope.headers, 200, extra)
+    if method == "GET":
+        return _list_parts(proto, reader, app, bucket, key, params["uploadId"])
+    raw = trigger.body_reader(scope, proto, deployed)
+    conn = trigger.host.conn
+    limits = deployed.manifest.limits
+    headers = scope.headers
+
+    def write():
+        if method == "PUT" and "partNumber" in params:
+            return _upload_part(conn, app, raw, auth, headers, params, limits)
+        if method == "PUT" and headers.get("x-amz-copy-source"):
+            source = unquote(headers["x-amz-copy-source"].split("?")[0]).lstrip("/")
+            src_bucket, _, src_key = source.partition("/")
+            _need_bucket(conn, app, src_bucket)
+            copied = store.copy(conn, app, src_bucket, src_key, key, bucket, limits.storage_mb << 20)
+            inner = _tag("ETag", f'"{copied["etag"]}"') + _tag("LastModified", _iso(copied["updatedAt"]))
+            return ("xml", 200, "CopyObjectResult", inner)
+        if method == "PUT":
+            _need_bucket(conn, app, bucket)
+            upload = store.Upload(conn, app, bucket, key, headers.get("content-type") or "binary/octet-stream",
+                                  _metadata(headers), True, limits.storage_mb << 20)
+            body = Body(raw, auth, headers)
+            try:
+                store.pipe(body, upload)
+                body.verify()
+            except BaseException:
+                upload.abort()
+                raise
+            meta = upload.finish()
+            return ("empty", 200, [("etag", f'"{meta["etag"]}"')])
+        if method == "DELETE" and "uploadId" in params:
+            _abort_upload(conn, app, bucket, key, params["uploadId"])
+            return ("empty", 204, [])
+        if method == "DELETE":
+            _need_bucket(conn, app, bucket)
+            store.remove(conn, app, bucket, [key])
+            return ("empty", 204, [])
+        if method == "POST" and "uploads" in params:
+            _need_bucket(conn, app, bucket)
+            upload_id = secrets.token_urlsafe(24)
+            with transaction(conn):
+                conn.execute(
+                    "INSERT INTO s3_uploads(id, app, bucket, key, content_type, metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (upload_id, app, bucket, key, headers.get("content-type") or "binary/octet-stream",
+                     msgspec.json.encode(_metadata(headers)).decode(), time.time()),
+                )
+            inner = _tag("Bucket", bucket) + _tag("Key", key) + _tag("UploadId", upload_id)
+            return ("xml", 200, "InitiateMultipartUploadResult", inner)
+        if method == "POST" and "uploadId" in params:
+            return _complete(conn, app, bucket, key, params["uploadId"], _read_all(raw, auth, headers), limits)
+        raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.", 405)
+
+    _answer(proto, await trigger.on_wasm_thread(write))
+
+
+def _upload_row(conn, app: str, bucket: str, key: str, upload_id: str):
+    row = conn.execute(
+        "SELECT content_type, metadata FROM s3_uploads WHERE id = ? AND app = ? AND bucket = ? AND key = ?",
+        (upload_id, app, bucket, key),
+    ).fetchone()
+    if row is None:
+        raise S3Error("NoSuchUpload", "The specified multipart upload does not exist.", 404)
+    return row
+
+
+def _upload_part(conn, app, raw, auth, headers, params, limits):
+    number_text, upload_id = params.get("partNumber", ""), params.get("uploadId", "")
+    if not number_text.isdigit() or not 1 <= int(number_text) <= 10000:
+        raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive")
+    upload_row = conn.execute("SELECT bucket, key FROM s3_uploads WHERE id = ? AND app = ?", (upload_id, app)).fetchone()
+    if upload_row is None:
+        raise S3Error("NoSuchUpload", "The specified multipart upload does not exist.", 404)
+    part = store.Upload(conn, app, upload_row[0], upload_row[1], "", {}, True, limits.storage_mb << 20)
+    body = Body(raw, auth, headers)
+    try:
+        store.pipe(body, part)
+        body.verify()
+    except BaseException:
+        part.abort()
+        raise
+    data, size, md5 = part.finish_part()
+    with transaction(conn):
+        old = conn.execute("SELECT data FROM s3_parts WHERE upload = ? AND number = ?", (upload_id, int(number_text))).fetchone()
+        if old:
+            conn.execute("UPDATE blob_data SET state = 'orphan', changed_at = ? WHERE id = ?", (time.time(), old[0]))
+        conn.execute(
+            "INSERT OR REPLACE INTO s3_parts(upload, number, data, size, etag) VALUES (?, ?, ?, ?, ?)",
+            (upload_id, int(number_text), data, size, md5),
+        )
+    return ("empty", 200, [("etag", f'"{md5}"')])
+
+
+def _complete(conn, app, bucket, key, upload_id, xml: bytes, limits):
+    content_type, metadata = _upload_row(conn, app, bucket, key, upload_id)
+    wanted = []
+    for item in _xml_items(xml, "Part"):
+        number = _text(item, "PartNumber")
+        if not number.isdigit():
+            raise S3Error("MalformedXML", "a Part has no PartNumber")
+        wanted.append((int(number), _text(item, "ETag").strip().strip('"')))
+    if not wanted:
+        raise S3Error("MalformedXML", "The XML you provided was not well-formed or did not validate against our published schema.")
+    if [n for n, _ in wanted] != sorted({n for n, _ in wanted}):
+        raise S3Error("InvalidPartOrder", "The list of parts was not in ascending order. Parts must be ordered by part number.")
+    parts = {n: (data, size, etag) for n, data, size, etag in conn.execute(
+        "SELECT number, data, size, etag FROM s3_parts WHERE upload = ?", (upload_id,))}
+    for i, (n, etag) in enumerate(wanted):
+        if n not in parts or parts[n][2] != etag:
+            raise S3Error("InvalidPart", "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.")
+        if i < len(wanted) - 1 and parts[n][1] < MIN_PART:
+            raise S3Error("EntityTooSmall", "Your proposed upload is smaller than the minimum allowed object size.")
+    upload = store.Upload(conn, app, bucket, key, content_type, msgspec.json.decode(metadata), True,
+                          (limits.storage_mb << 20) + sum(parts[n][1] for n, _ in wanted))
+    digest = hashlib.md5()
+    try:
+        for n, _ in wanted:  # a chunk at a time: memory stays bounded
+            for chunk in store.read(conn, parts[n][0]):
+                upload.write(chunk)
+            digest.update(bytes.fromhex(parts[n][2]))
+    except BaseException:
+        upload.abort()
+        raise
+    etag = f"{digest.hexdigest()}-{len(wanted)}"
+    upload.finish(etag)
+    _drop_upload(conn, upload_id)
+    inner = _tag("Location", f"/{bucket}/{key}") + _tag("Bucket", bucket) + _tag("Key", key) + _tag("ETag", f'"{etag}"')
+    return ("xml", 200, "CompleteMultipartUploadResult", inner)
+
+
+def _drop_upload(conn, upload_id: str) -> None:
+    with transaction(conn):
+        for (data,) in conn.execute("SELECT data FROM s3_parts WHERE upload = ?", (upload_id,)).fetchall():
+            conn.execute("DELETE FROM blob_chunks WHERE data = ?", (data,))
+            conn.execute("DELETE FROM blob_data WHERE id = ?", (data,))
+        conn.execute("DELETE FROM s3_parts WHERE upload = ?", (upload_id,))
+        conn.execute("DELETE FROM s3_uploads WHERE id = ?", (upload_id,))
+
+
+def _abort_upload(conn, app, bucket, key, upload_id) -> None:
+    _upload_row(conn, app, bucket, key, upload_id)
+    _drop_upload(conn, upload_id)
+
+
+def _list_parts(proto, conn, app, bucket, key, upload_id) -> None:
+    _upload_row(conn, app, bucket, key, upload_id)
+    parts = "".join(
+        "<Part>" + _tag("PartNumber", n) + _tag("ETag", f'"{etag}"') + _tag("Size", size) + "</Part>"
+        for n, size, etag in conn.execute("SELECT number, size, etag FROM s3_parts WHERE upload = ? ORDER BY number", (upload_id,))
+    )
+    inner = _tag("Bucket", bucket) + _tag("Key", key) + _tag("UploadId", upload_id) + "<IsTruncated>false</IsTruncated>" + parts
+    _xml(proto, 200, "ListPartsResult", inner)

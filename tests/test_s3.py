@@ -1,0 +1,232 @@
+"""The S3-compatible endpoint with real clients: boto3 and the AWS CLI, against a real host."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from conftest import TEST_APPS, Cartridge
+
+AWS = str(Path(sys.executable).parent / "aws")
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory, cache_dir):
+    cart = Cartridge(tmp_path_factory.mktemp("s3") / "fazt.db", cache_dir)
+    cart.deploy(TEST_APPS / "files")
+    server = cart.serve(workers=2)
+    yield cart, server
+    server.stop()
+
+
+def new_key(cart, server, app="files") -> dict:
+    key = json.loads(cart.cli("keys", "create", app, "--json").stdout)
+    key["endpoint"] = f"{server.base}/{app}/storage/v1/s3"
+    return key
+
+
+def client(key, secret=None, **config):
+    return boto3.client(
+        "s3", endpoint_url=key["endpoint"], aws_access_key_id=key["accessKeyId"],
+        aws_secret_access_key=secret or key["secretAccessKey"], region_name="eu-central-1",
+        config=Config(s3={"addressing_style": "path"}, signature_version="s3v4", retries={"max_attempts": 1}, **config),
+    )
+
+
+def code(call) -> str:
+    with pytest.raises(ClientError) as e:
+        call()
+    return e.value.response["Error"]["Code"]
+
+
+@pytest.fixture(scope="module")
+def s3(host):
+    cart, server = host
+    return client(new_key(cart, server))
+
+
+def test_keys_cli(host):
+    cart, server = host
+    key = new_key(cart, server)
+    assert key["accessKeyId"] in cart.cli("keys", "list", "files").stdout
+    assert key["endpoint"].endswith("/files/storage/v1/s3")
+    c = client(key)
+    c.list_buckets()
+    cart.cli("keys", "revoke", "files", key["accessKeyId"])
+    assert code(c.list_buckets) == "InvalidAccessKeyId"
+    assert cart.cli("keys", "revoke", "files", key["accessKeyId"], check=False).returncode == 1
+
+
+def test_buckets(s3):
+    s3.create_bucket(Bucket="b-one")
+    assert code(lambda: s3.create_bucket(Bucket="b-one")) == "BucketAlreadyOwnedByYou"
+    names = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert {"avatars", "docs", "b-one"} <= set(names)
+    s3.head_bucket(Bucket="b-one")
+    assert code(lambda: s3.head_bucket(Bucket="b-none")) == "404"
+    s3.put_object(Bucket="b-one", Key="k", Body=b"x")
+    assert code(lambda: s3.delete_bucket(Bucket="b-one")) == "BucketNotEmpty"
+    s3.delete_object(Bucket="b-one", Key="k")
+    s3.delete_bucket(Bucket="b-one")
+    assert code(lambda: s3.list_objects_v2(Bucket="b-one")) == "NoSuchBucket"
+    assert code(lambda: s3.create_bucket(Bucket="Bad_Name")) == "InvalidBucketName"
+
+
+def test_objects_and_conditionals(s3):
+    data = os.urandom(1_300_000)
+    put = s3.put_object(Bucket="docs", Key="dir/o.bin", Body=data, ContentType="x/y", Metadata={"who": "me"})
+    assert put["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
+    got = s3.get_object(Bucket="docs", Key="dir/o.bin")
+    assert got["Body"].read() == data and got["ContentType"] == "x/y" and got["Metadata"] == {"who": "me"}
+    assert s3.get_object(Bucket="docs", Key="dir/o.bin", Range="bytes=100-199")["Body"].read() == data[100:200]
+    assert s3.head_object(Bucket="docs", Key="dir/o.bin")["ContentLength"] == len(data)
+    assert code(lambda: s3.get_object(Bucket="docs", Key="dir/o.bin", IfNoneMatch=put["ETag"])) == "304"
+    assert code(lambda: s3.get_object(Bucket="docs", Key="missing")) == "NoSuchKey"
+    assert code(lambda: s3.head_object(Bucket="docs", Key="missing")) == "404"
+    s3.copy_object(Bucket="avatars", Key="c.bin", CopySource={"Bucket": "docs", "Key": "dir/o.bin"})
+    assert s3.get_object(Bucket="avatars", Key="c.bin")["Body"].read() == data
+    s3.delete_object(Bucket="avatars", Key="c.bin")
+    s3.delete_object(Bucket="avatars", Key="c.bin")  # deleting what is gone is fine, as in S3
+
+
+def test_the_js_api_and_s3_share_one_namespace(host, s3):
+    _, server = host
+    s3.put_object(Bucket="docs", Key="shared/from-s3.txt", Body=b"via s3")
+    assert server.get("/files/get/docs/shared/from-s3.txt").content == b"via s3"
+    assert server.request("PUT", "/files/pipe/docs/shared/from-js.txt", content=b"via js").json()["error"] is None
+    assert s3.get_object(Bucket="docs", Key="shared/from-js.txt")["Body"].read() == b"via js"
+
+
+def test_listing(s3):
+    s3.create_bucket(Bucket="listing")
+    keys = ["a", "b/1", "b/2", "c/x/1", "d"] + [f"many/{i:03}" for i in range(12)]
+    for k in keys:
+        s3.put_object(Bucket="listing", Key=k, Body=k.encode())
+    top = s3.list_objects_v2(Bucket="listing", Delimiter="/")
+    assert [o["Key"] for o in top["Contents"]] == ["a", "d"]
+    assert [p["Prefix"] for p in top["CommonPrefixes"]] == ["b/", "c/", "many/"]
+    seen, token = [], None
+    while True:
+        page = s3.list_objects_v2(Bucket="listing", Prefix="many/", MaxKeys=5, **({"ContinuationToken": token} if token else {}))
+        seen += [o["Key"] for o in page["Contents"]]
+        if not page["IsTruncated"]:
+            break
+        token = page["NextContinuationToken"]
+    assert seen == [f"many/{i:03}" for i in range(12)]
+    after = s3.list_objects_v2(Bucket="listing", StartAfter="many/009")
+    assert [o["Key"] for o in after["Contents"]] == ["many/010", "many/011"]
+    paginator = s3.get_paginator("list_objects_v2")
+    assert sum(len(p.get("Contents", [])) for p in paginator.paginate(Bucket="listing", PaginationConfig={"PageSize": 4})) == len(keys)
+    deleted = s3.delete_objects(Bucket="listing", Delete={"Objects": [{"Key": "a"}, {"Key": "nope"}]})
+    assert sorted(d["Key"] for d in deleted["Deleted"]) == ["a", "nope"]
+
+
+def test_multipart(s3):
+    part1, part2 = os.urandom(5 << 20), os.urandom(123_456)
+    up = s3.create_multipart_upload(Bucket="docs", Key="mp.bin", ContentType="app/mp")["UploadId"]
+    e2 = s3.upload_part(Bucket="docs", Key="mp.bin", UploadId=up, PartNumber=2, Body=part2)["ETag"]
+    e1 = s3.upload_part(Bucket="docs", Key="mp.bin", UploadId=up, PartNumber=1, Body=part1)["ETag"]
+    assert [p["PartNumber"] for p in s3.list_parts(Bucket="docs", Key="mp.bin", UploadId=up)["Parts"]] == [1, 2]
+    out_of_order = {"Parts": [{"PartNumber": 2, "ETag": e2}, {"PartNumber": 1, "ETag": e1}]}
+    assert code(lambda: s3.complete_multipart_upload(Bucket="docs", Key="mp.bin", UploadId=up, MultipartUpload=out_of_order)) == "InvalidPartOrder"
+    wrong = {"Parts": [{"PartNumber": 1, "ETag": e2}, {"PartNumber": 2, "ETag": e2}]}
+    assert code(lambda: s3.complete_multipart_upload(Bucket="docs", Key="mp.bin", UploadId=up, MultipartUpload=wrong)) == "InvalidPart"
+    assert code(lambda: s3.head_object(Bucket="docs", Key="mp.bin")) == "404"  # nothing visible yet
+    done = s3.complete_multipart_upload(Bucket="docs", Key="mp.bin", UploadId=up,
+                                        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
+    md5s = hashlib.md5(bytes.fromhex(e1.strip('"')) + bytes.fromhex(e2.strip('"'))).hexdigest()
+    assert done["ETag"] == f'"{md5s}-2"'
+    got = s3.get_object(Bucket="docs", Key="mp.bin")
+    assert got["Body"].read() == part1 + part2 and got["ContentType"] == "app/mp"
+    small = s3.create_multipart_upload(Bucket="docs", Key="small")["UploadId"]
+    s1 = s3.upload_part(Bucket="docs", Key="small", UploadId=small, PartNumber=1, Body=b"tiny")["ETag"]
+    s2 = s3.upload_part(Bucket="docs", Key="small", UploadId=small, PartNumber=2, Body=b"tiny")["ETag"]
+    parts = {"Parts": [{"PartNumber": 1, "ETag": s1}, {"PartNumber": 2, "ETag": s2}]}
+    assert code(lambda: s3.complete_multipart_upload(Bucket="docs", Key="small", UploadId=small, MultipartUpload=parts)) == "EntityTooSmall"
+    s3.abort_multipart_upload(Bucket="docs", Key="small", UploadId=small)
+    assert code(lambda: s3.list_parts(Bucket="docs", Key="small", UploadId=small)) == "NoSuchUpload"
+
+
+def test_presigned_urls(s3):
+    s3.put_object(Bucket="docs", Key="pre sign.txt", Body=b"presigned")
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "docs", "Key": "pre sign.txt"}, ExpiresIn=60)
+    assert httpx.get(url).content == b"presigned"
+    tampered = httpx.get(url.replace("pre%20sign.txt", "other.txt"))
+    assert tampered.status_code == 403 and b"<Code>SignatureDoesNotMatch</Code>" in tampered.content
+    put_url = s3.generate_presigned_url("put_object", Params={"Bucket": "docs", "Key": "up.txt"}, ExpiresIn=60)
+    assert httpx.put(put_url, content=b"uploaded").status_code == 200
+    assert s3.get_object(Bucket="docs", Key="up.txt")["Body"].read() == b"uploaded"
+    short = s3.generate_presigned_url("get_object", Params={"Bucket": "docs", "Key": "up.txt"}, ExpiresIn=1)
+    time.sleep(2.1)
+    expired = httpx.get(short)
+    assert expired.status_code == 403 and b"expired" in expired.content
+
+
+def test_bad_requests(host, s3):
+    cart, server = host
+    key = new_key(cart, server)
+    assert code(lambda: client(key, secret="wrong" * 8).list_buckets()) == "SignatureDoesNotMatch"
+    other = dict(key, endpoint=f"{server.base}/nobody-else/storage/v1/s3")
+    assert httpx.get(other["endpoint"]).status_code == 404  # no such app
+    anonymous = httpx.get(key["endpoint"] + "/docs")
+    assert anonymous.status_code == 403 and b"<Code>AccessDenied</Code>" in anonymous.content
+    assert code(lambda: s3.put_object(Bucket="docs", Key="md5", Body=b"abc", ContentMD5="1B2M2Y8AsgTpgAmY7PhCfg==")) == "BadDigest"
+    assert code(lambda: s3.head_object(Bucket="docs", Key="md5")) == "404"
+    assert code(lambda: s3.put_object(Bucket="docs", Key="crc", Body=b"abc", ChecksumCRC32="AAAAAA==")) == "BadDigest"
+    assert code(lambda: s3.put_object(Bucket="docs", Key="../escape", Body=b"x")) in ("InvalidArgument", "InvalidURI", "400")
+    assert code(lambda: s3.put_object(Bucket="docs", Key="x" * 1100, Body=b"x")) in ("KeyTooLongError", "400")
+
+
+def test_a_key_sees_only_its_app(host, tmp_path, s3):
+    cart, server = host
+    twin = tmp_path / "twin"
+    import shutil
+    shutil.copytree(TEST_APPS / "files", twin)
+    manifest = json.loads((twin / "fazt.json").read_text())
+    (twin / "fazt.json").write_text(json.dumps({**manifest, "name": "twin"}))
+    cart.deploy(twin)
+    files_key = new_key(cart, server)
+    stolen = client(dict(files_key, endpoint=f"{server.base}/twin/storage/v1/s3"))
+    assert code(stolen.list_buckets) == "InvalidAccessKeyId"
+    twin_s3 = client(new_key(cart, server, "twin"))
+    twin_s3.put_object(Bucket="docs", Key="twin-only", Body=b"t")
+    assert code(lambda: s3.get_object(Bucket="docs", Key="twin-only")) == "NoSuchKey"
+    cart.cli("remove", "twin")
+
+
+def test_aws_cli_cp_sync_ls(host, tmp_path):
+    cart, server = host
+    key = new_key(cart, server)
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": key["accessKeyId"], "AWS_SECRET_ACCESS_KEY": key["secretAccessKey"],
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+
+    def aws(*args):
+        proc = subprocess.run([AWS, "--endpoint-url", key["endpoint"], "--no-progress", *args] if args[0] == "s3" and args[1] in ("cp", "sync") else
+                              [AWS, "--endpoint-url", key["endpoint"], *args], env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    big = os.urandom(12 << 20)  # over the CLI's 8 MiB multipart threshold
+    (src / "big.bin").write_bytes(big)
+    (src / "sub" / "a.txt").write_text("hello")
+    aws("s3", "cp", str(src / "big.bin"), "s3://docs/cli/big.bin")
+    aws("s3", "cp", "s3://docs/cli/big.bin", str(tmp_path / "back.bin"))
+    assert (tmp_path / "back.bin").read_bytes() == big
+    aws("s3", "sync", str(src), "s3://docs/synced/")
+    listed = aws("s3", "ls", "s3://docs/synced/", "--recursive")
+    assert "synced/big.bin" in listed and "synced/sub/a.txt" in listed
+    assert "upload:" not in aws("s3", "sync", str(src), "s3://docs/synced/")  # nothing changed, nothing sent
+    assert "docs" in aws("s3", "ls")
