@@ -263,11 +263,12 @@ def test_cache_deleted_or_corrupted_while_serving(cartridge, tmp_path, cache_dir
     assert server.get("/hello/hello").status_code == 200  # already mapped in this worker
     server.stop()
     server = cartridge.serve()
-    assert server.get("/hello/hello").json()["hello"] == "world"
+    # The first request recompiles the component (seconds, more on a busy machine).
+    assert server.get("/hello/hello", timeout=180).json()["hello"] == "world"
     server.stop()
     shutil.rmtree(private)
     server = cartridge.serve()
-    assert server.get("/hello/hello").json()["hello"] == "world"
+    assert server.get("/hello/hello", timeout=180).json()["hello"] == "world"
     assert list(private.glob("*.cwasm")), "the missing artifact was not rebuilt"
 
 
