@@ -1,6 +1,7 @@
 # make up    — install what is missing, build + deploy apps/*, serve on 127.0.0.1:8080 with ./fazt.db
 # make test  — install what is missing, run the test suite
 # make bench — run the benchmarks and write bench/README.md
+# make bench-docs N=10000000 — only the documents benchmark (fazt-host vs PostgreSQL) at N documents
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
@@ -8,7 +9,9 @@ SDK := guest-sdk
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: up test bench deps clean
+N ?= 1000000
+
+.PHONY: up test bench bench-docs bench-deps deps clean
 
 deps: $(VENV)/.installed $(SDK)/node_modules/.installed
 
@@ -31,9 +34,20 @@ up: deps
 test: deps
 	$(BIN)/pytest -q tests
 
-bench: deps
+# psycopg for the documents benchmark's PostgreSQL side, and the PostgreSQL 15 server itself.
+bench-deps: deps $(VENV)/.bench-installed
+	@test -x /usr/lib/postgresql/15/bin/initdb || { apt-get update -q && apt-get install -yq postgresql; }
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	@touch $@
+
+bench: bench-deps
 	@command -v wrk >/dev/null || { apt-get update -q && apt-get install -yq wrk; }
 	$(BIN)/python bench/run.py
+
+bench-docs: bench-deps
+	$(BIN)/python bench/run.py --only docs --docs-n $(N)
 
 clean:
 	rm -rf $(VENV) $(SDK)/node_modules

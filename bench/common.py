@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import msgspec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +33,42 @@ def fresh_cartridge(name: str) -> Path:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     return path
+
+
+class FaztServer:
+    """`fazt-host up` on a free loopback port."""
+
+    def __init__(self, cartridge: Path, workers: int = 2):
+        from bench import peers  # the repo root is on sys.path only in bench scripts, not in pytest
+
+        self.cartridge = cartridge
+        self.port = peers.free_port()
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [FAZT, "up", "--port", str(self.port), "--workers", str(workers)],
+            env=env_for(cartridge), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def first_response(self, path: str, timeout: float = 60) -> float:
+        """Seconds from process start to the first 200 on `path`."""
+        while time.perf_counter() - self.started < timeout:
+            try:
+                if httpx.get(self.url + path, timeout=5).status_code == 200:
+                    return time.perf_counter() - self.started
+            except httpx.HTTPError:
+                time.sleep(0.01)
+        raise RuntimeError(f"no answer on {path}")
+
+    def worker_rss_mib(self) -> list[float]:
+        out = subprocess.run(["ps", "-o", "pid=,ppid=,rss=", "--ppid", str(self.proc.pid)],
+                             capture_output=True, text=True).stdout
+        return [int(line.split()[2]) / 1024 for line in out.splitlines() if line.strip()]
+
+    def stop(self) -> None:
+        from bench import peers
+
+        peers.stop(self.proc)
 
 
 class InProcess:

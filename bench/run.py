@@ -23,9 +23,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import CACHE, FAZT, ROOT, WORK, cli, env_for, fresh_cartridge  # noqa: E402
+from common import CACHE, FAZT, ROOT, WORK, FaztServer, cli, env_for, fresh_cartridge  # noqa: E402
 
 from bench import peers  # noqa: E402
+from bench.docs import compare as docs_compare  # noqa: E402
 from bench.peers import wrk  # noqa: E402
 
 CONNECTIONS = (1, 8, 32)
@@ -41,36 +42,6 @@ def bench_app(name: str, source: Path, dest: Path) -> Path:
     shutil.copy(source, dest / "index.js")
     (dest / "fazt.json").write_text(json.dumps({"name": name}))
     return dest
-
-
-class FaztServer:
-    def __init__(self, cartridge: Path, workers: int = 2):
-        self.cartridge = cartridge
-        self.port = peers.free_port()
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [FAZT, "up", "--port", str(self.port), "--workers", str(workers)],
-            env=env_for(cartridge), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def first_response(self, path: str, timeout: float = 60) -> float:
-        """Seconds from process start to the first 200 on `path`."""
-        while time.perf_counter() - self.started < timeout:
-            try:
-                if httpx.get(self.url + path, timeout=5).status_code == 200:
-                    return time.perf_counter() - self.started
-            except httpx.HTTPError:
-                time.sleep(0.01)
-        raise RuntimeError(f"no answer on {path}")
-
-    def worker_rss_mib(self) -> list[float]:
-        out = subprocess.run(["ps", "-o", "pid=,ppid=,rss=", "--ppid", str(self.proc.pid)],
-                             capture_output=True, text=True).stdout
-        return [int(line.split()[2]) / 1024 for line in out.splitlines() if line.strip()]
-
-    def stop(self) -> None:
-        peers.stop(self.proc)
 
 
 def load_runs(duration: float) -> dict:
@@ -213,13 +184,15 @@ def machine() -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="shorter load runs")
-    p.add_argument("--only", nargs="*", help="coldstart load body restart deploy")
+    p.add_argument("--only", nargs="*", help="coldstart load body restart deploy docs")
+    p.add_argument("--docs-n", type=int, default=1_000_000, help="documents for the docs step (default 1000000)")
     args = p.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     results_path = WORK / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     steps = {"coldstart": coldstart, "load": lambda: load_runs(3 if args.quick else 8),
-             "body": body_throughput, "restart": restart_20_apps, "deploy": deploy_times}
+             "body": body_throughput, "restart": restart_20_apps, "deploy": deploy_times,
+             "docs": lambda: {**results.get("docs", {}), str(args.docs_n): docs_compare.run(args.docs_n)}}
     for name, step in steps.items():
         if args.only and name not in args.only:
             continue
