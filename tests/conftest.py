@@ -101,6 +101,16 @@ class Server:
         self.client.close()
 
 
+def serve_apps(tmp_path_factory, cache_dir, name: str, *apps: Path, workers: int = 2):
+    """A module's own host with these apps deployed: `yield from` it in a fixture."""
+    cart = Cartridge(tmp_path_factory.mktemp(name) / "fazt.db", cache_dir)
+    for app in apps:
+        cart.deploy(app)
+    server = cart.serve(workers=workers)
+    yield cart, server
+    server.stop()
+
+
 @pytest.fixture
 def cartridge(tmp_path, cache_dir):
     cart = Cartridge(tmp_path / "fazt.db", cache_dir)

@@ -16,18 +16,14 @@ import time
 
 import pytest
 
-from conftest import FAZT, TEST_APPS, Cartridge
+from conftest import FAZT, TEST_APPS, Cartridge, serve_apps
 
 DBPROXY = TEST_APPS / "dbproxy"
 
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory, cache_dir):
-    cart = Cartridge(tmp_path_factory.mktemp("docs") / "fazt.db", cache_dir)
-    cart.deploy(DBPROXY)
-    server = cart.serve(workers=2)
-    yield cart, server
-    server.stop()
+    yield from serve_apps(tmp_path_factory, cache_dir, "docs", DBPROXY)
 
 
 def chain(server, *calls, app="dbproxy"):

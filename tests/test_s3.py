@@ -16,18 +16,14 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import TEST_APPS, Cartridge
+from conftest import TEST_APPS, Cartridge, serve_apps
 
 AWS = str(Path(sys.executable).parent / "aws")
 
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory, cache_dir):
-    cart = Cartridge(tmp_path_factory.mktemp("s3") / "fazt.db", cache_dir)
-    cart.deploy(TEST_APPS / "files")
-    server = cart.serve(workers=2)
-    yield cart, server
-    server.stop()
+    yield from serve_apps(tmp_path_factory, cache_dir, "s3", TEST_APPS / "files")
 
 
 def new_key(cart, server, app="files") -> dict:

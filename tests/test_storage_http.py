@@ -13,7 +13,7 @@ from email.utils import formatdate
 import apsw
 import pytest
 
-from conftest import TEST_APPS, Cartridge
+from conftest import TEST_APPS, Cartridge, serve_apps
 
 FILES = TEST_APPS / "files"
 DATA = os.urandom(3_000_000)
@@ -22,11 +22,7 @@ MD5 = hashlib.md5(DATA).hexdigest()
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory, cache_dir):
-    cart = Cartridge(tmp_path_factory.mktemp("storage") / "fazt.db", cache_dir)
-    cart.deploy(FILES)
-    server = cart.serve(workers=2)
-    yield cart, server
-    server.stop()
+    yield from serve_apps(tmp_path_factory, cache_dir, "storage", FILES)
 
 
 def ok(r):

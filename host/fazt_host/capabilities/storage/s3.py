@@ -312,6 +312,17 @@ class _Crc32:
         return self.value.to_bytes(4, "big")
 
 
+def _receive(raw, auth: Auth, headers, upload: store.Upload) -> None:
+    """Streams the request body into an upload and checks it; any failure leaves nothing behind."""
+    body = Body(raw, auth, headers)
+    try:
+        store.pipe(body, upload)
+        body.verify()
+    except BaseException:
+        upload.abort()
+        raise
+
+
 def _read_all(raw, auth: Auth, headers, limit: int = MAX_XML) -> bytes:
     body = Body(raw, auth, headers)
     out = bytearray()
@@ -546,13 +557,7 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
             _need_bucket(conn, app, bucket)
             upload = store.Upload(conn, app, bucket, key, headers.get("content-type") or "binary/octet-stream",
                                   _metadata(headers), True, limits.storage_mb << 20)
-            body = Body(raw, auth, headers)
-            try:
-                store.pipe(body, upload)
-                body.verify()
-            except BaseException:
-                upload.abort()
-                raise
+            _receive(raw, auth, headers, upload)
             meta = upload.finish()
             return ("empty", 200, [("etag", f'"{meta["etag"]}"')])
         if method == "DELETE" and "uploadId" in params:
@@ -598,13 +603,7 @@ def _upload_part(conn, app, raw, auth, headers, params, limits):
     if upload_row is None:
         raise S3Error("NoSuchUpload", "The specified multipart upload does not exist.", 404)
     part = store.Upload(conn, app, upload_row[0], upload_row[1], "", {}, True, limits.storage_mb << 20)
-    body = Body(raw, auth, headers)
-    try:
-        store.pipe(body, part)
-        body.verify()
-    except BaseException:
-        part.abort()
-        raise
+    _receive(raw, auth, headers, part)
     data, size, md5 = part.finish_part()
     with transaction(conn):
         old = conn.execute("SELECT data FROM s3_parts WHERE upload = ? AND number = ?", (upload_id, int(number_text))).fetchone()
