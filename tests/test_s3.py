@@ -16,7 +16,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import TEST_APPS, Cartridge, serve_apps
+from conftest import TEST_APPS, serve_apps
 
 AWS = str(Path(sys.executable).parent / "aws")
 

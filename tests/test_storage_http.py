@@ -13,7 +13,7 @@ from email.utils import formatdate
 import apsw
 import pytest
 
-from conftest import TEST_APPS, Cartridge, serve_apps
+from conftest import TEST_APPS, serve_apps
 
 FILES = TEST_APPS / "files"
 DATA = os.urandom(3_000_000)
