@@ -1,8 +1,8 @@
 """Buckets of objects inside the cartridge: the internal storage backend.
 
 An object's bytes are an upload (`blob_data`) of chunks (`blob_chunks`, 512
-KiB rows), each chunk written in its own short transaction so a large upload
-never holds the write lock for long. The object row (`blob_objects`) is
+KiB rows), written a few MiB per short transaction so a large upload never
+holds the write lock for long. The object row (`blob_objects`) is
 switched to the new upload in one transaction at the end, so a half-written
 upload is never visible and concurrent writers to one key replace it
 atomically (the last to finish wins). Replaced and abandoned uploads become
@@ -91,6 +91,8 @@ MIGRATIONS = [
 ]
 
 CHUNK = 512 * 1024
+# Chunks written per transaction: few enough that other writers wait milliseconds, not seconds.
+CHUNKS_PER_COMMIT = 8
 # An orphan is swept this long after it stopped being an object's bytes: a
 # download that started before the switch has this long to finish reading.
 ORPHAN_GRACE_S = 600
@@ -199,20 +201,22 @@ class Upload:
         self.md5.update(data)
         self.size += len(data)
         self.buffer += data
-        while len(self.buffer) >= CHUNK:
-            self._put(bytes(self.buffer[:CHUNK]))
-            del self.buffer[:CHUNK]
+        if len(self.buffer) >= CHUNK * CHUNKS_PER_COMMIT:
+            self._put(len(self.buffer) // CHUNK * CHUNK)
 
-    def _put(self, chunk: bytes) -> None:
+    def _put(self, n: int) -> None:
+        """Writes the first n buffered bytes as chunks, in one short transaction."""
         with transaction(self.conn):
-            self.conn.execute("INSERT INTO blob_chunks(data, seq, bytes) VALUES (?, ?, ?)", (self.data, self.seq, chunk))
-            self.conn.execute("UPDATE blob_data SET size = size + ?, changed_at = ? WHERE id = ?", (len(chunk), time.time(), self.data))
-        self.seq += 1
+            for off in range(0, n, CHUNK):
+                piece = bytes(self.buffer[off : min(off + CHUNK, n)])
+                self.conn.execute("INSERT INTO blob_chunks(data, seq, bytes) VALUES (?, ?, ?)", (self.data, self.seq, piece))
+                self.seq += 1
+            self.conn.execute("UPDATE blob_data SET size = size + ?, changed_at = ? WHERE id = ?", (n, time.time(), self.data))
+        del self.buffer[:n]
 
     def _flush(self) -> None:
         if self.buffer:
-            self._put(bytes(self.buffer))
-            self.buffer.clear()
+            self._put(len(self.buffer))
 
     def finish_part(self) -> tuple[int, int, str]:
         """Keeps the bytes as one part of a multipart upload: (data id, size, MD5 hex)."""

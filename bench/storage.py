@@ -1,0 +1,180 @@
+"""Storage figures, side by side in one run.
+
+- A large object PUT and GET through the S3 endpoint with boto3 (internal
+  backend) against a plain copy of the same file on the same disk (the
+  physical limit), with the workers' RSS growth.
+- 8 MiB through a handler: bytes made in the guest uploaded (list<u64> words),
+  and an object downloaded into the guest (base64) and returned.
+- Many small objects: PUT/GET of 4 KiB objects through the S3 endpoint, against
+  moto_server (an S3 server in Python: a floor) and raw SQLite inserts of the
+  same bytes (a ceiling), with the same boto3 client settings.
+
+    .venv/bin/python bench/storage.py [--quick]     (also run.py --only storage)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import apsw
+import boto3
+import httpx
+from botocore.config import Config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, WORK, FaztServer, cli, fresh_cartridge  # noqa: E402
+
+from bench import peers  # noqa: E402
+
+FILES_APP = ROOT / "tests" / "apps" / "files"
+MIB = 1 << 20
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def s3_client(endpoint: str, key_id: str, secret: str):
+    return boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id=key_id, aws_secret_access_key=secret, region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, signature_version="s3v4", retries={"max_attempts": 1}),
+    )
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def large_object(s3, size: int) -> dict:
+    src = WORK / "storage-large.bin"
+    with open(src, "wb") as f:
+        for _ in range(size // (64 * MIB)):
+            f.write(os.urandom(64 * MIB))
+    copy_s = timed(lambda: shutil.copyfile(src, WORK / "storage-large.copy"))
+    put_s = timed(lambda: s3.upload_file(str(src), "big", "large.bin"))
+    get_s = timed(lambda: s3.download_file("big", "large.bin", str(WORK / "storage-large.back")))
+    same = _same_file(src, WORK / "storage-large.back")
+    for p in ("storage-large.bin", "storage-large.copy", "storage-large.back"):
+        (WORK / p).unlink(missing_ok=True)
+    mbps = lambda s: round(size / MIB / s, 1)  # noqa: E731
+    return {
+        "bytes": size, "byteExact": same, "fileCopyMBps": mbps(copy_s), "putMBps": mbps(put_s), "getMBps": mbps(get_s),
+        "putVsCopy": round(copy_s / put_s, 2), "getVsCopy": round(copy_s / get_s, 2),
+    }
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    with open(a, "rb") as x, open(b, "rb") as y:
+        while True:
+            p, q = x.read(8 * MIB), y.read(8 * MIB)
+            if p != q:
+                return False
+            if not p:
+                return True
+
+
+def guest_path(url: str) -> dict:
+    body = os.urandom(8 * MIB)
+    with httpx.Client(base_url=url, timeout=60) as c:
+        c.put("/files/bytes/docs/warm", content=body[:1024])
+        up = min(timed(lambda: c.put("/files/bytes/docs/eight?upsert=1", content=body)) for _ in range(3))
+        down = min(timed(lambda: c.get("/files/get/docs/eight")) for _ in range(3))
+        exact = c.get("/files/get/docs/eight").content == body
+    return {"byteExact": exact, "inMBps": round(8 / up, 1), "outMBps": round(8 / down, 1)}
+
+
+def anon_rss_mib(server: FaztServer) -> list[float]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(server.proc.pid)], capture_output=True, text=True).stdout
+    sizes = []
+    for pid in out.split():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                sizes.append(int(line.split()[1]) / 1024)
+    return sizes
+
+
+def small_objects(s3, n: int, label: str) -> dict:
+    data = os.urandom(4096)
+    put_s = timed(lambda: [s3.put_object(Bucket="small", Key=f"o/{i:06}", Body=data) for i in range(n)])
+    get_s = timed(lambda: [s3.get_object(Bucket="small", Key=f"o/{i:06}")["Body"].read() for i in range(n)])
+    log(f"small objects ({label}): {n / put_s:.0f} PUT/s, {n / get_s:.0f} GET/s")
+    return {"n": n, "putPerS": round(n / put_s), "getPerS": round(n / get_s)}
+
+
+def raw_sqlite(n: int) -> dict:
+    path = fresh_cartridge("storage-raw")
+    conn = apsw.Connection(str(path))
+    conn.pragma("journal_mode", "wal")
+    conn.pragma("synchronous", "normal")
+    conn.execute("CREATE TABLE o(key TEXT PRIMARY KEY, data BLOB)")
+    data = os.urandom(4096)
+
+    def put():
+        for i in range(n):
+            with conn:  # one transaction per object, as a PUT is
+                conn.execute("INSERT INTO o VALUES (?, ?)", (f"o/{i:06}", data))
+
+    put_s = timed(put)
+    get_s = timed(lambda: [conn.execute("SELECT data FROM o WHERE key = ?", (f"o/{i:06}",)).fetchone() for i in range(n)])
+    return {"n": n, "putPerS": round(n / put_s), "getPerS": round(n / get_s)}
+
+
+def moto_server(port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    for _ in range(200):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError("moto_server did not start")
+
+
+def run(quick: bool = False) -> dict:
+    large = (256 if quick else 1024) * MIB
+    n = 1000 if quick else 10_000
+    cartridge = fresh_cartridge("storage")
+    cli(cartridge, "deploy", str(FILES_APP), "--storage-mb", str(4 * large // MIB + 1024), "--body-mb", "64")
+    key = json.loads(cli(cartridge, "keys", "create", "files", "--json").stdout)
+    server = FaztServer(cartridge)
+    try:
+        server.first_response("/files/list/docs")
+        s3 = s3_client(f"{server.url}/files/storage/v1/s3", key["accessKeyId"], key["secretAccessKey"])
+        s3.create_bucket(Bucket="big")
+        s3.create_bucket(Bucket="small")
+        anon_before = anon_rss_mib(server)
+        log(f"storage: {large // MIB} MiB object PUT/GET vs file copy")
+        results = {"large": large_object(s3, large)}
+        # Anonymous memory: RSS also counts the cartridge pages the memory map touched (page cache).
+        results["large"]["anonRssGrowthMiB"] = round(max(anon_rss_mib(server)) - max(anon_before), 1)
+        log("storage: 8 MiB through a handler")
+        results["guest"] = guest_path(server.url)
+        log(f"storage: {n} small objects")
+        results["small"] = {"fazt-host": small_objects(s3, n, "fazt-host")}
+    finally:
+        server.stop()
+    port = peers.free_port()
+    moto = moto_server(port)
+    try:
+        s3 = s3_client(f"http://127.0.0.1:{port}", "x", "y")
+        s3.create_bucket(Bucket="small")
+        results["small"]["moto_server"] = small_objects(s3, n, "moto_server")
+    finally:
+        peers.stop(moto)
+    results["small"]["raw SQLite"] = raw_sqlite(n)
+    return results
+
+
+if __name__ == "__main__":
+    print(json.dumps(run("--quick" in sys.argv), indent=2))
