@@ -123,10 +123,11 @@ def test_projection_order_range_count_single(db):
     db.insert(PEOPLE)
     rows = db.select(columns="name,town:address.city", order=[{"field": "age", "ascending": False}, {"field": "name"}])
     assert rows == [
-        {"name": "cy", "town": None}, {"name": "ada", "town": "London"}, {"name": "Bob", "town": None},
-        {"name": "Eve%_", "town": None}, {"name": "dee", "town": "Lyon"},
-    ]  # NULL sorts last descending, first ascending (SQLite's order, served by indexes)
-    assert names(db.select(order=[{"field": "age", "nullsFirst": False}])) == ["Bob", "Eve%_", "ada", "cy", "dee"]
+        {"name": "dee", "town": "Lyon"}, {"name": "cy", "town": None}, {"name": "ada", "town": "London"},
+        {"name": "Bob", "town": None}, {"name": "Eve%_", "town": None},
+    ]  # NULL sorts after every value, as in PostgreSQL: first descending, last ascending
+    assert names(db.select(order=[{"field": "age"}])) == ["Bob", "Eve%_", "ada", "cy", "dee"]
+    assert names(db.select(order=[{"field": "age", "nullsFirst": True}])) == ["dee", "Bob", "Eve%_", "ada", "cy"]
     assert names(db.select(order=[{"field": "name"}], offset=1, limit=2)) == ["Eve%_", "ada"]
     reply = db.ok(collection="notes", where=[["eq", "city", "Paris"]], count="exact", limit=1)
     assert reply["count"] == 2 and len(reply["data"]) == 1
@@ -375,9 +376,10 @@ def test_indexes_serve_filters_orders_and_pages(db):
     assert "(<expr>>?)" in ranged and "TEMP B-TREE" not in ranged
     page = db.ok(collection="notes", where=[["eq", "city", "London"]], order=[{"field": "age"}], limit=0)
     assert page["cursor"] is None
-    page = db.ok(collection="notes", where=[["eq", "city", "Paris"]], order=[{"field": "age", "nullsFirst": False}], limit=1)
-    deep = db.plan(where=[["eq", "city", "Paris"]], order=[{"field": "age"}], limit=1, after=page["cursor"])
-    assert "(<expr>=? AND <expr>>?)" in deep and "TEMP B-TREE" not in deep
+    page = db.ok(collection="notes", where=[["eq", "city", "Paris"]], order=[{"field": "age"}], limit=1)
+    for order in ([{"field": "age"}], [{"field": "age", "ascending": False}]):
+        deep = db.plan(where=[["eq", "city", "Paris"]], order=order, limit=1, after=page["cursor"])
+        assert ("(<expr>=? AND <expr>>?)" in deep or "(<expr>=? AND <expr><?)" in deep) and "TEMP B-TREE" not in deep
     assert "SCAN" in db.plan(where=[["eq", "unindexed", 1]])  # still works, by a scan
     assert db.select(where=[["eq", "unindexed", 1]]) == []
 

@@ -178,8 +178,9 @@ def projection(columns: str | list[str]) -> str:
     return f"json_object({', '.join(pairs)})"
 
 
-def _default_nulls_first(o: Order) -> bool:
-    return o.ascending  # SQLite's own order: NULL is the smallest value
+def nulls_first(o: Order) -> bool:
+    """Where NULL (or a missing field) sorts: as PostgreSQL does by default, after every value."""
+    return o.nulls_first if o.nulls_first is not None else not o.ascending
 
 
 def order_by(order: list[Order]) -> tuple[str, list[str]]:
@@ -187,9 +188,8 @@ def order_by(order: list[Order]) -> tuple[str, list[str]]:
     terms, keys = [], []
     for o in order:
         x = value_of(o.field)
-        nulls = ""
-        if o.nulls_first is not None and o.nulls_first != _default_nulls_first(o):
-            nulls = " NULLS FIRST" if o.nulls_first else " NULLS LAST"
+        # SQLite's own order puts NULL first ascending; it serves the other from the index too.
+        nulls = "" if nulls_first(o) == o.ascending else (" NULLS FIRST" if nulls_first(o) else " NULLS LAST")
         terms.append(f"{x} {'ASC' if o.ascending else 'DESC'}{nulls}")
         keys.append(x)
     # The tie-breaker runs the same way as the last key, so an index on the
@@ -198,40 +198,47 @@ def order_by(order: list[Order]) -> tuple[str, list[str]]:
     return ", ".join(terms), keys
 
 
-def after(order: list[Order], values: list[Any], rowid: int, params: list[Any]) -> str:
-    """The keyset condition: rows strictly after (values, rowid) in this order."""
-    keys = [
-        (value_of(o.field), o.ascending, o.nulls_first if o.nulls_first is not None else _default_nulls_first(o))
-        for o in order
-    ]
+def after(order: list[Order], values: list[Any], rowid: int, params: list[Any], split: bool = True) -> tuple[str, str | None]:
+    """The keyset condition for rows strictly after (values, rowid) in this order.
+
+    Returns (condition, null arm). With one order key whose NULLs sort after
+    the cursor's value, the condition covers the values only (a seek on the
+    index) and the null arm the NULL rows, to read when the values run out:
+    one OR of the two would make SQLite walk the index from its start.
+    """
+    keys = [(value_of(o.field), o.ascending, nulls_first(o)) for o in order]
     keys.append(("rowid", not order or order[-1].ascending, True))
     values = list(values) + [rowid]
+    x, asc, first_nulls_first = keys[0]
+    arm = None
+    if split and len(keys) == 2 and values[0] is not None and not first_nulls_first:
+        arm = f"{x} IS NULL"
+        keys[0] = (x, asc, True)  # the condition proper sees no NULL rows
     # When NULLs sort before the cursor, every later row is on the far side of
     # the first key: saying so lets SQLite seek the index to the page.
-    x, asc, nulls_first = keys[0]
     bound = ""
-    if values[0] is not None and nulls_first and x != "rowid":
+    if values[0] is not None and keys[0][2] and x != "rowid":
         params.append(values[0])
         bound = f"{x} {'>=' if asc else '<='} ? AND "
-    directions = {asc for _, asc, _ in keys}
+    directions = {a for _, a, _ in keys}
     if len(directions) == 1 and None not in values:
         # One row-value comparison lets SQLite seek the index instead of scanning to the page.
         params.extend(values)
-        cond = f"({', '.join(x for x, _, _ in keys)}) {'>' if directions.pop() else '<'} ({', '.join('?' * len(keys))})"
+        cond = f"({', '.join(k for k, _, _ in keys)}) {'>' if directions.pop() else '<'} ({', '.join('?' * len(keys))})"
         ors = [cond] + [_then_null(keys, values, i, params) for i, k in enumerate(keys) if not k[2]]
-        return "(" + bound + "(" + " OR ".join(ors) + "))"
+        return "(" + bound + "(" + " OR ".join(ors) + "))", arm
     ors = []
-    for i, (x, asc, nulls_first) in enumerate(keys):
+    for i, (k, a, nf) in enumerate(keys):
         v = values[i]
         if v is None:
-            ors.append(_prefix_equal(keys, values, i, params, f"{x} IS NOT NULL" if nulls_first else "0"))
+            ors.append(_prefix_equal(keys, values, i, params, f"{k} IS NOT NULL" if nf else "0"))
             continue
-        beyond = f"{x} {'>' if asc else '<'} ?"
-        if not nulls_first:
-            beyond = f"({beyond} OR {x} IS NULL)"
+        beyond = f"{k} {'>' if a else '<'} ?"
+        if not nf:
+            beyond = f"({beyond} OR {k} IS NULL)"
         ors.append(_prefix_equal(keys, values, i, params, beyond))
         params.append(v)  # after the prefix's parameters, as in the text
-    return "(" + bound + "(" + " OR ".join(ors) + "))"
+    return "(" + bound + "(" + " OR ".join(ors) + "))", arm
 
 
 def _prefix_equal(keys, values, i: int, params: list[Any], last: str) -> str:

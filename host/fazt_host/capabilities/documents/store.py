@@ -14,7 +14,7 @@ import hashlib
 import random
 import time
 from collections.abc import Iterable, Iterator
-from itertools import repeat
+from itertools import chain, repeat
 from contextlib import contextmanager
 from typing import Any
 
@@ -229,12 +229,12 @@ class Store:
         count = self._count(cid, table, op) if op.count else None
         if op.head:
             return Result("null", count)
-        text, params, nkeys = compile_select(self.conn, table, op)
+        arms, nkeys = compile_select(self.conn, table, op)
         budget = limits.result_mb << 20
         rows: list[str] = []
         size = 0
         last = None
-        for row in self.conn.execute(text, params):
+        for row in chain.from_iterable(self.conn.execute(text, params) for text, params in arms):
             if op.limit is not None and len(rows) == op.limit:
                 # The row past the page only says there is a next page: its cursor is the page's last row.
                 cursor = sql.encode_cursor(list(last[2 : 2 + nkeys]), last[1]) if last else None
@@ -487,35 +487,45 @@ def unique_violation(conn: apsw.Connection, cid: int, message: str, text: str) -
     )
 
 
-def compile_select(conn: apsw.Connection, table: str, op: Operation) -> tuple[str, list[Any], int]:
-    """SELECT text and parameters; each row is (projection, rowid, order keys...)."""
+def compile_select(conn: apsw.Connection, table: str, op: Operation) -> tuple[list[tuple[str, list[Any]]], int]:
+    """The SELECTs to run in turn until the page is full (one, or two for a keyset page
+    with a null arm), and how many order keys each row carries: (projection, rowid, keys...)."""
     f = sql.Filter()
     where = f.all(op.where)
     order, keys = sql.order_by(op.order)
-    params = f.params
-    if op.after is not None:
-        if isinstance(op.after, str):
-            values, rowid = sql.decode_cursor(op.after, len(keys))
-        else:
-            if "id" not in op.after:
-                raise DocError("after takes a cursor or a row with its id", "PGRST103")
-            row = conn.execute(
-                f'SELECT rowid{"".join(", " + k for k in keys)} FROM "{table}" WHERE {sql.value_of("id")} = ?',
-                (sql._bindable(op.after["id"], "after", "id"),),
-            ).fetchone()
-            if row is None:
-                raise DocError("after: no document has that id any more; pass the cursor instead", "PGRST103")
-            rowid, values = row[0], list(row[1:])
-        where = f"{where} AND {sql.after(op.order, values, rowid, params)}"
     limit = 2 if op.single else (op.limit + 1 if op.limit is not None else -1)
     extra = "".join(", " + k for k in keys)
     # Without an order and without paging, any order will do: skip the sort key.
     paged = op.order or op.after is not None or op.limit is not None or op.offset or op.single
-    text = (
-        f'SELECT {sql.projection(op.columns)}, rowid{extra} FROM "{table}" WHERE {where} '
-        f"{'ORDER BY ' + order if paged else ''} LIMIT {int(limit)} OFFSET {int(op.offset)}"
-    )
-    return text, params, len(keys)
+
+    def select(condition: str, params: list[Any], order: str = order) -> tuple[str, list[Any]]:
+        text = (
+            f'SELECT {sql.projection(op.columns)}, rowid{extra} FROM "{table}" WHERE {condition} '
+            f"{'ORDER BY ' + order if paged else ''} LIMIT {int(limit)} OFFSET {int(op.offset)}"
+        )
+        return text, params
+
+    if op.after is None:
+        return [select(where, f.params)], len(keys)
+    if isinstance(op.after, str):
+        values, rowid = sql.decode_cursor(op.after, len(keys))
+    else:
+        if "id" not in op.after:
+            raise DocError("after takes a cursor or a row with its id", "PGRST103")
+        row = conn.execute(
+            f'SELECT rowid{"".join(", " + k for k in keys)} FROM "{table}" WHERE {sql.value_of("id")} = ?',
+            (sql._bindable(op.after["id"], "after", "id"),),
+        ).fetchone()
+        if row is None:
+            raise DocError("after: no document has that id any more; pass the cursor instead", "PGRST103")
+        rowid, values = row[0], list(row[1:])
+    params = list(f.params)
+    condition, null_arm = sql.after(op.order, values, rowid, params, split=not op.offset)
+    arms = [select(f"{where} AND {condition}", params)]
+    if null_arm:
+        # Its rows share the key's value (NULL): only the tie-breaker orders them.
+        arms.append(select(f"{where} AND {null_arm}", list(f.params), order.rpartition(", ")[2]))
+    return arms, len(keys)
 
 
 def explain(conn: apsw.Connection, app: str, collection: str, op: Operation) -> dict[str, Any]:
@@ -524,9 +534,9 @@ def explain(conn: apsw.Connection, app: str, collection: str, op: Operation) -> 
     cid = store.collection(app, collection)
     if cid is None:
         raise DocError(f"{app} has no collection {collection!r}", "42P01", 404)
-    text, params, _ = compile_select(conn, table_name(cid), op)
-    plan = [detail for _, _, _, detail in conn.execute("EXPLAIN QUERY PLAN " + text, params)]
-    return {"sql": text, "params": params, "plan": plan}
+    arms, _ = compile_select(conn, table_name(cid), op)
+    plan = [detail for text, params in arms for _, _, _, detail in conn.execute("EXPLAIN QUERY PLAN " + text, params)]
+    return {"sql": ";\n".join(t for t, _ in arms), "params": [p for _, p in arms] if len(arms) > 1 else arms[0][1], "plan": plan}
 
 
 # ---- catalog: collections and indexes ------------------------------------------------------------
