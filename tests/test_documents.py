@@ -395,6 +395,15 @@ def test_declared_indexes_follow_deploys_and_refuse_duplicates(db):
     assert names_ == set()
 
 
+def test_an_index_on_the_leading_fields_of_another_is_not_built_twice(db):
+    notes = db.declare("a", {"notes": ["owner", ["owner", "createdAt"], {"unique": "owner"}]})
+    assert "index notes(owner) is served by (owner, createdAt)" in notes
+    indexes = docstore.collections(db.conn, "a")[0]["indexes"]
+    assert sorted((i["fields"], i["unique"]) for i in indexes) == [(["owner"], True), (["owner", "createdAt"], False)]
+    db.insert({"owner": "x"})
+    assert "USING INDEX" in db.plan(where=[["eq", "owner", "x"]])
+
+
 def test_deploy_refusal_keeps_the_live_version(db, tmp_path):
     manifest = decode_manifest(b'{"name": "a", "indexes": {"users": ["email"]}}')
     apps.store_version(db.conn, manifest, "src1", "c1", apps.FileEntry("c", "c1", b"x"), [], [], db.caps)

@@ -571,13 +571,18 @@ def sync_indexes(conn: apsw.Connection, app: str, declared: dict[str, list[Any]]
     the duplicate ids, and the whole deploy rolls back.
     """
     wanted: dict[str, tuple[int, tuple[str, ...], bool, str]] = {}
+    changes = []
     for collection, specs in declared.items():
         row = conn.execute("SELECT id FROM doc_collections WHERE app = ? AND name = ?", (app, collection)).fetchone()
         cid = row[0] if row else create_collection(conn, app, collection)
-        for spec in specs:
-            fields, unique = index_fields(spec)
+        shapes = [index_fields(spec) for spec in specs]
+        for fields, unique in shapes:
+            # An index on the leading fields of a longer one adds nothing the longer one cannot serve.
+            longer = next((f for f, _ in shapes if len(f) > len(fields) and f[: len(fields)] == fields), None)
+            if longer and not unique:
+                changes.append(f"index {collection}({', '.join(fields)}) is served by ({', '.join(longer)})")
+                continue
             wanted[index_name(cid, fields, unique)] = (cid, fields, unique, collection)
-    changes = []
     for name, fields in conn.execute("SELECT name, fields FROM doc_indexes WHERE app = ?", (app,)).fetchall():
         if name not in wanted:
             conn.execute(f'DROP INDEX IF EXISTS "{name}"')
@@ -757,8 +762,14 @@ def import_documents(
 
 
 def restore_indexes_now(conn: apsw.Connection, app: str) -> None:
-    with transaction(conn):
-        restore_indexes(conn, app)
+    # The rebuild sorts every key: with room for the sort in memory it does not spill to disk.
+    size = conn.pragma("cache_size")
+    conn.pragma("cache_size", -(1 << 20))  # 1 GiB, for this rebuild only
+    try:
+        with transaction(conn):
+            restore_indexes(conn, app)
+    finally:
+        conn.pragma("cache_size", size)
 
 
 def export_documents(conn: apsw.Connection, app: str, collection: str) -> Iterator[str]:
