@@ -100,7 +100,37 @@ def write_readme(r: dict) -> None:
         lines.append("")
     if "docs" in r:
         lines += _docs(r["docs"])
+    if "storage" in r:
+        lines += _storage(r["storage"])
     README.write_text("\n".join(lines))
+
+
+def _storage(s: dict) -> list[str]:
+    big, guest, small = s["large"], s["guest"], s["small"]
+    lines = [
+        "## Storage (`.venv/bin/python bench/run.py --only storage`; `bench/storage.py`)",
+        "",
+        "Internal backend, through the S3 endpoint with boto3 (8 MiB multipart parts), 2 workers.",
+        "",
+        f"| {big['bytes'] >> 20} MiB object | MB/s | vs a plain copy of the file on the same disk |",
+        "|---|---|---|",
+        f"| file copy (the physical limit) | {big['fileCopyMBps']} | 1 |",
+        f"| PUT (upload_file) | {big['putMBps']} | {big['putVsCopy']} |",
+        f"| GET (download_file) | {big['getMBps']} | {big['getVsCopy']} |",
+        "",
+        f"- byte-exact: {big['byteExact']}; workers' anonymous RSS growth: {big['anonRssGrowthMiB']} MiB "
+        "(RSS proper also counts the cartridge pages the memory map touched, which are page cache)",
+        f"- 8 MiB through a handler (files app: bytes read in the guest and uploaded; an object downloaded into "
+        f"the guest and returned): in {guest['inMBps']} MB/s, out {guest['outMBps']} MB/s, byte-exact {guest['byteExact']}",
+        "",
+        f"| {small['fazt-host']['n']:,} × 4 KiB objects, one client | PUT/s | GET/s |",
+        "|---|---|---|",
+    ]
+    for name, v in small.items():
+        lines.append(f"| {name} | {v['putPerS']:,} | {v['getPerS']:,} |")
+    lines += ["", "moto_server is an S3 server written in Python (the floor); raw SQLite is the same bytes inserted "
+              "by one APSW connection, one transaction each, no HTTP (the ceiling).", ""]
+    return lines
 
 
 INDEXED = ("eq", "id", "range", "page", "count")

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CACHE, FAZT, ROOT, WORK, FaztServer, cli, env_for, fresh_cartridge  # noqa: E402
 
 from bench import peers  # noqa: E402
+from bench import storage  # noqa: E402
 from bench.docs import compare as docs_compare  # noqa: E402
 from bench.peers import wrk  # noqa: E402
 
@@ -184,7 +185,7 @@ def machine() -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="shorter load runs")
-    p.add_argument("--only", nargs="*", help="coldstart load body restart deploy docs")
+    p.add_argument("--only", nargs="*", help="coldstart load body restart deploy docs storage")
     p.add_argument("--docs-n", type=int, default=1_000_000, help="documents for the docs step (default 1000000)")
     args = p.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -192,7 +193,8 @@ def main() -> int:
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     steps = {"coldstart": coldstart, "load": lambda: load_runs(3 if args.quick else 8),
              "body": body_throughput, "restart": restart_20_apps, "deploy": deploy_times,
-             "docs": lambda: {**results.get("docs", {}), str(args.docs_n): docs_compare.run(args.docs_n)}}
+             "docs": lambda: {**results.get("docs", {}), str(args.docs_n): docs_compare.run(args.docs_n)},
+             "storage": lambda: storage.run(args.quick)}
     for name, step in steps.items():
         if args.only and name not in args.only:
             continue
