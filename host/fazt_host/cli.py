@@ -95,7 +95,7 @@ def cmd_build(args) -> int:
     folder = Path(args.path)
     try:
         manifest = load_manifest(folder / "fazt.json")
-        wasm = build_component(folder, manifest.entry)
+        wasm = build_component(folder, manifest.entry, cron={e.name: e.file for e in manifest.cron if e.file})
     except (BuildError, ManifestError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -154,9 +154,12 @@ def cmd_remove(args) -> int:
 
     from .capabilities import log
 
+    from .triggers.cron import store as cron_store
+
     def remove(conn):
         apps.remove(conn, args.app)
         log.forget(conn, args.app)
+        cron_store.forget(conn, args.app)
         return f"removed {args.app}"
 
     return _app_change(args, remove)
@@ -186,6 +189,12 @@ def cmd_logs(args) -> int:
         if rows:
             last = rows[-1]["id"]
     return 0
+
+
+def cmd_cron(args) -> int:
+    from .triggers.cron import commands
+
+    return commands.main(args, lambda: _existing_cartridge(args), lambda: _host(args))
 
 
 def cmd_backup(args) -> int:
@@ -268,6 +277,12 @@ def parser() -> argparse.ArgumentParser:
 
     rm = command("remove", "remove an app and all its versions", cmd_remove)
     rm.add_argument("app")
+
+    cr = command("cron", "cron entries of an app: list (next fire times, last outcome), run one now, history", cmd_cron)
+    cr.usage = "fazt-host cron APP | cron run APP NAME | cron history APP [NAME] [-n N] [--json]"
+    cr.add_argument("words", nargs="+", metavar="APP | run APP NAME | history APP [NAME]")
+    cr.add_argument("-n", "--lines", type=int, default=20, help="history: how many runs, newest first (default 20)")
+    cr.add_argument("--json", action="store_true", help="print JSON")
 
     bk = command("backup", "write a consistent copy of the cartridge while serving", cmd_backup)
     bk.add_argument("file")

@@ -41,6 +41,24 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_de
         return msgspec.structs.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
+class CronEntry(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_defaults=True, frozen=True):
+    """One entry of fazt.json's `cron` list; semantics in triggers/cron/."""
+
+    name: str
+    schedule: str
+    file: str | None = None  # default: the `scheduled` handler of the app's default export
+    timezone: str = "UTC"
+    catch_up: str = "one"  # none | one | all
+    overlap: str = "skip"  # skip | queue | allow
+    timeout: str | None = None  # e.g. "5m"; default: limits.timeoutMs
+    retries: int = 0
+
+    def __post_init__(self) -> None:
+        from .triggers.cron.schedule import check_entry
+
+        check_entry(self)
+
+
 class Manifest(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_defaults=True, frozen=True):
     """An app's fazt.json."""
 
@@ -50,6 +68,7 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_
     env: dict[str, str] = {}
     limits: Limits = Limits()
     keep_versions: int = 5
+    cron: list[CronEntry] = []
 
     def __post_init__(self) -> None:
         if not APP_NAME.match(self.name):
@@ -66,6 +85,9 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_
             raise ValueError("entry must be a .js/.mjs file or a prebuilt component .wasm")
         if not 1 <= self.keep_versions <= 100:
             raise ValueError("keepVersions must be between 1 and 100")
+        names = [e.name for e in self.cron]
+        if len(set(names)) != len(names):
+            raise ValueError(f"cron entry names must be unique: {sorted({n for n in names if names.count(n) > 1})}")
 
 
 class ManifestError(ValueError):
@@ -101,6 +123,8 @@ class HostSettings(msgspec.Struct, frozen=True):
     workers: int = 0  # 0: one per core
     domain: str = ""
     cache: str = ""  # default: beside the cartridge
+    cron_min_interval: float = 1.0  # seconds: shorter schedules are refused at deploy
+    cron_threads: int = 2  # wasm threads of the scheduler: a hung job cannot hold up every app
 
     @property
     def cache_dir(self) -> Path:

@@ -23,7 +23,7 @@ def capabilities() -> list[Capability]:
 
 
 class Host:
-    def __init__(self, settings: HostSettings):
+    def __init__(self, settings: HostSettings, engine=None):
         self.settings = settings
         self.conn = cartridge.connect(settings.cartridge)
         self.capabilities = capabilities()
@@ -31,7 +31,7 @@ class Host:
             cartridge.migrate(self.conn, cap.name, cap.migrations)
             cap.setup(self.conn)
         self.log = next(c for c in self.capabilities if isinstance(c, Log))
-        self.engine = make_engine()
+        self.engine = engine or make_engine()  # the cron scheduler shares one among its threads
         interfaces = {cap.interface: cap.functions() for cap in self.capabilities}
         interfaces[HTTP_INTERFACE] = http_functions()
         self.runtime = Runtime(self.engine, interfaces)
@@ -79,6 +79,13 @@ class Host:
 
 
 _decode_result = msgspec.json.Decoder(dict).decode
+
+
+def cron_scheduler(settings: HostSettings, clock=None):
+    """The cron trigger's service; its wasm threads each get a Host over one shared engine."""
+    from .triggers.cron.scheduler import Scheduler
+
+    return Scheduler(settings, lambda engine: Host(settings, engine=engine), clock)
 
 
 def rsgi_app() -> HttpTrigger:
