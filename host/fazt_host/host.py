@@ -81,11 +81,11 @@ class Host:
 _decode_result = msgspec.json.Decoder(dict).decode
 
 
-def cron_scheduler(settings: HostSettings, clock=None):
+def cron_scheduler(settings: HostSettings, clock=None, threads: int | None = None):
     """The cron trigger's service; its wasm threads each get a Host over one shared engine."""
     from .triggers.cron.scheduler import Scheduler
 
-    return Scheduler(settings, lambda engine: Host(settings, engine=engine), clock)
+    return Scheduler(settings, lambda engine: Host(settings, engine=engine), clock, threads)
 
 
 def rsgi_app() -> HttpTrigger:

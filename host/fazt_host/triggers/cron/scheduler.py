@@ -39,6 +39,8 @@ HANDLER_INTERFACE = "fazt:host/handler@0.1.0"
 REFRESH_S = 1.0
 # Missed slots run at most this many per entry after downtime (catchUp: all).
 CATCH_UP_MAX = 100
+# A slot claimed later than this counts as missed even while the scheduler ran (host suspended, stalled).
+LATE_LIMIT_MS = 60_000
 # With overlap: queue, at most this many runs of one entry wait; later slots are skipped.
 QUEUE_MAX = 10
 
@@ -336,10 +338,11 @@ class Scheduler:
             if prev is None or prev <= last:
                 break
             slots.append(prev)
-        # Slots that came due before this scheduler started were missed (the host was down):
-        # `catchUp` decides about those; slots since then are on time, however late we are.
-        on_time = [s for s in slots if s >= self.started_ms]
-        missed = [s for s in slots if s < self.started_ms]
+        # Slots that came due before this scheduler started were missed (the host was down), and so
+        # were slots over a minute old: `catchUp` decides about those; the rest are on time.
+        missed_before = max(self.started_ms, now_ms - LATE_LIMIT_MS)
+        on_time = [s for s in slots if s >= missed_before]
+        missed = [s for s in slots if s < missed_before]
         policy = entry.config.catch_up
         run_slots = on_time + (missed if policy == "all" else missed[:1] if policy == "one" else [])
         entry.next_due = entry.schedule.next_after(latest)
