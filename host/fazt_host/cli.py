@@ -280,6 +280,12 @@ def parser() -> argparse.ArgumentParser:
 
     cr = command("cron", "cron entries of an app: list (next fire times, last outcome), run one now, history", cmd_cron)
     cr.usage = "fazt-host cron APP | cron run APP NAME | cron history APP [NAME] [-n N] [--json]"
+    cr.formatter_class = argparse.RawDescriptionHelpFormatter
+    cr.description = (
+        "  cron APP                  the app's entries, their next 5 fire times and last outcome\n"
+        "  cron run APP NAME         run one entry now in this process (one attempt; exit 1 if it fails)\n"
+        "  cron history APP [NAME]   runs, newest first, with their log lines"
+    )
     cr.add_argument("words", nargs="+", metavar="APP | run APP NAME | history APP [NAME]")
     cr.add_argument("-n", "--lines", type=int, default=20, help="history: how many runs, newest first (default 20)")
     cr.add_argument("--json", action="store_true", help="print JSON")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import sys
 
@@ -12,7 +13,7 @@ from ...host import cron_scheduler
 PR_SET_PDEATHSIG = 1
 
 
-def main() -> int:
+def main() -> None:
     # Die with the `up` process even when it is killed outright (Linux).
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -24,8 +25,10 @@ def main() -> int:
     print(f"fazt-host cron scheduler running ({scheduler.threads} threads)", file=sys.stderr, flush=True)
     scheduler.run_forever()
     scheduler.stop()
-    return 0
+    # Runs still in flight end with the process; the next scheduler records them as interrupted.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -237,11 +237,16 @@ class Scheduler:
         return self.next_wake(now)
 
     def next_wake(self, now: float) -> float:
+        """The next due slot or retry. Runs already due but held back (no free thread, or the run
+        before them still running) wait for a run to finish here (which wakes the loop) or elsewhere
+        (noticed within REFRESH_S)."""
         wake = now + REFRESH_S
         if self._heap:
             wake = min(wake, self._heap[0][0] / 1000)
-        if self._ready and len(self._running) < self.threads:
-            wake = min(wake, self._ready[0][0] / 1000)
+        now_ms = now * 1000
+        for due, *_ in self._ready:
+            if due > now_ms:
+                wake = min(wake, due / 1000)
         return wake
 
     def drain(self, timeout: float = 60) -> None:

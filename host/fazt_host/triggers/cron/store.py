@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +58,6 @@ MIGRATIONS = [
     """
 ]
 OWNER = "cron"
-FINISHED = ("ok", "failed", "timeout", "skipped")
 # Backoff before retry n+1: 1 s, 2 s, 4 s ... at most 5 min.
 RETRY_BASE_MS = 1000
 RETRY_MAX_MS = 300_000
@@ -368,7 +366,3 @@ def forget(conn: apsw.Connection, app: str) -> None:
     setup(conn)
     conn.execute("DELETE FROM cron_entries WHERE app = ?", (app,))
     conn.execute("DELETE FROM cron_runs WHERE app = ?", (app,))
-
-
-def now_s() -> float:
-    return time.time()
