@@ -204,6 +204,12 @@ def coldstart() -> dict:
             "breakdown": json.loads((WORK / "breakdown.json").read_text())}
 
 
+def cron_bench() -> dict:
+    import cron
+
+    return cron.run()
+
+
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
@@ -213,13 +219,13 @@ def machine() -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="shorter load runs")
-    p.add_argument("--only", nargs="*", help="coldstart load body restart deploy")
+    p.add_argument("--only", nargs="*", help="coldstart load body restart deploy cron")
     args = p.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     results_path = WORK / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     steps = {"coldstart": coldstart, "load": lambda: load_runs(3 if args.quick else 8),
-             "body": body_throughput, "restart": restart_20_apps, "deploy": deploy_times}
+             "body": body_throughput, "restart": restart_20_apps, "deploy": deploy_times, "cron": cron_bench}
     for name, step in steps.items():
         if args.only and name not in args.only:
             continue

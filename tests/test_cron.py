@@ -142,11 +142,7 @@ class World:
         """Moves the clock to T0 + seconds and lets every scheduler claim and finish what is due."""
         self.clock.set(T0 + seconds)
         for s in schedulers:
-            s.step()
-        for s in schedulers:
-            s.drain()
-            s.step()  # start retries that are due now and runs that waited for a thread
-            s.drain()
+            s.settle()
 
     def runs(self, app: str = "cronapp", name: str | None = None) -> list[dict]:
         conn = self.schedulers[0].conn

@@ -20,6 +20,7 @@ import heapq
 import queue
 import threading
 import time
+import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -203,7 +204,11 @@ class Scheduler:
     def run_forever(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
-            wake_at = self.step()
+            try:
+                wake_at = self.step()
+            except Exception:  # noqa: BLE001 - e.g. the cartridge locked past its busy timeout: try again
+                traceback.print_exc()
+                wake_at = self.clock.now() + REFRESH_S
             self.clock.wait(self._wake, wake_at)
 
     def stop_soon(self) -> None:
@@ -254,6 +259,15 @@ class Scheduler:
         for future in list(self._running.values()):
             future.result(timeout)
         self._collect()
+
+    def settle(self) -> None:
+        """Steps until nothing due at the clock's time is left to start: what the loop does between
+        wake-ups in real time, for tests that move a fake clock."""
+        while True:
+            self.step()
+            if not self._running:
+                return
+            self.drain()
 
     def _collect(self) -> None:
         while True:
