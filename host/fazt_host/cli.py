@@ -91,11 +91,12 @@ def cmd_deploy(args) -> int:
 def cmd_build(args) -> int:
     from .build import BuildError, build_component
     from .config import ManifestError, load_manifest
+    from .triggers.cron.checks import cron_files
 
     folder = Path(args.path)
     try:
         manifest = load_manifest(folder / "fazt.json")
-        wasm = build_component(folder, manifest.entry, cron={e.name: e.file for e in manifest.cron if e.file})
+        wasm = build_component(folder, manifest.entry, cron=cron_files(manifest))
     except (BuildError, ManifestError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -153,7 +154,6 @@ def cmd_remove(args) -> int:
     from . import apps
 
     from .capabilities import log
-
     from .triggers.cron import store as cron_store
 
     def remove(conn):

@@ -73,7 +73,7 @@ def component_bytes(host: Host, src: AppSource, progress) -> tuple[bytes | None,
         digest = sha256(wasm)
         return wasm, digest, digest, [], False
     sources = build.app_sources(src.folder, src.manifest)
-    source_hash = build.source_hash(sources, msgspec.json.encode([src.manifest.entry, cron_files(src.manifest)]).decode())
+    source_hash = build.source_hash(sources, msgspec.json.encode([src.manifest.entry, cron.cron_files(src.manifest)]).decode())
     known = apps.component_for_source(host.conn, source_hash)
     if known is not None:
         progress.write(f"  unchanged source: reusing component {known[:12]}\n")
@@ -84,7 +84,7 @@ def component_bytes(host: Host, src: AppSource, progress) -> tuple[bytes | None,
         wasm = cached.read_bytes()
         return wasm, sha256(wasm), source_hash, sources, False
     progress.write(f"  building {src.manifest.name} from {src.manifest.entry}\n")
-    wasm = build.build_component(src.folder, src.manifest.entry, progress, cron_files(src.manifest))
+    wasm = build.build_component(src.folder, src.manifest.entry, progress, cron.cron_files(src.manifest))
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_bytes(wasm)
@@ -113,10 +113,6 @@ def compile_checked(host: Host, digest: str, wasm: bytes | None, progress) -> No
         raise DeployError(f"not a WebAssembly component of the fazt:host world: {first}") from None
     except ValidationError as e:
         raise DeployError(str(e)) from None
-
-
-def cron_files(manifest: Manifest) -> dict[str, str]:
-    return {e.name: e.file for e in manifest.cron if e.file}
 
 
 def deploy(host: Host, path: Path, manifest_path: Path | None = None, limits: dict | None = None, progress=sys.stderr) -> Deployment:

@@ -10,6 +10,11 @@ from .schedule import check_min_interval
 HANDLER_INTERFACE = "fazt:host/handler@0.1.0"
 
 
+def cron_files(manifest) -> dict[str, str]:
+    """Entry name -> file, for the build (entries without a file use the app's `scheduled`)."""
+    return {e.name: e.file for e in manifest.cron if e.file}
+
+
 def check_deploy(folder: Path, manifest, prebuilt: bool, min_interval_s: float) -> None:
     """Refuses missing cron files and schedules below the host's minimum interval; messages name the entry."""
     now_ms = int(time.time() * 1000)
