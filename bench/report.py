@@ -109,8 +109,10 @@ def cron_lines(c: dict) -> list[str]:
     return [
         "## Cron: 10,000 schedules across 100 apps (`bench/cron.py`)",
         "",
+        "`.venv/bin/python bench/run.py --only cron` (about 8 minutes).",
+        "",
         f"{s['schedules']:,} entries ({s['apps']} apps sharing one component), each every 10 minutes at its own",
-        "second (`S M/10 * * * *`, ~18 due every second), `fazt-host up` with 2 workers; lateness is",
+        "second (`S M/10 * * * *`, ~24 due every second), `fazt-host up` with 2 workers; lateness is",
         "`startedAt - scheduledTime` of every run (the guest starts right after).",
         "",
         f"- deploy of the 100 apps: {s['deploy_s']} s; the scheduler registers all entries in {s['scheduler_sync_s']} s",

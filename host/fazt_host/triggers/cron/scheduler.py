@@ -84,6 +84,7 @@ class Entry:
     config: CronEntry
     schedule: Schedule
     spec: str
+    anchor: int
     next_due: int
     serial: bool = field(init=False)
 
@@ -308,7 +309,7 @@ class Scheduler:
                 continue
             _, anchor, last_slot = state
             schedule = parse(config.schedule, config.timezone, anchor)
-            entry = entries[key] = Entry(key[0], config, schedule, spec, schedule.next_after(last_slot))
+            entry = entries[key] = Entry(key[0], config, schedule, spec, anchor, schedule.next_after(last_slot))
             self._push(entry)
         self.entries = entries
 
@@ -332,11 +333,13 @@ class Scheduler:
         if not due:
             return
         claimed: list[Run] = []
-        with cartridge.transaction(self.conn):
+        try:
+            with cartridge.transaction(self.conn):
+                for entry in due.values():
+                    claimed += self._claim(entry, now, now_ms)
+        finally:  # a failed claim is rolled back: the slots stay unclaimed and come up again
             for entry in due.values():
-                claimed += self._claim(entry, now, now_ms)
-        for entry in due.values():
-            self._push(entry)
+                self._push(entry)
         for run in claimed:
             self._enqueue(run)
 
@@ -346,6 +349,9 @@ class Scheduler:
         if state is None or state[0] != entry.spec:  # removed or changed by a deploy: the next refresh resyncs
             entry.next_due = now_ms + int(REFRESH_S * 1000)
             return []
+        if state[1] != entry.anchor:  # another scheduler restarted the count (the spec changed and back)
+            entry.anchor = state[1]
+            entry.schedule = parse(entry.config.schedule, entry.config.timezone, entry.anchor)
         last = state[2]
         latest = entry.schedule.latest_at(now_ms)
         if latest is None or latest <= last:
