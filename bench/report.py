@@ -109,7 +109,7 @@ def cron_lines(c: dict) -> list[str]:
     return [
         "## Cron: 10,000 schedules across 100 apps (`bench/cron.py`)",
         "",
-        "`.venv/bin/python bench/run.py --only cron` (about 8 minutes).",
+        "`.venv/bin/python bench/run.py --only cron` (about 6 minutes).",
         "",
         f"{s['schedules']:,} entries ({s['apps']} apps sharing one component), each hourly at its own moment",
         "(`S M * * * *`, spread over the hour: ~3 due every second), `fazt-host up` with 2 workers; lateness is",

@@ -32,10 +32,10 @@ from ...config import CronEntry, HostSettings
 from ...runtime import GuestError, GuestTimeout, Invocation, make_engine
 from ...runtime.engine import EPOCH_TICK_S
 from . import store
+from .checks import HANDLER_INTERFACE
 from .schedule import Schedule, iso, parse, parse_duration_ms
 from .store import Run
 
-HANDLER_INTERFACE = "fazt:host/handler@0.1.0"
 # How often the loop looks for deploys, removals and dead schedulers when nothing is due.
 REFRESH_S = 1.0
 # Missed slots run at most this many per entry after downtime (catchUp: all).
