@@ -102,6 +102,8 @@ def write_readme(r: dict) -> None:
         lines += _docs(r["docs"])
     if "storage" in r:
         lines += _storage(r["storage"])
+    if "cron" in r:
+        lines += cron_lines(r["cron"])
     README.write_text("\n".join(lines))
 
 
@@ -204,3 +206,35 @@ def _docs(runs: dict) -> list[str]:
             "",
         ]
     return lines
+
+
+def cron_lines(c: dict) -> list[str]:
+    s, e = c["scale"], c["exactly_once"]
+    idle, calm, loaded = s["idle"], s["calm"], s["loaded"]
+    return [
+        "## Cron: 10,000 schedules across 100 apps (`bench/cron.py`)",
+        "",
+        "`.venv/bin/python bench/run.py --only cron` (about 6 minutes).",
+        "",
+        f"{s['schedules']:,} entries ({s['apps']} apps sharing one component), each hourly at its own moment",
+        "(`S M * * * *`, spread over the hour: ~3 due every second), `fazt-host up` with 2 workers; lateness is",
+        "`startedAt - scheduledTime` of every run in the window (the guest starts right after).",
+        "",
+        f"- deploy of the 100 apps: {s['deploy_s']} s; the scheduler registers all entries in {s['scheduler_sync_s']} s",
+        f"- idle, all {s['schedules']:,} waiting ({idle['seconds']} s): scheduler process {idle['scheduler_cpu_pct']}% of a core, "
+        f"whole host (with both workers) {idle['host_cpu_pct']}%",
+        "",
+        "| | runs | lateness p50 | p99 | max |",
+        "|---|---|---|---|---|",
+        f"| no other load | {calm['runs']} | {calm['p50_ms']} ms | {calm['p99_ms']} ms | {calm['max_ms']} ms |",
+        f"| HTTP load (wrk, 8 connections, {loaded['http_rps']:,} req/s, p99 {loaded['http_p99_ms']} ms) | "
+        f"{loaded['runs']} | {loaded['p50_ms']} ms | {loaded['p99_ms']} ms | {loaded['max_ms']} ms |",
+        "",
+        f"Exactly-once over a simulated day: two schedulers on one cartridge, a fake clock moved through 24 h in",
+        f"1-minute steps, {e['entries']} entries (`*/15 * * * *` and `every 20m`): {e['slots']:,} slots of "
+        f"{e['expected_slots']:,} expected, {e['runs']:,} runs ({e['runs_not_ok']} not ok), "
+        f"{e['slots_with_more_than_one_run']} slots run twice, {e['handler_executions']:,} handler executions "
+        f"({e['distinct_executions']:,} distinct); runs per scheduler {e['runs_per_scheduler']}; "
+        f"{e['wall_s']} s of wall time.",
+        "",
+    ]

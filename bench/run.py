@@ -176,6 +176,12 @@ def coldstart() -> dict:
             "breakdown": json.loads((WORK / "breakdown.json").read_text())}
 
 
+def cron_bench() -> dict:
+    import cron
+
+    return cron.run()
+
+
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
@@ -185,7 +191,7 @@ def machine() -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="shorter load runs")
-    p.add_argument("--only", nargs="*", help="coldstart load body restart deploy docs storage")
+    p.add_argument("--only", nargs="*", help="coldstart load body restart deploy docs storage cron")
     p.add_argument("--docs-n", type=int, default=1_000_000, help="documents for the docs step (default 1000000)")
     args = p.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -194,7 +200,7 @@ def main() -> int:
     steps = {"coldstart": coldstart, "load": lambda: load_runs(3 if args.quick else 8),
              "body": body_throughput, "restart": restart_20_apps, "deploy": deploy_times,
              "docs": lambda: {**results.get("docs", {}), str(args.docs_n): docs_compare.run(args.docs_n)},
-             "storage": lambda: storage.run(args.quick)}
+             "storage": lambda: storage.run(args.quick), "cron": cron_bench}
     for name, step in steps.items():
         if args.only and name not in args.only:
             continue

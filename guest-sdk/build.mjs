@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Builds an app's JS into a component of the fazt:host `app` world:
-//   node build.mjs ENTRY.js OUT.wasm [--wit DIR]
+//   node build.mjs ENTRY.js OUT.wasm [--wit DIR] [--cron NAME=FILE ...]
 // Bundles the app with the SDK (esbuild), then componentizes it with
 // StarlingMonkey (componentize-js). Outbound `http` stays disabled: apps reach
 // the network only through the host's allow-listed imports. `random` and
@@ -16,9 +16,16 @@ const sdk = dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
 const witAt = args.indexOf('--wit');
 const wit = resolve(witAt >= 0 ? args.splice(witAt, 2)[1] : join(sdk, '..', 'wit'));
+// Cron files of fazt.json: each default export is registered under its entry's name.
+const crons = [];
+for (let at; (at = args.indexOf('--cron')) >= 0; ) {
+  const spec = args.splice(at, 2)[1] ?? '';
+  const eq = spec.indexOf('=');
+  crons.push([spec.slice(0, eq), resolve(spec.slice(eq + 1))]);
+}
 const [entry, out] = args;
 if (!entry || !out) {
-  console.error('usage: node build.mjs ENTRY.js OUT.wasm [--wit DIR]');
+  console.error('usage: node build.mjs ENTRY.js OUT.wasm [--wit DIR] [--cron NAME=FILE ...]');
   process.exit(2);
 }
 
@@ -34,8 +41,9 @@ try {
     stdin: {
       contents: [
         `import app from ${JSON.stringify(entryPath)};`,
+        ...crons.map(([, file], i) => `import cron${i} from ${JSON.stringify(file)};`),
         `import { handlerFor } from ${JSON.stringify(join(sdk, 'src', 'runtime.js'))};`,
-        'export const handler = handlerFor(app);',
+        `export const handler = handlerFor(app, {${crons.map(([name], i) => `${JSON.stringify(name)}: cron${i}`).join(', ')}});`,
       ].join('\n'),
       resolveDir: dirname(entryPath),
       sourcefile: '<fazt entry>',

@@ -207,8 +207,47 @@ function failure(e) {
   return JSON.stringify({ error, stack: (e && e.stack) || '' });
 }
 
-export function handlerFor(app) {
+// The handler of a cron entry: its file's default export (a function, or an
+// object with `scheduled`), else the app's own `scheduled`.
+function cronHandler(app, crons, name) {
+  const own = crons[name];
+  if (typeof own === 'function') return own;
+  if (own && typeof own.scheduled === 'function') return own.scheduled.bind(own);
+  if (own) throw new TypeError(`the file of cron entry '${name}' must export default a function (event, ctx)`);
+  if (app && typeof app.scheduled === 'function') return app.scheduled.bind(app);
+  throw new TypeError(`no handler for cron entry '${name}': give it a "file" or export default { async scheduled(event, ctx) { ... } }`);
+}
+
+export function handlerFor(app, crons = {}) {
   return {
+    async scheduled(json) {
+      const ev = JSON.parse(json);
+      currentRequestId = ev.requestId;
+      try {
+        const handler = cronHandler(app, crons, ev.name);
+        const pending = [];
+        const event = Object.freeze({
+          name: ev.name,
+          scheduledTime: ev.scheduledTime,
+          attempt: ev.attempt,
+          lastRun: ev.lastRun,
+          schedule: ev.schedule,
+          timezone: ev.timezone,
+          manual: ev.manual,
+        });
+        const ctx = {
+          requestId: ev.requestId,
+          app: ev.app,
+          env: Object.freeze(ev.env || {}),
+          waitUntil(promise) { pending.push(promise); },
+        };
+        await handler(event, ctx);
+        if (pending.length) await Promise.all(pending);
+        return '{}';
+      } catch (e) {
+        return failure(e);
+      }
+    },
     async fetch(json) {
       const head = JSON.parse(json);
       currentRequestId = head.requestId;

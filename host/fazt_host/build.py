@@ -77,8 +77,9 @@ def toolchain_hash() -> str:
     return digest.hexdigest()
 
 
-def source_hash(sources: list[FileEntry]) -> str:
-    digest = hashlib.sha256(toolchain_hash().encode())
+def source_hash(sources: list[FileEntry], inputs: str = "") -> str:
+    """`inputs`: what the manifest tells the build (entry, cron files), which may come from --manifest."""
+    digest = hashlib.sha256(toolchain_hash().encode() + inputs.encode())
     for entry in sources:
         digest.update(b"\0" + entry.path.encode() + b"\0" + entry.digest.encode())
     return digest.hexdigest()
@@ -91,8 +92,11 @@ def node_ready() -> None:
         raise BuildError(f"the guest SDK's npm packages are missing: run `npm ci` in {SDK} (or `make up`)")
 
 
-def build_component(folder: Path, entry: str, progress=sys.stderr) -> bytes:
-    """Runs the JS build and returns the component's bytes. Errors name file:line."""
+def build_component(folder: Path, entry: str, progress=sys.stderr, cron: dict[str, str] | None = None) -> bytes:
+    """Runs the JS build and returns the component's bytes. Errors name file:line.
+
+    `cron` maps cron entry names to their files: built into the same component.
+    """
     node_ready()
     folder = folder.resolve()  # node runs inside the app folder
     entry_path = folder / entry
@@ -101,7 +105,8 @@ def build_component(folder: Path, entry: str, progress=sys.stderr) -> bytes:
     with tempfile.TemporaryDirectory(prefix="fazt-build-") as tmp:
         out = Path(tmp) / "app.wasm"
         proc = subprocess.Popen(
-            ["node", str(SDK / "build.mjs"), str(entry_path), str(out), "--wit", str(WIT)],
+            ["node", str(SDK / "build.mjs"), str(entry_path), str(out), "--wit", str(WIT),
+             *(arg for name, file in (cron or {}).items() for arg in ("--cron", f"{name}={folder / file}"))],
             cwd=folder,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

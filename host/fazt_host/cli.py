@@ -96,11 +96,12 @@ def cmd_deploy(args) -> int:
 def cmd_build(args) -> int:
     from .build import BuildError, build_component
     from .config import ManifestError, load_manifest
+    from .triggers.cron.checks import cron_files
 
     folder = Path(args.path)
     try:
         manifest = load_manifest(folder / "fazt.json")
-        wasm = build_component(folder, manifest.entry)
+        wasm = build_component(folder, manifest.entry, cron=cron_files(manifest))
     except (BuildError, ManifestError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -161,9 +162,11 @@ def cmd_rollback(args) -> int:
 def cmd_remove(args) -> int:
     from . import apps
     from .host import capabilities
+    from .triggers.cron import store as cron_store
 
     def remove(conn):
         apps.remove(conn, args.app, capabilities(conn))
+        cron_store.forget(conn, args.app)
         return f"removed {args.app}"
 
     return _app_change(args, remove)
@@ -193,6 +196,12 @@ def cmd_logs(args) -> int:
         if rows:
             last = rows[-1]["id"]
     return 0
+
+
+def cmd_cron(args) -> int:
+    from .triggers.cron import commands
+
+    return commands.main(args, lambda: _existing_cartridge(args), lambda: _host(args))
 
 
 def cmd_backup(args) -> int:
@@ -497,6 +506,17 @@ def parser() -> argparse.ArgumentParser:
     ky.add_argument("app")
     ky.add_argument("key", nargs="?", help="the access key id to revoke")
     ky.add_argument("--json", action="store_true", help="print JSON")
+    cr = command("cron", "cron entries of an app: list (next fire times, last outcome), run one now, history", cmd_cron)
+    cr.usage = "fazt-host cron APP | cron run APP NAME | cron history APP [NAME] [-n N] [--json]"
+    cr.formatter_class = argparse.RawDescriptionHelpFormatter
+    cr.description = (
+        "  cron APP                  the app's entries, their next 5 fire times and last outcome\n"
+        "  cron run APP NAME         run one entry now in this process (one attempt; exit 1 if it fails)\n"
+        "  cron history APP [NAME]   runs, newest first, with their log lines"
+    )
+    cr.add_argument("words", nargs="+", metavar="APP | run APP NAME | history APP [NAME]")
+    cr.add_argument("-n", "--lines", type=int, default=20, help="history: how many runs, newest first (default 20)")
+    cr.add_argument("--json", action="store_true", help="print JSON")
 
     bk = command("backup", "write a consistent copy of the cartridge while serving", cmd_backup)
     bk.add_argument("file")

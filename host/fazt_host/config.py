@@ -89,6 +89,24 @@ class StorageConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
                 raise ValueError(f"storage.buckets: {name[:80]!r} is not a valid bucket name")
 
 
+class CronEntry(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_defaults=True, frozen=True):
+    """One entry of fazt.json's `cron` list; semantics in triggers/cron/."""
+
+    name: str
+    schedule: str
+    file: str | None = None  # default: the `scheduled` handler of the app's default export
+    timezone: str = "UTC"
+    catch_up: str = "one"  # none | one | all
+    overlap: str = "skip"  # skip | queue | allow
+    timeout: str | None = None  # e.g. "5m"; default: limits.timeoutMs
+    retries: int = 0
+
+    def __post_init__(self) -> None:
+        from .triggers.cron.schedule import check_entry
+
+        check_entry(self)
+
+
 class Manifest(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_defaults=True, frozen=True):
     """An app's fazt.json."""
 
@@ -100,6 +118,7 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_
     keep_versions: int = 5
     indexes: dict[str, list[IndexSpec]] = {}
     storage: StorageConfig = StorageConfig()
+    cron: list[CronEntry] = []
 
     def __post_init__(self) -> None:
         if not APP_NAME.match(self.name):
@@ -119,6 +138,9 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_
         from .capabilities.documents.spec import check_indexes  # the documents capability owns the rules
 
         check_indexes(self.indexes)
+        names = [e.name for e in self.cron]
+        if len(set(names)) != len(names):
+            raise ValueError(f"cron entry names must be unique: {sorted({n for n in names if names.count(n) > 1})}")
 
 
 class ManifestError(ValueError):
@@ -154,6 +176,8 @@ class HostSettings(msgspec.Struct, frozen=True):
     workers: int = 0  # 0: one per core
     domain: str = ""
     cache: str = ""  # default: beside the cartridge
+    cron_min_interval: float = 1.0  # seconds: shorter schedules are refused at deploy
+    cron_threads: int = 2  # wasm threads of the scheduler: a hung job cannot hold up every app
 
     @property
     def cache_dir(self) -> Path:

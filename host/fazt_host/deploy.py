@@ -25,6 +25,7 @@ from .config import Manifest, ManifestError, load_manifest
 from .host import Host
 from .runtime import ValidationError
 from .runtime.engine import sha256
+from .triggers.cron import checks as cron
 
 
 class DeployError(Exception):
@@ -72,7 +73,7 @@ def component_bytes(host: Host, src: AppSource, progress) -> tuple[bytes | None,
         digest = sha256(wasm)
         return wasm, digest, digest, [], False
     sources = build.app_sources(src.folder, src.manifest)
-    source_hash = build.source_hash(sources)
+    source_hash = build.source_hash(sources, msgspec.json.encode([src.manifest.entry, cron.cron_files(src.manifest)]).decode())
     known = apps.component_for_source(host.conn, source_hash)
     if known is not None:
         progress.write(f"  unchanged source: reusing component {known[:12]}\n")
@@ -83,7 +84,7 @@ def component_bytes(host: Host, src: AppSource, progress) -> tuple[bytes | None,
         wasm = cached.read_bytes()
         return wasm, sha256(wasm), source_hash, sources, False
     progress.write(f"  building {src.manifest.name} from {src.manifest.entry}\n")
-    wasm = build.build_component(src.folder, src.manifest.entry, progress)
+    wasm = build.build_component(src.folder, src.manifest.entry, progress, cron.cron_files(src.manifest))
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_bytes(wasm)
@@ -126,6 +127,10 @@ def deploy(host: Host, path: Path, manifest_path: Path | None = None, limits: di
             manifest = msgspec.structs.replace(manifest, limits=manifest.limits.merged(limits))
         except ValueError as e:
             raise DeployError(f"limits: {e}") from None
+    try:
+        cron.check_deploy(src.folder, manifest, src.prebuilt is not None, host.settings.cron_min_interval)
+    except ValueError as e:
+        raise DeployError(str(e)) from None
     static_dir = src.folder / manifest.static
     phases = {}
     mark = time.perf_counter()
@@ -143,6 +148,8 @@ def deploy(host: Host, path: Path, manifest_path: Path | None = None, limits: di
         raise DeployError(str(e)) from None
     phase("build")
     compile_checked(host, digest, wasm, progress)
+    if manifest.cron and not cron.exports_scheduled(host.guest(digest)):
+        raise DeployError("the component does not export handler#scheduled, which its cron entries need")
     phase("compile")
     version = apps.same_as_active(host.conn, manifest, source_hash, digest, static)
     unchanged = version is not None

@@ -29,7 +29,7 @@ def capabilities(conn) -> list[Capability]:
 
 
 class Host:
-    def __init__(self, settings: HostSettings):
+    def __init__(self, settings: HostSettings, engine=None):
         self.settings = settings
         self.conn = cartridge.connect(settings.cartridge)
         self.capabilities = capabilities(self.conn)
@@ -38,7 +38,7 @@ class Host:
         self.log = next(c for c in self.capabilities if isinstance(c, Log))
         self.routes = {p: fn for cap in self.capabilities for p, fn in cap.routes().items()}
         self.results = {k: fn for cap in self.capabilities for k, fn in cap.results().items()}
-        self.engine = make_engine()
+        self.engine = engine or make_engine()  # the cron scheduler shares one among its threads
         interfaces = {cap.interface: cap.functions() for cap in self.capabilities}
         interfaces[HTTP_INTERFACE] = http_functions()
         self.runtime = Runtime(self.engine, interfaces)
@@ -86,6 +86,13 @@ class Host:
 
 
 _decode_result = msgspec.json.Decoder(dict).decode
+
+
+def cron_scheduler(settings: HostSettings, clock=None, threads: int | None = None):
+    """The cron trigger's service; its wasm threads each get a Host over one shared engine."""
+    from .triggers.cron.scheduler import Scheduler
+
+    return Scheduler(settings, lambda engine: Host(settings, engine=engine), clock, threads)
 
 
 def rsgi_app() -> HttpTrigger:

@@ -8,3 +8,11 @@
  * streamed bodies); or `{"error", "stack"}` when the handler threw.
  */
 export function fetch(request: string): string;
+/**
+ * Runs one cron entry of fazt.json. `event` is JSON
+ * `{"name", "scheduledTime", "attempt", "lastRun", "schedule", "timezone",
+ * "manual", "requestId", "app", "env"}`; `scheduledTime` (ISO 8601 UTC) is
+ * the slot, the run's idempotency key. Returns `{}`, or `{"error", "stack"}`
+ * when the handler threw.
+ */
+export function scheduled(event: string): string;

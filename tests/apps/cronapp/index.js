@@ -1,0 +1,27 @@
+// Exercises the cron contract from inside the sandbox; tests/test_cron.py reads what it logs.
+// Entries without a file land in `scheduled`, which acts on the entry's name:
+//   boom*  throws          hang*  loops until the timeout       bomb*  exhausts memory
+//   slow*  busy for 1.5 s  crash* busy for 8 s on attempt 1 (the test kills the host meanwhile)
+//   anything else logs its event and returns.
+function busy(ms) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {}
+}
+
+export default {
+  async fetch() {
+    return Response.json({ ok: true });
+  },
+  async scheduled(event, ctx) {
+    console.log(JSON.stringify({ handler: 'scheduled', event, requestId: ctx.requestId, env: ctx.env }));
+    const name = event.name;
+    if (name.startsWith('boom')) throw new Error(`boom at ${event.scheduledTime} attempt ${event.attempt}`);
+    if (name.startsWith('hang')) for (;;) {}
+    if (name.startsWith('bomb')) {
+      const hoard = [];
+      for (;;) hoard.push(new Uint8Array(1 << 20).fill(1));
+    }
+    if (name.startsWith('slow')) busy(1500);
+    if (name.startsWith('crash') && event.attempt === 1) busy(8000);
+  },
+};

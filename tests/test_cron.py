@@ -1,0 +1,483 @@
+"""JS-cron: schedules (DST, intervals), the scheduler's semantics under a fake clock, and real hosts.
+
+The semantics (catchUp, overlap, retries, exactly-once between two schedulers,
+recovery from a dead host) run in-process with a clock the tests move; the
+guest runs for real every time. The contract seen from outside (deploy
+refusals, `fazt-host up` running schedules, the CLI, two hosts on one
+cartridge, a host killed during a run) runs against real processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from conftest import FAZT, TEST_APPS, Cartridge
+from fazt_host.config import HostSettings, ManifestError, decode_manifest
+from fazt_host.host import cron_scheduler
+from fazt_host.triggers.cron import store
+from fazt_host.triggers.cron.scheduler import FakeClock
+from fazt_host.triggers.cron.schedule import ScheduleError, iso, parse
+
+APP = TEST_APPS / "cronapp"
+BERLIN = ZoneInfo("Europe/Berlin")
+UTC = timezone.utc
+
+
+def ms(dt: datetime) -> int:
+    return round(dt.timestamp() * 1000)
+
+
+def utc(*args) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+# -- schedules ------------------------------------------------------------------
+def fires(schedule, start: datetime, end: datetime) -> list[datetime]:
+    out, t = [], ms(start)
+    while True:
+        t = schedule.next_after(t)
+        if t > ms(end):
+            return out
+        out.append(datetime.fromtimestamp(t / 1000, UTC))
+
+
+def test_dst_spring_forward_runs_once_and_fall_back_does_not_run_twice():
+    daily = parse("30 2 * * *", "Europe/Berlin")
+    # 2026-03-29: 02:00 CET jumps to 03:00 CEST, so 02:30 never happens: it runs once, at the change.
+    spring = fires(daily, utc(2026, 3, 27, 12), utc(2026, 3, 31, 12))
+    assert [f.astimezone(BERLIN).strftime("%d %H:%M") for f in spring] == ["28 02:30", "29 03:00", "30 02:30", "31 02:30"]
+    # 2026-10-25: 03:00 CEST falls back to 02:00 CET, so 02:30 happens twice: it runs at the first only.
+    fall = fires(daily, utc(2026, 10, 23, 12), utc(2026, 10, 27, 12))
+    assert [f.strftime("%d %H:%M") for f in fall] == ["24 00:30", "25 00:30", "26 01:30", "27 01:30"]
+    # prev_before agrees with next_after across the change (catch-up walks backwards).
+    assert daily.prev_before(ms(utc(2026, 10, 26, 0))) == ms(utc(2026, 10, 25, 0, 30))
+    # An every-hour job keeps firing every real hour through both 02:xx hours.
+    hourly = fires(parse("0 * * * *", "Europe/Berlin"), utc(2026, 10, 24, 23, 30), utc(2026, 10, 25, 3, 30))
+    assert [f.strftime("%H:%M") for f in hourly] == ["00:00", "01:00", "02:00", "03:00"]
+
+
+def test_schedule_shapes():
+    start = utc(2026, 1, 5, 6, 59, 58)  # a Monday
+    assert [f.strftime("%H:%M:%S") for f in fires(parse("*/20 * * * * *"), start, utc(2026, 1, 5, 7, 0, 41))] == [
+        "07:00:00", "07:00:20", "07:00:40"]
+    assert fires(parse("0 7 * * 1-5", "Europe/Berlin"), start, utc(2026, 1, 5, 7)) == []
+    assert fires(parse("0 7 * * 1-5", "Europe/Berlin"), start, utc(2026, 1, 6, 7))[0] == utc(2026, 1, 6, 6)
+    assert fires(parse("@hourly"), start, utc(2026, 1, 5, 8, 30)) == [utc(2026, 1, 5, 7), utc(2026, 1, 5, 8)]
+    assert fires(parse("@daily", "Asia/Tokyo"), start, utc(2026, 1, 6, 14)) == [utc(2026, 1, 5, 15)]
+    # Unaligned intervals count from their anchor (registration), aligned ones from local midnight.
+    every = parse("every 90m", anchor=ms(utc(2026, 1, 5, 6, 10)))
+    assert fires(every, start, utc(2026, 1, 5, 10)) == [utc(2026, 1, 5, 7, 40), utc(2026, 1, 5, 9, 10)]
+    assert every.prev_before(ms(utc(2026, 1, 5, 7, 40))) is None  # the anchor itself is not a slot
+    aligned = parse("every 15m aligned", "Asia/Kolkata")  # UTC+05:30: local quarters are UTC quarters
+    assert fires(aligned, start, utc(2026, 1, 5, 7, 31)) == [utc(2026, 1, 5, 7), utc(2026, 1, 5, 7, 15), utc(2026, 1, 5, 7, 30)]
+    seven = parse("every 7h aligned", "UTC")  # restarts at each midnight
+    assert [f.hour for f in fires(seven, utc(2026, 1, 5, 20), utc(2026, 1, 6, 15))] == [21, 0, 7, 14]
+    assert iso(ms(utc(2026, 1, 5, 7, 0, 0, 5000))) == "2026-01-05T07:00:00.005Z"
+
+
+def manifest(*entries: dict, name: str = "cronapp", **extra) -> dict:
+    return {"name": name, "limits": {"timeoutMs": 2000, "memoryMb": 32}, "cron": list(entries), **extra}
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"name": "digest", "schedule": "0 7 * * 1-9"}, "cron entry 'digest': invalid cron expression"),
+        ({"name": "digest", "schedule": "7 * *"}, "cron entry 'digest': invalid schedule"),
+        ({"name": "digest", "schedule": "@reboot"}, "cron entry 'digest': unknown macro"),
+        ({"name": "digest", "schedule": "every 5 parsecs"}, "cron entry 'digest': invalid interval"),
+        ({"name": "digest", "schedule": "@daily", "timezone": "Mars/Olympus"}, "cron entry 'digest': unknown timezone"),
+        ({"name": "digest", "schedule": "@daily", "timeout": "5 fortnights"}, "cron entry 'digest': invalid duration"),
+        ({"name": "digest", "schedule": "@daily", "catchUp": "most"}, "cron entry 'digest': catchUp must be one of"),
+        ({"name": "digest", "schedule": "@daily", "overlap": "stack"}, "cron entry 'digest': overlap must be one of"),
+        ({"name": "digest", "schedule": "@daily", "file": "../x.js"}, "cron entry 'digest': file must be a relative"),
+        ({"name": "digest", "schedule": "@daily", "colour": "red"}, "unknown field `colour`"),
+    ],
+)
+def test_bad_entries_are_refused_naming_the_entry(entry, message):
+    with pytest.raises(ManifestError, match=message.replace("(", r"\(")):
+        decode_manifest(json.dumps(manifest(entry)).encode())
+
+
+def test_duplicate_entry_names_are_refused():
+    with pytest.raises(ManifestError, match="unique"):
+        decode_manifest(json.dumps(manifest({"name": "a", "schedule": "@daily"}, {"name": "a", "schedule": "@hourly"})).encode())
+
+
+# -- the scheduler in-process, with a clock the tests move -------------------------
+T0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC).timestamp()
+
+
+class World:
+    """A cartridge with cronapp deployed from a given manifest, and schedulers over it."""
+
+    def __init__(self, tmp_path: Path, cache: Path, start: float = T0):
+        self.tmp = tmp_path
+        self.cart = Cartridge(tmp_path / "fazt.db", cache)
+        self.settings = HostSettings(cartridge=str(self.cart.path), cache=str(cache))
+        self.clock = FakeClock(start)
+        self.schedulers = []
+
+    def deploy(self, *entries: dict, name: str = "cronapp", check: bool = True, **extra):
+        path = self.tmp / f"{name}.json"
+        path.write_text(json.dumps(manifest(*entries, name=name, **extra)))
+        return self.cart.cli("deploy", str(APP), "--manifest", str(path), check=check)
+
+    def scheduler(self, threads: int = 2):
+        s = cron_scheduler(self.settings, self.clock, threads)
+        self.schedulers.append(s)
+        return s
+
+    def at(self, seconds: float, *schedulers) -> None:
+        """Moves the clock to T0 + seconds and lets every scheduler claim and finish what is due."""
+        self.clock.set(T0 + seconds)
+        for s in schedulers:
+            s.settle()
+
+    def runs(self, app: str = "cronapp", name: str | None = None) -> list[dict]:
+        conn = self.schedulers[0].conn
+        return list(reversed(store.history(conn, app, name, 10_000)))
+
+    def close(self) -> None:
+        for s in self.schedulers:
+            s.stop(0)
+
+
+@pytest.fixture
+def world(tmp_path, cache_dir):
+    w = World(tmp_path, cache_dir)
+    yield w
+    w.close()
+
+
+def slots(runs: list[dict]) -> list[str]:
+    return [r["scheduledTime"][11:19] for r in runs]
+
+
+def test_interval_runs_each_slot_once_with_event_and_logs(world):
+    world.deploy({"name": "tick", "schedule": "every 10s", "file": "cron/tick.js"}, {"name": "own", "schedule": "every 10s"},
+                 env={"K": "v"})
+    s = world.scheduler()
+    world.at(0, s)
+    assert world.runs() == []
+    for t in (5, 10, 15, 20, 29.9, 30):
+        world.at(t, s)
+    tick = world.runs(name="tick")
+    assert slots(tick) == ["12:00:10", "12:00:20", "12:00:30"]
+    assert {r["status"] for r in tick} == {"ok"} and {r["attempt"] for r in tick} == {1}
+    event = json.loads(tick[1]["logs"][0]["message"])
+    assert event["file"] == "tick" and event["requestId"] == tick[1]["requestId"] and event["app"] == "cronapp"
+    assert event["event"]["scheduledTime"] == "2026-05-04T12:00:20.000Z" and event["event"]["attempt"] == 1
+    assert event["event"]["lastRun"]["scheduledTime"] == "2026-05-04T12:00:10.000Z"
+    assert event["event"]["lastRun"]["status"] == "ok"
+    own = json.loads(world.runs(name="own")[0]["logs"][0]["message"])
+    assert own["handler"] == "scheduled" and own["event"]["name"] == "own" and own["env"] == {"K": "v"}
+
+
+@pytest.mark.parametrize("policy, expected", [("none", []), ("one", ["12:10:00"]), ("all", [f"12:{m:02d}:00" for m in range(1, 11)])])
+def test_catch_up_after_downtime(world, policy, expected):
+    world.deploy({"name": "job", "schedule": "* * * * *", "catchUp": policy})
+    first = world.scheduler()
+    world.at(0, first)
+    first.stop(0)  # the host goes down for ten minutes
+    world.clock.set(T0 + 630)
+    second = world.scheduler()
+    world.at(630, second)
+    assert slots(world.runs()) == expected
+    world.at(660, second)  # on-time slots run whatever the policy
+    assert slots(world.runs())[len(expected):] == ["12:11:00"]
+
+
+def test_overlap_skip_queue_allow(world):
+    world.deploy({"name": "slow-skip", "schedule": "every 1s"}, {"name": "slow-queue", "schedule": "every 1s", "overlap": "queue"},
+                 {"name": "slow-allow", "schedule": "every 1s", "overlap": "allow"})
+    s = world.scheduler(threads=5)  # up to 4 runs of one app at once
+    world.at(0, s)
+    world.clock.set(T0 + 1)
+    s.step()  # three slow runs start (1.5 s of real time each)
+    world.clock.set(T0 + 2)
+    s.step()  # the next slot of each comes due while they run
+    time.sleep(0.2)
+    s.step()
+    running = {r["name"]: r["status"] for r in store.history(s.conn, "cronapp", None, 10) if r["scheduledTime"].endswith("02.000Z")}
+    assert running == {"slow-skip": "skipped", "slow-queue": "pending", "slow-allow": "running"}
+    world.at(2.5, s)
+    world.at(2.6, s)
+    skip, queue_, allow = (world.runs(name=n) for n in ("slow-skip", "slow-queue", "slow-allow"))
+    assert [r["status"] for r in skip] == ["ok", "skipped"]
+    assert "overlap: skip" in skip[1]["error"]
+    assert [r["status"] for r in queue_] == ["ok", "ok"] and [r["status"] for r in allow] == ["ok", "ok"]
+    # queue waits for the run before it, allow does not
+    assert queue_[1]["startedAt"] >= queue_[0]["finishedAt"]
+    assert allow[1]["startedAt"] < allow[0]["finishedAt"]
+
+
+def test_failures_are_retried_with_backoff_then_marked_failed(world):
+    world.deploy({"name": "boom", "schedule": "every 1h", "retries": 2})
+    s = world.scheduler()
+    world.at(0, s)
+    world.at(3600, s)
+    world.at(3600.5, s)  # the first retry waits 1 s
+    assert [r["attempt"] for r in world.runs()] == [1, 2]
+    assert world.runs()[1]["status"] == "pending" and world.runs()[1]["dueAt"] == "2026-05-04T13:00:01.000Z"
+    world.at(3601, s)
+    world.at(3603, s)  # the second waits 2 s more
+    world.at(3700, s)
+    runs = world.runs()
+    assert [(r["attempt"], r["status"]) for r in runs] == [(1, "failed"), (2, "failed"), (3, "failed")]
+    assert {r["scheduledTime"] for r in runs} == {"2026-05-04T13:00:00.000Z"}
+    assert "the handler threw Error: boom at 2026-05-04T13:00:00.000Z attempt 3" in runs[2]["error"]
+    assert any("boom at" in line["message"] for line in runs[2]["logs"])  # the stack went to the log
+    assert store.last_outcome(s.conn, "cronapp", "boom")["status"] == "failed"
+
+
+def test_hang_and_memory_bomb_are_recorded_and_other_apps_keep_their_schedule(world):
+    world.deploy({"name": "hang", "schedule": "every 10s", "timeout": "1500ms", "retries": 1},
+                 {"name": "bomb", "schedule": "every 10s"})
+    world.deploy({"name": "tick", "schedule": "every 1s"}, name="other")
+    s = world.scheduler(threads=2)
+    world.at(0, s)
+    world.clock.set(T0 + 10)
+    s.step()  # cronapp's hang takes one thread (its bomb waits: one app keeps a thread free)
+    started = time.monotonic()
+    for t in (10.2, 10.4, 10.6):
+        world.clock.set(T0 + t)
+        s.step()
+        time.sleep(0.2)
+    tick = [r for r in world.runs("other") if r["status"] == "ok"]
+    assert len(tick) >= 1 and time.monotonic() - started < 1.4, "the other app waited for the hung job"
+    for t in (11, 12, 13, 14):
+        world.at(t, s)
+    hang, bomb = world.runs(name="hang"), world.runs(name="bomb")
+    assert [(r["attempt"], r["status"]) for r in hang] == [(1, "timeout"), (2, "timeout")]
+    assert "time limit of 1500 ms" in hang[0]["error"]
+    assert [r["status"] for r in bomb] == ["failed"] and "out of memory" in bomb[0]["error"]
+    assert [r["status"] for r in world.runs("other")][:4] == ["ok"] * 4
+
+
+def test_two_schedulers_on_one_cartridge_claim_each_slot_once(world):
+    world.deploy({"name": "a", "schedule": "every 1s"}, {"name": "b", "schedule": "*/2 * * * * *"})
+    one, two = world.scheduler(), world.scheduler()
+    world.at(0, one, two)
+    for i in range(1, 41):
+        world.clock.set(T0 + i / 2)
+        threads = [threading.Thread(target=s.step) for s in (one, two)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for s in (one, two):
+            s.drain()
+    world.at(20.4, one, two)  # runs still waiting for a thread
+    runs = world.runs()
+    keys = [(r["name"], r["scheduledTime"]) for r in runs]
+    assert len(keys) == len(set(keys)) == 20 + 10
+    assert {r["status"] for r in runs} == {"ok"}
+    starts = [json.loads(line["message"])["event"]["scheduledTime"] for r in runs for line in r["logs"]]
+    assert len(starts) == 30  # each handler ran once per slot
+    owners = {row[0] for row in one.conn.execute("SELECT owner FROM cron_runs")}
+    assert len(owners) == 2, "both schedulers took part"
+
+
+def test_runs_of_a_dead_scheduler_are_taken_over_or_retried(world):
+    world.deploy({"name": "job", "schedule": "@daily", "retries": 1}, {"name": "once", "schedule": "@daily"})
+    s = world.scheduler()
+    world.at(0, s)
+    dead = "999999999:0:dead"
+    with store.transaction(s.conn):
+        running = store.insert_run(s.conn, "cronapp", "job", ms(utc(2026, 5, 4)), 1, "running", 0, dead, T0)
+        pending = store.insert_run(s.conn, "cronapp", "job", ms(utc(2026, 5, 3)), 1, "pending", 0, dead, T0)
+        store.insert_run(s.conn, "cronapp", "once", ms(utc(2026, 5, 4)), 1, "running", 0, dead, T0)
+    world.at(1, s)
+    rows = {(r["name"], r["scheduledTime"][:10], r["attempt"]): r for r in world.runs()}
+    assert rows[("job", "2026-05-04", 1)]["status"] == "failed"
+    assert rows[("job", "2026-05-04", 1)]["error"] == "the host stopped during the run"
+    assert rows[("job", "2026-05-04", 2)]["status"] == "ok"  # retried once, as the entry allows
+    assert rows[("job", "2026-05-03", 1)]["status"] == "ok"  # never started: taken over as is
+    assert rows[("once", "2026-05-04", 1)]["status"] == "failed"  # no retries: failed, visible, not rerun
+    assert len(rows) == 4 and running.id and pending.id
+
+
+def test_redeploy_changes_take_effect_at_once_and_removal_stops(world):
+    world.deploy({"name": "job", "schedule": "every 1h"}, {"name": "gone", "schedule": "every 1h"})
+    s = world.scheduler()
+    world.at(0, s)
+    world.clock.set(T0 + 100)
+    world.deploy({"name": "job", "schedule": "every 10s"})  # `gone` removed, `job` faster from now
+    world.at(100, s)
+    world.at(110, s)
+    world.at(120, s)
+    assert slots(world.runs(name="job")) == ["12:01:50", "12:02:00"]
+    world.at(3600, s)
+    assert world.runs(name="gone") == []
+    world.cart.cli("remove", "cronapp")
+    world.at(3700, s)
+    assert s.conn.execute("SELECT count(*) FROM cron_entries").fetchone()[0] == 0
+    assert s.conn.execute("SELECT count(*) FROM cron_runs").fetchone()[0] == 0
+
+
+def test_fall_back_day_runs_a_daily_berlin_job_once(world):
+    world.clock.set(datetime(2026, 10, 23, 12, tzinfo=UTC).timestamp())
+    global T0
+    saved, T0 = T0, world.clock.now()
+    try:
+        world.deploy({"name": "night", "schedule": "30 2 * * *", "timezone": "Europe/Berlin"})
+        s = world.scheduler()
+        for hour in range(0, 4 * 24 * 2):  # four days in half-hour steps
+            world.at(hour * 1800, s)
+        assert [r["scheduledTime"][:16] for r in world.runs()] == [
+            "2026-10-24T00:30", "2026-10-25T00:30", "2026-10-26T01:30", "2026-10-27T01:30"]
+    finally:
+        T0 = saved
+
+
+# -- real hosts ------------------------------------------------------------------
+def write_manifest(tmp_path: Path, *entries: dict, **extra) -> Path:
+    path = tmp_path / "fazt.json"
+    path.write_text(json.dumps(manifest(*entries, **extra)))
+    return path
+
+
+def history(cart: Cartridge, *args: str) -> list[dict]:
+    return json.loads(cart.cli("cron", "history", "cronapp", *args, "-n", "1000", "--json").stdout)
+
+
+def wait_for(predicate, timeout: float = 20, step: float = 0.2):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("timed out waiting")
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"name": "digest", "schedule": "0 7 * * 1-5", "timezone": "Europe/Berlln"}, "cron entry 'digest': unknown timezone"),
+        ({"name": "digest", "schedule": "0 25 * * *"}, "cron entry 'digest': invalid cron expression"),
+        ({"name": "fast", "schedule": "every 0.5s"}, "cron entry 'fast': 'every 0.5s' fires every 0.5s, below the minimum interval of 1s"),
+        ({"name": "fast", "schedule": "*/0.5 * * * * *"}, "cron entry 'fast'"),
+        ({"name": "nofile", "schedule": "@daily", "file": "cron/missing.js"}, "cron entry 'nofile': file cron/missing.js not found"),
+    ],
+)
+def test_deploy_refuses_bad_cron_entries(cartridge, tmp_path, entry, message):
+    proc = cartridge.cli("deploy", str(APP), "--manifest", str(write_manifest(tmp_path, entry)), check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert message in proc.stderr
+    assert not cartridge.path.exists() or "cronapp" not in cartridge.cli("apps", check=False).stdout
+
+
+def test_minimum_interval_is_configurable(cartridge, tmp_path):
+    path = write_manifest(tmp_path, {"name": "often", "schedule": "*/30 * * * * *"})
+    proc = subprocess.run([FAZT, "deploy", str(APP), "--manifest", str(path)], capture_output=True, text=True,
+                          env={**cartridge.env, "FAZT_CRON_MIN_INTERVAL": "60"})
+    assert proc.returncode == 1 and "fires every 30s, below the minimum interval of 60s" in proc.stderr
+    cartridge.cli("deploy", str(APP), "--manifest", str(path))
+
+
+def test_up_runs_schedules_once_per_host_with_cli(cartridge, tmp_path):
+    cartridge.cli("deploy", str(APP), "--manifest", str(write_manifest(
+        tmp_path,
+        {"name": "tick", "schedule": "every 1s", "file": "cron/tick.js"},
+        {"name": "boom", "schedule": "@yearly"},
+        {"name": "digest", "schedule": "0 7 * * 1-5", "timezone": "Europe/Berlin", "catchUp": "one",
+         "overlap": "skip", "timeout": "5m", "retries": 3},
+    )))
+    server = cartridge.serve(workers=2)
+    wait_for(lambda: len([r for r in history(cartridge, "tick") if r["status"] == "ok"]) >= 4)
+    runs = [r for r in history(cartridge, "tick") if r["status"] == "ok" and not r["manual"]]
+    rows = history(cartridge)
+    for row in rows:
+        assert {"name", "scheduledTime", "startedAt", "finishedAt", "status", "attempt"} <= set(row)
+        assert row["scheduledTime"].endswith("Z")
+    keys = [(r["name"], r["scheduledTime"], r["attempt"]) for r in rows]
+    assert len(keys) == len(set(keys)), "a slot ran twice with two Granian workers"
+    assert [r["scheduledTime"] for r in runs] == sorted((r["scheduledTime"] for r in runs), reverse=True)  # newest first
+    gaps = [datetime.fromisoformat(a["scheduledTime"]) - datetime.fromisoformat(b["scheduledTime"]) for a, b in zip(runs, runs[1:])]
+    assert {g.total_seconds() for g in gaps} == {1.0}
+    late = [datetime.fromisoformat(r["startedAt"]) - datetime.fromisoformat(r["scheduledTime"]) for r in runs]
+    assert max(late).total_seconds() < 1.5  # the first run also maps the component
+    assert server.get("/cronapp/").json() == {"ok": True}  # HTTP is served beside it
+
+    listing = json.loads(cartridge.cli("cron", "cronapp", "--json").stdout)
+    digest = next(e for e in listing if e["name"] == "digest")
+    assert len(digest["next"]) == 5 and digest["timezone"] == "Europe/Berlin" and digest["retries"] == 3
+    berlin = [datetime.fromisoformat(t).astimezone(BERLIN) for t in digest["next"]]
+    assert {(t.hour, t.minute) for t in berlin} == {(7, 0)} and all(t.weekday() < 5 for t in berlin)
+    assert next(e for e in listing if e["name"] == "tick")["last"]["status"] == "ok"
+    assert "next:" in cartridge.cli("cron", "cronapp").stdout
+
+    ok = cartridge.cli("cron", "run", "cronapp", "boom", check=False)
+    assert ok.returncode == 1 and "failed" in ok.stdout and "boom at" in ok.stdout
+    manual = [r for r in history(cartridge, "boom") if r["manual"]]
+    assert len(manual) == 1 and manual[0]["status"] == "failed" and manual[0]["attempt"] == 1
+    assert cartridge.cli("cron", "run", "cronapp", "tick", "--json").returncode == 0
+    missing = cartridge.cli("cron", "run", "cronapp", "nope", check=False)
+    assert missing.returncode == 1 and "no cron entry 'nope'" in missing.stderr
+    assert "no app named 'ghost'" in cartridge.cli("cron", "ghost", check=False).stderr
+
+    scheduler_processes = subprocess.run(["pgrep", "-s", str(server.proc.pid), "-f", "fazt_host.triggers.cron"],
+                                         capture_output=True, text=True).stdout.split()
+    assert len(scheduler_processes) == 1
+
+    cartridge.cli("remove", "cronapp")  # its crons stop, its history goes with it
+    time.sleep(2.5)
+    gone = cartridge.cli("cron", "history", "cronapp", check=False)
+    assert gone.returncode == 1 and "no app named 'cronapp'" in gone.stderr
+    import apsw
+
+    conn = apsw.Connection(str(cartridge.path))
+    assert conn.execute("SELECT count(*) FROM cron_runs WHERE app = 'cronapp'").fetchone()[0] == 0
+
+
+def test_two_hosts_on_one_cartridge_run_each_slot_once(cartridge, tmp_path):
+    cartridge.cli("deploy", str(APP), "--manifest", str(write_manifest(
+        tmp_path, {"name": "a", "schedule": "every 1s"}, {"name": "b", "schedule": "* * * * * *"})))
+    one, two = cartridge.serve(workers=1), cartridge.serve(workers=1)
+    wait_for(lambda: len(history(cartridge, "a")) >= 6)
+    one.stop()
+    two.stop()
+    rows = history(cartridge)
+    keys = [(r["name"], r["scheduledTime"]) for r in rows]
+    assert len(keys) == len(set(keys))
+    assert {r["status"] for r in rows} <= {"ok"}
+    starts = [(e["name"], e["scheduledTime"]) for r in rows for e in
+              (json.loads(line["message"])["event"] for line in r["logs"])]
+    assert sorted(starts) == sorted(keys), "each handler ran once per slot"
+    owners = {r["requestId"] for r in rows}
+    assert len(owners) == len(rows)
+
+
+def test_host_killed_during_a_run_is_retried_not_lost_nor_doubled(cartridge, tmp_path):
+    cartridge.cli("deploy", str(APP), "--manifest", str(write_manifest(
+        tmp_path, {"name": "crash", "schedule": "*/5 * * * * *", "timeout": "20s", "retries": 1})))
+    server = cartridge.serve(workers=1)
+    first = wait_for(lambda: [r for r in history(cartridge) if r["status"] == "running"], timeout=15, step=0.1)[0]
+    time.sleep(0.5)
+    os.killpg(server.proc.pid, signal.SIGKILL)  # host, workers and scheduler: all at once, mid-run
+    server.proc.wait()
+    cartridge.serve(workers=1)
+    slot = first["scheduledTime"]
+    attempts = wait_for(lambda: [r for r in history(cartridge) if r["scheduledTime"] == slot and r["status"] == "ok"])
+    rows = sorted((r for r in history(cartridge) if r["scheduledTime"] == slot), key=lambda r: r["attempt"])
+    assert [(r["attempt"], r["status"]) for r in rows] == [(1, "failed"), (2, "ok")]
+    assert rows[0]["error"] == "the host stopped during the run"
+    assert len(attempts) == 1
+    every = history(cartridge)
+    per_slot = {}
+    for r in every:
+        per_slot.setdefault(r["scheduledTime"], []).append(r)
+    assert all(len([r for r in rs if r["status"] == "ok"]) <= 1 for rs in per_slot.values())
+    assert all(len(rs) <= 2 for rs in per_slot.values())
