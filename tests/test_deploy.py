@@ -47,6 +47,13 @@ def test_deploy_lists_and_serves_and_redeploy_is_cached(cartridge):
     assert server.get("/hello/hello").json()["hello"] == "world"
 
 
+def test_a_manifest_only_change_is_a_new_version_without_a_build(cartridge, tmp_path):
+    first = json.loads(cartridge.deploy(APPS / "hello", "--json").stdout)
+    app = copy_app(APPS / "hello", tmp_path / "hello", limits={"timeoutMs": 1234}, indexes={"notes": ["owner"]})
+    second = json.loads(cartridge.deploy(app, "--json").stdout)
+    assert second["version"] == 2 and not second["built"] and second["component"] == first["component"]
+
+
 def test_redeploy_while_serving_switches_without_restart(cartridge, tmp_path):
     cartridge.deploy(APPS / "hello")
     server = cartridge.serve()

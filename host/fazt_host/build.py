@@ -65,7 +65,9 @@ SOURCE_SUFFIXES = (".js", ".mjs", ".cjs", ".jsx", ".ts", ".mts", ".cts", ".tsx",
 
 
 def app_sources(folder: Path, manifest: Manifest) -> list[FileEntry]:
-    return read_files(folder, {folder / manifest.static}, SOURCE_SUFFIXES)
+    """The files a build reads. fazt.json is not one of them (what it tells the build goes in as
+    `inputs`), so changing limits, indexes or schedules redeploys without rebuilding."""
+    return [e for e in read_files(folder, {folder / manifest.static}, SOURCE_SUFFIXES) if e.path != "fazt.json"]
 
 
 def toolchain_hash() -> str:
