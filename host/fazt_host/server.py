@@ -289,7 +289,8 @@ class HttpTrigger:
             proto.response_empty(308, [("location", f"{base}/{qs}")])
             return
         for prefix, serve in self.host.routes.items():
-            if inner.startswith(prefix):
+            root = prefix.rstrip("/")
+            if inner == root or inner.startswith(root + "/"):
                 return await serve(self, scope, proto, deployed, inner, base)
         method = scope.method.upper()
         if method in ("GET", "HEAD"):
