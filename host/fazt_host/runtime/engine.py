@@ -13,6 +13,7 @@ import fcntl
 import importlib.metadata
 import hashlib
 import os
+import secrets
 import shutil
 import threading
 from pathlib import Path
@@ -121,7 +122,8 @@ class ComponentCache:
         """
         path = self.path_for(component_hash)
         live = self.folder / "live"
-        private = live / f"{os.getpid()}-{path.name}"
+        # Unique per call: threads of one process (the cron scheduler's) may map the same artifact at once.
+        private = live / f"{os.getpid()}-{secrets.token_hex(6)}-{path.name}"
         try:
             expected = path.with_name(path.name + ".sha256").read_text().strip()
             live.mkdir(exist_ok=True)
