@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from conftest import FAZT, TEST_APPS, Cartridge, serve_apps
+from conftest import FAZT, TEST_APPS, serve_apps
 
 DBPROXY = TEST_APPS / "dbproxy"
 
@@ -208,8 +208,8 @@ def test_unique_index_over_duplicates_refuses_the_deploy(host, tmp_path):
     assert len(versions) == 1
 
 
-def test_import_killed_midway_keeps_whole_batches(tmp_path, cache_dir):
-    cart = Cartridge(tmp_path / "fazt.db", cache_dir)
+def test_import_killed_midway_keeps_whole_batches(cartridge, tmp_path):
+    cart = cartridge  # the fixture stops the servers it started
     cart.deploy(DBPROXY)
     src = tmp_path / "big.ndjson"
     with open(src, "w") as f:
