@@ -210,7 +210,7 @@ function failure(e) {
 // The handler of a cron entry: its file's default export (a function, or an
 // object with `scheduled`), else the app's own `scheduled`.
 function cronHandler(app, crons, name) {
-  const own = crons[name];
+  const own = Object.hasOwn(crons, name) ? crons[name] : undefined; // not Object.prototype's
   if (typeof own === 'function') return own;
   if (own && typeof own.scheduled === 'function') return own.scheduled.bind(own);
   if (own) throw new TypeError(`the file of cron entry '${name}' must export default a function (event, ctx)`);

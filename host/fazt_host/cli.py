@@ -165,8 +165,9 @@ def cmd_remove(args) -> int:
     from .triggers.cron import store as cron_store
 
     def remove(conn):
-        apps.remove(conn, args.app, capabilities(conn))
-        cron_store.forget(conn, args.app)
+        cron_store.setup(conn)
+        # The cron trigger's state goes in the same transaction as the capabilities' (a module with forget()).
+        apps.remove(conn, args.app, [*capabilities(conn), cron_store])
         return f"removed {args.app}"
 
     return _app_change(args, remove)

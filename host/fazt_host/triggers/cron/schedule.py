@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -238,7 +239,11 @@ def check_entry(entry) -> None:
             f"cron entry {entry.name!r}: the name must be letters, digits, '_', '.' or '-' (at most 64)"
         )
     try:
-        parse(entry.schedule, entry.timezone)
+        schedule = parse(entry.schedule, entry.timezone)
+        try:
+            schedule.next_after(int(time.time() * 1000))
+        except Exception:  # noqa: BLE001 - croniter's "no such date" in its several forms
+            raise ScheduleError(f"{entry.schedule!r} never fires (no such date)") from None
         if entry.catch_up not in CATCH_UP:
             raise ScheduleError(f"catchUp must be one of {', '.join(CATCH_UP)}, not {entry.catch_up!r}")
         if entry.overlap not in OVERLAP:

@@ -235,6 +235,10 @@ class Scheduler:
                 future.result(max(0.0, deadline - time.monotonic()))
             except Exception:  # noqa: BLE001 - outcomes are recorded by the run itself
                 pass
+        try:
+            self._collect()  # what finished meanwhile is recorded, not left to look interrupted
+        except Exception:  # noqa: BLE001 - the next scheduler recovers what is left
+            traceback.print_exc()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.ticker.stop()
 
@@ -288,9 +292,14 @@ class Scheduler:
                 break
         if not done:
             return
-        with cartridge.transaction(self.conn):
-            retries = [store.finish(self.conn, run, status, error, at, n, self.owner)
-                       for run, _, status, error, at, n in done]
+        try:
+            with cartridge.transaction(self.conn):
+                retries = [store.finish(self.conn, run, status, error, at, n, self.owner)
+                           for run, _, status, error, at, n in done]
+        except BaseException:
+            for d in done:  # kept for the next pass: losing them would strand their hosts
+                self._finished.put(d)
+            raise
         for (run, host, *_), retry in zip(done, retries):
             self._free_hosts.append(host)
             self._running_apps[run.app] -= 1
@@ -303,7 +312,6 @@ class Scheduler:
         apps = self.registry.refresh()
         if apps is self.apps:
             return
-        self.apps = apps
         for host in self._free_hosts:
             host.retain({d.component for d in apps.values()})
         now_ms = int(now * 1000)
@@ -328,6 +336,7 @@ class Scheduler:
             entry = entries[key] = Entry(key[0], config, schedule, spec, anchor, schedule.next_after(last_slot))
             self._push(entry)
         self.entries = entries
+        self.apps = apps  # last: a pass that failed above is tried again on the next wake
 
     def _retries_of(self, app: str, name: str) -> int | None:
         entry = self.entries.get((app, name))

@@ -362,7 +362,9 @@ def last_outcome(conn: apsw.Connection, app: str, name: str) -> dict | None:
 
 
 def forget(conn: apsw.Connection, app: str) -> None:
-    """Drops a removed app's entries and history (a later app of the same name starts clean)."""
-    setup(conn)
+    """Drops a removed app's entries and history (a later app of the same name starts clean).
+
+    Runs inside the removal's transaction, with the tables set up before it.
+    """
     conn.execute("DELETE FROM cron_entries WHERE app = ?", (app,))
     conn.execute("DELETE FROM cron_runs WHERE app = ?", (app,))
