@@ -213,11 +213,6 @@ class Storage(Capability):
             return reply(upload.finish())
         except StorageError as e:
             return reply(error=e)
-        except BaseException as e:
-            upload.abort()
-            if getattr(e, "status", None) == 413:  # the body passed limits.bodyMb
-                return reply(error=StorageError(str(e), 413, "EntityTooLarge"))
-            raise
 
     def download_begin(self, invocation: Invocation, raw: str) -> str:
         try:

@@ -123,15 +123,7 @@ async def pipe_upload(trigger, scope, proto, deployed, bucket: str, key: str) ->
     def run() -> dict:
         upload = store.Upload(trigger.host.conn, deployed.name, bucket, key, content_type, {}, upsert,
                               limits.storage_mb << 20)
-        try:
-            store.pipe(exchange, upload)
-        except StorageError:
-            raise
-        except BaseException as e:
-            upload.abort()
-            if getattr(e, "status", None) == 413:
-                raise StorageError(str(e), 413, "EntityTooLarge") from None
-            raise
+        store.pipe(exchange, upload)
         return upload.finish()
 
     return await trigger.on_wasm_thread(run)

@@ -315,12 +315,7 @@ class _Crc32:
 def _receive(raw, auth: Auth, headers, upload: store.Upload) -> None:
     """Streams the request body into an upload and checks it; any failure leaves nothing behind."""
     body = Body(raw, auth, headers)
-    try:
-        store.pipe(body, upload)
-        body.verify()
-    except BaseException:
-        upload.abort()
-        raise
+    store.pipe(body, upload, check=body.verify)
 
 
 def _read_all(raw, auth: Auth, headers, limit: int = MAX_XML) -> bytes:

@@ -260,21 +260,30 @@ class Upload:
         self.conn.execute("DELETE FROM blob_data WHERE id = ?", (self.data,))
 
 
-def pipe(body, upload: Upload, piece: int = 1 << 20) -> None:
+def pipe(body, upload: Upload, check=None, piece: int = 1 << 20) -> None:
     """Copies a request body (anything with `read_bytes` and `content_length`) into an upload.
 
-    A body shorter than its Content-Length (the client went away) is refused:
-    the upload is then aborted by the caller and nothing becomes visible.
+    `check()` runs once the body is read (e.g. digests the request promised).
+    Any failure aborts the upload, so nothing becomes visible: a body shorter
+    than its Content-Length (the client went away) is IncompleteBody, one past
+    the request body limit EntityTooLarge.
     """
-    total = 0
-    while chunk := body.read_bytes(piece):
-        upload.write(chunk)
-        total += len(chunk)
-    if body.content_length is not None and total != body.content_length:
+    try:
+        total = 0
+        while chunk := body.read_bytes(piece):
+            upload.write(chunk)
+            total += len(chunk)
+        if body.content_length is not None and total != body.content_length:
+            raise StorageError(
+                f"the request body ended after {total} of {body.content_length} bytes", 400, "IncompleteBody"
+            )
+        if check is not None:
+            check()
+    except BaseException as e:
         upload.abort()
-        raise StorageError(
-            f"the request body ended after {total} of {body.content_length} bytes", 400, "IncompleteBody"
-        )
+        if not isinstance(e, StorageError) and getattr(e, "status", None) == 413:  # limits.bodyMb
+            raise StorageError(str(e), 413, "EntityTooLarge") from None
+        raise
 
 
 def describe(bucket, key, size, etag, content_type, metadata, created, updated) -> dict[str, Any]:
