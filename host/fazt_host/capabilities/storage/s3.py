@@ -603,7 +603,7 @@ def _upload_part(conn, app, raw, auth, headers, params, limits):
     with transaction(conn):
         old = conn.execute("SELECT data FROM s3_parts WHERE upload = ? AND number = ?", (upload_id, int(number_text))).fetchone()
         if old:
-            conn.execute("UPDATE blob_data SET state = 'orphan', changed_at = ? WHERE id = ?", (time.time(), old[0]))
+            store.orphan(conn, old[0], time.time())
         conn.execute(
             "INSERT OR REPLACE INTO s3_parts(upload, number, data, size, etag) VALUES (?, ?, ?, ?, ?)",
             (upload_id, int(number_text), data, size, md5),
@@ -651,8 +651,7 @@ def _complete(conn, app, bucket, key, upload_id, xml: bytes, limits):
 def _drop_upload(conn, upload_id: str) -> None:
     with transaction(conn):
         for (data,) in conn.execute("SELECT data FROM s3_parts WHERE upload = ?", (upload_id,)).fetchall():
-            conn.execute("DELETE FROM blob_chunks WHERE data = ?", (data,))
-            conn.execute("DELETE FROM blob_data WHERE id = ?", (data,))
+            store.drop_data(conn, data)
         conn.execute("DELETE FROM s3_parts WHERE upload = ?", (upload_id,))
         conn.execute("DELETE FROM s3_uploads WHERE id = ?", (upload_id,))
 

@@ -165,6 +165,26 @@ def bucket_id(conn: apsw.Connection, app: str, bucket: str, create: bool = False
     ).fetchone()[0]
 
 
+def orphan(conn: apsw.Connection, data: int, now: float) -> None:
+    """Bytes no object points at any more: swept once readers that started before are done."""
+    conn.execute("UPDATE blob_data SET state = 'orphan', changed_at = ? WHERE id = ?", (now, data))
+
+
+def drop_data(conn: apsw.Connection, data: int) -> None:
+    conn.execute("DELETE FROM blob_chunks WHERE data = ?", (data,))
+    conn.execute("DELETE FROM blob_data WHERE id = ?", (data,))
+
+
+def _point(conn, bid: int, key: str, data: int, size: int, etag: str, content_type: str,
+           metadata: dict[str, str], created: float, updated: float) -> None:
+    """Makes `key` the object of `data` (replacing what it was)."""
+    conn.execute(
+        "INSERT OR REPLACE INTO blob_objects(bucket, key, data, size, etag, content_type, metadata, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (bid, key, data, size, etag, content_type, msgspec.json.encode(metadata).decode(), created, updated),
+    )
+
+
 class Upload:
     """Bytes going into a new object; visible only once `finish` commits."""
 
@@ -239,14 +259,10 @@ class Upload:
                 self._drop()
                 raise StorageError("The resource already exists", 409, "Duplicate")
             if old:
-                self.conn.execute("UPDATE blob_data SET state = 'orphan', changed_at = ? WHERE id = ?", (now, old[0]))
+                orphan(self.conn, old[0], now)
             self.conn.execute("UPDATE blob_data SET state = 'live', changed_at = ? WHERE id = ?", (now, self.data))
-            self.conn.execute(
-                "INSERT OR REPLACE INTO blob_objects(bucket, key, data, size, etag, content_type, metadata, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (bid, self.key, self.data, self.size, etag, self.content_type,
-                 msgspec.json.encode(self.metadata).decode(), old[1] if old else now, now),
-            )
+            _point(self.conn, bid, self.key, self.data, self.size, etag, self.content_type, self.metadata,
+                   old[1] if old else now, now)
         sweep(self.conn)
         return describe(self.bucket, self.key, self.size, etag, self.content_type, self.metadata, now, now)
 
@@ -256,8 +272,7 @@ class Upload:
             self._drop()
 
     def _drop(self) -> None:
-        self.conn.execute("DELETE FROM blob_chunks WHERE data = ?", (self.data,))
-        self.conn.execute("DELETE FROM blob_data WHERE id = ?", (self.data,))
+        drop_data(self.conn, self.data)
 
 
 def pipe(body, upload: Upload, check=None, piece: int = 1 << 20) -> None:
@@ -402,7 +417,7 @@ def remove(conn: apsw.Connection, app: str, bucket: str, keys: list[str]) -> lis
                 (bid, check_key(key)),
             ).fetchone()
             if row:
-                conn.execute("UPDATE blob_data SET state = 'orphan', changed_at = ? WHERE id = ?", (now, row[0]))
+                orphan(conn, row[0], now)
                 removed.append(describe(bucket, key, row[1], row[2], row[3], msgspec.json.decode(row[4]), row[5], row[6]))
     return removed
 
@@ -433,13 +448,8 @@ def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, d
         bid = bucket_id(conn, app, dest_bucket, create=True)
         old = conn.execute("SELECT data FROM blob_objects WHERE bucket = ? AND key = ?", (bid, dest)).fetchone()
         if old and old[0] != new:
-            conn.execute("UPDATE blob_data SET state = 'orphan', changed_at = ? WHERE id = ?", (now, old[0]))
-        conn.execute(
-            "INSERT OR REPLACE INTO blob_objects(bucket, key, data, size, etag, content_type, metadata, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (bid, dest, new, meta["size"], meta["etag"], meta["contentType"],
-             msgspec.json.encode(meta["metadata"]).decode(), now, now),
-        )
+            orphan(conn, old[0], now)
+        _point(conn, bid, dest, new, meta["size"], meta["etag"], meta["contentType"], meta["metadata"], now, now)
     return describe(dest_bucket, dest, meta["size"], meta["etag"], meta["contentType"], meta["metadata"], now, now)
 
 
@@ -479,8 +489,7 @@ def sweep(conn: apsw.Connection, now: float | None = None, limit: int = 64) -> i
     if ids:
         with transaction(conn):
             for i in ids:
-                conn.execute("DELETE FROM blob_chunks WHERE data = ?", (i,))
-                conn.execute("DELETE FROM blob_data WHERE id = ?", (i,))
+                drop_data(conn, i)
     return len(ids)
 
 
