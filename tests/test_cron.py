@@ -273,11 +273,15 @@ def test_two_schedulers_on_one_cartridge_claim_each_slot_once(world):
     world.at(0, one, two)
     for i in range(1, 41):
         world.clock.set(T0 + i / 2)
-        threads = [threading.Thread(target=s.step) for s in (one, two)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        if i % 3 == 0:  # racing each other for the same slots
+            threads = [threading.Thread(target=s.step) for s in (one, two)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        else:  # one after the other, each first in turn: the second finds the slots taken
+            for s in (one, two) if i % 3 == 1 else (two, one):
+                s.step()
         for s in (one, two):
             s.drain()
     world.at(20.4, one, two)  # runs still waiting for a thread

@@ -61,6 +61,8 @@ def json_error(proto, status: int, message: str, rid: str = "") -> None:
     headers = [("content-type", "application/json")]
     if rid:
         headers.append(("x-fazt-request-id", rid))
+    if status == 413:  # the rest of the body is left unread: the client must not reuse the connection
+        headers.append(("connection", "close"))
     proto.response_bytes(status, headers, msgspec.json.encode(body))
 
 

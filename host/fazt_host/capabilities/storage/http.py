@@ -66,6 +66,8 @@ def check_token(conn: apsw.Connection, token: str, action: str, app: str, bucket
 
 def _error(proto, e: StorageError, rid: str = "") -> None:
     headers = [("content-type", "application/json")] + ([("x-fazt-request-id", rid)] if rid else [])
+    if e.status == 413:  # the rest of the body is left unread
+        headers.append(("connection", "close"))
     proto.response_bytes(e.status, headers, msgspec.json.encode(e.to_json()))
 
 

@@ -358,6 +358,8 @@ def _xml(proto, status: int, root: str, inner: str, headers: list | None = None)
 
 def _error(proto, e: S3Error, resource: str, rid: str, method: str) -> None:
     headers = [("content-type", "application/xml"), ("x-amz-request-id", rid)]
+    if e.code == "EntityTooLarge":  # the rest of the body is left unread
+        headers.append(("connection", "close"))
     if method == "HEAD":
         proto.response_empty(e.status, headers)
         return
