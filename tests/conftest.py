@@ -101,6 +101,34 @@ class Server:
         self.client.close()
 
 
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """A real S3-speaking server on loopback (moto in server mode) for the external storage backend."""
+    port = free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(endpoint, timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("moto_server did not start")
+        yield endpoint
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def s3_env(endpoint: str, bucket: str) -> dict[str, str]:
+    """The host settings that put an app's bytes in `bucket` of the server at `endpoint`."""
+    return {"FAZT_S3_ENDPOINT": endpoint, "FAZT_S3_BUCKET": bucket, "FAZT_S3_REGION": "us-east-1",
+            "FAZT_S3_ACCESS_KEY_ID": "testing", "FAZT_S3_SECRET_ACCESS_KEY": "testing", "FAZT_S3_PART_MB": "5"}
+
+
 def serve_apps(tmp_path_factory, cache_dir, name: str, *apps: Path, workers: int = 2):
     """A module's own host with these apps deployed: `yield from` it in a fixture."""
     cart = Cartridge(tmp_path_factory.mktemp(name) / "fazt.db", cache_dir)

@@ -350,6 +350,8 @@ def cmd_blobs(args) -> int:
 
     conn = _existing_cartridge(args)
     capabilities(conn)
+    if args.app == "migrate" or args.to:
+        return _migrate_blobs(conn, args)
     try:
         if args.bucket is None:
             rows = store.buckets(conn, args.app)
@@ -370,6 +372,29 @@ def cmd_blobs(args) -> int:
         print(f"{o['size']:>14,}  {_ts(o['updatedAt'])}  {o['etag']}  {o['key']}")
     if more and not args.json:
         print(f"(more: --limit {args.limit * 10})", file=sys.stderr)
+    return 0
+
+
+def _migrate_blobs(conn, args) -> int:
+    from .capabilities.storage import migrate, store
+
+    app = args.bucket if args.app == "migrate" else args.app
+    if not app or not args.to:
+        print("usage: fazt-host blobs migrate APP --to s3|internal", file=sys.stderr)
+        return EXIT_USAGE
+    if not conn.execute("SELECT 1 FROM apps WHERE name = ?", (app,)).fetchone():
+        print(f"error: no app named {app!r} is deployed (fazt-host apps lists them)", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        result = migrate.migrate(conn, app, args.to, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    except store.StorageError as e:
+        print(f"error: {e}; objects moved so far stay moved: run it again to go on", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"moved {result['moved']} objects ({result['bytes']:,} bytes), each verified; "
+              f"{app} now stores new objects {'on external S3' if args.to == 's3' else 'in the cartridge'}")
     return 0
 
 
@@ -495,9 +520,13 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("collection")
     ex.add_argument("-o", "--output", help="file to write (default standard output)")
 
-    bl = command("blobs", "list an app's storage buckets, or the objects in one", cmd_blobs)
-    bl.add_argument("app")
-    bl.add_argument("bucket", nargs="?")
+    bl = command("blobs", "list an app's storage buckets or the objects in one; move its bytes between backends", cmd_blobs)
+    bl.usage = "fazt-host blobs APP [BUCKET] [--prefix P] [--json] | blobs migrate APP --to s3|internal [--json]"
+    bl.add_argument("app", help="the app (or `migrate`)")
+    bl.add_argument("bucket", nargs="?", help="list this bucket's objects (with migrate: the app)")
+    bl.add_argument("--to", choices=["s3", "internal"],
+                    help="migrate: copy every object to this backend, verify it, then switch the app to it "
+                         "(s3 needs FAZT_S3_BUCKET and friends in the environment; resumable)")
     bl.add_argument("--prefix", default="", help="only keys starting with this")
     bl.add_argument("--limit", type=int, default=1000, help="objects to list (default 1000)")
     bl.add_argument("--json", action="store_true", help="print JSON")

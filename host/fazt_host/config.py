@@ -72,14 +72,16 @@ class BucketConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class StorageConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """fazt.json `storage`: the backend and the buckets the app declares."""
+    """fazt.json `storage`: where new objects go and the buckets the app declares."""
 
-    backend: str = "internal"
+    # "internal" (the cartridge) or "s3" (the host's external bucket); unset keeps what the app has
+    # (internal at first, or where `fazt-host blobs migrate` moved it).
+    backend: str | None = None
     buckets: dict[str, BucketConfig] = {}
 
     def __post_init__(self) -> None:
-        if self.backend != "internal":
-            raise ValueError('storage.backend must be "internal"')
+        if self.backend not in (None, "internal", "s3"):
+            raise ValueError('storage.backend must be "internal" or "s3"')
         if not self.buckets:
             return
         from .capabilities.storage.store import BUCKET  # the storage capability owns the rule

@@ -11,6 +11,7 @@ direction). The internal backend lives in `store.py`.
 from __future__ import annotations
 
 import base64
+import os
 from typing import Any
 
 import apsw
@@ -106,7 +107,14 @@ class Storage(Capability):
         }
 
     def configure(self, conn: apsw.Connection, manifest: Manifest) -> list[str]:
-        return store.configure_buckets(conn, manifest.name, manifest.storage.buckets)
+        notes = store.configure_buckets(conn, manifest.name, manifest.storage.buckets)
+        wanted = manifest.storage.backend
+        if wanted and store.set_backend(conn, manifest.name, wanted):
+            notes.append(f"new objects go to {'the external S3 bucket' if wanted == 's3' else 'the cartridge'}"
+                         f" (existing ones stay where they are: fazt-host blobs migrate {manifest.name} --to {wanted})")
+        if wanted == "s3" and not os.environ.get("FAZT_S3_BUCKET"):
+            notes.append("FAZT_S3_BUCKET is not set here: the serving host needs it (and FAZT_S3_ENDPOINT...)")
+        return notes
 
     def forget(self, conn: apsw.Connection, app: str) -> None:
         store.forget(conn, app)

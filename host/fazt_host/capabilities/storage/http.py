@@ -93,7 +93,7 @@ async def send_object(proto, conn: apsw.Connection, app: str, bucket: str, key: 
         proto.response_empty(status, out)
         return
     transport = proto.response_stream(status, out)
-    for chunk in store.read(conn, data, start, end + 1):
+    async for chunk in store.stream(conn, data, start, end + 1):
         await transport.send_bytes(chunk)
 
 

@@ -656,6 +656,7 @@ def _drop_upload(conn, upload_id: str) -> None:
             store.drop_data(conn, data)
         conn.execute("DELETE FROM s3_parts WHERE upload = ?", (upload_id,))
         conn.execute("DELETE FROM s3_uploads WHERE id = ?", (upload_id,))
+    store.reap(conn)
 
 
 def _abort_upload(conn, app, bucket, key, upload_id) -> None:

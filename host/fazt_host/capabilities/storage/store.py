@@ -1,12 +1,17 @@
-"""Buckets of objects inside the cartridge: the internal storage backend.
+"""Buckets of objects: keys and metadata in the cartridge, bytes in the cartridge or on external S3.
 
-An object's bytes are an upload (`blob_data`) of chunks (`blob_chunks`, 512
-KiB rows), written a few MiB per short transaction so a large upload never
-holds the write lock for long. The object row (`blob_objects`) is
-switched to the new upload in one transaction at the end, so a half-written
-upload is never visible and concurrent writers to one key replace it
-atomically (the last to finish wins). Replaced and abandoned uploads become
-orphans and are swept once no reader can still be on them.
+An object's bytes are an upload (`blob_data`): with the internal backend,
+chunks (`blob_chunks`, 512 KiB rows) written a few MiB per short transaction
+so a large upload never holds the write lock for long; with the external one
+(`external.py`), one object in the host's S3 bucket (`location`). Which one
+new uploads use is the app's choice (`blob_apps`); reads follow each upload's
+own location, so an app switching backends keeps every object readable. The
+object row (`blob_objects`) is switched to the new upload in one transaction
+at the end, so a half-written upload is never visible and concurrent writers
+to one key replace it atomically (the last to finish wins). Replaced and
+abandoned uploads become orphans and are swept once no reader can still be
+on them; external bytes go through `blob_trash` and are deleted after the
+transaction that let go of them commits.
 """
 
 from __future__ import annotations
@@ -14,14 +19,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import apsw
 import msgspec
 
 from ...cartridge import transaction
+from . import external
 
 MIGRATIONS = [
     """
@@ -88,7 +95,26 @@ MIGRATIONS = [
         PRIMARY KEY(upload, number)
     ) STRICT;
     """,
+    """
+    -- NULL: chunks in the cartridge; else the key of the bytes in the external bucket,
+    -- and `pending` the external multipart upload while they are being written.
+    ALTER TABLE blob_data ADD COLUMN location TEXT;
+    ALTER TABLE blob_data ADD COLUMN pending TEXT;
+    -- External bytes let go of, deleted once the transaction that dropped them committed.
+    CREATE TABLE blob_trash(
+        location TEXT PRIMARY KEY,
+        pending TEXT,
+        since REAL NOT NULL
+    ) STRICT;
+    -- Where an app's new uploads go (no row: internal).
+    CREATE TABLE blob_apps(
+        app TEXT PRIMARY KEY,
+        backend TEXT NOT NULL
+    ) STRICT;
+    """,
 ]
+
+BACKENDS = ("internal", "s3")
 
 CHUNK = 512 * 1024
 # Chunks written per transaction: few enough that other writers wait milliseconds, not seconds.
@@ -171,8 +197,85 @@ def orphan(conn: apsw.Connection, data: int, now: float) -> None:
 
 
 def drop_data(conn: apsw.Connection, data: int) -> None:
+    conn.execute(
+        "INSERT OR IGNORE INTO blob_trash(location, pending, since) "
+        "SELECT location, pending, ? FROM blob_data WHERE id = ? AND location IS NOT NULL",
+        (time.time(), data),
+    )
     conn.execute("DELETE FROM blob_chunks WHERE data = ?", (data,))
     conn.execute("DELETE FROM blob_data WHERE id = ?", (data,))
+
+
+def backend(conn: apsw.Connection, app: str) -> str:
+    row = conn.execute("SELECT backend FROM blob_apps WHERE app = ?", (app,)).fetchone()
+    return row[0] if row else "internal"
+
+
+def set_backend(conn: apsw.Connection, app: str, name: str) -> bool:
+    """Where the app's new uploads go; True if that changed."""
+    if backend(conn, app) == name:
+        return False
+    conn.execute("INSERT OR REPLACE INTO blob_apps(app, backend) VALUES (?, ?)", (app, name))
+    return True
+
+
+def external_bucket() -> external.External:
+    """The host's external bucket, or a StorageError that says how to set one up."""
+    try:
+        ext = external.current()
+    except Exception as e:  # noqa: BLE001 - unreachable endpoint, bad credentials, bad settings
+        print(f"storage: the external S3 bucket is unavailable: {e}", file=sys.stderr)
+        raise StorageError(f"the external S3 bucket is unavailable: {e}", 503, "ServiceUnavailable") from None
+    if ext is None:
+        raise StorageError(
+            "this app stores objects on external S3, but the host has no bucket: set FAZT_S3_BUCKET "
+            "(and FAZT_S3_ENDPOINT, FAZT_S3_REGION, FAZT_S3_ACCESS_KEY_ID, FAZT_S3_SECRET_ACCESS_KEY)",
+            503, "ServiceUnavailable",
+        )
+    return ext
+
+
+class Chunks:
+    """Bytes of one upload going into the cartridge, a few chunks per short transaction."""
+
+    def __init__(self, conn: apsw.Connection, data: int):
+        self.conn, self.data = conn, data
+        self.seq = 0
+        self.buffer = bytearray()
+
+    def write(self, data) -> None:
+        self.buffer += data
+        if len(self.buffer) >= CHUNK * CHUNKS_PER_COMMIT:
+            self._put(len(self.buffer) // CHUNK * CHUNK)
+
+    def _put(self, n: int) -> None:
+        """Writes the first n buffered bytes as chunks, in one short transaction."""
+        with transaction(self.conn):
+            for off in range(0, n, CHUNK):
+                piece = bytes(self.buffer[off : min(off + CHUNK, n)])
+                self.conn.execute("INSERT INTO blob_chunks(data, seq, bytes) VALUES (?, ?, ?)", (self.data, self.seq, piece))
+                self.seq += 1
+            self.conn.execute("UPDATE blob_data SET size = size + ?, changed_at = ? WHERE id = ?", (n, time.time(), self.data))
+        del self.buffer[:n]
+
+    def close(self) -> None:
+        if self.buffer:
+            self._put(len(self.buffer))
+
+    def abort(self) -> None:
+        pass
+
+
+def new_data(conn: apsw.Connection, app: str, where: str):
+    """A new upload's row (state 'writing') and where its bytes go: (data id, sink)."""
+    ext = external_bucket() if where == "s3" else None
+    location = ext.new_location(app) if ext else None
+    with transaction(conn):
+        data = conn.execute(
+            "INSERT INTO blob_data(app, state, changed_at, location) VALUES (?, 'writing', ?, ?) RETURNING id",
+            (app, time.time(), location),
+        ).fetchone()[0]
+    return data, (external.Sink(ext, conn, data, location) if ext else Chunks(conn, data))
 
 
 def _point(conn, bid: int, key: str, data: int, size: int, etag: str, content_type: str,
@@ -198,14 +301,9 @@ class Upload:
         self.quota = quota
         self.md5 = hashlib.md5()
         self.size = 0
-        self.seq = 0
-        self.buffer = bytearray()
         if not upsert and self._exists():
             raise StorageError("The resource already exists", 409, "Duplicate")
-        with transaction(conn):
-            self.data = conn.execute(
-                "INSERT INTO blob_data(app, state, changed_at) VALUES (?, 'writing', ?) RETURNING id", (app, time.time())
-            ).fetchone()[0]
+        self.data, self.sink = new_data(conn, app, backend(conn, app))
         self.room = quota - usage(conn, app)
 
     def _exists(self) -> bool:
@@ -220,29 +318,26 @@ class Upload:
             raise StorageError(f"the app's storage quota ({self.quota >> 20} MiB) is used up", 413, "QuotaExceeded")
         self.md5.update(data)
         self.size += len(data)
-        self.buffer += data
-        if len(self.buffer) >= CHUNK * CHUNKS_PER_COMMIT:
-            self._put(len(self.buffer) // CHUNK * CHUNK)
-
-    def _put(self, n: int) -> None:
-        """Writes the first n buffered bytes as chunks, in one short transaction."""
-        with transaction(self.conn):
-            for off in range(0, n, CHUNK):
-                piece = bytes(self.buffer[off : min(off + CHUNK, n)])
-                self.conn.execute("INSERT INTO blob_chunks(data, seq, bytes) VALUES (?, ?, ?)", (self.data, self.seq, piece))
-                self.seq += 1
-            self.conn.execute("UPDATE blob_data SET size = size + ?, changed_at = ? WHERE id = ?", (n, time.time(), self.data))
-        del self.buffer[:n]
+        self.sink.write(data)
 
     def _flush(self) -> None:
-        if self.buffer:
-            self._put(len(self.buffer))
+        try:
+            self.sink.close()
+        except StorageError:
+            self.abort()
+            raise
+        except Exception as e:  # noqa: BLE001 - the external bucket failed: nothing becomes visible
+            self.abort()
+            raise StorageError(f"storing the object failed: {e}", 503, "ServiceUnavailable") from None
 
     def finish_part(self) -> tuple[int, int, str]:
         """Keeps the bytes as one part of a multipart upload: (data id, size, MD5 hex)."""
         self._flush()
         with transaction(self.conn):
-            self.conn.execute("UPDATE blob_data SET state = 'part', changed_at = ? WHERE id = ?", (time.time(), self.data))
+            self.conn.execute(
+                "UPDATE blob_data SET state = 'part', size = ?, pending = NULL, changed_at = ? WHERE id = ?",
+                (self.size, time.time(), self.data),
+            )
         return self.data, self.size, self.md5.hexdigest()
 
     def finish(self, etag: str | None = None) -> dict[str, Any]:
@@ -260,7 +355,10 @@ class Upload:
                 raise StorageError("The resource already exists", 409, "Duplicate")
             if old:
                 orphan(self.conn, old[0], now)
-            self.conn.execute("UPDATE blob_data SET state = 'live', changed_at = ? WHERE id = ?", (now, self.data))
+            self.conn.execute(
+                "UPDATE blob_data SET state = 'live', size = ?, pending = NULL, changed_at = ? WHERE id = ?",
+                (self.size, now, self.data),
+            )
             _point(self.conn, bid, self.key, self.data, self.size, etag, self.content_type, self.metadata,
                    old[1] if old else now, now)
         sweep(self.conn)
@@ -268,8 +366,10 @@ class Upload:
 
     def abort(self) -> None:
         """Forgets the bytes written so far (no reader can see an upload in progress)."""
+        self.sink.abort()
         with transaction(self.conn):
             self._drop()
+        reap(self.conn)
 
     def _drop(self) -> None:
         drop_data(self.conn, self.data)
@@ -321,8 +421,32 @@ def head(conn: apsw.Connection, app: str, bucket: str, key: str) -> tuple[dict[s
     return describe(bucket, key, size, etag, ctype, msgspec.json.decode(meta), created, updated), data
 
 
+def _location(conn: apsw.Connection, data: int) -> str | None:
+    row = conn.execute("SELECT location FROM blob_data WHERE id = ?", (data,)).fetchone()
+    return row[0] if row else None
+
+
 def read(conn: apsw.Connection, data: int, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-    """The bytes [start, end) of an upload, a chunk at a time (memory stays bounded)."""
+    """The bytes [start, end) of an upload, a piece at a time (memory stays bounded)."""
+    location = _location(conn, data)
+    if location is not None:
+        yield from external_bucket().read(location, start, end)
+        return
+    yield from _read_chunks(conn, data, start, end)
+
+
+async def stream(conn: apsw.Connection, data: int, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    """`read` for an event loop: external bytes are awaited, not waited for."""
+    location = _location(conn, data)
+    if location is not None:
+        async for piece in external_bucket().aread(location, start, end):
+            yield piece
+        return
+    for chunk in _read_chunks(conn, data, start, end):
+        yield chunk
+
+
+def _read_chunks(conn: apsw.Connection, data: int, start: int, end: int | None) -> Iterator[bytes]:
     first = start // CHUNK
     last = None if end is None else (end - 1) // CHUNK
     for seq, chunk in conn.execute(
@@ -424,18 +548,44 @@ def remove(conn: apsw.Connection, app: str, bucket: str, keys: list[str]) -> lis
 
 def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, dest_bucket: str | None = None,
          quota: int | None = None, move: bool = False) -> dict[str, Any]:
-    """Copies (inside SQLite: no bytes through Python) or renames an object; replaces the destination."""
+    """Copies (inside SQLite or the external bucket: no bytes through Python) or renames an object;
+    replaces the destination."""
     dest_bucket = dest_bucket or bucket
     meta, data = head(conn, app, bucket, source)
     check_key(dest)
     now = time.time()
+    location = None if move else _location(conn, data)
+    copied = None
+    if location is not None:  # the copy stays where its source is, copied by the external bucket itself
+        _check_room(conn, app, meta["size"], quota)
+        ext = external_bucket()
+        copied = ext.new_location(app)
+        try:
+            ext.copy(location, copied, meta["size"])
+        except Exception as e:  # noqa: BLE001
+            raise StorageError(f"copying the object failed: {e}", 503, "ServiceUnavailable") from None
+    try:
+        return _copy_rows(conn, app, bucket, source, dest, dest_bucket, meta, data, copied, quota, move, now)
+    except BaseException:
+        if copied is not None:
+            with transaction(conn):
+                conn.execute("INSERT OR IGNORE INTO blob_trash(location, since) VALUES (?, ?)", (copied, now))
+            reap(conn)
+        raise
+
+
+def _check_room(conn: apsw.Connection, app: str, size: int, quota: int | None) -> None:
+    if quota is not None and usage(conn, app) + size > quota:
+        raise StorageError(f"the app's storage quota ({quota >> 20} MiB) is used up", 413, "QuotaExceeded")
+
+
+def _copy_rows(conn, app, bucket, source, dest, dest_bucket, meta, data, copied, quota, move, now) -> dict[str, Any]:
     with transaction(conn):
         if not move:
-            if quota is not None and usage(conn, app) + meta["size"] > quota:
-                raise StorageError(f"the app's storage quota ({quota >> 20} MiB) is used up", 413, "QuotaExceeded")
+            _check_room(conn, app, meta["size"], quota)
             new = conn.execute(
-                "INSERT INTO blob_data(app, size, state, changed_at) VALUES (?, ?, 'live', ?) RETURNING id",
-                (app, meta["size"], now),
+                "INSERT INTO blob_data(app, size, state, changed_at, location) VALUES (?, ?, 'live', ?, ?) RETURNING id",
+                (app, meta["size"], now, copied),
             ).fetchone()[0]
             conn.execute(
                 "INSERT INTO blob_chunks(data, seq, bytes) SELECT ?, seq, bytes FROM blob_chunks WHERE data = ? ORDER BY seq",
@@ -490,7 +640,23 @@ def sweep(conn: apsw.Connection, now: float | None = None, limit: int = 64) -> i
         with transaction(conn):
             for i in ids:
                 drop_data(conn, i)
+    reap(conn)
     return len(ids)
+
+
+def reap(conn: apsw.Connection, limit: int = 1000) -> int:
+    """Deletes external bytes let go of; kept for a later pass while the external bucket fails."""
+    items = conn.execute("SELECT location, pending FROM blob_trash ORDER BY since LIMIT ?", (limit,)).fetchall()
+    if not items:
+        return 0
+    try:
+        external_bucket().delete(items)
+    except Exception as e:  # noqa: BLE001 - a later sweep tries again
+        print(f"storage: deleting {len(items)} external objects failed, will retry: {e}", file=sys.stderr)
+        return 0
+    with transaction(conn):
+        conn.executemany("DELETE FROM blob_trash WHERE location = ?", [(location,) for location, _ in items])
+    return len(items)
 
 
 def forget(conn: apsw.Connection, app: str) -> None:
@@ -500,5 +666,11 @@ def forget(conn: apsw.Connection, app: str) -> None:
     conn.execute("DELETE FROM s3_keys WHERE app = ?", (app,))
     conn.execute("DELETE FROM blob_objects WHERE bucket IN (SELECT id FROM blob_buckets WHERE app = ?)", (app,))
     conn.execute("DELETE FROM blob_buckets WHERE app = ?", (app,))
+    conn.execute(
+        "INSERT OR IGNORE INTO blob_trash(location, pending, since) "
+        "SELECT location, pending, ? FROM blob_data WHERE app = ? AND location IS NOT NULL",
+        (time.time(), app),
+    )
     conn.execute("DELETE FROM blob_chunks WHERE data IN (SELECT id FROM blob_data WHERE app = ?)", (app,))
     conn.execute("DELETE FROM blob_data WHERE app = ?", (app,))
+    conn.execute("DELETE FROM blob_apps WHERE app = ?", (app,))
