@@ -106,6 +106,15 @@ def test_streamed_response_arrives_chunk_by_chunk(served):
     assert arrivals[2][0] - arrivals[1][0] > 0.2
 
 
+def test_a_stream_whose_handler_fails_still_ends(served):
+    started = time.monotonic()
+    r = served.client.get("/probe/stream?fail", timeout=10)  # before: the response never ended
+    assert r.status_code == 200 and r.text.count("chunk ") == 3
+    assert time.monotonic() - started < 5
+    logs = served.cart.cli("logs", "probe", "-n", "20").stdout
+    assert "failed mid-stream" in logs and r.headers["x-fazt-request-id"] in logs
+
+
 def test_thrown_error_gives_500_json_and_stack_in_logs(served):
     r = served.get("/probe/throw")
     assert r.status_code == 500

@@ -25,7 +25,7 @@ import msgspec
 from . import cartridge, static
 from .apps import Deployed, Registry
 from .config import MIB
-from .runtime import GuestError, GuestTimeout, Invocation
+from .runtime import GuestError, GuestTimeout, Invocation, pieces
 
 HTTP_INTERFACE = "fazt:host/http@0.1.0"
 HANDLER_INTERFACE = "fazt:host/handler@0.1.0"
@@ -100,6 +100,8 @@ class Exchange:
         self.body_read = 0
         self._body = None
         self._pending = b""
+        # read-body pieces: the next is read from the socket and encoded while the guest decodes one
+        self._pieces = pieces.ReadAhead(lambda n: self._submit(self._read(n)), self._wait)
         self.head: ResponseHead | None = None
         self.chunks: list[bytes] = []
         self.sent = 0
@@ -113,18 +115,26 @@ class Exchange:
 
     # -- wasm thread ---------------------------------------------------------
     def read_body(self, max_bytes: int) -> str:
-        return base64.b64encode(self.read_bytes(max_bytes)).decode("ascii")
+        """The next piece of the request body as base64 ("" at its end)."""
+        return self._pieces.next(max_bytes)
 
     def read_bytes(self, max_bytes: int) -> bytes:
         """The next piece of the request body (b"" at its end), waiting on the event loop."""
-        future = asyncio.run_coroutine_threadsafe(self._read(max(1, min(max_bytes, 32 * MIB))), self.loop)
+        ahead = self._pieces.take_raw()  # a piece read ahead for read-body comes first
+        if ahead is not None:
+            return ahead
+        return self._wait(self._submit(self._read(max(1, min(max_bytes, 32 * MIB)))))
+
+    def _submit(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def _wait(self, future):
         try:
             # Waiting here the epoch deadline cannot interrupt: bound the wait by it instead.
-            data = future.result(timeout=max(0.0, self.deadline - time.monotonic()))
+            return future.result(timeout=max(0.0, self.deadline - time.monotonic()))
         except TimeoutError:
             future.cancel()
             raise GuestTimeout("the request body did not arrive before the time limit") from None
-        return data
 
     def send_head(self, raw: str) -> None:
         try:
@@ -179,6 +189,7 @@ class Exchange:
         self.loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
 
     def close(self) -> None:
+        self._pieces.cancel()
         with self.lock:
             self.closed = True
             if self.queue is not None:
@@ -445,6 +456,9 @@ class HttpTrigger:
             exchange.aborted = True
             while (item := await queue.get()) is not _END:
                 exchange.credit.release()
+        # Granian ends the response when the transport is dropped; a failed
+        # guest's traceback would keep this frame, and so the transport, alive.
+        del transport
         try:
             await future
         except Exception:  # noqa: BLE001 - recorded in the app log; the stream just ends early

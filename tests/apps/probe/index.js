@@ -47,10 +47,12 @@ const routes = {
     for (let i = 0; i < n; i++) out[i] = (i * 31 + 7) & 255;
     return new Response(out, { headers: { 'content-type': 'application/octet-stream' } });
   },
-  async '/stream'() {
+  async '/stream'(request) {
+    const fail = new URL(request.url).searchParams.has('fail');
     let i = 0;
     const stream = new ReadableStream({
       async pull(controller) {
+        if (i === 3 && fail) throw new Error('failed mid-stream');
         if (i === 3) return controller.close();
         if (i > 0) await sleep(300);
         controller.enqueue(new TextEncoder().encode(`chunk ${i++} at ${Date.now()}\n`));

@@ -5,25 +5,24 @@ go in through an upload handle (`upload-write` takes `list<u64>` words, the
 fast guest->host direction) or, for the request's own body, straight from the
 socket into the cartridge (`upload-request`: they never enter the sandbox);
 they come out through a download handle as base64 (the fast host->guest
-direction). The internal backend lives in `store.py`.
+direction, in pieces: the next is encoded while the guest decodes one).
+Buckets and objects live in `store.py`, external bytes in `external.py`.
 """
 
 from __future__ import annotations
 
-import base64
 import os
+from concurrent.futures import Future
 from typing import Any
 
 import apsw
 import msgspec
 
 from ...config import MIB, Manifest
-from ...runtime import GuestError, Invocation
+from ...runtime import GuestError, Invocation, pieces
 from .. import Capability
 from . import http, s3, store
 from .store import StorageError
-
-READ_MAX = 16 * MIB
 
 
 class Call(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -71,6 +70,12 @@ class Download:
     def __init__(self, conn: apsw.Connection, data: int):
         self.chunks = store.read(conn, data)
         self.rest = b""
+        self.pieces = pieces.ReadAhead(self._fetch, Future.result)
+
+    def _fetch(self, n: int) -> Future:
+        done: Future = Future()
+        done.set_result(self.read(n))
+        return done
 
     def read(self, n: int) -> bytes:
         out = bytearray(self.rest)
@@ -232,5 +237,4 @@ class Storage(Capability):
         return reply(meta)
 
     def download_read(self, invocation: Invocation, handle: int, max_bytes: int) -> str:
-        download = self._handles(invocation).get(handle, Download)
-        return base64.b64encode(download.read(max(1, min(max_bytes, READ_MAX)))).decode("ascii")
+        return self._handles(invocation).get(handle, Download).pieces.next(max_bytes)
