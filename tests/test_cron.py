@@ -25,6 +25,7 @@ import pytest
 from conftest import FAZT, TEST_APPS, Cartridge
 from fazt_host.config import HostSettings, ManifestError, decode_manifest
 from fazt_host.host import Host, cron_scheduler
+from fazt_host.serve import restart_delay
 from fazt_host.triggers.cron import scheduler as scheduler_module
 from fazt_host.triggers.cron import store
 from fazt_host.triggers.cron.commands import run_now
@@ -644,3 +645,33 @@ def test_host_killed_during_a_run_is_retried_not_lost_nor_doubled(cartridge, tmp
     assert all(len([r for r in rs if r["status"] == "ok"]) <= 1 for rs in per_slot.values())
     assert all(len(rs) <= 2 for rs in per_slot.values())
 
+
+def test_up_starts_a_scheduler_that_died_again_and_keeps_serving(cartridge, tmp_path):
+    cartridge.cli("deploy", str(APP), "--manifest", str(write_manifest(tmp_path, {"name": "tick", "schedule": "every 1s"})))
+    server = cartridge.serve(workers=1)
+
+    def schedulers() -> list[str]:
+        return subprocess.run(["pgrep", "-s", str(server.proc.pid), "-f", "fazt_host.triggers.cron"],
+                              capture_output=True, text=True).stdout.split()
+
+    def ok_runs() -> int:
+        return len([r for r in history(cartridge, "tick") if r["status"] == "ok"])
+
+    wait_for(lambda: ok_runs() >= 1)
+    for _ in range(2):  # dying again soon after a restart doubles the wait before the next
+        old = wait_for(schedulers)
+        assert len(old) == 1
+        os.kill(int(old[0]), signal.SIGKILL)
+        assert server.get("/cronapp/").json() == {"ok": True}  # HTTP is served meanwhile
+        wait_for(lambda: [p for p in schedulers() if p not in old], timeout=30)
+    done = ok_runs()
+    wait_for(lambda: ok_runs() > done, timeout=30)  # the schedule goes on
+    assert len(schedulers()) == 1
+    server.stop()
+    log = server.proc.stderr.read().decode()
+    assert "the cron scheduler exited with status -9; started it again after 1 s" in log
+    assert "the cron scheduler exited with status -9; started it again after 2 s" in log
+
+
+def test_scheduler_restarts_back_off_to_a_minute():
+    assert [restart_delay(n) for n in range(1, 10)] == [1, 2, 4, 8, 16, 32, 60, 60, 60]
