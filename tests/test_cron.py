@@ -19,12 +19,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import apsw
 import pytest
 
 from conftest import FAZT, TEST_APPS, Cartridge
 from fazt_host.config import HostSettings, ManifestError, decode_manifest
-from fazt_host.host import cron_scheduler
+from fazt_host.host import Host, cron_scheduler
+from fazt_host.serve import restart_delay
+from fazt_host.triggers.cron import scheduler as scheduler_module
 from fazt_host.triggers.cron import store
+from fazt_host.triggers.cron.commands import run_now
 from fazt_host.triggers.cron.scheduler import FakeClock
 from fazt_host.triggers.cron.schedule import ScheduleError, iso, parse
 
@@ -347,6 +351,159 @@ def test_fall_back_day_runs_a_daily_berlin_job_once(world):
         T0 = saved
 
 
+def test_a_failed_claim_leaves_its_slots_for_the_next_pass(world, monkeypatch):
+    world.deploy({"name": "a", "schedule": "every 10s"}, {"name": "b", "schedule": "every 10s"})
+    s = world.scheduler()
+    world.at(0, s)
+    real, calls = store.insert_run, []
+
+    def locked_on_second(*args, **kwargs):  # the first entry's claim went through, then the write fails
+        calls.append(args)
+        if len(calls) == 2:
+            raise apsw.BusyError("database is locked")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "insert_run", locked_on_second)
+    world.clock.set(T0 + 10)
+    with pytest.raises(apsw.BusyError):
+        s.step()
+    monkeypatch.setattr(store, "insert_run", real)
+    assert world.runs() == []  # rolled back whole
+    world.at(10.5, s)  # the next pass claims both slots
+    world.at(20, s)
+    for name in ("a", "b"):
+        assert slots(world.runs(name=name)) == ["12:00:10", "12:00:20"]
+        assert {r["status"] for r in world.runs(name=name)} == {"ok"}
+
+
+def test_a_failed_start_leaves_its_runs_for_the_next_pass(world, monkeypatch):
+    world.deploy({"name": "job", "schedule": "every 10s"})
+    s = world.scheduler()
+    world.at(0, s)
+
+    def locked(*args, **kwargs):
+        raise apsw.BusyError("database is locked")
+
+    monkeypatch.setattr(store, "start", locked)
+    world.clock.set(T0 + 10)
+    with pytest.raises(apsw.BusyError):
+        s.step()  # the slot is claimed, its run cannot start
+    monkeypatch.undo()
+    assert [r["status"] for r in world.runs()] == ["pending"]
+    world.at(10.5, s)
+    assert [(r["scheduledTime"][11:19], r["status"]) for r in world.runs()] == [("12:00:10", "ok")]
+
+def test_runs_by_hand_take_a_slot_of_their_own(world):
+    world.deploy({"name": "job", "schedule": "every 10s"})
+    s = world.scheduler()
+    world.at(0, s)
+    host = Host(world.settings)
+    world.clock.set(T0 + 10)  # by hand twice at the instant the slot comes due, before the scheduler claims it
+    first = run_now(host, "cronapp", "job", world.clock)
+    second = run_now(host, "cronapp", "job", world.clock)
+    world.at(10, s)
+    world.at(20, s)
+    third = run_now(host, "cronapp", "job", world.clock)  # after the scheduler claimed this instant's slot
+    assert [first["scheduledTime"], second["scheduledTime"], third["scheduledTime"]] == [
+        "2026-05-04T12:00:10.001Z", "2026-05-04T12:00:10.002Z", "2026-05-04T12:00:20.001Z"]
+    rows = json.loads(world.cart.cli("cron", "history", "cronapp", "job", "--json").stdout)
+    assert [(r["scheduledTime"], r["manual"], r["status"], r["attempt"]) for r in rows] == [
+        ("2026-05-04T12:00:20.001Z", True, "ok", 1),
+        ("2026-05-04T12:00:20.000Z", False, "ok", 1),
+        ("2026-05-04T12:00:10.000Z", False, "ok", 1),
+        ("2026-05-04T12:00:10.002Z", True, "ok", 1),
+        ("2026-05-04T12:00:10.001Z", True, "ok", 1),
+    ]
+    events = [json.loads(r["logs"][0]["message"])["event"] for r in rows]
+    assert [e["scheduledTime"] for e in events] == [r["scheduledTime"] for r in rows]  # the key the handler sees
+
+
+def test_a_restarted_count_never_fires_the_old_counts_slot(world):
+    world.deploy({"name": "job", "schedule": "every 10s"})
+    one, two = world.scheduler(), world.scheduler()
+    world.at(0, one, two)  # both count from 12:00:00
+    world.clock.set(T0 + 3)
+    world.deploy({"name": "job", "schedule": "every 20s"})
+    world.at(3, one)
+    world.clock.set(T0 + 4)
+    world.deploy({"name": "job", "schedule": "every 10s"})  # and back: the count restarts at 12:00:04
+    world.at(4, one)
+    for t in (10, 14, 20, 24):
+        world.at(t, two)  # the one that still had the old count
+    assert slots(world.runs()) == ["12:00:14", "12:00:24"]
+    # The same when the count restarts between a pass's look at the apps and its claim.
+    with store.transaction(two.conn):
+        two.conn.execute("UPDATE cron_entries SET anchor = ?, last_slot = ?", (int((T0 + 27) * 1000),) * 2)
+    for t in (30, 34, 37):
+        world.at(t, two)
+    assert slots(world.runs()) == ["12:00:14", "12:00:24", "12:00:37"]
+
+
+def test_a_changed_spec_never_moves_the_claimed_slot_back(world):
+    world.deploy({"name": "job", "schedule": "*/10 * * * * *"})
+    one, two = world.scheduler(), world.scheduler()
+    world.at(0, one, two)
+    world.at(10, one)  # one claims 12:00:10
+    world.deploy({"name": "job", "schedule": "*/10 * * * * *", "timezone": "Etc/UTC"})  # new spec, same slots
+    two.refresh(T0 + 9.9)  # a pass of two's that read the clock before one's claim
+    world.at(10, two, one)
+    world.at(20, two, one)
+    assert slots(world.runs()) == ["12:00:10", "12:00:20"]
+
+
+def test_catch_up_all_past_its_cap_records_the_slots_it_drops(world, monkeypatch):
+    monkeypatch.setattr(scheduler_module, "CATCH_UP_MAX", 4)
+    world.deploy({"name": "job", "schedule": "* * * * *", "catchUp": "all"})
+    first = world.scheduler()
+    world.at(0, first)
+    first.stop(0)  # down for ten minutes
+    world.clock.set(T0 + 630)
+    second = world.scheduler()
+    world.at(630, second)
+    runs = world.runs()
+    assert [(r["scheduledTime"][11:16], r["status"]) for r in runs] == [
+        ("12:06", "skipped"), ("12:07", "ok"), ("12:08", "ok"), ("12:09", "ok"), ("12:10", "ok")]
+    assert "missed slots since 2026-05-04T12:01:00.000Z" in runs[0]["error"]
+    assert "catchUp: all runs the newest 4" in runs[0]["error"]
+
+
+def test_queue_cap_records_the_slots_it_turns_away(world):
+    world.deploy({"name": "job", "schedule": "* * * * *", "catchUp": "all", "overlap": "queue"})
+    first = world.scheduler()
+    world.at(0, first)
+    first.stop(0)
+    world.clock.set(T0 + 930)  # fifteen missed slots: ten may wait
+    second = world.scheduler()
+    world.at(930, second)
+    runs = world.runs()
+    assert len(runs) == 15 and [r["status"] for r in runs] == ["ok"] * 10 + ["skipped"] * 5
+    assert {r["error"] for r in runs[10:]} == {"10 runs were already queued (overlap: queue)"}
+
+
+@pytest.mark.parametrize("overlap", ["skip", "queue"])
+def test_a_backlog_turned_away_whole_is_recorded_slot_by_slot(world, overlap):
+    world.deploy({"name": "job", "schedule": "* * * * *", "catchUp": "all", "overlap": overlap})
+    first = world.scheduler()
+    world.at(0, first)
+    first.stop(0)
+    world.clock.set(T0 + 210)
+    second = world.scheduler()
+    elsewhere = store.new_owner()  # a live scheduler that holds a running run, or a full queue
+    yesterday = ms(utc(2026, 5, 3))
+    with store.transaction(second.conn):
+        if overlap == "skip":
+            store.insert_run(second.conn, "cronapp", "job", yesterday, 1, "running", yesterday, elsewhere, T0)
+        else:
+            for i in range(10):
+                store.insert_run(second.conn, "cronapp", "job", yesterday + i, 1, "pending", ms(utc(2027, 1, 1)),
+                                 elsewhere, T0)
+    world.at(210, second)
+    backlog = [r for r in world.runs() if r["scheduledTime"] >= "2026-05-04"]
+    assert [(r["scheduledTime"][11:16], r["status"]) for r in backlog] == [
+        ("12:01", "skipped"), ("12:02", "skipped"), ("12:03", "skipped")]
+    assert all(f"overlap: {overlap}" in r["error"] for r in backlog)
+
+
 # -- real hosts ------------------------------------------------------------------
 def write_manifest(tmp_path: Path, *entries: dict, **extra) -> Path:
     path = tmp_path / "fazt.json"
@@ -443,8 +600,6 @@ def test_up_runs_schedules_once_per_host_with_cli(cartridge, tmp_path):
     time.sleep(2.5)
     gone = cartridge.cli("cron", "history", "cronapp", check=False)
     assert gone.returncode == 1 and "no app named 'cronapp'" in gone.stderr
-    import apsw
-
     conn = apsw.Connection(str(cartridge.path))
     assert conn.execute("SELECT count(*) FROM cron_runs WHERE app = 'cronapp'").fetchone()[0] == 0
 
@@ -489,3 +644,34 @@ def test_host_killed_during_a_run_is_retried_not_lost_nor_doubled(cartridge, tmp
         per_slot.setdefault(r["scheduledTime"], []).append(r)
     assert all(len([r for r in rs if r["status"] == "ok"]) <= 1 for rs in per_slot.values())
     assert all(len(rs) <= 2 for rs in per_slot.values())
+
+
+def test_up_starts_a_scheduler_that_died_again_and_keeps_serving(cartridge, tmp_path):
+    cartridge.cli("deploy", str(APP), "--manifest", str(write_manifest(tmp_path, {"name": "tick", "schedule": "every 1s"})))
+    server = cartridge.serve(workers=1)
+
+    def schedulers() -> list[str]:
+        return subprocess.run(["pgrep", "-s", str(server.proc.pid), "-f", "fazt_host.triggers.cron"],
+                              capture_output=True, text=True).stdout.split()
+
+    def ok_runs() -> int:
+        return len([r for r in history(cartridge, "tick") if r["status"] == "ok"])
+
+    wait_for(lambda: ok_runs() >= 1)
+    for _ in range(2):  # dying again soon after a restart doubles the wait before the next
+        old = wait_for(schedulers)
+        assert len(old) == 1
+        os.kill(int(old[0]), signal.SIGKILL)
+        assert server.get("/cronapp/").json() == {"ok": True}  # HTTP is served meanwhile
+        wait_for(lambda: [p for p in schedulers() if p not in old], timeout=30)
+    done = ok_runs()
+    wait_for(lambda: ok_runs() > done, timeout=30)  # the schedule goes on
+    assert len(schedulers()) == 1
+    server.stop()
+    log = server.proc.stderr.read().decode()
+    assert "the cron scheduler exited with status -9; started it again after 1 s" in log
+    assert "the cron scheduler exited with status -9; started it again after 2 s" in log
+
+
+def test_scheduler_restarts_back_off_to_a_minute():
+    assert [restart_delay(n) for n in range(1, 10)] == [1, 2, 4, 8, 16, 32, 60, 60, 60]

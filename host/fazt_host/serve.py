@@ -5,8 +5,69 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 
 from .config import HostSettings
+
+# A scheduler process that dies is started again after 1 s, 2 s, 4 s ... at most a minute; one
+# that ran this long before dying starts the count again, so a rare crash waits only 1 s.
+RESTART_BASE_S = 1.0
+RESTART_MAX_S = 60.0
+STABLE_S = 60.0
+
+
+def restart_delay(failures: int) -> float:
+    """Seconds before the next start after `failures` deaths in a row."""
+    return min(RESTART_BASE_S * 2 ** min(failures - 1, 16), RESTART_MAX_S)
+
+
+class SchedulerProcess:
+    """The cron scheduler beside Granian, started again with backoff whenever it dies, until `stop`."""
+
+    def __init__(self, argv: list[str]):
+        self.argv = argv
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._proc: subprocess.Popen | None = None
+        self._thread = threading.Thread(target=self._supervise, name="fazt-cron-supervisor", daemon=True)
+
+    def start(self) -> None:
+        # The first one starts here, before Granian forks its workers; the thread starts the others.
+        # It outlives each process it starts, as it must: the scheduler asks for SIGTERM when the
+        # thread that started it ends (PR_SET_PDEATHSIG).
+        self._proc = subprocess.Popen(self.argv)
+        self._thread.start()
+
+    def _supervise(self) -> None:
+        failures, proc = 0, self._proc
+        while True:
+            started = time.monotonic()
+            code = proc.wait()
+            failures = 1 if time.monotonic() - started >= STABLE_S else failures + 1
+            delay = restart_delay(failures)
+            # Waiting before saying anything keeps `up`'s own shutdown quiet: a signal to the whole
+            # process group stops the scheduler too, and stop() ends this wait.
+            if self._stopping.wait(delay):
+                return
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                proc = self._proc = subprocess.Popen(self.argv)
+            print(
+                f"fazt-host: the cron scheduler exited with status {code}; started it again after {delay:g} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def stop(self) -> None:
+        with self._lock:  # no new process once this has begun
+            self._stopping.set()
+            proc = self._proc
+        if proc is not None:
+            proc.terminate()
+            proc.wait()
+        self._thread.join()
 
 
 def serve(settings: HostSettings) -> int:
@@ -22,8 +83,9 @@ def serve(settings: HostSettings) -> int:
         f"fazt-host serving {settings.cartridge} on http://{settings.host}:{settings.port} with {workers} workers",
         file=sys.stderr,
     )
-    # One scheduler per host, not per worker: its own process, started before Granian forks.
-    scheduler = subprocess.Popen([sys.executable, "-m", "fazt_host.triggers.cron"])
+    # One scheduler per host, not per worker: its own process, kept running while Granian serves.
+    scheduler = SchedulerProcess([sys.executable, "-m", "fazt_host.triggers.cron"])
+    scheduler.start()
     try:
         Granian(
             "fazt_host.host:rsgi_app",
@@ -36,6 +98,5 @@ def serve(settings: HostSettings) -> int:
             log_access=False,
         ).serve()
     finally:
-        scheduler.terminate()
-        scheduler.wait()
+        scheduler.stop()
     return 0

@@ -55,26 +55,23 @@ def listing(conn, app: str) -> list[dict]:
     return rows
 
 
-def run_now(host, app: str, name: str) -> dict:
+def run_now(host, app: str, name: str, clock=None) -> dict:
     """Runs an entry once, now, in this process (one attempt, no retries); returns its history row."""
-    from .scheduler import execute
+    from .scheduler import RealClock, execute
 
+    clock = clock or RealClock()
     store.setup(host.conn)
     deployed = _deployed(host.conn, app)
     entry = _entry(deployed, name)
     host.start_ticker()
-    now = time.time()
-    slot = int(now * 1000)
+    now = clock.now()
     with store.transaction(host.conn):
-        while host.conn.execute(
-            "SELECT 1 FROM cron_runs WHERE app = ? AND name = ? AND slot = ?", (app, name, slot)
-        ).fetchone():
-            slot += 1
+        slot = store.manual_slot(host.conn, app, entry, int(now * 1000))
         run = store.insert_run(host.conn, app, name, slot, 1, "running", slot, store.new_owner(), now, manual=True)
     last = store.last_run(host.conn, app, name, run.id)
     status, error = execute(host, deployed, entry, run, last)
     with store.transaction(host.conn):
-        store.finish(host.conn, run, status, error, time.time(), 0, None)
+        store.finish(host.conn, run, status, error, clock.now(), 0, None)
     return next(r for r in store.history(host.conn, app, name, 50) if r["id"] == run.id)
 
 

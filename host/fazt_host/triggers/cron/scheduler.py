@@ -38,11 +38,12 @@ from .store import Run
 
 # How often the loop looks for deploys, removals and dead schedulers when nothing is due.
 REFRESH_S = 1.0
-# Missed slots run at most this many per entry after downtime (catchUp: all).
+# Missed slots run at most this many per entry after downtime (catchUp: all); one skipped run
+# in the history stands for the older ones.
 CATCH_UP_MAX = 100
 # A slot claimed later than this counts as missed even while the scheduler ran (host suspended, stalled).
 LATE_LIMIT_MS = 60_000
-# With overlap: queue, at most this many runs of one entry wait; later slots are skipped.
+# With overlap: queue, at most this many runs of one entry wait; later slots are recorded as skipped.
 QUEUE_MAX = 10
 
 
@@ -318,20 +319,20 @@ class Scheduler:
         wanted = {
             (app, e.name): (deployed, e) for app, deployed in apps.items() for e in deployed.manifest.cron
         }
-        store.sync_entries(self.conn, {k: store.spec_of(e) for k, (_, e) in wanted.items()}, now_ms)
+        specs = {k: store.spec_of(e) for k, (_, e) in wanted.items()}
+        states = store.sync_entries(self.conn, specs, now_ms)
         entries = {}
         for key, (deployed, config) in wanted.items():
             old = self.entries.get(key)
-            spec = store.spec_of(config)
-            if old is not None and old.spec == spec:
+            spec = specs[key]
+            anchor, last_slot = states[key]
+            # The same spec with another anchor was changed and changed back (here or by another
+            # scheduler): the old next due time belongs to the old count.
+            if old is not None and old.spec == spec and old.anchor == anchor:
                 old.config = config
                 old.serial = config.overlap != "allow"
                 entries[key] = old
                 continue
-            state = store.entry_state(self.conn, *key)
-            if state is None:  # removed again meanwhile
-                continue
-            _, anchor, last_slot = state
             schedule = parse(config.schedule, config.timezone, anchor)
             entry = entries[key] = Entry(key[0], config, schedule, spec, anchor, schedule.next_after(last_slot))
             self._push(entry)
@@ -358,11 +359,18 @@ class Scheduler:
         if not due:
             return
         claimed: list[Run] = []
+        saved = [(entry, entry.next_due, entry.anchor, entry.schedule) for entry in due.values()]
         try:
             with cartridge.transaction(self.conn):
                 for entry in due.values():
                     claimed += self._claim(entry, now, now_ms)
-        finally:  # a failed claim is rolled back: the slots stay unclaimed and come up again
+        except BaseException:
+            # The transaction was rolled back, so the slots are still unclaimed in the cartridge:
+            # the entries must come due for them again rather than wait for their following slots.
+            for entry, next_due, anchor, schedule in saved:
+                entry.next_due, entry.anchor, entry.schedule = next_due, anchor, schedule
+            raise
+        finally:
             for entry in due.values():
                 self._push(entry)
         for run in claimed:
@@ -374,14 +382,16 @@ class Scheduler:
         if state is None or state[0] != entry.spec:  # removed or changed by a deploy: the next refresh resyncs
             entry.next_due = now_ms + int(REFRESH_S * 1000)
             return []
+        last = state[2]
         if state[1] != entry.anchor:  # another scheduler restarted the count (the spec changed and back)
             entry.anchor = state[1]
             entry.schedule = parse(entry.config.schedule, entry.config.timezone, entry.anchor)
-        last = state[2]
+            # The slot this entry waited for belongs to the old count: firing it would be off schedule.
+            entry.next_due = entry.schedule.next_after(last)
         # Slots that came due before this scheduler started were missed (the host was down), and so
         # were slots over a minute old: `catchUp` decides about those; the rest are on time.
         missed_before = max(self.started_ms, now_ms - LATE_LIMIT_MS)
-        due, after = entry.next_due, None
+        due, after, cap_skip = entry.next_due, None, None
         if last < due <= now_ms and due >= missed_before:
             # The usual case, one schedule computation: the slot we waited for, on time, and the only one
             # (`due` is the first slot after any last_slot below it).
@@ -393,34 +403,44 @@ class Scheduler:
             if latest is None or latest <= last:
                 entry.next_due = entry.schedule.next_after(max(last, now_ms))
                 return []
-            slots = [latest]
-            while len(slots) < CATCH_UP_MAX:
+            slots, over_cap = [latest], None  # over_cap: the newest slot beyond CATCH_UP_MAX
+            while True:
                 prev = entry.schedule.prev_before(slots[-1])
                 if prev is None or prev <= last:
+                    break
+                if len(slots) == CATCH_UP_MAX:
+                    over_cap = prev
                     break
                 slots.append(prev)
             on_time = [s for s in slots if s >= missed_before]
             missed = [s for s in slots if s < missed_before]
             policy = entry.config.catch_up
             run_slots = on_time + (missed if policy == "all" else missed[:1] if policy == "one" else [])
+            if policy == "all" and over_cap is not None:
+                # One row stands for the whole dropped stretch (it may hold any number of slots).
+                first = entry.schedule.next_after(last)
+                cap_skip = (over_cap, f"over the catch-up limit: this slot and the missed slots since {iso(first)} "
+                                      f"were not run (catchUp: all runs the newest {CATCH_UP_MAX})")
             entry.next_due = entry.schedule.next_after(latest)
         if not store.advance(self.conn, *entry.key, last, latest):
             return []
+        if cap_skip is not None:
+            store.insert_run(self.conn, entry.app, entry.config.name, cap_skip[0], 1, "skipped", cap_skip[0],
+                             self.owner, now, cap_skip[1])
         runs = []
-        for i, slot in enumerate(sorted(run_slots)):
-            # The slots of one claim are a backlog, run one after another whatever the overlap policy.
-            status, reason = "pending", None
-            if i == 0 and entry.config.overlap == "skip" and store.busy(self.conn, *entry.key, now_ms):
-                status, reason = "skipped", "the previous run was still in progress (overlap: skip)"
+        # The slots of one claim are a backlog, run one after another whatever the overlap policy, so
+        # a backlog whose first slot overlaps a run in progress is skipped whole (each slot recorded).
+        overlapped = bool(run_slots) and entry.config.overlap == "skip" and store.busy(self.conn, *entry.key, now_ms)
+        for slot in sorted(run_slots):
+            reason = None
+            if overlapped:
+                reason = "the previous run was still in progress (overlap: skip)"
             elif entry.config.overlap == "queue" and store.pending_count(self.conn, *entry.key) >= QUEUE_MAX:
-                status, reason = "skipped", f"{QUEUE_MAX} runs were already queued (overlap: queue)"
-            run = store.insert_run(
-                self.conn, entry.app, entry.config.name, slot, 1, status, slot, self.owner, now, reason
-            )
-            if status == "pending":
+                reason = f"{QUEUE_MAX} runs were already queued (overlap: queue)"
+            run = store.insert_run(self.conn, entry.app, entry.config.name, slot, 1,
+                                   "pending" if reason is None else "skipped", slot, self.owner, now, reason)
+            if reason is None:
                 runs.append(run)
-            elif i == 0:
-                break  # the rest of a skipped backlog goes with it
         return runs
 
     # -- running ------------------------------------------------------------------
@@ -432,26 +452,35 @@ class Scheduler:
         now_ms = int(now * 1000)
         if not (self._ready and self._ready[0][0] <= now_ms and len(self._running) < self.threads):
             return
-        waiting, launches = [], []
+        waiting, launches, taken = [], [], []
         busy_apps = dict(self._running_apps)
-        with cartridge.transaction(self.conn):  # one write for the whole batch
-            while self._ready and self._ready[0][0] <= now_ms and len(launches) + len(self._running) < self.threads:
-                item = heapq.heappop(self._ready)
-                run = item[3]
-                entry = self.entries.get((run.app, run.name))
-                deployed = self.apps.get(run.app)
-                if entry is None or deployed is None:
-                    store.skip(self.conn, run, "the entry was removed before the run started", now)
-                    continue
-                if busy_apps.get(run.app, 0) >= self.per_app:
-                    waiting.append(item)
-                    continue
-                if not store.start(self.conn, run, self.owner, now, entry.serial):
-                    if entry.serial and self._still_pending(run):
-                        waiting.append(item)  # its entry's previous run is still running (here or elsewhere)
-                    continue
-                busy_apps[run.app] = busy_apps.get(run.app, 0) + 1
-                launches.append((deployed, entry.config, run, store.last_run(self.conn, run.app, run.name, run.id)))
+        try:
+            with cartridge.transaction(self.conn):  # one write for the whole batch
+                while (self._ready and self._ready[0][0] <= now_ms
+                       and len(launches) + len(self._running) < self.threads):
+                    item = heapq.heappop(self._ready)
+                    taken.append(item)
+                    run = item[3]
+                    entry = self.entries.get((run.app, run.name))
+                    deployed = self.apps.get(run.app)
+                    if entry is None or deployed is None:
+                        store.skip(self.conn, run, "the entry was removed before the run started", now)
+                        continue
+                    if busy_apps.get(run.app, 0) >= self.per_app:
+                        waiting.append(item)
+                        continue
+                    if not store.start(self.conn, run, self.owner, now, entry.serial):
+                        if entry.serial and self._still_pending(run):
+                            waiting.append(item)  # its entry's previous run is still running (here or elsewhere)
+                        continue
+                    busy_apps[run.app] = busy_apps.get(run.app, 0) + 1
+                    launches.append((deployed, entry.config, run, store.last_run(self.conn, run.app, run.name, run.id)))
+        except BaseException:
+            # Rolled back: the runs taken off the heap are still pending and owned here, and no other
+            # scheduler takes over a live one's runs, so they must go back or never run.
+            for item in taken:
+                heapq.heappush(self._ready, item)
+            raise
         for item in waiting:
             heapq.heappush(self._ready, item)
         for deployed, config, run, last in launches:

@@ -24,7 +24,7 @@ import apsw
 import msgspec
 
 from ...cartridge import migrate, transaction
-from .schedule import iso
+from .schedule import iso, parse
 
 MIGRATIONS = [
     """
@@ -104,23 +104,36 @@ def owner_alive(owner: str | None) -> bool:
 
 
 # -- entries ------------------------------------------------------------------
-def sync_entries(conn: apsw.Connection, wanted: dict[tuple[str, str], str], now_ms: int) -> None:
-    """Registers new entries, restarts changed ones from now, forgets removed ones."""
+def sync_entries(
+    conn: apsw.Connection, wanted: dict[tuple[str, str], str], now_ms: int
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """Registers new entries, restarts changed ones from now, forgets removed ones; returns the
+    (anchor, last_slot) of each wanted entry."""
     with transaction(conn):
-        have = {(a, n): s for a, n, s in conn.execute("SELECT app, name, spec FROM cron_entries")}
+        have = {(a, n): (s, anchor, last) for a, n, s, anchor, last in
+                conn.execute("SELECT app, name, spec, anchor, last_slot FROM cron_entries")}
+        states = {}
         for key, spec in wanted.items():
             if key not in have:
                 conn.execute(
                     "INSERT INTO cron_entries(app, name, spec, anchor, last_slot) VALUES (?, ?, ?, ?, ?)",
                     (*key, spec, now_ms, now_ms),
                 )
-            elif have[key] != spec:
+                states[key] = (now_ms, now_ms)
+            elif have[key][0] != spec:
+                # A slot claimed after this pass read its clock (by another scheduler) stays claimed:
+                # moving last_slot back would let the new schedule claim it again.
+                last = max(have[key][2], now_ms)
                 conn.execute(
                     "UPDATE cron_entries SET spec = ?, anchor = ?, last_slot = ? WHERE app = ? AND name = ?",
-                    (spec, now_ms, now_ms, *key),
+                    (spec, now_ms, last, *key),
                 )
+                states[key] = (now_ms, last)
+            else:
+                states[key] = have[key][1:]
         gone = [key for key in have if key not in wanted]
         conn.executemany("DELETE FROM cron_entries WHERE app = ? AND name = ?", gone)
+    return states
 
 
 def entry_state(conn: apsw.Connection, app: str, name: str) -> tuple[str, int, int] | None:
@@ -128,6 +141,22 @@ def entry_state(conn: apsw.Connection, app: str, name: str) -> tuple[str, int, i
     return conn.execute(
         "SELECT spec, anchor, last_slot FROM cron_entries WHERE app = ? AND name = ?", (app, name)
     ).fetchone()
+
+
+def manual_slot(conn: apsw.Connection, app: str, entry, now_ms: int) -> int:
+    """The slot of a run by hand (inside the caller's transaction): now, or the next millisecond
+    that no run of the entry holds and that its schedule does not produce, so that neither another
+    run by hand nor the scheduler's claim of a slot due at the same instant collides with it."""
+    state = entry_state(conn, app, entry.name)
+    # An entry not registered with this spec yet counts from its registration, after now.
+    anchor = state[1] if state is not None and state[0] == spec_of(entry) else now_ms
+    schedule = parse(entry.schedule, entry.timezone, anchor)
+    slot = now_ms
+    while schedule.latest_at(slot) == slot or conn.execute(
+        "SELECT 1 FROM cron_runs WHERE app = ? AND name = ? AND slot = ?", (app, entry.name, slot)
+    ).fetchone():
+        slot += 1
+    return slot
 
 
 def advance(conn: apsw.Connection, app: str, name: str, seen: int, to: int) -> bool:
