@@ -150,58 +150,58 @@ def _all_intact(s, app: str, objects: dict[str, bytes]) -> None:
         assert r.status_code == 200 and r.content == body, key
 
 
-def test_migrate_moves_every_object_verified_while_serving_and_switches(tmp_path, cache_dir, moto_endpoint):
+@pytest.fixture
+def internal_app(tmp_path, cache_dir, moto_endpoint):
+    """The files app on the internal backend, on a host that has an external bucket of its own."""
+    bucket = "fazt-" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:16]
     cart = Cartridge(tmp_path / "fazt.db", cache_dir)
-    cart.env.update(s3_env(moto_endpoint, "fazt-migrate"))
+    cart.env.update(s3_env(moto_endpoint, bucket))
     cart.deploy(app_copy(tmp_path, "files", None))
     s = cart.serve()
-    try:
-        objects = _fill(s, "files", 6)
-        assert external_keys(moto_endpoint, "fazt-migrate") == []
-        done = cart.cli("blobs", "migrate", "files", "--to", "s3")
-        assert "moved 8 objects" in done.stdout and "[8/8] docs/o/empty" in done.stderr
-        assert chunk_count(cart, "files") == 0
-        _all_intact(s, "files", objects)
-        assert len(external_keys(moto_endpoint, "fazt-migrate", "fazt/files/")) == 8
-        ok(s.request("PUT", "/files/pipe/docs/after", content=b"new"))  # switched: new objects go to S3 too
-        assert len(external_keys(moto_endpoint, "fazt-migrate", "fazt/files/")) == 9
-        again = json.loads(cart.cli("blobs", "migrate", "files", "--to", "s3", "--json").stdout)
-        assert again == {"app": "files", "backend": "s3", "moved": 0, "bytes": 0}
-        back = json.loads(cart.cli("blobs", "migrate", "files", "--to", "internal", "--json").stdout)
-        assert back["moved"] == 9 and back["backend"] == "internal"
-        _all_intact(s, "files", objects)
-        assert s.get("/files/get/docs/after").content == b"new"
-        ok(s.request("PUT", "/files/pipe/docs/later", content=b"in the cartridge"))
-        assert chunk_count(cart, "files") > 0
-    finally:
-        s.stop()
+    yield cart, s, bucket
+    s.stop()
 
 
-def test_an_interrupted_migration_loses_nothing_and_resumes(tmp_path, cache_dir, moto_endpoint):
-    cart = Cartridge(tmp_path / "fazt.db", cache_dir)
-    cart.env.update(s3_env(moto_endpoint, "fazt-resume"))
-    cart.deploy(app_copy(tmp_path, "files", None))
-    s = cart.serve()
-    try:
-        objects = _fill(s, "files", 24)
-        proc = subprocess.Popen([FAZT, "blobs", "migrate", "files", "--to", "s3"], env=cart.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        seen = ""
-        deadline = time.monotonic() + 120
-        while "[3/" not in seen and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            assert line, f"migrate ended early: {seen}"
-            seen += line
-        os.killpg(proc.pid, signal.SIGKILL)  # mid-run, no chance to clean up
-        proc.wait()
-        _all_intact(s, "files", objects)
-        rest = json.loads(cart.cli("blobs", "migrate", "files", "--to", "s3", "--json").stdout)
-        assert 0 < rest["moved"] < len(objects)
-        _all_intact(s, "files", objects)
-        assert chunk_count(cart, "files") == 0
-        assert len(external_keys(moto_endpoint, "fazt-resume", "fazt/files/")) >= len(objects)
-    finally:
-        s.stop()
+def test_migrate_moves_every_object_verified_while_serving_and_switches(internal_app, moto_endpoint):
+    cart, s, bucket = internal_app
+    objects = _fill(s, "files", 6)
+    assert external_keys(moto_endpoint, bucket) == []
+    done = cart.cli("blobs", "migrate", "files", "--to", "s3")
+    assert "moved 8 objects" in done.stdout and "[8/8] docs/o/empty" in done.stderr
+    assert chunk_count(cart, "files") == 0
+    _all_intact(s, "files", objects)
+    assert len(external_keys(moto_endpoint, bucket, "fazt/files/")) == 8
+    ok(s.request("PUT", "/files/pipe/docs/after", content=b"new"))  # switched: new objects go to S3 too
+    assert len(external_keys(moto_endpoint, bucket, "fazt/files/")) == 9
+    again = json.loads(cart.cli("blobs", "migrate", "files", "--to", "s3", "--json").stdout)
+    assert again == {"app": "files", "backend": "s3", "moved": 0, "bytes": 0}
+    back = json.loads(cart.cli("blobs", "migrate", "files", "--to", "internal", "--json").stdout)
+    assert back["moved"] == 9 and back["backend"] == "internal"
+    _all_intact(s, "files", objects)
+    assert s.get("/files/get/docs/after").content == b"new"
+    ok(s.request("PUT", "/files/pipe/docs/later", content=b"in the cartridge"))
+    assert chunk_count(cart, "files") > 0
+
+
+def test_an_interrupted_migration_loses_nothing_and_resumes(internal_app, moto_endpoint):
+    cart, s, bucket = internal_app
+    objects = _fill(s, "files", 24)
+    proc = subprocess.Popen([FAZT, "blobs", "migrate", "files", "--to", "s3"], env=cart.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    seen = ""
+    deadline = time.monotonic() + 120
+    while "[3/" not in seen and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        assert line, f"migrate ended early: {seen}"
+        seen += line
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-run, no chance to clean up
+    proc.wait()
+    _all_intact(s, "files", objects)
+    rest = json.loads(cart.cli("blobs", "migrate", "files", "--to", "s3", "--json").stdout)
+    assert 0 < rest["moved"] < len(objects)
+    _all_intact(s, "files", objects)
+    assert chunk_count(cart, "files") == 0
+    assert len(external_keys(moto_endpoint, bucket, "fazt/files/")) >= len(objects)
 
 
 def test_bad_backend_settings_say_what_to_do(tmp_path, cache_dir, moto_endpoint):

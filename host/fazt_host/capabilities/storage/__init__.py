@@ -98,7 +98,7 @@ class Storage(Capability):
 
     def setup(self, conn: apsw.Connection) -> None:
         super().setup(conn)
-        store.sweep(conn)
+        store.sweep(conn, external=False)  # an unreachable external bucket must not hold up startup
 
     def functions(self):
         return {

@@ -628,8 +628,9 @@ def configure_buckets(conn: apsw.Connection, app: str, declared: dict[str, Any])
     return notes
 
 
-def sweep(conn: apsw.Connection, now: float | None = None, limit: int = 64) -> int:
-    """Deletes orphans past their grace time and uploads abandoned by dead processes."""
+def sweep(conn: apsw.Connection, now: float | None = None, limit: int = 64, external: bool = True) -> int:
+    """Deletes orphans past their grace time and uploads abandoned by dead processes
+    (their external bytes too, unless `external` is False: then a later sweep deletes them)."""
     now = time.time() if now is None else now
     ids = [i for (i,) in conn.execute(
         "SELECT id FROM blob_data WHERE (state = 'orphan' AND changed_at < ?) OR (state = 'writing' AND changed_at < ?) "
@@ -640,7 +641,8 @@ def sweep(conn: apsw.Connection, now: float | None = None, limit: int = 64) -> i
         with transaction(conn):
             for i in ids:
                 drop_data(conn, i)
-    reap(conn)
+    if external:
+        reap(conn)
     return len(ids)
 
 
