@@ -103,6 +103,8 @@ def test_syntax_error_names_file_and_line_and_live_version_keeps_serving(cartrid
         ({"name": "_private"}, "safe identifier"),
         ({"name": "a/../b"}, "safe identifier"),
         ({"name": "ok", "entry": "../../etc/passwd.js"}, "entry"),
+        ({"name": "ok", "entry": "public/app.js"}, "inside the static folder"),  # it would be served as a file
+        ({"name": "ok", "cron": [{"name": "c", "schedule": "every 1h", "file": "public/c.js"}]}, "cron entry 'c'"),
     ],
 )
 def test_bad_manifest_is_refused_naming_the_field(cartridge, tmp_path, manifest, fragment):

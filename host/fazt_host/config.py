@@ -135,6 +135,10 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_
                 raise ValueError(f"{field} must be a relative path inside the app folder")
         if not (self.entry.endswith((".js", ".mjs", ".wasm"))):
             raise ValueError("entry must be a .js/.mjs file or a prebuilt component .wasm")
+        static = Path(self.static)
+        for what, file in [("entry", self.entry)] + [(f"cron entry {e.name!r}: file", e.file) for e in self.cron if e.file]:
+            if static in Path(file).parents:  # it would be served to anyone as a static file
+                raise ValueError(f"{what} {file!r} is inside the static folder {self.static!r}: move the code out of it")
         if not 1 <= self.keep_versions <= 100:
             raise ValueError("keepVersions must be between 1 and 100")
         from .capabilities.documents.spec import check_indexes  # the documents capability owns the rules
