@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import re
 import os
 import secrets
@@ -32,12 +33,33 @@ HANDLER_INTERFACE = "fazt:host/handler@0.1.0"
 # A response not finished by then starts streaming; until then it is sent whole.
 STREAM_AFTER_S = 0.01
 STREAM_CREDIT = 8  # chunks in flight between the wasm thread and the socket
+# A refused request body is read and dropped, up to this much for this long, before
+# the answer goes out: closing a socket with unread bytes resets the connection, and
+# the client loses the answer with it.
+DRAIN_MAX = 64 * MIB
+DRAIN_S = 2.0
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, unread: bool = False):
         super().__init__(message)
         self.status = status
+        self.unread = unread  # the request body is still to be drained
+
+
+# The exchanges of the request being handled: their unread bodies are drained at its end.
+_exchanges: contextvars.ContextVar[list] = contextvars.ContextVar("exchanges")
+
+
+async def drain(chunks) -> None:
+    """Reads and drops what is left of a refused request body, within DRAIN_MAX and DRAIN_S."""
+    deadline = time.monotonic() + DRAIN_S
+    dropped = 0
+    try:
+        while dropped < DRAIN_MAX:
+            dropped += len(await asyncio.wait_for(chunks.__anext__(), max(0.001, deadline - time.monotonic())))
+    except Exception:  # noqa: BLE001 - its end, the time limit, a client gone: the answer goes out anyway
+        pass
 
 
 class ResponseHead(msgspec.Struct):
@@ -100,6 +122,10 @@ class Exchange:
         self.body_read = 0
         self._body = None
         self._pending = b""
+        self.ended = content_length == 0  # the whole body has been read
+        exchanges = _exchanges.get(None)
+        if exchanges is not None:
+            exchanges.append(self)
         # read-body pieces: the next is read from the socket and encoded while the guest decodes one
         self._pieces = pieces.ReadAhead(lambda n: self._submit(self._read(n)), self._wait)
         self.head: ResponseHead | None = None
@@ -200,6 +226,7 @@ class Exchange:
         if self._body is None and self.content_length is not None and self.content_length <= n:
             # The whole body, collected by Granian in one call (its length is within the limit).
             self._body = _exhausted()
+            self.ended = True
             return await self.proto()
         if self._body is None:
             self._body = self.proto.__aiter__()
@@ -208,13 +235,21 @@ class Exchange:
             try:
                 chunk = await self._body.__anext__()
             except StopAsyncIteration:
+                self.ended = True
                 break
             self.body_read += len(chunk)
             if self.body_read > self.body_limit:
+                await self.drain_rest()
                 raise HttpError(413, f"the request body exceeds the limit of {self.body_limit >> 20} MiB")
             buf += chunk
         self._pending = bytes(buf[n:])
         return bytes(buf[:n])
+
+    async def drain_rest(self) -> None:
+        """Reads and drops the body the request handling left unread."""
+        if not self.ended:
+            self.ended = True
+            await drain(self._body if self._body is not None else self.proto.__aiter__())
 
     def start_streaming(self) -> tuple[ResponseHead | None, list[bytes]] | None:
         """Switches to streaming; None if the call finished meanwhile."""
@@ -273,12 +308,19 @@ class HttpTrigger:
     async def __call__(self, scope, proto):
         if scope.proto != "http":
             return
+        token = _exchanges.set([])
         try:
             await self.handle(scope, proto)
         except HttpError as e:
+            if e.unread:
+                await drain(proto.__aiter__())
             json_error(proto, e.status, str(e))
         except Exception as e:  # noqa: BLE001 - a JSON error, never a bare traceback to the client
             json_error(proto, 500, f"internal error: {type(e).__name__}")
+        finally:
+            for exchange in _exchanges.get():
+                await exchange.drain_rest()
+            _exchanges.reset(token)
 
     async def handle(self, scope, proto) -> None:
         raw_path = scope.path
@@ -325,7 +367,7 @@ class HttpTrigger:
         if length is not None and not (length.isascii() and length.isdigit()):
             raise HttpError(400, "invalid content-length")
         if length is not None and int(length) > limits.body_mb * MIB:
-            raise HttpError(413, f"the request body exceeds the limit of {limits.body_mb} MiB")
+            raise HttpError(413, f"the request body exceeds the limit of {limits.body_mb} MiB", unread=True)
         deadline = time.monotonic() + limits.timeout_ms / 1000
         return Exchange(asyncio.get_running_loop(), proto, limits.body_mb * MIB, 0, deadline,
                         int(length) if length is not None else None)
@@ -348,6 +390,7 @@ class HttpTrigger:
             if not (length.isascii() and length.isdigit()):
                 return json_error(proto, 400, "invalid content-length", rid)
             if int(length) > body_limit:
+                await drain(proto.__aiter__())
                 return json_error(proto, 413, f"the request body exceeds the limit of {limits.body_mb} MiB", rid)
         has_body = method not in ("GET", "HEAD") and (
             (length is not None and int(length) > 0) or "transfer-encoding" in headers
@@ -370,6 +413,7 @@ class HttpTrigger:
         exchange = Exchange(
             loop, proto, body_limit, limits.response_mb * MIB, deadline, int(length) if length is not None else None
         )
+        exchange.ended = not has_body
         invocation = Invocation(deployed.name, rid, limits, {"http": exchange, "base": base})
         payload = msgspec.json.encode(request).decode()
 
