@@ -100,6 +100,8 @@ class Exchange:
         self.body_read = 0
         self._body = None
         self._pending = b""
+        self._ahead: asyncio.Future | None = None  # the next piece, read while the last one is handled
+        self._ended = False
         self.head: ResponseHead | None = None
         self.chunks: list[bytes] = []
         self.sent = 0
@@ -186,24 +188,44 @@ class Exchange:
 
     # -- event loop ------------------------------------------------------------
     async def _read(self, n: int) -> bytes:
+        ahead, self._ahead = self._ahead, None
+        data = await ahead if ahead is not None else await self._collect(n)
+        if len(data) > n:
+            data, self._pending = data[:n], data[n:] + self._pending
+        elif len(data) < n and not self._ended:
+            data += await self._collect(n - len(data))
+        if not self._ended:
+            # Read on while the wasm thread handles this piece: the client keeps sending
+            # instead of waiting for the next request (memory: one piece more).
+            self._ahead = asyncio.ensure_future(self._collect(n))
+            self._ahead.add_done_callback(_retrieved)
+        return data
+
+    async def _collect(self, n: int) -> bytes:
         if self._body is None and self.content_length is not None and self.content_length <= n:
             # The whole body, collected by Granian in one call (its length is within the limit).
             self._body = _exhausted()
+            self._ended = True
             return await self.proto()
         if self._body is None:
             self._body = self.proto.__aiter__()
-        buf = bytearray(self._pending)
-        while len(buf) < n:
+        pieces, size = [self._pending], len(self._pending)
+        self._pending = b""
+        while size < n and not self._ended:
             try:
                 chunk = await self._body.__anext__()
             except StopAsyncIteration:
+                self._ended = True
                 break
             self.body_read += len(chunk)
             if self.body_read > self.body_limit:
                 raise HttpError(413, f"the request body exceeds the limit of {self.body_limit >> 20} MiB")
-            buf += chunk
-        self._pending = bytes(buf[n:])
-        return bytes(buf[:n])
+            if size + len(chunk) > n:
+                self._pending = chunk[n - size :]
+                chunk = chunk[: n - size]
+            pieces.append(chunk)
+            size += len(chunk)
+        return pieces[-1] if len(pieces) == 1 else b"".join(pieces)
 
     def start_streaming(self) -> tuple[ResponseHead | None, list[bytes]] | None:
         """Switches to streaming; None if the call finished meanwhile."""
@@ -218,6 +240,12 @@ class Exchange:
 async def _exhausted():
     return
     yield
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    """A piece read ahead that nobody asks for: its error (the client went away) is not news."""
+    if not future.cancelled():
+        future.exception()
 
 
 def http_functions() -> dict:
