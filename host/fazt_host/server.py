@@ -3,7 +3,8 @@
 Each worker process runs its event loop for I/O and hands every guest call to
 its single wasm thread (fresh instances on two threads of one process are
 slower than on one). The guest pulls the request body through `read-body`
-only when it reads it, and pushes its response through `send-head` and
+only when it reads it (once it has, the host reads one piece ahead), and
+pushes its response through `send-head` and
 `send-body`: a response that completes quickly goes out in one piece, one
 that takes longer streams chunk by chunk with bounded buffering.
 """
