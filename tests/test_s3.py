@@ -145,6 +145,8 @@ def test_multipart(s3):
     assert done["ETag"] == f'"{md5s}-2"'
     got = s3.get_object(Bucket="docs", Key="mp.bin")
     assert got["Body"].read() == part1 + part2 and got["ContentType"] == "app/mp"
+    across = s3.get_object(Bucket="docs", Key="mp.bin", Range=f"bytes={(5 << 20) - 2}-{(5 << 20) + 1}")["Body"].read()
+    assert across == part1[-2:] + part2[:2]  # a range over the parts' seam
     small = s3.create_multipart_upload(Bucket="docs", Key="small")["UploadId"]
     s1 = s3.upload_part(Bucket="docs", Key="small", UploadId=small, PartNumber=1, Body=b"tiny")["ETag"]
     s2 = s3.upload_part(Bucket="docs", Key="small", UploadId=small, PartNumber=2, Body=b"tiny")["ETag"]

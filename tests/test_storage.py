@@ -157,6 +157,45 @@ def test_remove_copy_move(conn):
     assert live == 2 * len(data)  # dst and other/elsewhere/x
 
 
+def put_parts(conn, key, parts, app="a", bucket="files"):
+    """An object made of multipart parts, as CompleteMultipartUpload makes it."""
+    pieces = []
+    for part in parts:
+        up = store.Upload(conn, app, bucket, key, "", {}, True, 1 << 40)
+        up.write(part)
+        pieces.append(up.finish_part()[:2])
+    with cartridge.transaction(conn):
+        return store.assemble(conn, app, bucket, key, pieces, "etag-2", "app/parts", {"m": "1"})
+
+
+def test_an_object_made_of_parts_reads_copies_moves_and_is_swept_whole(conn):
+    parts = [os.urandom(CHUNK + 5), os.urandom(3), b"", os.urandom(2 * CHUNK)]
+    data = b"".join(parts)
+    chunks = chunk_rows(conn)
+    put_parts(conn, "whole", parts)
+    assert chunk_rows(conn) - chunks == 2 + 1 + 0 + 2  # the parts' chunks, not copies of them
+    assert get(conn, "whole") == data and store.head(conn, "a", "files", "whole")[0]["size"] == len(data)
+    for start, end in [(0, 1), (CHUNK, CHUNK + 6), (CHUNK + 4, CHUNK + 9), (CHUNK + 7, len(data)), (len(data) - 1, len(data))]:
+        assert get(conn, "whole", start=start, end=end) == data[start:end]
+    assert store.usage(conn, "a") == len(data)
+    store.copy(conn, "a", "files", "whole", "copy")
+    store.copy(conn, "a", "files", "whole", "moved", move=True)
+    put(conn, "copy-of-copy", b"old")
+    store.copy(conn, "a", "files", "copy", "copy-of-copy")
+    store.remove(conn, "a", "files", ["moved", "copy"])
+    store.sweep(conn, now=time.time() + store.ORPHAN_GRACE_S + 1)
+    assert get(conn, "copy-of-copy") == data and store.usage(conn, "a") == len(data)
+    store.remove(conn, "a", "files", ["copy-of-copy"])
+    store.sweep(conn, now=time.time() + store.ORPHAN_GRACE_S + 1)
+    assert chunk_rows(conn) == chunks
+    assert conn.execute("SELECT count(*) FROM blob_data").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM blob_pieces").fetchone()[0] == 0
+    put_parts(conn, "again", parts)
+    with cartridge.transaction(conn):
+        store.forget(conn, "a")
+    assert chunk_rows(conn) == 0 and conn.execute("SELECT count(*) FROM blob_pieces").fetchone()[0] == 0
+
+
 def test_apps_never_see_each_other(conn):
     put(conn, "secret", b"a's", app="a")
     with pytest.raises(StorageError):

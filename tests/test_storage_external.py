@@ -228,3 +228,33 @@ def test_bad_backend_settings_say_what_to_do(tmp_path, cache_dir, moto_endpoint)
         assert s.get("/_/health").status_code == 200
     finally:
         s.stop()
+
+
+def test_an_object_made_of_parts_migrates_there_and_back(tmp_path, moto_endpoint):
+    from fazt_host import cartridge
+    from fazt_host.capabilities.storage import external, migrate, store
+    from fazt_host.host import capabilities
+
+    conn = cartridge.connect(tmp_path / "fazt.db")
+    capabilities(conn)
+    parts = [os.urandom(5 * MIB), os.urandom(1234)]
+    pieces = []
+    for part in parts:
+        up = store.Upload(conn, "files", "docs", "whole", "", {}, True, 1 << 40)
+        up.write(part)
+        pieces.append(up.finish_part()[:2])
+    with cartridge.transaction(conn):
+        store.assemble(conn, "files", "docs", "whole", pieces, "e-2", "", {})
+    settings = {k.removeprefix("FAZT_S3_").lower(): v for k, v in s3_env(moto_endpoint, "fazt-pieces").items()}
+    external.configure(external.S3Settings(**{**settings, "part_mb": 5}))
+    try:
+        assert migrate.migrate(conn, "files", "s3")["moved"] == 1
+        data = store.head(conn, "files", "docs", "whole")[1]
+        assert b"".join(store.read(conn, data, 5 * MIB - 1, 5 * MIB + 1)) == parts[0][-1:] + parts[1][:1]
+        assert migrate.migrate(conn, "files", "internal")["moved"] == 1
+        data = store.head(conn, "files", "docs", "whole")[1]
+        assert b"".join(store.read(conn, data)) == b"".join(parts)
+        store.sweep(conn, now=time.time() + store.ORPHAN_GRACE_S + 1)
+        assert conn.execute("SELECT count(*) FROM blob_pieces").fetchone()[0] == 0  # the parts' copy is gone
+    finally:
+        external.configure(None)

@@ -3,7 +3,8 @@
 Each worker process runs its event loop for I/O and hands every guest call to
 its single wasm thread (fresh instances on two threads of one process are
 slower than on one). The guest pulls the request body through `read-body`
-only when it reads it, and pushes its response through `send-head` and
+only when it reads it (once it has, the host reads one piece ahead), and
+pushes its response through `send-head` and
 `send-body`: a response that completes quickly goes out in one piece, one
 that takes longer streams chunk by chunk with bounded buffering.
 """
@@ -126,6 +127,7 @@ class Exchange:
         exchanges = _exchanges.get(None)
         if exchanges is not None:
             exchanges.append(self)
+        self._ahead: asyncio.Future | None = None  # the next piece, read while the last one is handled
         # read-body pieces: the next is read from the socket and encoded while the guest decodes one
         self._pieces = pieces.ReadAhead(lambda n: self._submit(self._read(n)), self._wait)
         self.head: ResponseHead | None = None
@@ -223,6 +225,20 @@ class Exchange:
 
     # -- event loop ------------------------------------------------------------
     async def _read(self, n: int) -> bytes:
+        ahead, self._ahead = self._ahead, None
+        data = await ahead if ahead is not None else await self._collect(n)
+        if len(data) > n:
+            data, self._pending = data[:n], data[n:] + self._pending
+        elif len(data) < n and not self.ended:
+            data += await self._collect(n - len(data))
+        if not self.ended:
+            # Read on while the wasm thread handles this piece: the client keeps sending
+            # instead of waiting for the next request (memory: one piece more).
+            self._ahead = asyncio.ensure_future(self._collect(n))
+            self._ahead.add_done_callback(_retrieved)
+        return data
+
+    async def _collect(self, n: int) -> bytes:
         if self._body is None and self.content_length is not None and self.content_length <= n:
             # The whole body, collected by Granian in one call (its length is within the limit).
             self._body = _exhausted()
@@ -230,8 +246,9 @@ class Exchange:
             return await self.proto()
         if self._body is None:
             self._body = self.proto.__aiter__()
-        buf = bytearray(self._pending)
-        while len(buf) < n:
+        parts, size = [self._pending], len(self._pending)
+        self._pending = b""
+        while size < n and not self.ended:
             try:
                 chunk = await self._body.__anext__()
             except StopAsyncIteration:
@@ -239,14 +256,21 @@ class Exchange:
                 break
             self.body_read += len(chunk)
             if self.body_read > self.body_limit:
-                await self.drain_rest()
+                self.ended = True
+                await drain(self._body)
                 raise HttpError(413, f"the request body exceeds the limit of {self.body_limit >> 20} MiB")
-            buf += chunk
-        self._pending = bytes(buf[n:])
-        return bytes(buf[:n])
+            if size + len(chunk) > n:
+                self._pending = chunk[n - size :]
+                chunk = chunk[: n - size]
+            parts.append(chunk)
+            size += len(chunk)
+        return parts[-1] if len(parts) == 1 else b"".join(parts)
 
     async def drain_rest(self) -> None:
         """Reads and drops the body the request handling left unread."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:  # the piece being read ahead comes first: one reader at a time
+            await asyncio.wait([ahead])
         if not self.ended:
             self.ended = True
             await drain(self._body if self._body is not None else self.proto.__aiter__())
@@ -264,6 +288,12 @@ class Exchange:
 async def _exhausted():
     return
     yield
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    """A piece read ahead that nobody asks for: its error (the client went away) is not news."""
+    if not future.cancelled():
+        future.exception()
 
 
 def http_functions() -> dict:

@@ -184,7 +184,8 @@ class Body:
     signed with, Content-MD5, and x-amz-checksum-* (CRC32, SHA-1, SHA-256).
     """
 
-    def __init__(self, raw, auth: Auth, headers):
+    def __init__(self, raw, auth: Auth, headers, md5=None):
+        """`md5`: a hash the caller feeds with the same bytes (an upload's, for its ETag), to check Content-MD5 against."""
         self.raw = raw
         self.auth = auth
         self.chunked = auth.payload.startswith("STREAMING-")
@@ -203,13 +204,19 @@ class Body:
         self.left = 0  # bytes left in the current chunk
         self.done = False
         self.sha256 = hashlib.sha256()
-        self.md5 = hashlib.md5()
+        self.content_md5 = headers.get("content-md5")
+        self.md5 = md5 if md5 is not None else hashlib.md5()
         self.checks: dict[str, Any] = {}
         for name, make in (("crc32", _Crc32), ("sha1", hashlib.sha1), ("sha256", hashlib.sha256)):
             if headers.get(f"x-amz-checksum-{name}") is not None or name in (headers.get("x-amz-trailer") or ""):
                 self.checks[name] = make()
         self.expected = {n: headers.get(f"x-amz-checksum-{n}") for n in self.checks}
-        self.content_md5 = headers.get("content-md5")
+        # Each digest costs a pass over the bytes: only those something is checked against.
+        self.hashes = list(self.checks.values())
+        if len(auth.payload) == 64:
+            self.hashes.append(self.sha256)
+        if self.content_md5 is not None and md5 is None:
+            self.hashes.append(self.md5)
         self.chunk_hash = hashlib.sha256()
 
     def _fill(self, n: int) -> bool:
@@ -229,9 +236,7 @@ class Body:
 
     def read_bytes(self, n: int) -> bytes:
         data = self._read(n)
-        self.sha256.update(data)
-        self.md5.update(data)
-        for h in self.checks.values():
+        for h in self.hashes:
             h.update(data)
         return data
 
@@ -314,7 +319,7 @@ class _Crc32:
 
 def _receive(raw, auth: Auth, headers, upload: store.Upload) -> None:
     """Streams the request body into an upload and checks it; any failure leaves nothing behind."""
-    body = Body(raw, auth, headers)
+    body = Body(raw, auth, headers, md5=upload.md5)
     store.pipe(body, upload, check=body.verify)
 
 
@@ -614,7 +619,6 @@ def _upload_part(conn, app, raw, auth, headers, params, limits):
 
 
 def _complete(conn, app, bucket, key, upload_id, xml: bytes, limits):
-    content_type, metadata = _upload_row(conn, app, bucket, key, upload_id)
     wanted = []
     for item in _xml_items(xml, "Part"):
         number = _text(item, "PartNumber")
@@ -625,37 +629,62 @@ def _complete(conn, app, bucket, key, upload_id, xml: bytes, limits):
         raise S3Error("MalformedXML", "The XML you provided was not well-formed or did not validate against our published schema.")
     if [n for n, _ in wanted] != sorted({n for n, _ in wanted}):
         raise S3Error("InvalidPartOrder", "The list of parts was not in ascending order. Parts must be ordered by part number.")
-    parts = {n: (data, size, etag) for n, data, size, etag in conn.execute(
-        "SELECT number, data, size, etag FROM s3_parts WHERE upload = ?", (upload_id,))}
+    # Under the write lock: a part re-uploaded or an abort meanwhile cannot slip between the check and the switch.
+    with transaction(conn):
+        content_type, metadata = _upload_row(conn, app, bucket, key, upload_id)
+        metadata = msgspec.json.decode(metadata)
+        chosen = _chosen_parts(conn, upload_id, wanted)
+        digest = hashlib.md5(b"".join(bytes.fromhex(etag) for _, _, etag, _ in chosen))
+        etag = f"{digest.hexdigest()}-{len(wanted)}"
+        internal = all(location is None for _, _, _, location in chosen)
+        if internal:  # the object is made of the parts' chunks as they are: nothing is copied
+            store.assemble(conn, app, bucket, key, [(data, size) for data, size, _, _ in chosen], etag,
+                           content_type, metadata)
+            conn.executemany("DELETE FROM s3_parts WHERE upload = ? AND data = ?",
+                             [(upload_id, data) for data, _, _, _ in chosen])
+            _forget_upload(conn, upload_id)
+    if internal:
+        store.sweep(conn)
+    else:  # external parts are separate objects there: their bytes are copied into one
+        upload = store.Upload(conn, app, bucket, key, content_type, metadata, True,
+                              (limits.storage_mb << 20) + sum(size for _, size, _, _ in chosen))
+        try:
+            for data, _, _, _ in chosen:  # a chunk at a time: memory stays bounded
+                for chunk in store.read(conn, data):
+                    upload.write(chunk)
+        except BaseException:
+            upload.abort()
+            raise
+        upload.finish(etag)
+        _drop_upload(conn, upload_id)
+    inner = _tag("Location", f"/{bucket}/{key}") + _tag("Bucket", bucket) + _tag("Key", key) + _tag("ETag", f'"{etag}"')
+    return ("xml", 200, "CompleteMultipartUploadResult", inner)
+
+
+def _chosen_parts(conn, upload_id: str, wanted: list[tuple[int, str]]) -> list[tuple[int, int, str, str | None]]:
+    """The parts a CompleteMultipartUpload names, checked: (data id, size, MD5 hex, external location)."""
+    parts = {n: rest for n, *rest in conn.execute(
+        "SELECT p.number, p.data, p.size, p.etag, d.location FROM s3_parts p JOIN blob_data d ON d.id = p.data "
+        "WHERE p.upload = ?", (upload_id,))}
     for i, (n, etag) in enumerate(wanted):
         if n not in parts or parts[n][2] != etag:
             raise S3Error("InvalidPart", "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.")
         if i < len(wanted) - 1 and parts[n][1] < MIN_PART:
             raise S3Error("EntityTooSmall", "Your proposed upload is smaller than the minimum allowed object size.")
-    upload = store.Upload(conn, app, bucket, key, content_type, msgspec.json.decode(metadata), True,
-                          (limits.storage_mb << 20) + sum(parts[n][1] for n, _ in wanted))
-    digest = hashlib.md5()
-    try:
-        for n, _ in wanted:  # a chunk at a time: memory stays bounded
-            for chunk in store.read(conn, parts[n][0]):
-                upload.write(chunk)
-            digest.update(bytes.fromhex(parts[n][2]))
-    except BaseException:
-        upload.abort()
-        raise
-    etag = f"{digest.hexdigest()}-{len(wanted)}"
-    upload.finish(etag)
-    _drop_upload(conn, upload_id)
-    inner = _tag("Location", f"/{bucket}/{key}") + _tag("Bucket", bucket) + _tag("Key", key) + _tag("ETag", f'"{etag}"')
-    return ("xml", 200, "CompleteMultipartUploadResult", inner)
+    return [tuple(parts[n]) for n, _ in wanted]
+
+
+def _forget_upload(conn, upload_id: str) -> None:
+    """Drops the upload and the parts it still has (inside the caller's transaction)."""
+    for (data,) in conn.execute("SELECT data FROM s3_parts WHERE upload = ?", (upload_id,)).fetchall():
+        store.drop_data(conn, data)
+    conn.execute("DELETE FROM s3_parts WHERE upload = ?", (upload_id,))
+    conn.execute("DELETE FROM s3_uploads WHERE id = ?", (upload_id,))
 
 
 def _drop_upload(conn, upload_id: str) -> None:
     with transaction(conn):
-        for (data,) in conn.execute("SELECT data FROM s3_parts WHERE upload = ?", (upload_id,)).fetchall():
-            store.drop_data(conn, data)
-        conn.execute("DELETE FROM s3_parts WHERE upload = ?", (upload_id,))
-        conn.execute("DELETE FROM s3_uploads WHERE id = ?", (upload_id,))
+        _forget_upload(conn, upload_id)
     store.reap(conn)
 
 

@@ -5,9 +5,11 @@ chunks (`blob_chunks`, 512 KiB rows) written a few MiB per short transaction
 so a large upload never holds the write lock for long; with the external one
 (`external.py`), one object in the host's S3 bucket (`location`). Which one
 new uploads use is the app's choice (`blob_apps`); reads follow each upload's
-own location, so an app switching backends keeps every object readable. The
-object row (`blob_objects`) is switched to the new upload in one transaction
-at the end, so a half-written upload is never visible and concurrent writers
+own location, so an app switching backends keeps every object readable. An
+object completed from multipart parts in the cartridge is made of the parts'
+uploads (`blob_pieces`), so completing it copies nothing. The object row
+(`blob_objects`) is switched to the new upload in one transaction at the
+end, so a half-written upload is never visible and concurrent writers
 to one key replace it atomically (the last to finish wins). Replaced and
 abandoned uploads become orphans and are swept once no reader can still be
 on them; external bytes go through `blob_trash` and are deleted after the
@@ -112,6 +114,17 @@ MIGRATIONS = [
         backend TEXT NOT NULL
     ) STRICT;
     """,
+    """
+    -- The bytes of an object completed from multipart parts: the parts' own
+    -- uploads (state 'piece', owned by the whole) in order, not a copy of them.
+    CREATE TABLE blob_pieces(
+        data INTEGER NOT NULL,
+        start INTEGER NOT NULL,
+        piece INTEGER NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        PRIMARY KEY(data, start)
+    ) STRICT;
+    """,
 ]
 
 BACKENDS = ("internal", "s3")
@@ -173,7 +186,7 @@ def check_key(key: Any) -> str:
 
 
 def usage(conn: apsw.Connection, app: str) -> int:
-    """Bytes the app's live objects, uploads in progress and multipart parts take."""
+    """Bytes the app's live objects, uploads in progress and multipart parts take (pieces count in their whole)."""
     return conn.execute(
         "SELECT coalesce(sum(size), 0) FROM blob_data WHERE app = ? AND state IN ('live', 'writing', 'part')", (app,)
     ).fetchone()[0]
@@ -197,11 +210,15 @@ def orphan(conn: apsw.Connection, data: int, now: float) -> None:
 
 
 def drop_data(conn: apsw.Connection, data: int) -> None:
+    """Deletes an upload's bytes, with its pieces if it is made of parts."""
     conn.execute(
         "INSERT OR IGNORE INTO blob_trash(location, pending, since) "
         "SELECT location, pending, ? FROM blob_data WHERE id = ? AND location IS NOT NULL",
         (time.time(), data),
     )
+    for (piece,) in conn.execute("SELECT piece FROM blob_pieces WHERE data = ?", (data,)).fetchall():
+        drop_data(conn, piece)
+    conn.execute("DELETE FROM blob_pieces WHERE data = ?", (data,))
     conn.execute("DELETE FROM blob_chunks WHERE data = ?", (data,))
     conn.execute("DELETE FROM blob_data WHERE id = ?", (data,))
 
@@ -250,10 +267,10 @@ class Chunks:
 
     def _put(self, n: int) -> None:
         """Writes the first n buffered bytes as chunks, in one short transaction."""
-        with transaction(self.conn):
+        with memoryview(self.buffer) as view, transaction(self.conn):  # SQLite copies the bytes from the buffer itself
             for off in range(0, n, CHUNK):
-                piece = bytes(self.buffer[off : min(off + CHUNK, n)])
-                self.conn.execute("INSERT INTO blob_chunks(data, seq, bytes) VALUES (?, ?, ?)", (self.data, self.seq, piece))
+                self.conn.execute("INSERT INTO blob_chunks(data, seq, bytes) VALUES (?, ?, ?)",
+                                  (self.data, self.seq, view[off : min(off + CHUNK, n)]))
                 self.seq += 1
             self.conn.execute("UPDATE blob_data SET size = size + ?, changed_at = ? WHERE id = ?", (n, time.time(), self.data))
         del self.buffer[:n]
@@ -432,7 +449,7 @@ def read(conn: apsw.Connection, data: int, start: int = 0, end: int | None = Non
     if location is not None:
         yield from external_bucket().read(location, start, end)
         return
-    yield from _read_chunks(conn, data, start, end)
+    yield from _read_internal(conn, data, start, end)
 
 
 async def stream(conn: apsw.Connection, data: int, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
@@ -442,8 +459,21 @@ async def stream(conn: apsw.Connection, data: int, start: int = 0, end: int | No
         async for piece in external_bucket().aread(location, start, end):
             yield piece
         return
-    for chunk in _read_chunks(conn, data, start, end):
+    for chunk in _read_internal(conn, data, start, end):
         yield chunk
+
+
+def _read_internal(conn: apsw.Connection, data: int, start: int, end: int | None) -> Iterator[bytes]:
+    pieces = conn.execute(
+        "SELECT start, piece, size FROM blob_pieces WHERE data = ? AND start + size > ? AND (?3 IS NULL OR start < ?3) "
+        "ORDER BY start",
+        (data, start, end),
+    ).fetchall()
+    if not pieces:
+        yield from _read_chunks(conn, data, start, end)
+        return
+    for at, piece, size in pieces:
+        yield from _read_chunks(conn, piece, max(start - at, 0), size if end is None else min(end - at, size))
 
 
 def _read_chunks(conn: apsw.Connection, data: int, start: int, end: int | None) -> Iterator[bytes]:
@@ -587,10 +617,17 @@ def _copy_rows(conn, app, bucket, source, dest, dest_bucket, meta, data, copied,
                 "INSERT INTO blob_data(app, size, state, changed_at, location) VALUES (?, ?, 'live', ?, ?) RETURNING id",
                 (app, meta["size"], now, copied),
             ).fetchone()[0]
-            conn.execute(
-                "INSERT INTO blob_chunks(data, seq, bytes) SELECT ?, seq, bytes FROM blob_chunks WHERE data = ? ORDER BY seq",
-                (new, data),
-            )
+            _copy_chunks(conn, data, new)
+            for start, piece, size in conn.execute(
+                "SELECT start, piece, size FROM blob_pieces WHERE data = ? ORDER BY start", (data,)
+            ).fetchall():
+                copied_piece = conn.execute(
+                    "INSERT INTO blob_data(app, size, state, changed_at) VALUES (?, ?, 'piece', ?) RETURNING id",
+                    (app, size, now),
+                ).fetchone()[0]
+                _copy_chunks(conn, piece, copied_piece)
+                conn.execute("INSERT INTO blob_pieces(data, start, piece, size) VALUES (?, ?, ?, ?)",
+                             (new, start, copied_piece, size))
         else:
             new = data
             src = bucket_id(conn, app, bucket)
@@ -601,6 +638,39 @@ def _copy_rows(conn, app, bucket, source, dest, dest_bucket, meta, data, copied,
             orphan(conn, old[0], now)
         _point(conn, bid, dest, new, meta["size"], meta["etag"], meta["contentType"], meta["metadata"], now, now)
     return describe(dest_bucket, dest, meta["size"], meta["etag"], meta["contentType"], meta["metadata"], now, now)
+
+
+def _copy_chunks(conn: apsw.Connection, source: int, dest: int) -> None:
+    conn.execute(
+        "INSERT INTO blob_chunks(data, seq, bytes) SELECT ?, seq, bytes FROM blob_chunks WHERE data = ? ORDER BY seq",
+        (dest, source),
+    )
+
+
+def assemble(conn: apsw.Connection, app: str, bucket: str, key: str, parts: list[tuple[int, int]], etag: str,
+             content_type: str, metadata: dict[str, str]) -> dict[str, Any]:
+    """Makes `key` the object made of these part uploads ((data id, size), in order, in the cartridge),
+    inside the caller's transaction: the parts' chunks become the object's without being copied."""
+    now = time.time()
+    size = sum(n for _, n in parts)
+    whole = conn.execute(
+        "INSERT INTO blob_data(app, size, state, changed_at) VALUES (?, ?, 'live', ?) RETURNING id", (app, size, now)
+    ).fetchone()[0]
+    start = 0
+    for piece, n in parts:
+        if not n:  # holds nothing, and would share its start with the next piece
+            drop_data(conn, piece)
+            continue
+        conn.execute("UPDATE blob_data SET state = 'piece', changed_at = ? WHERE id = ?", (now, piece))
+        conn.execute("INSERT INTO blob_pieces(data, start, piece, size) VALUES (?, ?, ?, ?)", (whole, start, piece, n))
+        start += n
+    bid = bucket_id(conn, app, bucket, create=True)
+    old = conn.execute("SELECT data, created_at FROM blob_objects WHERE bucket = ? AND key = ?", (bid, key)).fetchone()
+    if old:
+        orphan(conn, old[0], now)
+    created = old[1] if old else now
+    _point(conn, bid, key, whole, size, etag, content_type, metadata, created, now)
+    return describe(bucket, key, size, etag, content_type, metadata, created, now)
 
 
 def buckets(conn: apsw.Connection, app: str) -> list[dict[str, Any]]:
@@ -673,6 +743,7 @@ def forget(conn: apsw.Connection, app: str) -> None:
         "SELECT location, pending, ? FROM blob_data WHERE app = ? AND location IS NOT NULL",
         (time.time(), app),
     )
+    conn.execute("DELETE FROM blob_pieces WHERE data IN (SELECT id FROM blob_data WHERE app = ?)", (app,))
     conn.execute("DELETE FROM blob_chunks WHERE data IN (SELECT id FROM blob_data WHERE app = ?)", (app,))
     conn.execute("DELETE FROM blob_data WHERE app = ?", (app,))
     conn.execute("DELETE FROM blob_apps WHERE app = ?", (app,))
