@@ -40,7 +40,10 @@ def write_readme(r: dict) -> None:
                 + ", ".join(f"{k} {v} ms" for k, v in c["breakdown"].items())
                 + ". Nearly all of it is inside the guest call: the first touches of the snapshot's",
                 "memory pages (copy-on-write faults) and the JS work (`JSON.parse` of the request head, `new Request`,",
-                "the handler, `Response.json`, reading the body back). Building the request JSON and decoding the",
+                "the handler, `Response.json`, reading the body back). What the engine creates lazily on first use",
+                "(standard constructors, prototypes, shapes, in the app's realm and in the realm of the componentize-js",
+                "bindings) is created at build time by the SDK's warm-up and lives in the snapshot; the promises'",
+                "async-stack capture remains. Building the request JSON and decoding the",
                 "result in Python is a few µs; a small complete response comes back inline in the export's result,",
                 "so the trivial handler makes no host call at all.",
                 "",

@@ -218,6 +218,43 @@ function cronHandler(app, crons, name) {
   throw new TypeError(`no handler for cron entry '${name}': give it a "file" or export default { async scheduled(event, ctx) { ... } }`);
 }
 
+async function serveFetch(app, json) {
+  const head = JSON.parse(json);
+  currentRequestId = head.requestId;
+  currentApp = head.app;
+  try {
+    if (!app || typeof app.fetch !== 'function') {
+      throw new TypeError('the app has no fetch handler: export default { async fetch(request, ctx) { ... } }');
+    }
+    const init = { method: head.method, headers: head.headers };
+    const state = { streamed: false, used: false };
+    if (head.hasBody) {
+      init.body = requestBody(state);
+      init.duplex = 'half';
+    }
+    const request = new Request(head.url, init);
+    if (head.hasBody) bodies.set(request, state);
+    currentRequest = request;
+    const pending = [];
+    const ctx = {
+      requestId: head.requestId,
+      app: head.app,
+      env: Object.freeze(head.env || {}),
+      waitUntil(promise) { pending.push(promise); },
+      passThroughOnException() {},
+    };
+    const response = await app.fetch(request, ctx);
+    if (!(response instanceof NativeResponse)) {
+      throw new TypeError(`fetch must return a Response, got ${response === null ? 'null' : typeof response}`);
+    }
+    const result = await sendResponse(response);
+    if (pending.length) await Promise.allSettled(pending);
+    return result;
+  } catch (e) {
+    return failure(e);
+  }
+}
+
 export function handlerFor(app, crons = {}) {
   return {
     async scheduled(json) {
@@ -248,41 +285,8 @@ export function handlerFor(app, crons = {}) {
         return failure(e);
       }
     },
-    async fetch(json) {
-      const head = JSON.parse(json);
-      currentRequestId = head.requestId;
-      currentApp = head.app;
-      try {
-        if (!app || typeof app.fetch !== 'function') {
-          throw new TypeError('the app has no fetch handler: export default { async fetch(request, ctx) { ... } }');
-        }
-        const init = { method: head.method, headers: head.headers };
-        const state = { streamed: false, used: false };
-        if (head.hasBody) {
-          init.body = requestBody(state);
-          init.duplex = 'half';
-        }
-        const request = new Request(head.url, init);
-        if (head.hasBody) bodies.set(request, state);
-        currentRequest = request;
-        const pending = [];
-        const ctx = {
-          requestId: head.requestId,
-          app: head.app,
-          env: Object.freeze(head.env || {}),
-          waitUntil(promise) { pending.push(promise); },
-          passThroughOnException() {},
-        };
-        const response = await app.fetch(request, ctx);
-        if (!(response instanceof NativeResponse)) {
-          throw new TypeError(`fetch must return a Response, got ${response === null ? 'null' : typeof response}`);
-        }
-        const result = await sendResponse(response);
-        if (pending.length) await Promise.allSettled(pending);
-        return result;
-      } catch (e) {
-        return failure(e);
-      }
+    fetch(json) {
+      return serveFetch(app, json);
     },
   };
 }
@@ -296,3 +300,46 @@ export function mountPrefix() {
   const prefix = currentRequest?.headers.get('x-forwarded-prefix');
   return prefix ?? `/${currentApp}`;
 }
+
+// Build-time warm-up. componentize-js snapshots the module's top level with
+// Wizer, and every request starts from that snapshot in a fresh instance, so
+// whatever the engine creates lazily on first use (standard constructors and
+// prototypes, object shapes, atoms) is paid by every request unless it exists
+// at build time. Two realms need it: this one, warmed by serving one request to
+// a built-in app through the SDK's own path (inline response: no host call),
+// and the realm in which componentize-js evaluates its export/import bindings
+// (each export call there builds a promise and typed-array and DataView views
+// of memory), reached through the Function constructor of an imported function.
+function warmUp() {
+  try {
+    logWrite.constructor(`
+      for (const name of Object.getOwnPropertyNames(globalThis)) {
+        const value = globalThis[name];
+        if (typeof value === 'function') value.prototype;
+        else if (name === 'WebAssembly') for (const c of Object.values(value)) c.prototype;
+      }
+      const bytes = new Uint8Array(new ArrayBuffer(8), 0, 4);
+      new TextEncoder().encodeInto('{}', bytes);
+      new TextDecoder().decode(bytes);
+      new DataView(bytes.buffer).setUint32(0, 1, true);
+      (async () => { await (async () => '')(); })();
+    `)();
+  } catch {
+    // A componentize-js that lays out its bindings differently only loses the warm-up.
+  }
+  const app = {
+    async fetch(request) {
+      new URL(request.url).searchParams.get('q');
+      request.headers.get('host');
+      new Response('', { status: 404 });
+      return Response.json({ ok: true });
+    },
+  };
+  const head = { method: 'GET', url: 'http://warm-up/?q=1', headers: [['host', 'warm-up']], requestId: '', hasBody: false, app: '' };
+  serveFetch(app, JSON.stringify(head)).then(() => {
+    currentRequestId = '';
+    currentApp = '';
+    currentRequest = null;
+  });
+}
+warmUp();
