@@ -97,7 +97,10 @@ def cron_scheduler(settings: HostSettings, clock=None, threads: int | None = Non
 
 def rsgi_app() -> HttpTrigger:
     """Granian's factory: one Host and one HTTP trigger per worker process."""
+    from .serve import claim_core
+
     settings = HostSettings.from_env()
+    claim_core(settings)  # before the worker starts any thread
     host = Host(settings)
     host.start_ticker()
     return HttpTrigger(host, settings.domain)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -70,14 +71,50 @@ class SchedulerProcess:
         self._thread.join()
 
 
+def claim_core(settings: HostSettings) -> int | None:
+    """Pins this worker process, and every thread it starts later, to a core no sibling holds.
+
+    Only when there are at least as many workers as usable cores. A worker's
+    wasm thread replaces copy-on-write pages and unmaps a whole instance on
+    every request, and each of those flushes the TLB of every core where
+    another thread of the process runs at that moment (an IPI, slow in a VM).
+    With the event loop and the wasm thread on one core the flushes stay local,
+    and the other workers keep the other cores busy. The claim is an exclusive
+    lock on a file per core in the cache folder, held for the worker's
+    lifetime, so a respawned worker takes the core its predecessor left.
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    if settings.workers < len(cores):
+        return None
+    folder = settings.cache_dir / "cores"
+    folder.mkdir(parents=True, exist_ok=True)
+    for core in cores:
+        fd = os.open(folder / f"{core}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _claimed.append(fd)  # open for as long as the process lives
+        for tid in os.listdir("/proc/self/task"):
+            os.sched_setaffinity(int(tid), {core})
+        return core
+    return None
+
+
+_claimed: list[int] = []
+
+
 def serve(settings: HostSettings) -> int:
+    import msgspec
     from granian import Granian
-    from granian.constants import Interfaces
+    from granian.constants import Interfaces, Loops
 
     from . import cartridge
 
     cartridge.connect(settings.cartridge).close()  # create and migrate once, before workers race to
     workers = settings.workers or os.cpu_count() or 1
+    settings = msgspec.structs.replace(settings, workers=workers)  # the workers read it to claim cores
     os.environ.update(settings.to_env())  # workers read their settings from the environment
     print(
         f"fazt-host serving {settings.cartridge} on http://{settings.host}:{settings.port} with {workers} workers",
@@ -92,6 +129,7 @@ def serve(settings: HostSettings) -> int:
             address=settings.host,
             port=settings.port,
             interface=Interfaces.RSGI,
+            loop=Loops.uvloop,
             workers=workers,
             factory=True,
             respawn_failed_workers=True,
