@@ -133,6 +133,7 @@ def _storage(s: dict) -> list[str]:
             f"| PUT, tuned client | {tuned['putMBps']} | {tuned['putVsCopy']} |",
             f"| GET, tuned client | {tuned['getMBps']} | {tuned['getVsCopy']} |",
         ]
+    lines += _ceiling(s.get("ceiling"), big, tuned)
     exact, rss = str(big["byteExact"]), f"{big['anonRssGrowthMiB']} MiB"
     if tuned:
         exact += f" and {tuned['byteExact']}"
@@ -141,8 +142,20 @@ def _storage(s: dict) -> list[str]:
         "",
         f"- byte-exact: {exact}; workers' anonymous RSS growth: {rss} "
         "(RSS proper also counts the cartridge pages the memory map touched, which are page cache)",
-        f"- 8 MiB through a handler (files app: bytes read in the guest and uploaded; an object downloaded into "
-        f"the guest and returned): in {guest['inMBps']} MB/s, out {guest['outMBps']} MB/s, byte-exact {guest['byteExact']}",
+    ]
+    if "pipeInMBps" in guest:
+        lines.append(
+            f"- 8 MiB through a handler (files app): `upload(key, request.body)` piped host-side {guest['pipeInMBps']} "
+            f"MB/s in, `stream(key)` {guest['streamOutMBps']} MB/s out (byte-exact {guest['pipeByteExact']}); with the "
+            f"bytes materialized in the guest (body read in the guest and uploaded; object downloaded into the guest "
+            f"and returned): in {guest['inMBps']} MB/s, out {guest['outMBps']} MB/s (byte-exact {guest['byteExact']})"
+        )
+    else:
+        lines.append(
+            f"- 8 MiB through a handler (files app: bytes read in the guest and uploaded; an object downloaded into "
+            f"the guest and returned): in {guest['inMBps']} MB/s, out {guest['outMBps']} MB/s, byte-exact {guest['byteExact']}"
+        )
+    lines += [
         "",
         f"| {small['fazt-host']['n']:,} × 4 KiB objects, one client | PUT/s | GET/s |",
         "|---|---|---|",
@@ -151,6 +164,29 @@ def _storage(s: dict) -> list[str]:
         lines.append(f"| {name} | {v['putPerS']:,} | {v['getPerS']:,} |")
     lines += ["", "moto_server is an S3 server written in Python (the floor); raw SQLite is the same bytes inserted "
               "by one APSW connection, one transaction each, no HTTP (the ceiling).", ""]
+    return lines
+
+
+def _ceiling(c: dict | None, big: dict, tuned: dict | None) -> list[str]:
+    """The null S3 server rows: what this client reaches with no storage work, and fazt-host's share of it."""
+    if not c:
+        return []
+    rows = [("PUT", "put", big["putMBps"]), ("GET", "get", big["getMBps"])]
+    if tuned and "putTuned" in c:
+        rows += [("PUT, tuned client", "putTuned", tuned["putMBps"]), ("GET, tuned client", "getTuned", tuned["getMBps"])]
+    lines = [
+        "",
+        "The same transfers against a null S3 server (`bench/peers/null_s3.py`: Granian RSGI, 2 workers, uvloop; "
+        "it reads and drops request bodies and serves zeros) are boto3 and HTTP on loopback with no storage work: "
+        "the most any S3 server could get from this client on this machine.",
+        "",
+        f"| {c.get('bytes', big['bytes']) >> 20} MiB object | null S3 server MB/s | fazt-host MB/s | "
+        "fazt-host ÷ null S3 server |",
+        "|---|---|---|---|",
+    ]
+    for label, key, fazt in rows:
+        if key in c:
+            lines.append(f"| {label} | {c[key]} | {fazt} | {_ratio(fazt, c[key])} |")
     return lines
 
 

@@ -4,8 +4,13 @@
   backend) against a plain copy of the same file on the same disk (the
   physical limit), with the workers' RSS growth: with boto3's default
   transfer settings, and with larger parts and reads (TUNED).
-- 8 MiB through a handler: bytes made in the guest uploaded (list<u64> words),
-  and an object downloaded into the guest (base64) and returned.
+- The client's ceiling: the same upload_file/download_file against a null S3
+  server (bench/peers/null_s3.py: bodies read and dropped, objects made of
+  zeros), i.e. boto3 and HTTP on loopback with no storage work behind them.
+- 8 MiB through a handler: the request body read into the guest and uploaded
+  from there, and an object downloaded into the guest and returned; then the
+  same bytes without crossing the sandbox: `upload(key, request.body)` (piped
+  host-side) and `stream(key)` (streamed by the host).
 - Many small objects: PUT/GET of 4 KiB objects through the S3 endpoint, against
   moto_server (an S3 server in Python: a floor) and raw SQLite inserts of the
   same bytes (a ceiling), with the same boto3 client settings.
@@ -60,11 +65,16 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def large_object(s3, size: int, config: TransferConfig | None = None) -> dict:
+def _write_source(size: int) -> Path:
     src = WORK / "storage-large.bin"
     with open(src, "wb") as f:
         for _ in range(size // (64 * MIB)):
             f.write(os.urandom(64 * MIB))
+    return src
+
+
+def large_object(s3, size: int, config: TransferConfig | None = None) -> dict:
+    src = _write_source(size)
     kw = {"Config": config} if config else {}
     copy_s = timed(lambda: shutil.copyfile(src, WORK / "storage-large.copy"))
     put_s = timed(lambda: s3.upload_file(str(src), "big", "large.bin", **kw))
@@ -77,6 +87,38 @@ def large_object(s3, size: int, config: TransferConfig | None = None) -> dict:
         "bytes": size, "byteExact": same, "fileCopyMBps": mbps(copy_s), "putMBps": mbps(put_s), "getMBps": mbps(get_s),
         "putVsCopy": round(copy_s / put_s, 2), "getVsCopy": round(copy_s / get_s, 2),
     }
+
+
+def null_s3_ceiling(size: int) -> dict:
+    """upload_file/download_file of SIZE bytes against the null S3 server, default and tuned client.
+
+    Timed as large_object times fazt-host (a fresh random file, the download written
+    to a file); the bytes that come back are zeros, so they are not compared.
+    """
+    port = peers.free_port()
+    proc = peers.start("null-s3", port)
+    try:
+        s3 = s3_client(f"http://127.0.0.1:{port}", "x", "y")
+        s3.create_bucket(Bucket="null")
+        key = f"null-{size}"  # the null server serves an object of the size its key names
+        mbps = lambda s: round(size / MIB / s, 1)  # noqa: E731
+        out = {"bytes": size}
+        for label, config in (("", None), ("Tuned", TUNED)):
+            src = _write_source(size)
+            back = WORK / "storage-null.back"
+            kw = {"Config": config} if config else {}
+            put_s = timed(lambda: s3.upload_file(str(src), "null", key, **kw))
+            get_s = timed(lambda: s3.download_file("null", key, str(back), **kw))
+            if back.stat().st_size != size:
+                raise RuntimeError(f"null S3 download: {back.stat().st_size} bytes, expected {size}")
+            src.unlink(missing_ok=True)
+            back.unlink(missing_ok=True)
+            out[f"put{label}"], out[f"get{label}"] = mbps(put_s), mbps(get_s)
+            log(f"null S3 server{', tuned client' if label else ''}: PUT {out[f'put{label}']} MB/s, "
+                f"GET {out[f'get{label}']} MB/s")
+        return out
+    finally:
+        peers.stop(proc)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -96,7 +138,16 @@ def guest_path(url: str) -> dict:
         up = min(timed(lambda: c.put("/files/bytes/docs/eight?upsert=1", content=body)) for _ in range(3))
         down = min(timed(lambda: c.get("/files/get/docs/eight")) for _ in range(3))
         exact = c.get("/files/get/docs/eight").content == body
-    return {"byteExact": exact, "inMBps": round(8 / up, 1), "outMBps": round(8 / down, 1)}
+        # The same bytes without crossing the sandbox: the SDK hands request.body to the host,
+        # which writes it to storage; stream() returns a body the host reads from storage.
+        pipe_up = min(timed(lambda: c.put("/files/pipe/docs/eight-pipe?upsert=1", content=body).raise_for_status())
+                      for _ in range(3))
+        stream_down = min(timed(lambda: c.get("/files/stream/docs/eight-pipe").raise_for_status()) for _ in range(3))
+        pipe_exact = c.get("/files/stream/docs/eight-pipe").content == body
+    return {
+        "byteExact": exact, "inMBps": round(8 / up, 1), "outMBps": round(8 / down, 1),
+        "pipeByteExact": pipe_exact, "pipeInMBps": round(8 / pipe_up, 1), "streamOutMBps": round(8 / stream_down, 1),
+    }
 
 
 def anon_rss_mib(server: FaztServer) -> list[float]:
@@ -173,6 +224,8 @@ def run(quick: bool = False) -> dict:
         results["small"] = {"fazt-host": small_objects(s3, n, "fazt-host")}
     finally:
         server.stop()
+    log(f"storage: {large // MIB} MiB object PUT/GET against the null S3 server (the client's ceiling)")
+    results["ceiling"] = null_s3_ceiling(large)
     port = peers.free_port()
     moto = moto_server(port)
     try:

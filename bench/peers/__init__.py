@@ -7,12 +7,16 @@ for the bare Granian ceiling) on 127.0.0.1:PORT:
                     against wasi:http/proxy@0.2.10, a fresh instance per request
     workerd         Cloudflare's runtime serving hello.js as an ES-module Worker
     granian         a bare Granian RSGI app returning the same JSON (2 workers)
+    null-s3         not a hello peer: an S3 server that stores nothing (null_s3.py,
+                    Granian RSGI, 2 workers, uvloop), the client's ceiling for
+                    the storage benchmark
 
     proc = start("workerd", 8787)   # returns once the port answers HTTP
     ...
     stop(proc)                      # kills the whole process group
 
-`start_wasmtime(port)`, `start_workerd(port)` and `start_granian(port)` are the
+`start_wasmtime(port)`, `start_workerd(port)`, `start_granian(port)` and
+`start_null_s3(port)` are the
 per-peer entry points; `start(name, port)` dispatches on PEERS. Everything the
 peers install or build goes under bench/.work/ (gitignored). From the repo
 root, `python -m bench.peers --help` serves one peer by hand or runs a quick
@@ -343,16 +347,41 @@ def start_granian(port: int, workers: int = 2) -> subprocess.Popen:
     return _spawn("granian", argv, port, cwd=PEERS_DIR)
 
 
+# --- null S3 server -------------------------------------------------------------
+
+
+def start_null_s3(port: int, workers: int = 2) -> subprocess.Popen:
+    """bench/peers/null_s3.py: S3 requests answered, bodies dropped, objects made of zeros."""
+    argv = [
+        VENV_PYTHON if VENV_PYTHON.exists() else sys.executable, "-m", "granian",
+        "--interface", "rsgi",
+        "--workers", str(workers),
+        "--loop", "uvloop",
+        "--host", HOST,
+        "--port", str(port),
+        "--working-dir", PEERS_DIR,
+        "--log-level", "warning",
+        "--no-access-log",
+        "null_s3:app",
+    ]
+    return _spawn("null-s3", argv, port, cwd=PEERS_DIR)
+
+
 PEERS: dict[str, Callable[[int], subprocess.Popen]] = {
     "wasmtime-serve": start_wasmtime,
     "workerd": start_workerd,
     "granian": start_granian,
 }
+# Started with start(name, port) like the others, but not a hello peer: `check` skips it.
+OTHER_PEERS: dict[str, Callable[[int], subprocess.Popen]] = {
+    "null-s3": start_null_s3,
+}
 
 
 def start(name: str, port: int) -> subprocess.Popen:
     """Start peer NAME on 127.0.0.1:PORT; returns once the port answers HTTP."""
+    starters = {**PEERS, **OTHER_PEERS}
     try:
-        return PEERS[name](port)
+        return starters[name](port)
     except KeyError:
-        raise ValueError(f"unknown peer {name!r}; known: {', '.join(PEERS)}") from None
+        raise ValueError(f"unknown peer {name!r}; known: {', '.join(starters)}") from None

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import urllib.request
 
-from . import HOST, PEERS, build_wasi_http, ensure_wasmtime, ensure_workerd, free_port, start, stop
+from . import HOST, OTHER_PEERS, PEERS, build_wasi_http, ensure_wasmtime, ensure_workerd, free_port, start, stop
 from . import wrk
 
 
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.peers", description="Benchmark peer servers")
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="serve one peer on 127.0.0.1 until Ctrl-C")
-    s.add_argument("name", choices=list(PEERS))
+    s.add_argument("name", choices=[*PEERS, *OTHER_PEERS])
     s.add_argument("--port", type=int, default=0)
     s.set_defaults(func=cmd_serve)
     c = sub.add_parser("check", help="start each peer, curl it, run a short wrk, stop it")
