@@ -95,9 +95,13 @@ def claim_core(settings: HostSettings) -> int | None:
         except BlockingIOError:
             os.close(fd)
             continue
+        try:
+            for tid in os.listdir("/proc/self/task"):
+                os.sched_setaffinity(int(tid), {core})
+        except OSError:  # a sandbox that forbids it: serve unpinned
+            os.close(fd)
+            return None
         _claimed.append(fd)  # open for as long as the process lives
-        for tid in os.listdir("/proc/self/task"):
-            os.sched_setaffinity(int(tid), {core})
         return core
     return None
 
