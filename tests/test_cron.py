@@ -555,6 +555,7 @@ def test_up_runs_schedules_once_per_host_with_cli(cartridge, tmp_path):
         tmp_path,
         {"name": "tick", "schedule": "every 1s", "file": "cron/tick.js"},
         {"name": "boom", "schedule": "@yearly"},
+        {"name": "nap", "schedule": "@yearly", "timeout": "1s"},
         {"name": "digest", "schedule": "0 7 * * 1-5", "timezone": "Europe/Berlin", "catchUp": "one",
          "overlap": "skip", "timeout": "5m", "retries": 3},
     )))
@@ -588,6 +589,10 @@ def test_up_runs_schedules_once_per_host_with_cli(cartridge, tmp_path):
     manual = [r for r in history(cartridge, "boom") if r["manual"]]
     assert len(manual) == 1 and manual[0]["status"] == "failed" and manual[0]["attempt"] == 1
     assert cartridge.cli("cron", "run", "cronapp", "tick", "--json").returncode == 0
+    started = time.monotonic()  # a handler waiting on a timer is stopped at its entry's timeout
+    nap = cartridge.cli("cron", "run", "cronapp", "nap", check=False)
+    assert nap.returncode == 1 and "time limit of 1000 ms" in nap.stdout, nap.stdout
+    assert time.monotonic() - started < 20  # the CLI maps the component first; the nap alone is 60 s
     missing = cartridge.cli("cron", "run", "cronapp", "nope", check=False)
     assert missing.returncode == 1 and "no cron entry 'nope'" in missing.stderr
     assert "no app named 'ghost'" in cartridge.cli("cron", "ghost", check=False).stderr

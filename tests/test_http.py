@@ -151,6 +151,19 @@ def test_infinite_loop_is_stopped_and_host_keeps_serving(served):
     assert served.get("/hello/hello").status_code == 200
 
 
+def test_a_handler_waiting_on_a_timer_is_stopped_at_its_limit(served):
+    # Waiting for a timer happens in the host's poll, out of the interrupt's reach: the SDK
+    # replaces a timer due after the limit (probe: 2000 ms) with one at the limit.
+    assert served.get("/probe/sleep?ms=50").json() == {"slept": 50}
+    for query in ("ms=20000", "ms=20000&interval"):
+        started = time.monotonic()
+        r = served.get(f"/probe/sleep?{query}")
+        assert r.status_code == 504, r.text
+        assert "time limit" in r.json()["error"]
+        assert time.monotonic() - started < 6
+    assert served.get("/hello/hello").status_code == 200
+
+
 def test_memory_bomb_gives_500_and_next_request_works(served):
     r = served.get("/probe/bomb")
     assert r.status_code == 500

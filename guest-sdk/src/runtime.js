@@ -43,6 +43,33 @@ globalThis.console = {
   trace: logger('debug'),
 };
 
+// The time limit. A guest waiting for a timer sleeps inside the host's poll,
+// where the wall-time interrupt cannot reach it, so a timer due after the limit
+// is replaced by one at the limit that spins: the host then stops the handler
+// there (504), and its wasm thread is free for the next request.
+// performance.now() counts from the instance's first call.
+const nativeSetTimeout = globalThis.setTimeout;
+const nativeSetInterval = globalThis.setInterval;
+let deadline = Infinity;
+
+function startClock(timeoutMs) {
+  deadline = typeof timeoutMs === 'number' ? performance.now() + timeoutMs : Infinity;
+}
+
+function stopAtLimit() {
+  for (;;) {} // past the limit: the host's interrupt ends this loop and the call
+}
+
+function bounded(native) {
+  return function (callback, delay, ...args) {
+    const remaining = deadline === Infinity ? Infinity : deadline - performance.now();
+    if ((Number(delay) || 0) > remaining) return nativeSetTimeout(stopAtLimit, Math.max(0, remaining));
+    return native(callback, delay, ...args);
+  };
+}
+globalThis.setTimeout = bounded(nativeSetTimeout);
+globalThis.setInterval = bounded(nativeSetInterval);
+
 // A request body is pulled from the host only when the handler reads it,
 // whole (arrayBuffer/bytes/text/json) or as `request.body`, a piece per pull.
 const bodies = new WeakMap(); // request -> { streamed, used }
@@ -220,6 +247,7 @@ function cronHandler(app, crons, name) {
 
 async function serveFetch(app, json) {
   const head = JSON.parse(json);
+  startClock(head.timeoutMs);
   currentRequestId = head.requestId;
   currentApp = head.app;
   try {
@@ -259,6 +287,7 @@ export function handlerFor(app, crons = {}) {
   return {
     async scheduled(json) {
       const ev = JSON.parse(json);
+      startClock(ev.timeoutMs);
       currentRequestId = ev.requestId;
       try {
         const handler = cronHandler(app, crons, ev.name);

@@ -435,6 +435,7 @@ class HttpTrigger:
             "requestId": rid,
             "hasBody": has_body,
             "app": deployed.name,
+            "timeoutMs": limits.timeout_ms,  # the SDK stops timers at it
         }
         if deployed.manifest.env:
             request["env"] = deployed.manifest.env

@@ -2,6 +2,7 @@
 // Entries without a file land in `scheduled`, which acts on the entry's name:
 //   boom*  throws          hang*  loops until the timeout       bomb*  exhausts memory
 //   slow*  busy for 1.5 s  crash* busy for 8 s on attempt 1 (the test kills the host meanwhile)
+//   nap*   waits 60 s for a timer (the entry's timeout stops it)
 //   anything else logs its event and returns.
 function busy(ms) {
   const end = Date.now() + ms;
@@ -22,6 +23,7 @@ export default {
       for (;;) hoard.push(new Uint8Array(1 << 20).fill(1));
     }
     if (name.startsWith('slow')) busy(1500);
+    if (name.startsWith('nap')) await new Promise((resolve) => setTimeout(resolve, 60000));
     if (name.startsWith('crash') && event.attempt === 1) busy(8000);
   },
 };

@@ -88,6 +88,15 @@ const routes = {
   async '/loop'() {
     for (;;) {}
   },
+  async '/sleep'(request) {
+    const ms = Number(new URL(request.url).searchParams.get('ms'));
+    if (new URL(request.url).searchParams.has('interval')) {
+      await new Promise((resolve) => setInterval(resolve, ms));
+    } else {
+      await sleep(ms);
+    }
+    return Response.json({ slept: ms });
+  },
   async '/bomb'() {
     const hold = [];
     for (;;) hold.push(new Uint8Array(1 << 20).fill(1));

@@ -115,6 +115,7 @@ def event_payload(deployed: Deployed, entry: CronEntry, run: Run, last: dict | N
         "manual": run.manual,
         "requestId": run.request_id,
         "app": deployed.name,
+        "timeoutMs": entry_limits(deployed, entry).timeout_ms,  # the SDK stops timers at it
     }
     if deployed.manifest.env:
         event["env"] = deployed.manifest.env
