@@ -8,6 +8,9 @@ import socket
 import time
 
 import httpx
+import pytest
+
+from conftest import APPS, TEST_APPS
 
 
 def test_hello_json_and_static_page(served):
@@ -256,6 +259,19 @@ def test_slow_request_body_times_out_without_stalling_the_worker(served):
     assert reply.startswith("HTTP/1.1 504"), reply
     assert "did not arrive" in reply
     assert time.monotonic() - started < 8
+
+
+def test_a_stalled_body_does_not_hold_up_its_worker(cartridge):
+    """The guest runs only once the body's first piece is in: a client that stalls costs only itself."""
+    cartridge.deploy(TEST_APPS / "probe", "--timeout-ms", "20000")
+    cartridge.deploy(APPS / "hello")
+    server = cartridge.serve(workers=1)
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(b"POST /probe/digest HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
+        assert server.get("/hello/hello").status_code == 200  # the only worker answers meanwhile
+        s.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            s.recv(1)  # while the stalled request is still waiting for its body
 
 
 def test_guest_cannot_set_framing_headers_or_forge_the_request_id(served):

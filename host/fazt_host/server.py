@@ -266,6 +266,23 @@ class Exchange:
             size += len(chunk)
         return parts[-1] if len(parts) == 1 else b"".join(parts)
 
+    async def prefetch(self) -> None:
+        """Waits for the body's first piece (or its end) before the guest runs.
+
+        A guest reading a body that has not arrived waits on the worker's one
+        wasm thread, and every request behind it waits too: a client that sends
+        headers and stalls should cost only itself. The piece is the first one
+        the guest (or the host, piping it to storage) reads.
+        """
+        ahead = self._ahead = asyncio.ensure_future(self._collect(pieces.PIECE))
+        ahead.add_done_callback(_retrieved)
+        try:
+            await asyncio.wait_for(asyncio.shield(ahead), max(0.0, self.deadline - time.monotonic()))
+        except TimeoutError:
+            ahead.cancel()
+            self.ended = True  # the client stopped sending: nothing to drain
+            raise HttpError(504, "the request body did not arrive before the time limit") from None
+
     async def drain_rest(self) -> None:
         """Reads and drops the body the request handling left unread."""
         ahead, self._ahead = self._ahead, None
@@ -447,6 +464,13 @@ class HttpTrigger:
         exchange.ended = not has_body
         invocation = Invocation(deployed.name, rid, limits, {"http": exchange, "base": base})
         payload = msgspec.json.encode(request).decode()
+        if has_body:
+            try:
+                await exchange.prefetch()
+            except HttpError as e:
+                return json_error(proto, e.status, str(e), rid)
+            except Exception:  # noqa: BLE001 - the client went away: the guest reads an error, as before
+                pass
 
         def run() -> None:
             exchange.started = time.monotonic()
