@@ -261,6 +261,27 @@ def test_slow_request_body_times_out_without_stalling_the_worker(served):
     assert time.monotonic() - started < 8
 
 
+def test_form_data_keeps_binary_files_byte_exact(served):
+    blob = bytes(range(256)) * 40 + b"\r\n--not-the-boundary\r\n"
+    r = served.client.post(
+        "/probe/form",
+        data={"title": "héllo", "empty": ""},
+        files={"file": ("data.bin", blob, "application/octet-stream"), "note": ('a "q".txt', b"text", "text/plain")},
+    )
+    assert r.status_code == 200, r.text
+    entries = {e["name"]: e for e in r.json()}
+    assert entries["title"]["value"] == "héllo" and entries["empty"]["value"] == ""
+    file = entries["file"]
+    assert (file["filename"], file["type"], file["size"]) == ("data.bin", "application/octet-stream", len(blob))
+    assert file["sha256"] == hashlib.sha256(blob).hexdigest()
+    assert entries["note"]["size"] == 4 and entries["note"]["type"] == "text/plain"
+    urlencoded = served.client.post("/probe/form", data={"a": "1 2", "b": "ü"})  # the engine's own parser
+    assert urlencoded.json() == [{"name": "a", "value": "1 2"}, {"name": "b", "value": "ü"}]
+    bad = served.client.post("/probe/form", content=b"no parts here",
+                             headers={"content-type": "multipart/form-data; boundary=xyz"})
+    assert bad.status_code == 500 and "malformed multipart" in bad.json()["error"]
+
+
 def test_a_stalled_body_does_not_hold_up_its_worker(cartridge):
     """The guest runs only once the body's first piece is in: a client that stalls costs only itself."""
     cartridge.deploy(TEST_APPS / "probe", "--timeout-ms", "20000")

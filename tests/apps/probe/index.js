@@ -88,6 +88,17 @@ const routes = {
   async '/loop'() {
     for (;;) {}
   },
+  async '/form'(request) {
+    const entries = [];
+    for (const [name, value] of await request.formData()) {
+      if (typeof value === 'string') entries.push({ name, value });
+      else {
+        const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', await value.arrayBuffer()));
+        entries.push({ name, filename: value.name, type: value.type, size: value.size, sha256: digest.toHex() });
+      }
+    }
+    return Response.json(entries);
+  },
   async '/sleep'(request) {
     const ms = Number(new URL(request.url).searchParams.get('ms'));
     if (new URL(request.url).searchParams.has('interval')) {
