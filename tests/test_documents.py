@@ -119,6 +119,61 @@ def test_operators(db, where, expected):
     assert names(db.select(where=where)) == expected
 
 
+TYPED = [
+    {"name": "one", "k": 1},
+    {"name": "true", "k": True},
+    {"name": "zero", "k": 0},
+    {"name": "false", "k": False},
+    {"name": "text1", "k": "1"},
+    {"name": "real1", "k": 1.5},
+    {"name": "null", "k": None},
+    {"name": "missing"},
+    {"name": "list", "a": [1, True], "o": {"k": True}},
+    {"name": "list2", "a": [True], "o": {"k": 1}},
+]
+
+
+@pytest.mark.parametrize(
+    "where, expected",
+    [
+        ([["eq", "k", 1]], ["one"]),
+        ([["eq", "k", True]], ["true"]),
+        ([["eq", "k", 0]], ["zero"]),
+        ([["eq", "k", False]], ["false"]),
+        ([["eq", "k", "1"]], ["text1"]),
+        ([["neq", "k", True]], ["one", "zero", "false", "text1", "real1"]),
+        ([["neq", "k", 1]], ["true", "zero", "false", "text1", "real1"]),
+        ([["in", "k", [0, 1]]], ["one", "zero"]),
+        ([["in", "k", [True, False]]], ["true", "false"]),
+        ([["in", "k", [True, 0]]], ["true", "zero"]),
+        ([["in", "k", [True, 1]]], ["one", "true"]),
+        ([["not", ["in", "k", [0, 1]]]], ["true", "false", "text1", "real1"]),
+        ([["not", ["eq", "k", True]]], ["one", "zero", "false", "text1", "real1"]),
+        ([["or", [["eq", "k", True], ["eq", "k", 0]]]], ["true", "zero"]),
+        ([["is", "k", True]], ["true"]),
+        ([["contains", "a", [1]]], ["list"]),
+        ([["contains", "a", [True]]], ["list", "list2"]),
+        ([["contains", "o", {"k": True}]], ["list"]),
+        ([["contains", "o", {"k": 1}]], ["list2"]),
+    ],
+)
+def test_booleans_and_numbers_keep_their_json_type(db, where, expected):
+    db.declare("a", {"notes": ["k"]})
+    db.insert(TYPED)
+    assert sorted(names(db.select(where=where))) == sorted(expected)
+
+
+def test_typed_equality_still_uses_the_index(db):
+    db.declare("a", {"notes": ["k"]})
+    db.insert(TYPED)
+    for value in (True, False, 0, 1, "x", 7):
+        plan = db.plan(where=[["eq", "k", value]])
+        assert "(<expr>=?)" in plan and "SCAN" not in plan, (value, plan)
+    for values in ([True, 1], [0, 1], [True]):
+        plan = db.plan(where=[["in", "k", values]])
+        assert "(<expr>=?)" in plan and "SCAN" not in plan, (values, plan)
+
+
 def test_projection_order_range_count_single(db):
     db.insert(PEOPLE)
     rows = db.select(columns="name,town:address.city", order=[{"field": "age", "ascending": False}, {"field": "name"}])

@@ -142,7 +142,7 @@ def test_remove_copy_move(conn):
     data = os.urandom(CHUNK + 7)
     put(conn, "src", data)
     put(conn, "dst", b"old")
-    store.copy(conn, "a", "files", "src", "dst")
+    store.copy(conn, "a", "files", "src", "dst", upsert=True)
     assert get(conn, "dst") == data and get(conn, "src") == data
     store.copy(conn, "a", "files", "src", "elsewhere/x", dest_bucket="other")
     assert get(conn, "elsewhere/x", bucket="other") == data
@@ -155,6 +155,38 @@ def test_remove_copy_move(conn):
     store.sweep(conn, now=time.time() + store.ORPHAN_GRACE_S + 1)
     live = conn.execute("SELECT coalesce(sum(size), 0) FROM blob_data").fetchone()[0]
     assert live == 2 * len(data)  # dst and other/elsewhere/x
+
+
+def test_copy_and_move_refuse_an_existing_destination_unless_upsert(conn):
+    put(conn, "src", b"new")
+    put(conn, "dst", b"old")
+    put(conn, "dst", b"old", bucket="other")
+    for move in (False, True):
+        for dest, bucket in (("dst", None), ("dst", "other"), ("src", None)):
+            with pytest.raises(StorageError) as e:
+                store.copy(conn, "a", "files", "src", dest, dest_bucket=bucket, move=move)
+            assert (e.value.status, e.value.error) == (409, "Duplicate")
+    assert get(conn, "dst") == b"old" and get(conn, "dst", bucket="other") == b"old" and get(conn, "src") == b"new"
+    store.copy(conn, "a", "files", "src", "dst", upsert=True)
+    assert get(conn, "dst") == b"new"
+    store.copy(conn, "a", "files", "src", "dst", dest_bucket="other", upsert=True, move=True)
+    assert get(conn, "dst", bucket="other") == b"new" and not store.listing(conn, "a", "files", "src")[0]
+    store.copy(conn, "a", "files", "dst", "fresh")  # a free destination needs no upsert
+    assert get(conn, "fresh") == b"new"
+
+
+def test_a_copy_can_replace_the_metadata_and_onto_itself_changes_only_that(conn):
+    put(conn, "src", b"bytes", ctype="text/plain")
+    copied = store.copy(conn, "a", "files", "src", "dst", content_type="x/new", metadata={"k": "v"})
+    assert (copied["contentType"], copied["metadata"]) == ("x/new", {"k": "v"})
+    meta = store.head(conn, "a", "files", "dst")[0]
+    assert (meta["contentType"], meta["metadata"]) == ("x/new", {"k": "v"})
+    assert store.head(conn, "a", "files", "src")[0]["contentType"] == "text/plain"
+    chunks = chunk_rows(conn)
+    store.copy(conn, "a", "files", "src", "src", upsert=True, content_type="y/z", metadata={"a": "b"})
+    meta, _ = store.head(conn, "a", "files", "src")
+    assert (meta["contentType"], meta["metadata"]) == ("y/z", {"a": "b"}) and get(conn, "src") == b"bytes"
+    assert chunk_rows(conn) == chunks  # in place: no bytes copied
 
 
 def put_parts(conn, key, parts, app="a", bucket="files"):
@@ -181,7 +213,7 @@ def test_an_object_made_of_parts_reads_copies_moves_and_is_swept_whole(conn):
     store.copy(conn, "a", "files", "whole", "copy")
     store.copy(conn, "a", "files", "whole", "moved", move=True)
     put(conn, "copy-of-copy", b"old")
-    store.copy(conn, "a", "files", "copy", "copy-of-copy")
+    store.copy(conn, "a", "files", "copy", "copy-of-copy", upsert=True)
     store.remove(conn, "a", "files", ["moved", "copy"])
     store.sweep(conn, now=time.time() + store.ORPHAN_GRACE_S + 1)
     assert get(conn, "copy-of-copy") == data and store.usage(conn, "a") == len(data)

@@ -158,6 +158,21 @@ def test_listing_copy_move_remove_through_the_sdk(host):
     assert sorted(r["name"] for r in removed) == ["l/a.txt", "l/a2.txt"]
 
 
+def test_copy_and_move_refuse_an_existing_destination_unless_upsert(host):
+    _, s = host
+    for k in ["cm/a", "cm/b"]:
+        ok(s.request("PUT", f"/files/pipe/docs/{k}?upsert=1", content=k.encode()))
+    for action in ("copy", "move"):
+        r = s.request("POST", f"/files/{action}/docs", json={"from": "cm/a", "to": "cm/b"}).json()
+        assert r["error"]["error"] == "Duplicate" and r["error"]["statusCode"] == "409", (action, r)
+        assert s.get("/files/get/docs/cm/b").content == b"cm/b" and s.get("/files/get/docs/cm/a").content == b"cm/a"
+    ok(s.request("POST", "/files/copy/docs", json={"from": "cm/a", "to": "cm/b", "upsert": True}))
+    assert s.get("/files/get/docs/cm/b").content == b"cm/a"
+    ok(s.request("PUT", "/files/pipe/docs/cm/c?upsert=1", content=b"c"))
+    ok(s.request("POST", "/files/move/docs", json={"from": "cm/c", "to": "cm/b", "upsert": True}))
+    assert s.get("/files/get/docs/cm/b").content == b"c" and s.get("/files/exists/docs/cm/c").json()["data"] is False
+
+
 def test_cli_and_isolation(host, tmp_path):
     cart, s = host
     listing = json.loads(cart.cli("blobs", "files", "--json").stdout)

@@ -150,8 +150,9 @@ class Bucket {
     return r.error ? r : { data: r.data.map((o) => entry(o, '')), error: null };
   }
 
-  async copy(from, to, { destinationBucket } = {}) {
-    const r = ask(call, { op: 'copy', bucket: this.bucket, key: from, to, toBucket: destinationBucket ?? '' });
+  // An existing destination is refused with Duplicate unless `upsert: true`.
+  async copy(from, to, { destinationBucket, upsert = false } = {}) {
+    const r = ask(call, { op: 'copy', bucket: this.bucket, key: from, to, toBucket: destinationBucket ?? '', upsert });
     return r.error ? r : { data: { path: to }, error: null };
   }
 
@@ -181,8 +182,9 @@ class Bucket {
     return { data: { publicUrl: `${mountPrefix()}/storage/v1/object/public/${this.bucket}/${encodeURI(path)}` } };
   }
 
-  async move(from, to, { destinationBucket } = {}) {
-    const r = ask(call, { op: 'move', bucket: this.bucket, key: from, to, toBucket: destinationBucket ?? '' });
+  // An existing destination is refused with Duplicate unless `upsert: true`.
+  async move(from, to, { destinationBucket, upsert = false } = {}) {
+    const r = ask(call, { op: 'move', bucket: this.bucket, key: from, to, toBucket: destinationBucket ?? '', upsert });
     return r.error ? r : { data: { message: 'Successfully moved' }, error: null };
   }
 }

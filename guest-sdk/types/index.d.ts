@@ -213,8 +213,10 @@ export interface Bucket {
   info(path: string): Promise<StorageReply<ObjectInfo>>;
   exists(path: string): Promise<StorageReply<boolean>>;
   remove(paths: string[]): Promise<StorageReply<FileObject[]>>;
-  copy(from: string, to: string, options?: { destinationBucket?: string }): Promise<StorageReply<{ path: string }>>;
-  move(from: string, to: string, options?: { destinationBucket?: string }): Promise<StorageReply<{ message: string }>>;
+  /** Refuses an existing destination with `Duplicate` (409) unless `upsert: true`, which replaces it. */
+  copy(from: string, to: string, options?: { destinationBucket?: string; upsert?: boolean }): Promise<StorageReply<{ path: string }>>;
+  /** Refuses an existing destination with `Duplicate` (409) unless `upsert: true`, which replaces it. */
+  move(from: string, to: string, options?: { destinationBucket?: string; upsert?: boolean }): Promise<StorageReply<{ message: string }>>;
   /** A URL (absolute path on this host) that GETs the object without the app until it expires. */
   createSignedUrl(path: string, expiresIn: number): Promise<StorageReply<{ signedUrl: string }>>;
   /** A URL that takes one PUT of the object's bytes, for two hours (or `expiresIn` seconds). */

@@ -372,9 +372,11 @@ class HttpTrigger:
     async def handle(self, scope, proto) -> None:
         raw_path = scope.path
         decoded = unquote(raw_path)
-        if "\0" in decoded or any(seg in ("..", ".") for seg in decoded.split("/")) or "\\" in decoded:
-            raise HttpError(400, "invalid path: '.', '..', backslashes and NUL are not allowed")
         app_name, inner, base = self.route(scope)
+        if "\0" in decoded or any(seg in ("..", ".") for seg in decoded.split("/")) or "\\" in decoded:
+            # A host route that refuses such paths itself answers in its own terms (S3's error XML).
+            if not (app_name not in ("", "_") and getattr(self.host_route(inner), "checks_path", False)):
+                raise HttpError(400, "invalid path: '.', '..', backslashes and NUL are not allowed")
         if app_name == "_":
             return self.host_endpoint(inner, proto)
         if not app_name:
@@ -390,10 +392,9 @@ class HttpTrigger:
             qs = f"?{scope.query_string}" if scope.query_string else ""
             proto.response_empty(308, [("location", f"{base}/{qs}")])
             return
-        for prefix, serve in self.host.routes.items():
-            root = prefix.rstrip("/")
-            if inner == root or inner.startswith(root + "/"):
-                return await serve(self, scope, proto, deployed, inner, base)
+        serve = self.host_route(inner)
+        if serve is not None:
+            return await serve(self, scope, proto, deployed, inner, base)
         method = scope.method.upper()
         if method in ("GET", "HEAD"):
             hit = static.lookup(deployed.static, unquote(inner[1:]))
@@ -402,6 +403,14 @@ class HttpTrigger:
                 static.respond(proto, self.blobs, path, digest, size, method, scope.headers)
                 return
         await self.invoke(scope, proto, deployed, inner, base, method)
+
+    def host_route(self, inner: str):
+        """The capability route serving this path inside an app, if any."""
+        for prefix, serve in self.host.routes.items():
+            root = prefix.rstrip("/")
+            if inner == root or inner.startswith(root + "/"):
+                return serve
+        return None
 
     async def on_wasm_thread(self, fn):
         """Runs fn() where guests run: the process's one writer to the cartridge."""

@@ -4,7 +4,7 @@
 //   PUT  /chunks/BUCKET/KEY?n=N&size=S  uploads a ReadableStream of N generated chunks
 //   GET  /get/BUCKET/KEY     downloads and returns the bytes
 //   GET  /list/BUCKET?path=&cursor=&limit=   GET /head/BUCKET/KEY   GET /exists/BUCKET/KEY
-//   DELETE /o/BUCKET?keys=a,b   POST /copy|move/BUCKET {from, to, destinationBucket}
+//   DELETE /o/BUCKET?keys=a,b   POST /copy|move/BUCKET {from, to, destinationBucket, upsert}
 import { storage } from 'fazt';
 
 function json(value, status = 200) {
@@ -50,8 +50,8 @@ export default {
     if (action === 'exists') return json(await b.exists(key));
     if (action === 'o' && request.method === 'DELETE') return json(await b.remove(url.searchParams.get('keys').split(',')));
     if (action === 'copy' || action === 'move') {
-      const { from, to, destinationBucket } = await request.json();
-      return json(await b[action](from, to, { destinationBucket }));
+      const { from, to, destinationBucket, upsert } = await request.json();
+      return json(await b[action](from, to, { destinationBucket, upsert }));
     }
     if (action === 'text') return json(await b.upload(key, 'hello text'));
     if (action === 'stream') {

@@ -33,6 +33,38 @@ def json_of(field: str) -> str:
     return f"(body -> '{json_path(parse_path(field))}')"
 
 
+def type_of(field: str) -> str:
+    """The field's JSON type ('true', 'false', 'integer', 'real', 'text', 'null', ...)."""
+    return f"json_type(body, '{json_path(parse_path(field))}')"
+
+
+BOOLEAN_TYPES = "('true', 'false')"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def type_guards(values: list[Any], x: str, json_type: str) -> list[str]:
+    """Conditions that keep true/false and the numbers 1/0 apart in an equality test.
+
+    `->>` reads JSON true and false back as 1 and 0, so `x = 1` alone also
+    matches true. Only 0 and 1 are ambiguous, and only when the values ask for
+    one kind (boolean or number) and not the other: then a row holding that
+    SQL value must be of that kind. The guard leaves `x = ?` / `x IN (...)` as
+    the term the index serves, and each guard is NULL when `x` is NULL, so
+    negations keep SQL's NULL semantics (a missing field matches neither).
+    """
+    guards = []
+    for k in (0, 1):
+        as_bool = any(isinstance(v, bool) and int(v) == k for v in values)
+        as_number = any(_is_number(v) and v == k for v in values)
+        if as_bool != as_number:
+            kind = "IN" if as_bool else "NOT IN"
+            guards.append(f"({x} != {k} OR {json_type} {kind} {BOOLEAN_TYPES})")
+    return guards
+
+
 def index_ddl(name: str, table: str, fields: tuple[str, ...], unique: bool) -> str:
     kind = "UNIQUE INDEX" if unique else "INDEX"
     return f'CREATE {kind} "{name}" ON "{table}"({", ".join(value_of(f) for f in fields)})'
@@ -103,6 +135,13 @@ class Filter:
             raise DocError(f"{op} takes a field and a value", "PGRST100")
         field, value = term[1], term[2]
         x = value_of(field)
+        if op in ("eq", "neq"):
+            self.params.append(_bindable(value, op, field))
+            guards = type_guards([value], x, type_of(field))
+            if not guards:
+                return f"{x} {COMPARE[op]} ?"
+            equal = " AND ".join([f"{x} = ?", *guards])
+            return f"({equal})" if op == "eq" else f"NOT ({equal})"
         if op in COMPARE:
             self.params.append(_bindable(value, op, field))
             return f"{x} {COMPARE[op]} ?"
@@ -112,7 +151,9 @@ class Filter:
             if not value:
                 return "0"
             self.params.extend(_bindable(v, op, field) for v in value)
-            return f"{x} IN ({', '.join('?' * len(value))})"
+            among = f"{x} IN ({', '.join('?' * len(value))})"
+            guards = type_guards(value, x, type_of(field))
+            return f"({' AND '.join([among, *guards])})" if guards else among
         if op in ("like", "ilike"):
             if not isinstance(value, str):
                 raise DocError(f"{op} on {field!r} takes a string pattern", "22P02")
@@ -141,7 +182,8 @@ class Filter:
                 if isinstance(v, (list, dict)) or v is None:
                     raise DocError(f"contains on {field!r}: array elements must be strings, numbers or booleans", "22P02")
                 self.params.append(_bindable(v, "contains", field))
-                conds.append(f"EXISTS (SELECT 1 FROM json_each(body, '{json_path(parts)}') WHERE value = ?)")
+                cond = " AND ".join(["value = ?", *type_guards([v], "value", "type")])
+                conds.append(f"EXISTS (SELECT 1 FROM json_each(body, '{json_path(parts)}') WHERE {cond})")
             return "(" + " AND ".join(conds) + ")"
         if isinstance(value, dict):
             if not value:
@@ -156,7 +198,9 @@ class Filter:
                     conds.append(f"(body -> '{json_path(sub_parts)}') = 'null'")
                 else:
                     self.params.append(_bindable(v, "contains", sub))
-                    conds.append(f"(body ->> '{json_path(sub_parts)}') = ?")
+                    x = f"(body ->> '{json_path(sub_parts)}')"
+                    json_type = f"json_type(body, '{json_path(sub_parts)}')"
+                    conds.append(" AND ".join([f"{x} = ?", *type_guards([v], x, json_type)]))
             return "(" + " AND ".join(conds) + ")"
         raise DocError(f"contains on {field!r} takes an array or an object", "22P02")
 

@@ -162,7 +162,8 @@ class Storage(Capability):
                 return reply(store.remove(conn, app, c.bucket, c.keys))
             if c.op in ("copy", "move"):
                 quota = invocation.limits.storage_mb * MIB
-                return reply(store.copy(conn, app, c.bucket, c.key, c.to, c.to_bucket or None, quota, c.op == "move"))
+                return reply(store.copy(conn, app, c.bucket, c.key, c.to, c.to_bucket or None, quota, c.op == "move",
+                                        c.upsert))
             if c.op == "sign":
                 if not 1 <= c.expires_in <= 7 * 24 * 3600:
                     raise StorageError("expiresIn must be between 1 and 604800 seconds")

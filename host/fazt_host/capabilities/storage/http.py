@@ -72,8 +72,10 @@ def _error(proto, e: StorageError, rid: str = "") -> None:
 
 
 async def send_object(proto, conn: apsw.Connection, app: str, bucket: str, key: str, method: str, req_headers,
-                      status: int = 200, headers: list[tuple[str, str]] | None = None) -> None:
-    """Streams an object to the client with ETag, Last-Modified, conditional GET and Range."""
+                      status: int = 200, headers: list[tuple[str, str]] | None = None, unsatisfiable=None) -> None:
+    """Streams an object to the client with ETag, Last-Modified, conditional GET and Range.
+
+    `unsatisfiable(headers)`, if given, answers a Range past the end (416) instead of an empty reply."""
     meta, data = store.head(conn, app, bucket, key)
     etag = f'"{meta["etag"]}"'
     out = [
@@ -84,6 +86,9 @@ async def send_object(proto, conn: apsw.Connection, app: str, bucket: str, key: 
     ] + [h for h in headers or [] if h[0].lower() not in ("content-type", "etag", "last-modified", "accept-ranges", "content-range")]
     negotiated, start, end, extra = static.negotiate(etag, meta["size"], method, req_headers, meta["updatedAt"])
     out += extra
+    if negotiated == 416 and unsatisfiable is not None:
+        unsatisfiable(extra)
+        return
     if negotiated in (304, 416):
         proto.response_empty(negotiated, out)
         return

@@ -34,6 +34,10 @@ MIN_PART = 5 << 20
 MAX_XML = 1 << 20
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
+SELF_COPY = (
+    "This copy request is illegal because it is trying to copy an object to itself without changing the "
+    "object's metadata, storage class, website redirect location or encryption attributes."
+)
 
 
 class S3Error(Exception):
@@ -361,8 +365,8 @@ def _xml(proto, status: int, root: str, inner: str, headers: list | None = None)
     proto.response_bytes(status, [("content-type", "application/xml")] + (headers or []), body.encode())
 
 
-def _error(proto, e: S3Error, resource: str, rid: str, method: str) -> None:
-    headers = [("content-type", "application/xml"), ("x-amz-request-id", rid)]
+def _error(proto, e: S3Error, resource: str, rid: str, method: str, extra: list | None = None) -> None:
+    headers = [("content-type", "application/xml"), ("x-amz-request-id", rid)] + (extra or [])
     if e.code == "EntityTooLarge":  # the rest of the body is left unread
         headers.append(("connection", "close"))
     if method == "HEAD":
@@ -389,6 +393,12 @@ def _object_xml(o: dict[str, Any]) -> str:
 # ---- the endpoint ------------------------------------------------------------------------------
 
 
+def unsafe_path(path: str) -> bool:
+    """The paths the server refuses for every other route (see `Server.handle`)."""
+    decoded = unquote(path)
+    return "\0" in decoded or "\\" in decoded or any(seg in ("..", ".") for seg in decoded.split("/"))
+
+
 async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
     app = deployed.name
     method = scope.method.upper()
@@ -398,6 +408,8 @@ async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
     try:
         if path and not path.startswith("/"):
             raise S3Error("InvalidURI", "Couldn't parse the specified URI.")
+        if unsafe_path(path):  # the server leaves these paths to this route, to answer in S3's terms
+            raise S3Error("InvalidArgument", "invalid object key: '.' and '..' segments, backslashes and NUL are not allowed")
         auth = authenticate(trigger.reader, scope, app)
         params = dict(parse_qsl(scope.query_string, keep_blank_values=True))
         if not bucket:
@@ -413,6 +425,9 @@ async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
         _error(proto, from_storage(e), path, rid, method)
     except S3Error as e:
         _error(proto, e, path, rid, method)
+
+
+route.checks_path = True  # refuses unsafe paths itself, with S3's error XML
 
 
 def _list_buckets(proto, conn, app: str) -> None:
@@ -537,7 +552,12 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
         _need_bucket(reader, app, bucket)
         meta, _ = store.head(reader, app, bucket, key)
         extra = [(f"x-amz-meta-{k}", v) for k, v in meta["metadata"].items()] + [("x-amz-request-id", rid)]
-        return await http.send_object(proto, reader, app, bucket, key, method, scope.headers, 200, extra)
+
+        def unsatisfiable(headers):  # S3 answers a range past the end with an InvalidRange error
+            error = S3Error("InvalidRange", "The requested range is not satisfiable", 416)
+            _error(proto, error, f"/{bucket}/{key}", rid, method, headers)
+
+        return await http.send_object(proto, reader, app, bucket, key, method, scope.headers, 200, extra, unsatisfiable)
     if method == "GET":
         return _list_parts(proto, reader, app, bucket, key, params["uploadId"])
     raw = trigger.body_reader(scope, proto, deployed)
@@ -551,8 +571,18 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
         if method == "PUT" and headers.get("x-amz-copy-source"):
             source = unquote(headers["x-amz-copy-source"].split("?")[0]).lstrip("/")
             src_bucket, _, src_key = source.partition("/")
+            directive = (headers.get("x-amz-metadata-directive") or "COPY").upper()
+            if directive not in ("COPY", "REPLACE"):
+                raise S3Error("InvalidArgument", "Unknown metadata directive.")
+            if directive == "COPY" and (src_bucket, src_key) == (bucket, key):
+                raise S3Error("InvalidRequest", SELF_COPY)
             _need_bucket(conn, app, src_bucket)
-            copied = store.copy(conn, app, src_bucket, src_key, key, bucket, limits.storage_mb << 20)
+            replace = {}
+            if directive == "REPLACE":  # as AWS: the copy takes the request's content type and metadata
+                replace = {"content_type": headers.get("content-type") or "binary/octet-stream",
+                           "metadata": _metadata(headers)}
+            copied = store.copy(conn, app, src_bucket, src_key, key, bucket, limits.storage_mb << 20,
+                                upsert=True, **replace)
             inner = _tag("ETag", f'"{copied["etag"]}"') + _tag("LastModified", _iso(copied["updatedAt"]))
             return ("xml", 200, "CopyObjectResult", inner)
         if method == "PUT":

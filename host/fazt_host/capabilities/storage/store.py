@@ -577,13 +577,37 @@ def remove(conn: apsw.Connection, app: str, bucket: str, keys: list[str]) -> lis
 
 
 def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, dest_bucket: str | None = None,
-         quota: int | None = None, move: bool = False) -> dict[str, Any]:
-    """Copies (inside SQLite or the external bucket: no bytes through Python) or renames an object;
-    replaces the destination."""
-    dest_bucket = dest_bucket or bucket
+         quota: int | None = None, move: bool = False, upsert: bool = False,
+         content_type: str | None = None, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    """Copies (inside SQLite or the external bucket: no bytes through Python) or renames an object.
+
+    An existing destination is refused with Duplicate (409) unless `upsert`,
+    as uploads are. `content_type`/`metadata`, when given, replace the
+    source's on the copy; a copy of an object onto itself changes only those
+    (in place, the bytes stay)."""
+    dest_bucket = check_bucket(dest_bucket or bucket)
     meta, data = head(conn, app, bucket, source)
     check_key(dest)
+    if content_type is not None:
+        meta["contentType"] = content_type
+    if metadata is not None:
+        meta["metadata"] = metadata
     now = time.time()
+    if dest_bucket == bucket and dest == source:
+        if not upsert:
+            raise StorageError("The resource already exists", 409, "Duplicate")
+        if move:
+            return meta
+        with transaction(conn):
+            conn.execute(
+                "UPDATE blob_objects SET content_type = ?, metadata = ?, updated_at = ? "
+                "WHERE bucket = ? AND key = ? AND data = ?",
+                (meta["contentType"], msgspec.json.encode(meta["metadata"]).decode(), now,
+                 bucket_id(conn, app, bucket), source, data),
+            )
+        return {**meta, "updatedAt": now}
+    if not upsert and _object_exists(conn, app, dest_bucket, dest):
+        raise StorageError("The resource already exists", 409, "Duplicate")
     location = None if move else _location(conn, data)
     copied = None
     if location is not None:  # the copy stays where its source is, copied by the external bucket itself
@@ -595,7 +619,7 @@ def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, d
         except Exception as e:  # noqa: BLE001
             raise StorageError(f"copying the object failed: {e}", 503, "ServiceUnavailable") from None
     try:
-        return _copy_rows(conn, app, bucket, source, dest, dest_bucket, meta, data, copied, quota, move, now)
+        return _copy_rows(conn, app, bucket, source, dest, dest_bucket, meta, data, copied, quota, move, upsert, now)
     except BaseException:
         if copied is not None:
             with transaction(conn):
@@ -609,8 +633,17 @@ def _check_room(conn: apsw.Connection, app: str, size: int, quota: int | None) -
         raise StorageError(f"the app's storage quota ({quota >> 20} MiB) is used up", 413, "QuotaExceeded")
 
 
-def _copy_rows(conn, app, bucket, source, dest, dest_bucket, meta, data, copied, quota, move, now) -> dict[str, Any]:
+def _object_exists(conn: apsw.Connection, app: str, bucket: str, key: str) -> bool:
+    bid = bucket_id(conn, app, bucket)
+    return bid is not None and bool(
+        conn.execute("SELECT 1 FROM blob_objects WHERE bucket = ? AND key = ?", (bid, key)).fetchone()
+    )
+
+
+def _copy_rows(conn, app, bucket, source, dest, dest_bucket, meta, data, copied, quota, move, upsert, now) -> dict[str, Any]:
     with transaction(conn):
+        if not upsert and _object_exists(conn, app, dest_bucket, dest):  # made while the external copy ran
+            raise StorageError("The resource already exists", 409, "Duplicate")
         if not move:
             _check_room(conn, app, meta["size"], quota)
             new = conn.execute(
