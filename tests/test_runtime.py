@@ -82,6 +82,8 @@ def test_response_limit(probe):
     limited = (host, replace(deployed, manifest=small))
     with pytest.raises(Exception, match="exceeds the limit of 1 MiB"):
         call(limited, "/big?n=2000000")
+    logged = [m for (m,) in host.conn.execute("SELECT message FROM logs WHERE app = 'probe' AND level = 'error'")]
+    assert any("exceeds the limit of 1 MiB" in m for m in logged)  # also when the response had started
     assert len(b"".join(call(limited, "/big?n=500000").chunks)) == 500_000
 
 

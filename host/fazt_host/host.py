@@ -80,6 +80,9 @@ class Host:
         except GuestError as e:
             self.log.record(invocation, "error", f"{e}\n{e.detail}".rstrip(), host=True)
             raise
+        except Exception as e:  # a host call refused the guest (a response over its limit, say)
+            self.log.record(invocation, "error", str(e) or type(e).__name__, host=True)
+            raise
         finally:
             for cap in self.capabilities:
                 cap.finish(invocation)
