@@ -282,6 +282,12 @@ def test_form_data_keeps_binary_files_byte_exact(served):
     assert bad.status_code == 500 and "malformed multipart" in bad.json()["error"]
 
 
+def test_the_app_sees_the_path_as_the_client_encoded_it(served):
+    # Granian decodes the path once; the app's URL has it encoded again, never decoded twice.
+    r = served.get("/probe/x%2541%20y%C3%A9")
+    assert r.status_code == 404 and r.json()["path"] == "/x%2541%20y%C3%A9"
+
+
 def test_a_stalled_body_does_not_hold_up_its_worker(cartridge):
     """The guest runs only once the body's first piece is in: a client that stalls costs only itself."""
     cartridge.deploy(TEST_APPS / "probe", "--timeout-ms", "20000")

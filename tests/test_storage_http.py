@@ -81,6 +81,8 @@ def test_signed_and_public_urls(host):
     tampered = s.get(url.replace("priv.txt", "pub.png"))
     assert tampered.status_code == 400 and tampered.json()["error"] == "InvalidSignature"
     assert s.get(url[:-2] + ("AA" if not url.endswith("AA") else "BB")).status_code == 400
+    ok(s.request("PUT", "/files/pipe/docs/sp/%2541.txt?upsert=1", content=b"percent"))  # the key is sp/%41.txt
+    assert s.get(ok(s.get("/files/sign/docs/sp/%2541.txt?expires=60"))["signedUrl"]).content == b"percent"
     short = ok(s.get("/files/sign/docs/priv.txt?expires=1"))["signedUrl"]
     time.sleep(2.1)
     assert s.get(short).json()["error"] == "ExpiredToken"

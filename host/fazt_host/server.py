@@ -20,7 +20,7 @@ import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import msgspec
 
@@ -89,6 +89,8 @@ def json_error(proto, status: int, message: str, rid: str = "") -> None:
     proto.response_bytes(status, headers, msgspec.json.encode(body))
 
 
+# Characters a URL path keeps as they are (RFC 3986 pchar and "/").
+PATH_SAFE = "/!$&'()*+,;=:@-._~"
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _FIELD_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
 # The server frames the response itself; a guest's say on these would clash with it.
@@ -397,7 +399,7 @@ class HttpTrigger:
             return await serve(self, scope, proto, deployed, inner, base)
         method = scope.method.upper()
         if method in ("GET", "HEAD"):
-            hit = static.lookup(deployed.static, unquote(inner[1:]))
+            hit = static.lookup(deployed.static, inner[1:])  # Granian has percent-decoded the path
             if hit:
                 path, (digest, size) = hit
                 static.respond(proto, self.blobs, path, digest, size, method, scope.headers)
@@ -455,7 +457,8 @@ class HttpTrigger:
         query = f"?{scope.query_string}" if scope.query_string else ""
         request = {
             "method": method,
-            "url": f"{scope.scheme}://{authority}{inner}{query}",
+            # Granian hands over the path percent-decoded: encoded again, `%41` stays `%41` for the app.
+            "url": f"{scope.scheme}://{authority}{quote(inner, safe=PATH_SAFE)}{query}",
             "headers": [[k, v] for k, v in headers.items() if k != "x-forwarded-prefix"]
             + [["x-forwarded-prefix", base]] * bool(base),
             "requestId": rid,

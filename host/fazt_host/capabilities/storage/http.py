@@ -15,7 +15,7 @@ import hmac
 import secrets
 import time
 from email.utils import formatdate
-from urllib.parse import parse_qs, quote, unquote
+from urllib.parse import parse_qs, quote
 
 import apsw
 import msgspec
@@ -144,7 +144,7 @@ async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
     signed_upload = kind == "upload" and tail.startswith("sign/")
     if signed_upload:
         tail = tail[len("sign/"):]
-    bucket, _, key = (unquote(p) for p in tail.partition("/"))
+    bucket, _, key = tail.partition("/")  # Granian has percent-decoded the path
     token = (parse_qs(scope.query_string).get("token") or [""])[0]
     conn = trigger.reader
     try:
