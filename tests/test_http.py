@@ -282,6 +282,12 @@ def test_form_data_keeps_binary_files_byte_exact(served):
     assert bad.status_code == 500 and "malformed multipart" in bad.json()["error"]
 
 
+def test_every_response_carries_a_request_id(served):
+    for path in ("/probe/file.txt", "/probe", "/nosuchapp/x", "/probe/%2e%2e/x", "/_/health", "/hello/hello"):
+        r = served.client.get(path)
+        assert len(r.headers.get_list("x-fazt-request-id")) == 1, (path, r.status_code)
+
+
 def test_the_app_sees_the_path_as_the_client_encoded_it(served):
     # Granian decodes the path once; the app's URL has it encoded again, never decoded twice.
     r = served.get("/probe/x%2541%20y%C3%A9")

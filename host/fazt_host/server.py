@@ -331,6 +331,49 @@ def http_functions() -> dict:
     }
 
 
+class Tagged:
+    """A request's RSGI protocol that puts x-fazt-request-id on whichever response goes out.
+
+    Handler responses carry the id of their invocation (and its log lines);
+    static files, redirects, host errors and storage URLs get one of their own.
+    """
+
+    __slots__ = ("_proto",)
+
+    def __init__(self, proto):
+        self._proto = proto
+
+    def __getattr__(self, name):
+        return getattr(self._proto, name)
+
+    def __call__(self):
+        return self._proto()
+
+    def __aiter__(self):
+        return self._proto.__aiter__()
+
+    @staticmethod
+    def _tagged(headers) -> list:
+        if any(name.lower() == "x-fazt-request-id" for name, _ in headers):
+            return headers
+        return [*headers, ("x-fazt-request-id", request_id())]
+
+    def response_empty(self, status, headers):
+        return self._proto.response_empty(status, self._tagged(headers))
+
+    def response_str(self, status, headers, body):
+        return self._proto.response_str(status, self._tagged(headers), body)
+
+    def response_bytes(self, status, headers, body):
+        return self._proto.response_bytes(status, self._tagged(headers), body)
+
+    def response_file(self, status, headers, *args):
+        return self._proto.response_file(status, self._tagged(headers), *args)
+
+    def response_stream(self, status, headers):
+        return self._proto.response_stream(status, self._tagged(headers))
+
+
 class HttpTrigger:
     """The RSGI application of one worker process."""
 
@@ -357,6 +400,7 @@ class HttpTrigger:
     async def __call__(self, scope, proto):
         if scope.proto != "http":
             return
+        proto = Tagged(proto)
         token = _exchanges.set([])
         try:
             await self.handle(scope, proto)
