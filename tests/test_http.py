@@ -175,7 +175,8 @@ def test_memory_bomb_gives_500_and_next_request_works(served):
 
 
 def test_handler_that_never_settles_or_returns_garbage(served):
-    assert served.get("/probe/never").status_code == 500
+    never = served.get("/probe/never")
+    assert never.status_code == 500 and "can never settle" in never.json()["error"]
     r = served.get("/probe/not-a-response")
     assert r.status_code == 500 and "must return a Response" in r.json()["error"]
 

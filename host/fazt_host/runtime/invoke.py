@@ -134,6 +134,13 @@ class Runtime:
             message = str(e)
             if "wasm trap: interrupt" in message:
                 raise GuestTimeout(f"the handler ran past its time limit of {limits.timeout_ms} ms") from None
+            if "unreachable" in message:  # the engine aborted: out of memory, or nothing left to wait for
+                raise GuestError(
+                    f"the handler stopped the engine: it ran out of memory (limit {limits.memory_mb} MiB) or awaited "
+                    "something that can never settle, such as fetch() (apps reach the network only through the "
+                    "host's imports)",
+                    message,
+                ) from None
             raise GuestError(
                 f"the handler trapped (memory limit {limits.memory_mb} MiB, time limit {limits.timeout_ms} ms)",
                 message,
