@@ -105,6 +105,7 @@ def test_syntax_error_names_file_and_line_and_live_version_keeps_serving(cartrid
         ({"name": "ok", "entry": "../../etc/passwd.js"}, "entry"),
         ({"name": "ok", "entry": "public/app.js"}, "inside the static folder"),  # it would be served as a file
         ({"name": "ok", "cron": [{"name": "c", "schedule": "every 1h", "file": "public/c.js"}]}, "cron entry 'c'"),
+        ({}, "missing required field `name`"),
     ],
 )
 def test_bad_manifest_is_refused_naming_the_field(cartridge, tmp_path, manifest, fragment):
@@ -112,19 +113,28 @@ def test_bad_manifest_is_refused_naming_the_field(cartridge, tmp_path, manifest,
     app.mkdir()
     (app / "index.js").write_text("export default { fetch() { return new Response('x'); } };")
     (app / "fazt.json").write_text(json.dumps(manifest))
-    proc = cartridge.cli("deploy", str(app), check=False)
-    assert proc.returncode != 0
-    assert fragment in proc.stderr, proc.stderr
+    for command in (["deploy", str(app)], ["build", str(app), "-o", str(tmp_path / "app.wasm")]):
+        proc = cartridge.cli(*command, check=False)
+        assert proc.returncode == 2, (command, proc.stderr)  # the README's exit code of a manifest error
+        assert fragment in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "app.wasm").exists()
 
 
 def test_not_json_manifest_and_missing_folder(cartridge, tmp_path):
     app = tmp_path / "app"
     app.mkdir()
     (app / "fazt.json").write_text("{not json")
-    proc = cartridge.cli("deploy", str(app), check=False)
-    assert proc.returncode != 0 and "fazt.json" in proc.stderr
+    for command in ("deploy", "build"):
+        proc = cartridge.cli(command, str(app), check=False)
+        assert proc.returncode == 2 and "fazt.json" in proc.stderr, proc.stderr
     proc = cartridge.cli("deploy", str(tmp_path / "nowhere"), check=False)
-    assert proc.returncode != 0 and "not an app folder" in proc.stderr
+    assert proc.returncode == 1 and "not an app folder" in proc.stderr
+
+
+def test_limit_flag_out_of_range_is_a_usage_error(cartridge):
+    proc = cartridge.cli("deploy", str(APPS / "hello"), "--memory-mb", "4", check=False)
+    assert proc.returncode == 2 and "limits.memoryMb must be between 12 and 4096" in proc.stderr, proc.stderr
+    assert json.loads(cartridge.cli("apps", "--json").stdout) == []
 
 
 @pytest.mark.parametrize(

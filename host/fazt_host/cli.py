@@ -70,7 +70,7 @@ def _limits(args) -> dict:
 
 
 def cmd_deploy(args) -> int:
-    from .deploy import DeployError, deploy
+    from .deploy import DeployError, InvalidManifest, deploy
 
     host = _host(args)
     targets = [Path(p) for p in args.path]
@@ -80,7 +80,7 @@ def cmd_deploy(args) -> int:
             d = deploy(host, target, Path(args.manifest) if args.manifest else None, _limits(args))
         except DeployError as e:
             print(f"error: {e}", file=sys.stderr)
-            return EXIT_FAILED
+            return EXIT_USAGE if isinstance(e, InvalidManifest) else EXIT_FAILED
         if args.json:
             print(json.dumps({"app": d.app, "version": d.version, "component": d.component, "built": d.built,
                               "unchanged": d.unchanged, "staticFiles": d.static_files,
@@ -101,8 +101,12 @@ def cmd_build(args) -> int:
     folder = Path(args.path)
     try:
         manifest = load_manifest(folder / "fazt.json")
+    except ManifestError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         wasm = build_component(folder, manifest.entry, cron=cron_files(manifest))
-    except (BuildError, ManifestError) as e:
+    except BuildError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
     out = Path(args.output or f"{manifest.name}.wasm")
