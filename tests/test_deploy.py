@@ -298,10 +298,29 @@ def test_remove_app_and_its_log(cartridge):
     assert server.get("/probe/log").status_code == 200
     assert "a warning" in cartridge.cli("logs", "probe").stdout
     cartridge.cli("remove", "probe")
-    assert cartridge.cli("logs", "probe").stdout == ""
+    conn = apsw.Connection(str(cartridge.path))
+    assert conn.execute("SELECT count(*) FROM logs WHERE app = 'probe'").fetchone()[0] == 0
+    gone = cartridge.cli("logs", "probe", check=False)
+    assert gone.returncode == 1 and gone.stderr == "error: no app named 'probe'\n" and gone.stdout == ""
     cartridge.cli("remove", "hello")
     assert json.loads(cartridge.cli("apps", "--json").stdout) == []
     assert cartridge.cli("remove", "hello", check=False).returncode == 1
+
+
+def test_logs_of_an_unknown_app_is_an_error(cartridge):
+    cartridge.deploy(APPS / "hello")
+    proc = cartridge.cli("logs", "nosuchapp", check=False)
+    assert proc.returncode == 1 and proc.stderr == "error: no app named 'nosuchapp'\n" and proc.stdout == ""
+    assert cartridge.cli("logs", "hello").returncode == 0
+
+
+def test_build_into_a_missing_folder_fails_before_building(cartridge, tmp_path):
+    out = tmp_path / "missing" / "dir" / "probe.wasm"
+    proc = cartridge.cli("build", str(TEST_APPS / "probe"), "-o", str(out), check=False)
+    assert proc.returncode == 1, proc.stderr
+    # Said before the build (nothing else on stderr), not as a traceback after it.
+    assert proc.stderr == f"error: {out}: the folder {out.parent} does not exist\n"
+    assert not out.parent.exists()
 
 
 def test_read_commands_do_not_create_a_cartridge(tmp_path):
