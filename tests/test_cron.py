@@ -13,6 +13,8 @@ import json
 import os
 import signal
 import subprocess
+import sys
+import textwrap
 import threading
 import time
 from datetime import datetime, timezone
@@ -25,7 +27,8 @@ import pytest
 from conftest import FAZT, TEST_APPS, Cartridge
 from fazt_host.config import HostSettings, ManifestError, decode_manifest
 from fazt_host.host import Host, cron_scheduler
-from fazt_host.serve import restart_delay
+from fazt_host import serve as serve_module
+from fazt_host.serve import SchedulerProcess, died, restart_delay
 from fazt_host.triggers.cron import scheduler as scheduler_module
 from fazt_host.triggers.cron import store
 from fazt_host.triggers.cron.commands import run_now
@@ -526,18 +529,20 @@ def wait_for(predicate, timeout: float = 20, step: float = 0.2):
 
 
 @pytest.mark.parametrize(
-    "entry, message",
+    "entry, message, code",
     [
-        ({"name": "digest", "schedule": "0 7 * * 1-5", "timezone": "Europe/Berlln"}, "cron entry 'digest': unknown timezone"),
-        ({"name": "digest", "schedule": "0 25 * * *"}, "cron entry 'digest': invalid cron expression"),
-        ({"name": "fast", "schedule": "every 0.5s"}, "cron entry 'fast': 'every 0.5s' fires every 0.5s, below the minimum interval of 1s"),
-        ({"name": "fast", "schedule": "*/0.5 * * * * *"}, "cron entry 'fast'"),
-        ({"name": "nofile", "schedule": "@daily", "file": "cron/missing.js"}, "cron entry 'nofile': file cron/missing.js not found"),
+        # Invalid in fazt.json itself: a manifest error (exit 2).
+        ({"name": "digest", "schedule": "0 7 * * 1-5", "timezone": "Europe/Berlln"}, "cron entry 'digest': unknown timezone", 2),
+        ({"name": "digest", "schedule": "0 25 * * *"}, "cron entry 'digest': invalid cron expression", 2),
+        # Refused by this host's settings, or a file missing from the folder: a failed deploy (exit 1).
+        ({"name": "fast", "schedule": "every 0.5s"}, "cron entry 'fast': 'every 0.5s' fires every 0.5s, below the minimum interval of 1s", 1),
+        ({"name": "fast", "schedule": "*/0.5 * * * * *"}, "cron entry 'fast'", None),
+        ({"name": "nofile", "schedule": "@daily", "file": "cron/missing.js"}, "cron entry 'nofile': file cron/missing.js not found", 1),
     ],
 )
-def test_deploy_refuses_bad_cron_entries(cartridge, tmp_path, entry, message):
+def test_deploy_refuses_bad_cron_entries(cartridge, tmp_path, entry, message, code):
     proc = cartridge.cli("deploy", str(APP), "--manifest", str(write_manifest(tmp_path, entry)), check=False)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == code if code is not None else proc.returncode in (1, 2), proc.stderr
     assert message in proc.stderr
     assert not cartridge.path.exists() or "cronapp" not in cartridge.cli("apps", check=False).stdout
 
@@ -680,3 +685,100 @@ def test_up_starts_a_scheduler_that_died_again_and_keeps_serving(cartridge, tmp_
 
 def test_scheduler_restarts_back_off_to_a_minute():
     assert [restart_delay(n) for n in range(1, 10)] == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+
+
+# The scheduler process, with its clock's wait changed so that SIGTERM arrives while the main thread
+# holds the lock inside the wake-up Event, as it does for a moment in every Event.wait.
+SIGNAL_IN_WAIT = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from fazt_host.triggers.cron import __main__ as entry
+    from fazt_host.triggers.cron.scheduler import RealClock
+
+    wait = RealClock.wait
+
+    def wait_holding_the_lock(self, event, until):
+        with event._cond:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(50):  # Python runs the handler here, while the lock is held
+                time.sleep(0.01)
+        print("signalled while holding the lock", file=sys.stderr, flush=True)
+        wait(self, event, until)
+
+    RealClock.wait = wait_holding_the_lock
+    entry.main()
+    """
+)
+
+
+def test_scheduler_stops_on_a_signal_that_lands_while_its_loop_holds_a_lock(cartridge):
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_IN_WAIT], env=cartridge.env, capture_output=True,
+                          text=True, timeout=60)  # before: the handler waited for ever on the held lock
+    assert "signalled while holding the lock" in proc.stderr, proc.stderr
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_only_a_scheduler_that_died_is_started_again():
+    assert died(1) and died(-signal.SIGKILL) and died(-signal.SIGSEGV)
+    assert not died(0) and not died(-signal.SIGTERM) and not died(-signal.SIGINT)
+
+
+def supervised(tmp_path, body: str) -> tuple[SchedulerProcess, Path]:
+    """A SchedulerProcess over a stand-in scheduler that notes each start in a file, then runs `body`."""
+    starts = tmp_path / "starts"
+    script = f"import os, signal, sys, time\nopen({str(starts)!r}, 'a').write('x')\n{body}"
+    return SchedulerProcess([sys.executable, "-c", script]), starts
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "sys.exit(0)",  # what the scheduler does after SIGTERM or SIGINT
+        "os.kill(os.getpid(), signal.SIGTERM)",  # a signal before its handlers were set
+        "signal.signal(signal.SIGINT, signal.SIG_DFL); os.kill(os.getpid(), signal.SIGINT)",
+    ],
+)
+def test_a_scheduler_asked_to_stop_is_not_started_again(tmp_path, body):
+    process, starts = supervised(tmp_path, body)
+    process.start()
+    process._thread.join(30)  # before: the supervisor started it again, and again
+    assert not process._thread.is_alive()
+    assert starts.read_text() == "x"
+    process.stop()
+
+
+def test_a_scheduler_that_dies_is_started_again_until_up_stops(tmp_path):
+    process, starts = supervised(tmp_path, "sys.exit(3)")
+    process.start()
+    wait_for(lambda: starts.exists() and len(starts.read_text()) >= 2, timeout=30)  # after 1 s
+    process.stop()
+    assert not process._thread.is_alive()
+    count = len(starts.read_text())
+    time.sleep(0.1)
+    assert len(starts.read_text()) == count
+
+
+def test_a_scheduler_that_dies_while_up_shuts_down_is_not_started_again(tmp_path):
+    go = tmp_path / "go"
+    process, starts = supervised(tmp_path, f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\nsys.exit(3)")
+    process.start()
+    process.shutting_down()  # up received SIGTERM: Granian stops its workers before stop() is called
+    go.touch()
+    process._thread.join(30)
+    assert not process._thread.is_alive()
+    assert starts.read_text() == "x"
+    process.stop()
+
+
+def test_stop_kills_a_scheduler_that_does_not_stop(tmp_path, monkeypatch):
+    monkeypatch.setattr(serve_module, "STOP_WAIT_S", 0.5)
+    ready = tmp_path / "ready"
+    process, starts = supervised(
+        tmp_path, f"signal.signal(signal.SIGTERM, signal.SIG_IGN); open({str(ready)!r}, 'w').close(); time.sleep(600)")
+    process.start()
+    wait_for(ready.exists, timeout=30)
+    stopper = threading.Thread(target=process.stop, daemon=True)
+    stopper.start()
+    stopper.join(30)  # before: stop() waited for ever
+    assert not stopper.is_alive()
+    assert process._proc.returncode == -signal.SIGKILL

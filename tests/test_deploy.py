@@ -105,6 +105,7 @@ def test_syntax_error_names_file_and_line_and_live_version_keeps_serving(cartrid
         ({"name": "ok", "entry": "../../etc/passwd.js"}, "entry"),
         ({"name": "ok", "entry": "public/app.js"}, "inside the static folder"),  # it would be served as a file
         ({"name": "ok", "cron": [{"name": "c", "schedule": "every 1h", "file": "public/c.js"}]}, "cron entry 'c'"),
+        ({}, "missing required field `name`"),
     ],
 )
 def test_bad_manifest_is_refused_naming_the_field(cartridge, tmp_path, manifest, fragment):
@@ -112,19 +113,28 @@ def test_bad_manifest_is_refused_naming_the_field(cartridge, tmp_path, manifest,
     app.mkdir()
     (app / "index.js").write_text("export default { fetch() { return new Response('x'); } };")
     (app / "fazt.json").write_text(json.dumps(manifest))
-    proc = cartridge.cli("deploy", str(app), check=False)
-    assert proc.returncode != 0
-    assert fragment in proc.stderr, proc.stderr
+    for command in (["deploy", str(app)], ["build", str(app), "-o", str(tmp_path / "app.wasm")]):
+        proc = cartridge.cli(*command, check=False)
+        assert proc.returncode == 2, (command, proc.stderr)  # the README's exit code of a manifest error
+        assert fragment in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "app.wasm").exists()
 
 
 def test_not_json_manifest_and_missing_folder(cartridge, tmp_path):
     app = tmp_path / "app"
     app.mkdir()
     (app / "fazt.json").write_text("{not json")
-    proc = cartridge.cli("deploy", str(app), check=False)
-    assert proc.returncode != 0 and "fazt.json" in proc.stderr
+    for command in ("deploy", "build"):
+        proc = cartridge.cli(command, str(app), check=False)
+        assert proc.returncode == 2 and "fazt.json" in proc.stderr, proc.stderr
     proc = cartridge.cli("deploy", str(tmp_path / "nowhere"), check=False)
-    assert proc.returncode != 0 and "not an app folder" in proc.stderr
+    assert proc.returncode == 1 and "not an app folder" in proc.stderr
+
+
+def test_limit_flag_out_of_range_is_a_usage_error(cartridge):
+    proc = cartridge.cli("deploy", str(APPS / "hello"), "--memory-mb", "4", check=False)
+    assert proc.returncode == 2 and "limits.memoryMb must be between 12 and 4096" in proc.stderr, proc.stderr
+    assert json.loads(cartridge.cli("apps", "--json").stdout) == []
 
 
 @pytest.mark.parametrize(
@@ -288,10 +298,29 @@ def test_remove_app_and_its_log(cartridge):
     assert server.get("/probe/log").status_code == 200
     assert "a warning" in cartridge.cli("logs", "probe").stdout
     cartridge.cli("remove", "probe")
-    assert cartridge.cli("logs", "probe").stdout == ""
+    conn = apsw.Connection(str(cartridge.path))
+    assert conn.execute("SELECT count(*) FROM logs WHERE app = 'probe'").fetchone()[0] == 0
+    gone = cartridge.cli("logs", "probe", check=False)
+    assert gone.returncode == 1 and gone.stderr == "error: no app named 'probe'\n" and gone.stdout == ""
     cartridge.cli("remove", "hello")
     assert json.loads(cartridge.cli("apps", "--json").stdout) == []
     assert cartridge.cli("remove", "hello", check=False).returncode == 1
+
+
+def test_logs_of_an_unknown_app_is_an_error(cartridge):
+    cartridge.deploy(APPS / "hello")
+    proc = cartridge.cli("logs", "nosuchapp", check=False)
+    assert proc.returncode == 1 and proc.stderr == "error: no app named 'nosuchapp'\n" and proc.stdout == ""
+    assert cartridge.cli("logs", "hello").returncode == 0
+
+
+def test_build_into_a_missing_folder_fails_before_building(cartridge, tmp_path):
+    out = tmp_path / "missing" / "dir" / "probe.wasm"
+    proc = cartridge.cli("build", str(TEST_APPS / "probe"), "-o", str(out), check=False)
+    assert proc.returncode == 1, proc.stderr
+    # Said before the build (nothing else on stderr), not as a traceback after it.
+    assert proc.stderr == f"error: {out}: the folder {out.parent} does not exist\n"
+    assert not out.parent.exists()
 
 
 def test_read_commands_do_not_create_a_cartridge(tmp_path):

@@ -1,13 +1,18 @@
-"""`fazt-host up`'s process layout: workers claiming cores."""
+"""`fazt-host up`'s process layout: workers claiming cores, and all of it stopping on a signal."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
+
+from conftest import TEST_APPS
 
 from fazt_host.config import HostSettings
 from fazt_host.serve import claim_core
@@ -68,3 +73,55 @@ def test_fewer_workers_than_cores_are_not_pinned(tmp_path):
     before = os.sched_getaffinity(0)
     assert claim_core(HostSettings(cartridge=str(tmp_path / "fazt.db"), workers=len(CORES) - 1)) is None
     assert os.sched_getaffinity(0) == before
+
+
+def session_processes(sid: int) -> list[str]:
+    """The live processes (not zombies) of a session: `up`, its workers and its scheduler."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        state, _ppid, _pgrp, session = stat.rsplit(")", 1)[1].split()[:4]
+        if int(session) == sid and state != "Z":
+            found.append(f"{entry.name} {cmdline}")
+    return found
+
+
+def wait_until(predicate, timeout: float):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting")
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to up", "SIGINT to the process group"])
+def test_up_its_workers_and_scheduler_all_stop_on_a_signal(cartridge, how):
+    cartridge.deploy(TEST_APPS / "cronapp")  # the scheduler runs its entries every second meanwhile
+    server = cartridge.serve(workers=2)
+    sid = server.proc.pid  # up leads a session of its own
+    wait_until(lambda: any("fazt_host.triggers.cron" in p for p in session_processes(sid)), timeout=30)
+    assert server.get("/_/health").status_code == 200
+    time.sleep(1.5)  # at least one run of each entry, so the scheduler is busy when the signal comes
+    if how == "SIGTERM to up":
+        os.kill(server.proc.pid, signal.SIGTERM)
+    else:
+        os.killpg(server.proc.pid, signal.SIGINT)
+    try:
+        server.proc.wait(20)
+        wait_until(lambda: not session_processes(sid), timeout=20)
+    finally:
+        left = session_processes(sid)
+        if left:
+            os.killpg(sid, signal.SIGKILL)
+    assert not left, left
+    assert server.proc.returncode == 0
+    log = server.proc.stderr.read().decode()
+    assert "started it again" not in log, log

@@ -207,7 +207,7 @@ def test_an_interrupted_migration_loses_nothing_and_resumes(internal_app, moto_e
 def test_bad_backend_settings_say_what_to_do(tmp_path, cache_dir, moto_endpoint):
     cart = Cartridge(tmp_path / "fazt.db", cache_dir)
     bad = cart.cli("deploy", str(app_copy(tmp_path, "files", "gcs")), check=False)
-    assert bad.returncode == 1 and 'storage.backend must be "internal" or "s3"' in bad.stderr
+    assert bad.returncode == 2 and 'storage.backend must be "internal" or "s3"' in bad.stderr
     cart.deploy(app_copy(tmp_path, "plain", None))
     for var in ("FAZT_S3_BUCKET", "FAZT_S3_ENDPOINT"):
         cart.env.pop(var, None)

@@ -70,7 +70,7 @@ def _limits(args) -> dict:
 
 
 def cmd_deploy(args) -> int:
-    from .deploy import DeployError, deploy
+    from .deploy import DeployError, InvalidManifest, deploy
 
     host = _host(args)
     targets = [Path(p) for p in args.path]
@@ -80,7 +80,7 @@ def cmd_deploy(args) -> int:
             d = deploy(host, target, Path(args.manifest) if args.manifest else None, _limits(args))
         except DeployError as e:
             print(f"error: {e}", file=sys.stderr)
-            return EXIT_FAILED
+            return EXIT_USAGE if isinstance(e, InvalidManifest) else EXIT_FAILED
         if args.json:
             print(json.dumps({"app": d.app, "version": d.version, "component": d.component, "built": d.built,
                               "unchanged": d.unchanged, "staticFiles": d.static_files,
@@ -101,12 +101,23 @@ def cmd_build(args) -> int:
     folder = Path(args.path)
     try:
         manifest = load_manifest(folder / "fazt.json")
+    except ManifestError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    out = Path(args.output or f"{manifest.name}.wasm")
+    if not out.parent.is_dir():  # said before the build, not after it
+        print(f"error: {out}: the folder {out.parent} does not exist", file=sys.stderr)
+        return EXIT_FAILED
+    try:
         wasm = build_component(folder, manifest.entry, cron=cron_files(manifest))
-    except (BuildError, ManifestError) as e:
+    except BuildError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
-    out = Path(args.output or f"{manifest.name}.wasm")
-    out.write_bytes(wasm)
+    try:
+        out.write_bytes(wasm)
+    except OSError as e:
+        print(f"error: {out}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_FAILED
     print(f"wrote {out} ({len(wasm) / 1048576:.1f} MiB); deploy it with: fazt-host deploy {out}", file=sys.stderr)
     return 0
 
@@ -179,6 +190,9 @@ def cmd_logs(args) -> int:
 
     conn = _existing_cartridge(args)
     cartridge.migrate(conn, Log.name, Log.migrations)
+    if not conn.execute("SELECT 1 FROM apps WHERE name = ?", (args.app,)).fetchone():
+        print(f"error: no app named {args.app!r}", file=sys.stderr)  # as apps, rollback, remove and cron say
+        return EXIT_FAILED
 
     def show(rows):
         for r in rows:

@@ -32,6 +32,10 @@ class DeployError(Exception):
     pass
 
 
+class InvalidManifest(DeployError):
+    """The fazt.json (or a limit given on the command line) is invalid: a usage error, not a failed deploy."""
+
+
 @dataclass
 class Deployment:
     app: str
@@ -120,13 +124,13 @@ def deploy(host: Host, path: Path, manifest_path: Path | None = None, limits: di
     try:
         src = resolve(path, manifest_path)
     except ManifestError as e:
-        raise DeployError(str(e)) from None
+        raise InvalidManifest(str(e)) from None
     manifest = src.manifest
     if limits:
         try:
             manifest = msgspec.structs.replace(manifest, limits=manifest.limits.merged(limits))
         except ValueError as e:
-            raise DeployError(f"limits: {e}") from None
+            raise InvalidManifest(f"limits: {e}") from None
     try:
         cron.check_deploy(src.folder, manifest, src.prebuilt is not None, host.settings.cron_min_interval)
     except ValueError as e:

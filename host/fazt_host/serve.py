@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -16,6 +17,8 @@ from .config import HostSettings
 RESTART_BASE_S = 1.0
 RESTART_MAX_S = 60.0
 STABLE_S = 60.0
+# How long `stop` waits for the scheduler (which waits up to 3 s for runs in flight) before killing it.
+STOP_WAIT_S = 10.0
 
 
 def restart_delay(failures: int) -> float:
@@ -23,8 +26,21 @@ def restart_delay(failures: int) -> float:
     return min(RESTART_BASE_S * 2 ** min(failures - 1, 16), RESTART_MAX_S)
 
 
+def died(returncode: int) -> bool:
+    """Whether a scheduler that ended with this status died, rather than was asked to stop.
+
+    It exits with 0 only when SIGTERM or SIGINT asked it to (from `up`, or a signal to the whole
+    process group), and one such signal may also end it before it has set up its handlers.
+    """
+    return returncode != 0 and returncode not in (-signal.SIGTERM, -signal.SIGINT)
+
+
 class SchedulerProcess:
-    """The cron scheduler beside Granian, started again with backoff whenever it dies, until `stop`."""
+    """The cron scheduler beside Granian, started again with backoff whenever it dies, until `stop`.
+
+    A scheduler that was asked to stop (see `died`) is not started again, nor is one that ends after
+    `up` began to shut down (`shutting_down`).
+    """
 
     def __init__(self, argv: list[str]):
         self.argv = argv
@@ -45,6 +61,8 @@ class SchedulerProcess:
         while True:
             started = time.monotonic()
             code = proc.wait()
+            if not died(code):
+                return
             failures = 1 if time.monotonic() - started >= STABLE_S else failures + 1
             delay = restart_delay(failures)
             # Waiting before saying anything keeps `up`'s own shutdown quiet: a signal to the whole
@@ -61,14 +79,43 @@ class SchedulerProcess:
                 flush=True,
             )
 
+    def shutting_down(self) -> None:
+        """`up` is stopping: a scheduler that ends from now on is not started again (callable from any thread)."""
+        self._stopping.set()
+
     def stop(self) -> None:
         with self._lock:  # no new process once this has begun
             self._stopping.set()
             proc = self._proc
         if proc is not None:
             proc.terminate()
-            proc.wait()
+            try:
+                proc.wait(STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                print(f"fazt-host: the cron scheduler did not stop within {STOP_WAIT_S:g} s; killed it",
+                      file=sys.stderr, flush=True)
+                proc.kill()
+                proc.wait()
         self._thread.join()
+
+
+def _lock_free_signals(server, scheduler: SchedulerProcess) -> None:
+    """Granian's own handlers set a threading.Event in the signal handler, which can wait for ever on a
+    lock its main thread holds (see signals.py); these run them on a thread of their own instead, and
+    tell the scheduler's supervisor first that `up` is stopping."""
+    from .signals import lock_free
+
+    interrupt = getattr(server, "signal_handler_interrupt", None)
+    reload = getattr(server, "signal_handler_reload", None)
+    if interrupt is None or reload is None:
+        return
+
+    def stop(signum: int) -> None:
+        scheduler.shutting_down()
+        interrupt(signum, None)
+
+    server.signal_handler_interrupt = lock_free(stop, "fazt-up-signals")
+    server.signal_handler_reload = lock_free(lambda signum: reload(signum, None), "fazt-up-reload")
 
 
 def claim_core(settings: HostSettings) -> int | None:
@@ -128,7 +175,7 @@ def serve(settings: HostSettings) -> int:
     scheduler = SchedulerProcess([sys.executable, "-m", "fazt_host.triggers.cron"])
     scheduler.start()
     try:
-        Granian(
+        server = Granian(
             "fazt_host.host:rsgi_app",
             address=settings.host,
             port=settings.port,
@@ -138,7 +185,9 @@ def serve(settings: HostSettings) -> int:
             factory=True,
             respawn_failed_workers=True,
             log_access=False,
-        ).serve()
+        )
+        _lock_free_signals(server, scheduler)
+        server.serve()
     finally:
         scheduler.stop()
     return 0

@@ -9,6 +9,7 @@ import sys
 
 from ...config import HostSettings
 from ...host import cron_scheduler
+from ...signals import lock_free
 
 PR_SET_PDEATHSIG = 1
 
@@ -20,8 +21,10 @@ def main() -> None:
     except (OSError, AttributeError):
         pass
     scheduler = cron_scheduler(HostSettings.from_env())
-    signal.signal(signal.SIGTERM, lambda *_: scheduler.stop_soon())
-    signal.signal(signal.SIGINT, lambda *_: scheduler.stop_soon())
+    # Not scheduler.stop_soon() in the handler itself: the main thread may hold the lock it takes.
+    stop = lock_free(lambda _signum: scheduler.stop_soon(), "fazt-cron-signals")
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     print(f"fazt-host cron scheduler running ({scheduler.threads} threads)", file=sys.stderr, flush=True)
     scheduler.run_forever()
     scheduler.stop()

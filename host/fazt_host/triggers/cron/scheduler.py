@@ -224,7 +224,8 @@ class Scheduler:
             self.clock.wait(self._wake, wake_at)
 
     def stop_soon(self) -> None:
-        """Makes run_forever return (safe from a signal handler)."""
+        """Makes run_forever return; from any thread, but not from a signal handler (Event.set takes a
+        lock the interrupted thread may hold): see fazt_host.signals.lock_free."""
         self._stop.set()
         self._wake.set()
 
