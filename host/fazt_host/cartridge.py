@@ -8,6 +8,9 @@ transactions. Each capability owns its tables and migrates them with
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +19,11 @@ import apsw
 
 BUSY_TIMEOUT_MS = 30_000
 MMAP_BYTES = 256 << 30
+# WAL checkpoints of a Checkpointer, in 4 KiB pages: past the first a background
+# checkpoint starts, past the second the writer checkpoints itself (the WAL's bound).
+CHECKPOINT_PAGES = 4096  # 16 MiB
+CHECKPOINT_LIMIT_PAGES = 16384  # 64 MiB
+CHECKPOINT_IDLE_S = 1.0  # no commit for this long: the WAL file is truncated
 
 # Schema steps, applied in order, each once. Append; never edit a released step.
 HOST_MIGRATIONS: list[str] = [
@@ -71,6 +79,82 @@ def connect(path: str | Path) -> apsw.Connection:
     conn.execute("CREATE TABLE IF NOT EXISTS schema(owner TEXT PRIMARY KEY, version INTEGER NOT NULL) STRICT")
     migrate(conn, "host", HOST_MIGRATIONS)
     return conn
+
+
+class Checkpointer:
+    """Copies a writer's WAL into the database file on a thread of its own.
+
+    SQLite's auto-checkpoint runs inside the commit that takes the WAL past 1000
+    pages, so a large upload (4 MiB commits) stalls in a checkpoint and two
+    fsyncs every few MiB. With `attach`, the writer's commits only wake this
+    thread, which checkpoints from its own connection (PASSIVE: writers go on).
+    Past CHECKPOINT_LIMIT_PAGES the writer checkpoints itself, as auto-checkpoint
+    would, so its WAL stays bounded when writes outpace this thread (writers in
+    several processes at once can, as with auto-checkpoint, grow it until they
+    pause); once commits stop, the WAL file is truncated. A checkpoint that would
+    wait for another (any process's) or for a writer is skipped: a later one
+    catches up.
+    """
+
+    def __init__(self, path: str | Path):
+        self._conn = apsw.Connection(str(path))  # no busy timeout: busy means skip
+        self._conn.pragma("journal_mode", "wal")  # opens the file: until then checkpoints do nothing
+        self._lock = threading.Lock()  # one checkpoint of this process at a time
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._last_commit: float | None = None  # since the WAL was last truncated
+        self._thread = threading.Thread(target=self._run, name="fazt-checkpoint", daemon=True)
+        self._thread.start()
+
+    def attach(self, conn: apsw.Connection) -> None:
+        """Checkpoints for `conn`'s commits (the WAL hook replaces its auto-checkpoint)."""
+        conn.set_wal_hook(self._committed)
+
+    def close(self) -> None:
+        """Stops the thread; attached writers still checkpoint themselves past the limit."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        self._conn.close()
+
+    def _committed(self, conn: apsw.Connection, db: str, pages: int) -> int:
+        self._last_commit = time.monotonic()
+        if pages >= CHECKPOINT_LIMIT_PAGES:
+            with self._lock:  # waits for this thread's checkpoint, then copies the rest
+                try:
+                    _checkpoint(conn, apsw.SQLITE_CHECKPOINT_PASSIVE, db)
+                except apsw.Error as e:  # the commit stands; as with auto-checkpoint, a later one retries
+                    print(f"cartridge: checkpoint failed: {e}", file=sys.stderr)
+        elif pages >= CHECKPOINT_PAGES:
+            self._wake.set()
+        return apsw.SQLITE_OK
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            woken = self._wake.wait(CHECKPOINT_IDLE_S)
+            self._wake.clear()
+            last = self._last_commit
+            if self._stop.is_set():
+                break
+            try:
+                if woken:
+                    with self._lock:
+                        _checkpoint(self._conn, apsw.SQLITE_CHECKPOINT_PASSIVE)
+                elif last is not None and time.monotonic() - last >= CHECKPOINT_IDLE_S:
+                    with self._lock:
+                        if _checkpoint(self._conn, apsw.SQLITE_CHECKPOINT_TRUNCATE) and self._last_commit == last:
+                            self._last_commit = None
+            except apsw.Error as e:  # a checkpoint failing must not end the thread: a later one retries
+                print(f"cartridge: checkpoint failed: {e}", file=sys.stderr)
+
+
+def _checkpoint(conn: apsw.Connection, mode: int, db: str = "main") -> bool:
+    """True if every frame of the WAL is in the database file (and for TRUNCATE, the WAL file emptied)."""
+    try:
+        log, done = conn.wal_checkpoint(db, mode)
+    except (apsw.BusyError, apsw.LockedError):
+        return False
+    return log == done
 
 
 def migrate(conn: apsw.Connection, owner: str, steps: list[str]) -> None:
