@@ -217,6 +217,33 @@ def test_abandoned_uploads_are_swept(conn):
     assert chunk_rows(conn) == 0
 
 
+def test_checkpoints_off_the_writer_keep_the_wal_bounded_and_truncate_it_when_idle(conn, tmp_path, monkeypatch):
+    monkeypatch.setattr(cartridge, "CHECKPOINT_PAGES", 256)  # 1 MiB
+    monkeypatch.setattr(cartridge, "CHECKPOINT_LIMIT_PAGES", 1024)  # 4 MiB
+    monkeypatch.setattr(cartridge, "CHECKPOINT_IDLE_S", 0.2)
+    wal = tmp_path / "fazt.db-wal"
+    checkpointer = cartridge.Checkpointer(tmp_path / "fazt.db")
+    checkpointer.attach(conn)
+    data = os.urandom(24 * MB)
+    up = store.Upload(conn, "a", "files", "big", "", {}, True, 1 << 40)
+    largest = 0
+    for i in range(0, len(data), MB):
+        up.write(data[i : i + MB])
+        largest = max(largest, wal.stat().st_size)
+    up.finish()
+    commit = CHUNK * store.CHUNKS_PER_COMMIT
+    assert largest < 4 * MB + 2 * commit  # the limit plus what a commit past it adds
+    deadline = time.monotonic() + 10
+    while wal.stat().st_size and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert wal.stat().st_size == 0
+    assert get(conn, "big") == data
+    checkpointer.close()
+    assert not checkpointer._thread.is_alive()
+    put(conn, "after", b"still written")  # the writer goes on without the thread
+    assert get(conn, "after") == b"still written" and get(conn, "big") == data
+
+
 def test_signed_tokens(conn):
     path = storage_http.signed_path(conn, "/a", "download", "a", "files", "k", 60)
     token = path.rpartition("token=")[2]
