@@ -21,7 +21,7 @@ BUSY_TIMEOUT_MS = 30_000
 MMAP_BYTES = 256 << 30
 # WAL checkpoints of a Checkpointer, in 4 KiB pages: past the first a background
 # checkpoint starts, past the second the writer checkpoints itself (the WAL's bound).
-CHECKPOINT_PAGES = 4096  # 16 MiB
+CHECKPOINT_PAGES = 1000  # SQLite's own auto-checkpoint size: as little left unchecked as before
 CHECKPOINT_LIMIT_PAGES = 16384  # 64 MiB
 CHECKPOINT_IDLE_S = 1.0  # no commit for this long: the WAL file is truncated
 
@@ -103,6 +103,8 @@ class Checkpointer:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._last_commit: float | None = None  # since the WAL was last truncated
+        self._pages = 0  # in the WAL at the writer's last commit
+        self._due = CHECKPOINT_PAGES  # the WAL size that wakes the thread next
         self._thread = threading.Thread(target=self._run, name="fazt-checkpoint", daemon=True)
         self._thread.start()
 
@@ -125,8 +127,12 @@ class Checkpointer:
                     _checkpoint(conn, apsw.SQLITE_CHECKPOINT_PASSIVE, db)
                 except apsw.Error as e:  # the commit stands; as with auto-checkpoint, a later one retries
                     print(f"cartridge: checkpoint failed: {e}", file=sys.stderr)
-        elif pages >= CHECKPOINT_PAGES:
+        elif pages >= self._due:  # once per CHECKPOINT_PAGES of new WAL, not per commit (small commits)
+            self._due = pages + CHECKPOINT_PAGES
             self._wake.set()
+        elif pages < self._pages:  # the WAL restarted
+            self._due = CHECKPOINT_PAGES
+        self._pages = pages
         return apsw.SQLITE_OK
 
     def _run(self) -> None:
