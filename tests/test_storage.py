@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 
 import pytest
@@ -247,6 +248,73 @@ def test_abandoned_uploads_are_swept(conn):
     assert store.sweep(conn) == 0
     assert store.sweep(conn, now=time.time() + store.ABANDONED_S + 1) == 1
     assert chunk_rows(conn) == 0
+
+
+def test_checkpoints_off_the_writer_keep_the_wal_bounded_and_truncate_it_when_idle(conn, tmp_path, monkeypatch):
+    monkeypatch.setattr(cartridge, "CHECKPOINT_PAGES", 256)  # 1 MiB
+    monkeypatch.setattr(cartridge, "CHECKPOINT_LIMIT_PAGES", 1024)  # 4 MiB
+    monkeypatch.setattr(cartridge, "CHECKPOINT_IDLE_S", 0.2)
+    wal = tmp_path / "fazt.db-wal"
+    checkpointer = cartridge.Checkpointer(tmp_path / "fazt.db")
+    checkpointer.attach(conn)
+    data = os.urandom(24 * MB)
+    up = store.Upload(conn, "a", "files", "big", "", {}, True, 1 << 40)
+    largest = 0
+    for i in range(0, len(data), MB):
+        up.write(data[i : i + MB])
+        largest = max(largest, wal.stat().st_size)
+    up.finish()
+    commit = CHUNK * store.CHUNKS_PER_COMMIT
+    assert largest < 4 * MB + 2 * commit  # the limit plus what a commit past it adds
+    deadline = time.monotonic() + 10
+    while wal.stat().st_size and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert wal.stat().st_size == 0
+    assert get(conn, "big") == data
+    checkpointer.close()
+    assert not checkpointer._thread.is_alive()
+    put(conn, "after", b"still written")  # the writer goes on without the thread
+    assert get(conn, "after") == b"still written" and get(conn, "big") == data
+
+
+def test_checkpoints_bound_the_wal_under_writers_that_never_pause(tmp_path, monkeypatch):
+    """Two writers (two workers) take turns: the WAL is never fully copied between commits, unless
+    the checkpoint at the limit keeps both out while it runs."""
+    monkeypatch.setattr(cartridge, "CHECKPOINT_PAGES", 256)
+    monkeypatch.setattr(cartridge, "CHECKPOINT_LIMIT_PAGES", 1024)  # 4 MiB
+    path, wal = tmp_path / "fazt.db", tmp_path / "fazt.db-wal"
+    writers = [cartridge.connect(path) for _ in range(2)]
+    capabilities(writers[0])
+    checkpointers = [cartridge.Checkpointer(path) for _ in writers]
+    for checkpointer, writer in zip(checkpointers, writers):
+        checkpointer.attach(writer)
+    data = os.urandom(16 * MB)
+    errors = []
+
+    def upload(writer, key):
+        try:
+            up = store.Upload(writer, "a", "files", key, "", {}, True, 1 << 40)
+            for i in range(0, len(data), MB):
+                up.write(data[i : i + MB])
+            up.finish()
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=upload, args=(w, f"k{i}")) for i, w in enumerate(writers)]
+    for t in threads:
+        t.start()
+    largest = 0
+    while any(t.is_alive() for t in threads):
+        largest = max(largest, wal.stat().st_size)
+        time.sleep(0.002)
+    for t in threads:
+        t.join()
+    assert not errors
+    commit = CHUNK * store.CHUNKS_PER_COMMIT
+    assert largest < 4 * MB + 4 * commit  # 32 MiB were written
+    assert get(writers[0], "k0") == data and get(writers[1], "k1") == data
+    for checkpointer in checkpointers:
+        checkpointer.close()
 
 
 def test_signed_tokens(conn):

@@ -45,10 +45,17 @@ class Host:
         self.cache = ComponentCache(self.engine, settings.cache_dir)
         self._guests: dict[str, Guest] = {}
         self._ticker: EpochTicker | None = None
+        self.checkpointer: cartridge.Checkpointer | None = None
 
     def start_ticker(self) -> None:
         if self._ticker is None:
             self._ticker = EpochTicker(self.engine)
+
+    def start_checkpointer(self) -> None:
+        """Moves the writer's WAL checkpoints to a thread (large uploads no longer wait on them)."""
+        if self.checkpointer is None:
+            self.checkpointer = cartridge.Checkpointer(self.settings.cartridge)
+            self.checkpointer.attach(self.conn)
 
     def retain(self, component_hashes: set[str]) -> None:
         """Forgets mapped components no active version uses (calls in flight keep theirs)."""
@@ -106,4 +113,5 @@ def rsgi_app() -> HttpTrigger:
     claim_core(settings)  # before the worker starts any thread
     host = Host(settings)
     host.start_ticker()
+    host.start_checkpointer()
     return HttpTrigger(host, settings.domain)
