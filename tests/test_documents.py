@@ -405,6 +405,13 @@ def test_bad_requests_get_clear_errors(db, op, code):
     assert len(db.select()) == 5
 
 
+def test_type_errors_name_json_types(db):
+    reply = db.run(collection="notes", where=[["eq", "age", None]])
+    assert reply["error"]["message"] == "eq on 'age' takes a string, number or boolean, not null (use is() for null)"
+    reply = db.run(op="insert", collection="notes", values=[[1]])
+    assert "must be a JSON object, not array" in reply["error"]["message"], reply
+
+
 def test_non_json_requests(db):
     for raw in ["", "not json", "[1,2]", '"select"', '{"op": "select", "collection": "notes"']:
         reply = json.loads(db.store.run("a", raw, LIMITS))

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from .spec import MAX_FILTER_TERMS, MAX_IN_VALUES, DocError, Order, parse_path
+from .spec import MAX_FILTER_TERMS, MAX_IN_VALUES, DocError, Order, json_type, parse_path
 
 Scalar = (str, int, float, bool)
 INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -80,7 +80,7 @@ def _bindable(value: Any, op: str, field: str) -> Any:
     if isinstance(value, (str, float)):
         return value
     raise DocError(
-        f"{op} on {field!r} takes a string, number or boolean, not {type(value).__name__}"
+        f"{op} on {field!r} takes a string, number or boolean, not {json_type(value)}"
         + (" (use is() for null)" if value is None else ""),
         "22P02",
     )

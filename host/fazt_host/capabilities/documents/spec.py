@@ -23,6 +23,17 @@ MAX_FILTER_TERMS = 256
 MAX_IN_VALUES = 1_000
 
 
+def json_type(value) -> str:
+    """A decoded JSON value's type, in JSON's words (errors speak to JS apps, not Python)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
 class DocError(Exception):
     """A request the store refuses: becomes `{"error": {"message", "code"}}` for the app."""
 

@@ -32,6 +32,7 @@ from .spec import (
     convert_operation,
     decode_operation,
     index_fields,
+    json_type,
     parse_path,
 )
 
@@ -96,7 +97,7 @@ def depth_of(value: Any, limit: int) -> int:
 def check_document(doc: Any, limits: Limits, what: str = "a document") -> bytes:
     """Encodes a document after checking it is an object within the size and depth limits."""
     if not isinstance(doc, dict):
-        raise DocError(f"{what} must be a JSON object, not {type(doc).__name__}", "22P02")
+        raise DocError(f"{what} must be a JSON object, not {json_type(doc)}", "22P02")
     text = _encode(doc)
     # A document with fewer brackets than the depth limit cannot be too deep: most skip the walk.
     if text.count(b"{") + text.count(b"[") > limits.document_depth and depth_of(doc, limits.document_depth) > limits.document_depth:
@@ -461,7 +462,7 @@ def _lookup(doc: dict, parts: tuple) -> Any:
 def prepare_new(doc: Any, limits: Limits, now: str, what: str, new_id: str) -> str:
     """A new document's stored text: `new_id` unless it has an id; createdAt/updatedAt set."""
     if not isinstance(doc, dict):
-        raise DocError(f"{what} must be a JSON object, not {type(doc).__name__}", "22P02")
+        raise DocError(f"{what} must be a JSON object, not {json_type(doc)}", "22P02")
     if "id" in doc:
         _check_id(doc["id"])
     else:
