@@ -295,6 +295,16 @@ def test_the_app_sees_the_path_as_the_client_encoded_it(served):
     assert r.status_code == 404 and r.json()["path"] == "/x%2541%20y%C3%A9"
 
 
+def test_a_body_shorter_than_its_content_length_is_a_400(served):
+    with socket.create_connection(("127.0.0.1", served.port)) as s:
+        s.sendall(b"POST /probe/digest HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(10)
+        reply = s.recv(4096).decode()
+    assert reply.startswith("HTTP/1.1 400"), reply
+    assert "ended before it was complete" in reply
+
+
 def test_a_stalled_body_does_not_hold_up_its_worker(cartridge):
     """The guest runs only once the body's first piece is in: a client that stalls costs only itself."""
     cartridge.deploy(TEST_APPS / "probe", "--timeout-ms", "20000")

@@ -525,8 +525,8 @@ class HttpTrigger:
                 await exchange.prefetch()
             except HttpError as e:
                 return json_error(proto, e.status, str(e), rid)
-            except Exception:  # noqa: BLE001 - the client went away: the guest reads an error, as before
-                pass
+            except Exception:  # noqa: BLE001 - Granian's error for a body that ended early or a client gone
+                return json_error(proto, 400, "the request body ended before it was complete", rid)
 
         def run() -> None:
             exchange.started = time.monotonic()
