@@ -89,6 +89,12 @@ def json_error(proto, status: int, message: str, rid: str = "") -> None:
     proto.response_bytes(status, headers, msgspec.json.encode(body))
 
 
+def unsafe_path(path: str) -> bool:
+    """A path with '.' or '..' segments, backslashes or NUL, also once more percent-decoded."""
+    decoded = unquote(path)
+    return "\0" in decoded or "\\" in decoded or any(seg in ("..", ".") for seg in decoded.split("/"))
+
+
 # Characters a URL path keeps as they are (RFC 3986 pchar and "/").
 PATH_SAFE = "/!$&'()*+,;=:@-._~"
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -416,12 +422,11 @@ class HttpTrigger:
             _exchanges.reset(token)
 
     async def handle(self, scope, proto) -> None:
-        raw_path = scope.path
-        decoded = unquote(raw_path)
         app_name, inner, base = self.route(scope)
-        if "\0" in decoded or any(seg in ("..", ".") for seg in decoded.split("/")) or "\\" in decoded:
+        if unsafe_path(scope.path):
             # A host route that refuses such paths itself answers in its own terms (S3's error XML).
-            if not (app_name not in ("", "_") and getattr(self.host_route(inner), "checks_path", False)):
+            own = self.host_route(inner) if app_name not in ("", "_") else None
+            if not getattr(own, "checks_path", False):
                 raise HttpError(400, "invalid path: '.', '..', backslashes and NUL are not allowed")
         if app_name == "_":
             return self.host_endpoint(inner, proto)

@@ -25,6 +25,7 @@ import apsw
 import msgspec
 
 from ...cartridge import transaction
+from ...server import unsafe_path
 from . import http, store
 from .store import StorageError
 
@@ -391,12 +392,6 @@ def _object_xml(o: dict[str, Any]) -> str:
 
 
 # ---- the endpoint ------------------------------------------------------------------------------
-
-
-def unsafe_path(path: str) -> bool:
-    """The paths the server refuses for every other route (see `Server.handle`)."""
-    decoded = unquote(path)
-    return "\0" in decoded or "\\" in decoded or any(seg in ("..", ".") for seg in decoded.split("/"))
 
 
 async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
