@@ -33,9 +33,13 @@ def json_of(field: str) -> str:
     return f"(body -> '{json_path(parse_path(field))}')"
 
 
+def type_at(parts) -> str:
+    """The JSON type at a parsed path ('true', 'false', 'integer', 'real', 'text', 'null', ...)."""
+    return f"json_type(body, '{json_path(parts)}')"
+
+
 def type_of(field: str) -> str:
-    """The field's JSON type ('true', 'false', 'integer', 'real', 'text', 'null', ...)."""
-    return f"json_type(body, '{json_path(parse_path(field))}')"
+    return type_at(parse_path(field))
 
 
 BOOLEAN_TYPES = "('true', 'false')"
@@ -45,7 +49,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def type_guards(values: list[Any], x: str, json_type: str) -> list[str]:
+def type_guards(values: list[Any], x: str, type_sql: str) -> list[str]:
     """Conditions that keep true/false and the numbers 1/0 apart in an equality test.
 
     `->>` reads JSON true and false back as 1 and 0, so `x = 1` alone also
@@ -61,7 +65,7 @@ def type_guards(values: list[Any], x: str, json_type: str) -> list[str]:
         as_number = any(_is_number(v) and v == k for v in values)
         if as_bool != as_number:
             kind = "IN" if as_bool else "NOT IN"
-            guards.append(f"({x} != {k} OR {json_type} {kind} {BOOLEAN_TYPES})")
+            guards.append(f"({x} != {k} OR {type_sql} {kind} {BOOLEAN_TYPES})")
     return guards
 
 
@@ -199,8 +203,7 @@ class Filter:
                 else:
                     self.params.append(_bindable(v, "contains", sub))
                     x = f"(body ->> '{json_path(sub_parts)}')"
-                    json_type = f"json_type(body, '{json_path(sub_parts)}')"
-                    conds.append(" AND ".join([f"{x} = ?", *type_guards([v], x, json_type)]))
+                    conds.append(" AND ".join([f"{x} = ?", *type_guards([v], x, type_at(sub_parts))]))
             return "(" + " AND ".join(conds) + ")"
         raise DocError(f"contains on {field!r} takes an array or an object", "22P02")
 
