@@ -318,16 +318,10 @@ class Upload:
         self.quota = quota
         self.md5 = hashlib.md5()
         self.size = 0
-        if not upsert and self._exists():
+        if not upsert and _object_exists(conn, app, self.bucket, self.key):
             raise StorageError("The resource already exists", 409, "Duplicate")
         self.data, self.sink = new_data(conn, app, backend(conn, app))
         self.room = quota - usage(conn, app)
-
-    def _exists(self) -> bool:
-        bid = bucket_id(self.conn, self.app, self.bucket)
-        return bid is not None and bool(
-            self.conn.execute("SELECT 1 FROM blob_objects WHERE bucket = ? AND key = ?", (bid, self.key)).fetchone()
-        )
 
     def write(self, data: bytes | memoryview) -> None:
         if self.size + len(data) > self.room:
