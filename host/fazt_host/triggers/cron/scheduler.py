@@ -104,7 +104,7 @@ def entry_limits(deployed: Deployed, entry: CronEntry):
     return limits
 
 
-def event_payload(deployed: Deployed, entry: CronEntry, run: Run, last: dict | None) -> str:
+def event_payload(deployed: Deployed, entry: CronEntry, run: Run, last: dict | None, timeout_ms: int) -> str:
     event = {
         "name": entry.name,
         "scheduledTime": iso(run.slot),
@@ -115,7 +115,7 @@ def event_payload(deployed: Deployed, entry: CronEntry, run: Run, last: dict | N
         "manual": run.manual,
         "requestId": run.request_id,
         "app": deployed.name,
-        "timeoutMs": entry_limits(deployed, entry).timeout_ms,  # the SDK stops timers at it
+        "timeoutMs": timeout_ms,  # the SDK stops timers at it
     }
     if deployed.manifest.env:
         event["env"] = deployed.manifest.env
@@ -124,9 +124,11 @@ def event_payload(deployed: Deployed, entry: CronEntry, run: Run, last: dict | N
 
 def execute(host, deployed: Deployed, entry: CronEntry, run: Run, last: dict | None) -> tuple[str, str | None]:
     """Runs one attempt in a fresh instance: (status, error)."""
-    invocation = Invocation(deployed.name, run.request_id, entry_limits(deployed, entry))
+    limits = entry_limits(deployed, entry)
+    invocation = Invocation(deployed.name, run.request_id, limits)
     try:
-        host.invoke(deployed, HANDLER_INTERFACE, "scheduled", event_payload(deployed, entry, run, last), invocation)
+        payload = event_payload(deployed, entry, run, last, limits.timeout_ms)
+        host.invoke(deployed, HANDLER_INTERFACE, "scheduled", payload, invocation)
         return "ok", None
     except GuestTimeout as e:
         return "timeout", str(e)
