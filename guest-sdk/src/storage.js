@@ -10,7 +10,7 @@
 import {
   call, uploadBegin, uploadWrite, uploadFinish, uploadRequest, downloadBegin, downloadRead,
 } from 'fazt:host/storage@0.1.0';
-import { claimRequestBody, hostResponse, mountPrefix, wordChunks } from './runtime.js';
+import { claimRequestBody, hostResponse, mountPrefix, readAll, wordChunks } from './runtime.js';
 
 const READ_CHUNK = 16 << 20;
 
@@ -104,13 +104,8 @@ class Bucket {
   async download(path) {
     const begun = ask(downloadBegin, { bucket: this.bucket, key: path });
     if (begun.error) return begun;
-    const parts = [];
-    for (;;) {
-      const b64 = downloadRead(begun.data.handle, READ_CHUNK);
-      if (b64 === '') break;
-      parts.push(Uint8Array.fromBase64(b64));
-    }
-    return { data: new Blob(parts, { type: begun.data.contentType }), error: null };
+    const bytes = readAll(() => downloadRead(begun.data.handle, READ_CHUNK), begun.data.size);
+    return { data: new Blob([bytes], { type: begun.data.contentType }), error: null };
   }
 
   // Lists one "folder": objects directly under `path` and its subfolders (as

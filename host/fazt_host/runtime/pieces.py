@@ -5,6 +5,8 @@ base64 strings (the fast host->guest path). One call's work is split between
 the host (read, encode) and the guest (lift the string, decode it); handing
 out pieces of PIECE bytes and encoding the next on another thread while the
 guest, which runs without the GIL, decodes the current one overlaps the two.
+Pieces of 128 KiB read an 8 MiB body faster than 512 KiB ones: the larger
+strings are fresh memory on both sides every call (four times the page faults).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import base64
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-PIECE = 512 * 1024
+PIECE = 128 * 1024
 ENCODE_INLINE = 64 * 1024  # smaller pieces are encoded where they arrive: a thread hop costs more
 _encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fazt-base64")
 
