@@ -125,3 +125,15 @@ def test_up_its_workers_and_scheduler_all_stop_on_a_signal(cartridge, how):
     assert server.proc.returncode == 0
     log = server.proc.stderr.read().decode()
     assert "started it again" not in log, log
+
+
+def test_a_second_up_on_a_port_in_use_refuses_before_deploying(cartridge, tmp_path):
+    """Granian's workers bind with SO_REUSEPORT: without the check a second host would share the port."""
+    server = cartridge.serve(workers=1)
+    other = tmp_path / "other.db"
+    proc = cartridge.cli("up", "--port", str(server.port), "--cartridge", str(other),
+                         "--deploy", str(TEST_APPS / "cronapp"), check=False, timeout=60)
+    assert proc.returncode == 1
+    assert f"127.0.0.1:{server.port} is already in use" in proc.stderr
+    assert not other.exists()  # refused before deploying anything
+    assert server.get("/_/health").status_code == 200

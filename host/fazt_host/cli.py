@@ -446,9 +446,16 @@ def cmd_keys(args) -> int:
 
 
 def cmd_up(args) -> int:
-    from .serve import serve
+    from .serve import address_in_use, serve
 
     settings = _settings(args, host=args.host, port=args.port, workers=args.workers, domain=args.domain)
+    if address_in_use(settings.host, settings.port):
+        print(
+            f"error: {settings.host}:{settings.port} is already in use (another fazt-host up?); "
+            "stop it or pick another --port",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     if args.deploy:
         # Deploy in a child process: Granian forks its workers from this one, which
         # should not have started wasmtime's compiler threads first.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -154,6 +156,26 @@ def claim_core(settings: HostSettings) -> int | None:
 
 
 _claimed: list[int] = []
+
+
+def address_in_use(host: str, port: int) -> bool:
+    """True if something listens on host:port already.
+
+    Granian's workers bind with SO_REUSEPORT, which would let a second host share
+    the port of a running one and take half its connections. A socket bound
+    without it fails where any listener is (TIME_WAIT leftovers do not count).
+    """
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror:
+        return False  # Granian reports an address it cannot resolve
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            return e.errno == errno.EADDRINUSE
+    return False
 
 
 def serve(settings: HostSettings) -> int:
