@@ -336,3 +336,44 @@ def test_if_range_with_another_etag_sends_the_whole_file(served):
     etag = served.get("/probe/file.txt").headers["etag"]
     r = served.get("/probe/file.txt", headers={"range": "bytes=0-5", "if-range": etag})
     assert r.status_code == 206 and r.text == "static"
+
+
+def logged(cart, app: str, rid: str, text: str, timeout: float = 10) -> str:
+    """The app's log line of request `rid` containing `text`, once it is there."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for line in cart.cli("logs", app, "-n", "50").stdout.splitlines():
+            if rid in line and text in line:
+                return line
+        time.sleep(0.2)
+    raise AssertionError(f"no log line of {rid} with {text!r}")
+
+
+def test_the_response_leaves_before_wait_until_promises_settle(served):
+    started = time.monotonic()
+    r = served.get("/probe/wait-until?ms=1200")
+    assert r.status_code == 200 and r.text == "returned"
+    assert time.monotonic() - started < 1.0  # before: 1.2 s, the promise's time
+    logged(served.cart, "probe", r.headers["x-fazt-request-id"], "wait-until done after 1200 ms")
+
+
+def test_wait_until_past_the_time_limit_is_stopped_and_logged_after_the_response(served):
+    r = served.get("/probe/wait-until?ms=5000&reject")  # probe's limit: 2 s
+    assert r.status_code == 200 and r.text == "returned"  # before: 504 after 2 s
+    rid = r.headers["x-fazt-request-id"]
+    assert "a late failure" in logged(served.cart, "probe", rid, "a waitUntil promise rejected")
+    logged(served.cart, "probe", rid, "ran past its time limit")
+    assert served.get("/probe/global").status_code == 200
+
+
+def test_a_cloned_request_reads_the_whole_body_too(served):
+    r = served.client.post("/probe/clone", content=b'{"k":"v"}')
+    assert r.json() == {"first": '{"k":"v"}', "copy": '{"k":"v"}', "used": True}  # before: copy "" and used false
+
+
+def test_a_complete_body_over_the_response_limit_is_a_500_before_any_byte(cartridge):
+    cartridge.deploy(TEST_APPS / "probe", "--response-mb", "1")
+    server = cartridge.serve(workers=1)
+    r = server.get("/probe/big?n=2000000")  # the guest takes longer than STREAM_AFTER_S to build it
+    assert r.status_code == 500 and "exceeds the limit of 1 MiB" in r.json()["error"]  # before: 200, cut at 1 MiB
+    assert server.get("/probe/big?n=500000").content[:2] == bytes([7, 38])

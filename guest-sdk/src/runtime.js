@@ -2,7 +2,7 @@
 // fazt:host world: the request arrives as a JSON head, its body is pulled from
 // the host only when read, and the response leaves through http.send-*.
 import { write as logWrite } from 'fazt:host/log@0.1.0';
-import { readBody, sendHead, sendBody } from 'fazt:host/http@0.1.0';
+import { readBody, sendHead, sendBody, finish } from 'fazt:host/http@0.1.0';
 
 // The most bytes one read-body call may bring: the host answers with pieces of
 // its own size (it reads the next one while the guest decodes this one).
@@ -126,6 +126,15 @@ export function readAll(read, size = 0) {
 
 const NativeRequest = globalThis.Request;
 class Request extends NativeRequest {
+  // An unread body is then read through the engine's stream, which the clone tees.
+  clone() {
+    const state = bodies.get(this);
+    if (state && !state.used) state.streamed = true;
+    return super.clone();
+  }
+  get bodyUsed() {
+    return bodies.get(this)?.used || super.bodyUsed;
+  }
   async bytes() {
     const state = bodies.get(this);
     if (!state || state.streamed) return new Uint8Array(await super.arrayBuffer());
@@ -271,25 +280,32 @@ export function hostResponse(answer, init = {}) {
 
 // Returns the export's result: the whole response when it is small and complete,
 // else sends it through http.send-head/send-body and returns {"sent": true}.
-async function sendResponse(response) {
+// `more` (waitUntil promises pending) sends it and ends it with http.finish, so
+// it leaves before they settle.
+async function sendResponse(response, more) {
   const head = { status: response.status, headers: headerList(response.headers) };
   const answer = hostAnswered.get(response);
   if (answer) return JSON.stringify({ ...head, ...answer });
   if (!streamed.has(response)) {
     const bytes = new Uint8Array(await response.arrayBuffer());
-    if (bytes.byteLength <= INLINE_MAX) {
+    if (bytes.byteLength <= INLINE_MAX && !more()) {
       head.body = bytes.toBase64();
       return JSON.stringify(head);
     }
+    head.length = bytes.byteLength;
     sendHead(JSON.stringify(head));
     sendBytes(bytes);
+    if (more()) finish();
     return SENT;
   }
   sendHead(JSON.stringify(head));
   const reader = response.body.getReader();
   for (;;) {
     const { done, value } = await reader.read();
-    if (done) return SENT;
+    if (done) {
+      if (more()) finish();
+      return SENT;
+    }
     if (typeof value === 'string') sendBytes(new TextEncoder().encode(value));
     else if (value instanceof Uint8Array) sendBytes(value);
     else if (ArrayBuffer.isView(value)) sendBytes(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
@@ -299,6 +315,22 @@ async function sendResponse(response) {
 }
 
 const SENT = '{"sent":true}';
+
+// ctx.waitUntil: its promises, each reporting a rejection to `rejected` when it happens.
+function lifetime(rejected) {
+  const pending = [];
+  return {
+    pending,
+    waitUntil(promise) { pending.push(Promise.resolve(promise).catch(rejected)); },
+    async settled() { // also the promises added meanwhile
+      for (let done = 0; done < pending.length; ) {
+        const batch = pending.slice(done);
+        done = pending.length;
+        await Promise.all(batch);
+      }
+    },
+  };
+}
 
 function failure(e) {
   const error = e instanceof Error ? `${e.name}: ${e.message}` : formatArg(e);
@@ -334,20 +366,20 @@ async function serveFetch(app, json) {
     const request = new Request(head.url, init);
     if (head.hasBody) bodies.set(request, state);
     currentRequest = request;
-    const pending = [];
+    const extended = lifetime((reason) => console.error('a waitUntil promise rejected:', reason));
     const ctx = {
       requestId: head.requestId,
       app: head.app,
       env: Object.freeze(head.env || {}),
-      waitUntil(promise) { pending.push(promise); },
+      waitUntil: extended.waitUntil,
       passThroughOnException() {},
     };
     const response = await app.fetch(request, ctx);
     if (!(response instanceof NativeResponse)) {
       throw new TypeError(`fetch must return a Response, got ${response === null ? 'null' : typeof response}`);
     }
-    const result = await sendResponse(response);
-    if (pending.length) await Promise.allSettled(pending);
+    const result = await sendResponse(response, () => extended.pending.length > 0);
+    await extended.settled();
     return result;
   } catch (e) {
     return failure(e);
@@ -362,7 +394,8 @@ export function handlerFor(app, crons = {}) {
       currentRequestId = ev.requestId;
       try {
         const handler = cronHandler(app, crons, ev.name);
-        const pending = [];
+        const reasons = [];
+        const extended = lifetime((reason) => reasons.push(reason));
         const event = Object.freeze({
           name: ev.name,
           scheduledTime: ev.scheduledTime,
@@ -376,10 +409,11 @@ export function handlerFor(app, crons = {}) {
           requestId: ev.requestId,
           app: ev.app,
           env: Object.freeze(ev.env || {}),
-          waitUntil(promise) { pending.push(promise); },
+          waitUntil: extended.waitUntil,
         };
         await handler(event, ctx);
-        if (pending.length) await Promise.all(pending);
+        await extended.settled();
+        if (reasons.length) throw reasons[0]; // the run failed, as if the handler had thrown it
         return '{}';
       } catch (e) {
         return failure(e);

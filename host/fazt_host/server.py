@@ -67,6 +67,7 @@ class ResponseHead(msgspec.Struct):
     status: int
     headers: list[tuple[str, str]] = []
     body: str | None = None  # base64, when the whole response came back inline
+    length: int | None = None  # the body's size, when the guest knows it up front
 
 
 _decode_head = msgspec.json.Decoder(ResponseHead).decode
@@ -148,6 +149,8 @@ class Exchange:
         self.aborted = False
         self.started: float | None = None  # when the guest began running (the wasm thread may be busy)
         self.answer = None  # (capability's handler, result) when a capability answers instead
+        self.finished = False  # http.finish: the response is complete before the invocation ends
+        self.response_done = loop.create_future()
 
     # -- wasm thread ---------------------------------------------------------
     def read_body(self, max_bytes: int) -> str:
@@ -178,7 +181,22 @@ class Exchange:
         except msgspec.MsgspecError as e:
             raise GuestError(f"malformed response head: {e}") from None
         self._check_head(head)
+        if head.length is not None and head.length > self.response_limit:
+            raise HttpError(500, f"the response exceeds the limit of {self.response_limit >> 20} MiB")
         self._emit("head", head)
+
+    def finish(self) -> None:
+        """The response is complete: it goes out now, while the invocation goes on."""
+        if self.head is None:
+            raise GuestError("finish before send-head")
+        with self.lock:
+            if self.finished:
+                return
+            self.finished = True
+            if self.queue is not None:
+                self.loop.call_soon_threadsafe(self.queue.put_nowait, _END)
+            else:
+                self.loop.call_soon_threadsafe(_settle, self.response_done)
 
     def finish_inline(self, result: dict) -> None:
         """The handler returned its whole response in the export's result."""
@@ -213,6 +231,8 @@ class Exchange:
         if self.aborted:
             raise GuestError("the client went away")
         with self.lock:
+            if self.finished:
+                raise GuestError("the response was finished: nothing can be sent after http.finish")
             if kind == "head":
                 self.head = value
             if self.queue is None:
@@ -228,7 +248,7 @@ class Exchange:
         self._pieces.cancel()
         with self.lock:
             self.closed = True
-            if self.queue is not None:
+            if self.queue is not None and not self.finished:
                 self.loop.call_soon_threadsafe(self.queue.put_nowait, _END)
 
     # -- event loop ------------------------------------------------------------
@@ -315,8 +335,14 @@ async def _exhausted():
     yield
 
 
+def _settle(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _retrieved(future: asyncio.Future) -> None:
-    """A piece read ahead that nobody asks for: its error (the client went away) is not news."""
+    """A future nobody awaits (a piece read ahead, an invocation running on after its
+    response): its error is not news (the client went away, or the app log has it)."""
     if not future.cancelled():
         future.exception()
 
@@ -334,6 +360,7 @@ def http_functions() -> dict:
         "read-body": lambda inv, max_bytes: exchange(inv).read_body(max_bytes),
         "send-head": lambda inv, head: exchange(inv).send_head(head),
         "send-body": lambda inv, words, length: exchange(inv).send_body(words, length),
+        "finish": lambda inv: exchange(inv).finish(),
     }
 
 
@@ -550,13 +577,19 @@ class HttpTrigger:
         future = loop.run_in_executor(self.wasm, run)
         # Stream only a response the guest has been producing for a while, not
         # one merely queued behind other requests for the wasm thread.
-        done, _ = await asyncio.wait((future,), timeout=STREAM_AFTER_S)
+        waits = (future, exchange.response_done)
+        done, _ = await asyncio.wait(waits, timeout=STREAM_AFTER_S, return_when=asyncio.FIRST_COMPLETED)
         while not done and (exchange.started is None or time.monotonic() - exchange.started < STREAM_AFTER_S):
-            done, _ = await asyncio.wait((future,), timeout=STREAM_AFTER_S)
+            done, _ = await asyncio.wait(waits, timeout=STREAM_AFTER_S, return_when=asyncio.FIRST_COMPLETED)
         if not done:
             switched = exchange.start_streaming()
             if switched is not None:
                 return await self.stream(scope, proto, deployed, exchange, future, switched, rid)
+        if future not in done and exchange.response_done.done():
+            # http.finish: the response goes now; the invocation (waitUntil) runs on
+            # and Host.invoke logs how it ends.
+            future.add_done_callback(_retrieved)
+            return await self.complete(scope, proto, deployed, exchange, rid)
         try:
             await future
         except Exception as e:  # noqa: BLE001 - every failure becomes a JSON error
@@ -591,10 +624,13 @@ class HttpTrigger:
         while head is None or not buffered:
             item = await queue.get()
             if item is _END:
-                try:
-                    await future
-                except Exception as e:  # noqa: BLE001
-                    return self.fail(proto, e, rid)
+                if exchange.finished:
+                    future.add_done_callback(_retrieved)
+                else:
+                    try:
+                        await future
+                    except Exception as e:  # noqa: BLE001
+                        return self.fail(proto, e, rid)
                 exchange.chunks = buffered
                 return await self.complete(scope, proto, deployed, exchange, rid)
             kind, value = item
@@ -619,7 +655,4 @@ class HttpTrigger:
         # Granian ends the response when the transport is dropped; a failed
         # guest's traceback would keep this frame, and so the transport, alive.
         del transport
-        try:
-            await future
-        except Exception:  # noqa: BLE001 - recorded in the app log; the stream just ends early
-            pass
+        future.add_done_callback(_retrieved)  # failures are in the app log; the stream just ends early

@@ -128,6 +128,17 @@ const routes = {
   async '/url'(request) {
     return Response.json({ url: request.url, prefix: request.headers.get('x-forwarded-prefix') });
   },
+  async '/wait-until'(request, url, ctx) {
+    const ms = Number(url.searchParams.get('ms'));
+    ctx.waitUntil(sleep(ms).then(() => console.log(`wait-until done after ${ms} ms`)));
+    if (url.searchParams.has('reject')) ctx.waitUntil(Promise.reject(new Error('a late failure')));
+    return new Response('returned');
+  },
+  async '/clone'(request) {
+    const copy = request.clone();
+    const first = await request.text();
+    return Response.json({ first, copy: await copy.text(), used: request.bodyUsed });
+  },
   async '/global'() {
     globalThis.counter = (globalThis.counter || 0) + 1;
     return Response.json({ counter: globalThis.counter });

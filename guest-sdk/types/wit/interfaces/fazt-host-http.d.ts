@@ -5,7 +5,9 @@
  */
 export function readBody(max: number): string;
 /**
- * Starts the response: JSON `{"status": 200, "headers": [["name", "value"], ...]}`.
+ * Starts the response: JSON `{"status": 200, "headers": [["name", "value"], ...]}`,
+ * with `"length"` (the body's size) when the whole body is known: a body over
+ * the response limit is then refused before any of it goes out.
  * Called once, before any body chunk.
  */
 export function sendHead(head: string): void;
@@ -14,3 +16,8 @@ export function sendHead(head: string): void;
  * eight to a word, the last word zero-padded.
  */
 export function sendBody(words: BigUint64Array, len: number): void;
+/**
+ * Ends the response: it goes to the client now, while the invocation goes
+ * on (the handler's `ctx.waitUntil` promises). Nothing can be sent after it.
+ */
+export function finish(): void;
