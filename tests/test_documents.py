@@ -15,6 +15,7 @@ import pytest
 
 from fazt_host import apps, cartridge
 from fazt_host.capabilities.documents import store as docstore
+from fazt_host.capabilities.documents.compile import encode_cursor
 from fazt_host.capabilities.documents.spec import convert_operation
 from fazt_host.config import Limits, ManifestError, decode_manifest
 from fazt_host.host import capabilities
@@ -385,6 +386,8 @@ def test_unicode_and_long_field_names_work(db):
         ({"collection": "notes", "sneaky": 1}, "PGRST100"),
         ({"collection": "notes", "order": [{"field": "age", "ascending": "no"}]}, "PGRST100"),
         ({"collection": "notes", "after": "garbage!!"}, "PGRST103"),
+        ({"collection": "notes", "after": encode_cursor([], 1 << 63)}, "PGRST103"),  # past int64: never made by the store
+        ({"collection": "notes", "order": [{"field": "age"}], "after": encode_cursor([1 << 70], 1)}, "PGRST103"),
         ({"op": "insert", "collection": "notes", "values": [1, 2]}, "22P02"),
         ({"op": "insert", "collection": "notes", "values": "text"}, "22P02"),
         ({"op": "insert", "collection": "notes", "values": {"id": {"a": 1}}}, "22P02"),

@@ -9,7 +9,7 @@ they get here; values are always bound parameters.
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -17,6 +17,8 @@ from .spec import MAX_FILTER_TERMS, MAX_IN_VALUES, DocError, Order, json_type, p
 
 Scalar = (str, int, float, bool)
 INT64 = (-(1 << 63), (1 << 63) - 1)
+# What SQLite can bind as an integer: a cursor holding more was not made by the store.
+Int64 = Annotated[int, msgspec.Meta(ge=INT64[0], le=INT64[1])]
 
 
 def json_path(parts: tuple[str | int, ...]) -> str:
@@ -308,7 +310,7 @@ def encode_cursor(values: list[Any], rowid: int) -> str:
 def decode_cursor(cursor: str, keys: int) -> tuple[list[Any], int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        values, rowid = msgspec.json.decode(raw, type=tuple[list[str | int | float | None], int])
+        values, rowid = msgspec.json.decode(raw, type=tuple[list[str | Int64 | float | None], Int64])
     except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
         raise DocError("invalid cursor: pass the cursor of the previous page", "PGRST103") from None
     if len(values) != keys:
