@@ -289,6 +289,14 @@ def test_unique_violations_name_the_key(db):
     assert dup["status"] == 409 and "(email)=(a@x)" in dup["error"]["details"]
     # One insert call is one transaction: the first document did not stay.
     assert db.select(collection="users", where=[["eq", "email", "new@x"]]) == []
+    db.insert({"id": "u2", "email": "b@x"}, collection="users")
+    update = {"op": "update", "collection": "users", "values": {"email": "a@x"}, "where": [["eq", "email", "b@x"]]}
+    clash = db.run(**update)
+    assert clash["status"] == 409 and clash["error"]["code"] == "23505"
+    assert clash["error"]["details"] == "Key (email)=(a@x) already exists."
+    in_batch = db.run(op="batch", ops=[{"op": "update", "collection": "users", "values": {"n": 1}, "where": [["eq", "id", "u1"]]}, update])
+    assert in_batch["status"] == 409 and in_batch["error"]["details"].endswith(": Key (email)=(a@x) already exists.")
+    assert sorted((d["email"], d.get("n")) for d in db.select(collection="users")) == [("a@x", None), ("b@x", None)]
 
 
 def test_delete_and_row_counts(db):

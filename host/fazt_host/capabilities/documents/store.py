@@ -326,7 +326,7 @@ class Store:
         elif op.op == "upsert":
             result, added = self._upsert(cid, table, op, limits, returning)
         elif op.op == "update":
-            result, added = self._update(table, op, limits, returning), 0
+            result, added = self._update(cid, table, op, limits, returning), 0
         else:
             result, added = self._delete(table, op, returning)
         if added:
@@ -396,7 +396,7 @@ class Store:
             touched += 1
         return _written(rows, op, 201, touched), added
 
-    def _update(self, table: str, op: Operation, limits: Limits, returning: str) -> Result:
+    def _update(self, cid: int, table: str, op: Operation, limits: Limits, returning: str) -> Result:
         patch = op.values
         if not isinstance(patch, dict):
             raise DocError("update takes an object (a JSON merge patch)", "22P02")
@@ -406,19 +406,29 @@ class Store:
         text = check_document(patch, limits, "the update")
         f = sql.Filter()
         where = f.all(op.where)
+        patched = "jsonb_set(jsonb_patch(body, jsonb(?)), '$.\"updatedAt\"', ?)"
         statement = (
-            f'UPDATE "{table}" SET body = jsonb_set(jsonb_patch(body, jsonb(?)), \'$."updatedAt"\', ?) '
+            f'UPDATE "{table}" SET body = {patched} '
             f"WHERE {where} RETURNING length(body){returning.replace(' RETURNING ', ', ')}"
         )
+        params = [text.decode(), timestamp(), *f.params]
         budget = limits.document_kb * 1024
         rows: list[str] = []
         n = 0
-        for row in self.conn.execute(statement, [text.decode(), timestamp(), *f.params]):
-            n += 1
-            if row[0] > budget:
-                raise DocError(f"the update makes a document larger than limits.documentKb ({limits.document_kb} KiB)", "54000", 413)
-            if op.returning:
-                rows.append(row[1])
+        try:
+            for row in self.conn.execute(statement, params):
+                n += 1
+                if row[0] > budget:
+                    raise DocError(f"the update makes a document larger than limits.documentKb ({limits.document_kb} KiB)", "54000", 413)
+                if op.returning:
+                    rows.append(row[1])
+        except apsw.ConstraintError:
+            # SQLite names the index, not the document: write the patched documents one at a
+            # time, as upsert does, so the one that clashes is reported with its key.
+            replace = f'UPDATE "{table}" SET body = jsonb(?) WHERE rowid = ?'
+            for rowid, new in self.conn.execute(f'SELECT rowid, json({patched}) FROM "{table}" WHERE {where}', params).fetchall():
+                self._run(cid, replace, (new, rowid), [])
+            raise
         return _written(rows, op, 200, n)
 
     def _delete(self, table: str, op: Operation, returning: str) -> tuple[Result, int]:
