@@ -343,6 +343,15 @@ def test_limits_on_size_depth_result_and_time(db):
     slow = db.run(limits=Limits(query_ms=1), collection="slow", where=[["like", "s", "%y%"]],
                   order=[{"field": "s"}], count="exact")
     assert slow["status"] == 504 and slow["error"]["code"] == "57014"
+    # An interrupted write rolls back whole, alone or in a batch.
+    for op in ({"op": "update", "values": {"t": 1}, "where": [["like", "s", "%x%"]]},
+               {"op": "delete", "where": [["like", "s", "%x%"]]}):
+        for request in ({**op, "collection": "slow"},
+                        {"op": "batch", "ops": [{"op": "insert", "collection": "slow", "values": {"t": 1}}, {**op, "collection": "slow"}]}):
+            late = db.run(limits=Limits(query_ms=1), **request)
+            assert late["status"] == 504 and late["error"]["code"] == "57014", late
+    assert db.ok(collection="slow", count="exact", head=True)["count"] == 30_000
+    assert db.select(collection="slow", where=[["eq", "t", 1]]) == []
     # The store is fine afterwards.
     assert db.ok(collection="slow", limit=1)["data"]
 
