@@ -164,6 +164,17 @@ def test_booleans_and_numbers_keep_their_json_type(db, where, expected):
     assert sorted(names(db.select(where=where))) == sorted(expected)
 
 
+def test_integers_past_int64_compare_as_the_doubles_stored(db):
+    # JSON.stringify(1e20) is 100000000000000000000: SQLite holds it (and anything past int64) as a REAL.
+    db.insert([{"name": "big", "n": 10**20, "a": [10**20]}, {"name": "huge", "n": 10**400}, {"name": "small", "n": 5}])
+    assert names(db.select(where=[["eq", "n", 10**20]])) == ["big"]
+    assert names(db.select(where=[["gt", "n", 10**19]])) == ["big", "huge"]
+    assert names(db.select(where=[["in", "n", [10**20, 5]]])) == ["big", "small"]
+    assert names(db.select(where=[["contains", "a", [10**20]]])) == ["big"]
+    assert names(db.select(where=[["eq", "n", 10**400]])) == ["huge"]  # past a double's range: infinity, as stored
+    assert db.select(where=[["lt", "n", -(10**400)]]) == []
+
+
 def test_typed_equality_still_uses_the_index(db):
     db.declare("a", {"notes": ["k"]})
     db.insert(TYPED)
@@ -396,7 +407,6 @@ def test_unicode_and_long_field_names_work(db):
         ({"collection": "notes", "where": [["eq", "age", {"$gt": 1}]]}, "22P02"),
         ({"collection": "notes", "where": [["eq", "age", None]]}, "22P02"),
         ({"collection": "notes", "where": [["in", "age", 3]]}, "22P02"),
-        ({"collection": "notes", "where": [["eq", "age", 1 << 70]]}, "22003"),
         ({"collection": "notes", "where": [["is", "age", 3]]}, "22P02"),
         ({"collection": "notes", "limit": "ten"}, "PGRST100"),
         ({"collection": "notes", "limit": -1}, "PGRST100"),

@@ -9,6 +9,7 @@ they get here; values are always bound parameters.
 from __future__ import annotations
 
 import base64
+import math
 from typing import Annotated, Any
 
 import msgspec
@@ -79,11 +80,14 @@ def index_ddl(name: str, table: str, fields: tuple[str, ...], unique: bool) -> s
 def _bindable(value: Any, op: str, field: str) -> Any:
     if isinstance(value, bool):
         return int(value)  # JSON true/false read back through ->> as 1/0
-    if isinstance(value, int):
-        if not INT64[0] <= value <= INT64[1]:
-            raise DocError(f"{op} on {field!r}: integer {value} is out of range", "22003")
-        return value
-    if isinstance(value, (str, float)):
+    if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+        # SQLite holds a JSON integer past int64 as a REAL (JS writes 1e20 as 100000000000000000000),
+        # infinite past a double's range: compare with the same double.
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    if isinstance(value, (str, int, float)):
         return value
     raise DocError(
         f"{op} on {field!r} takes a string, number or boolean, not {json_type(value)}"
