@@ -175,6 +175,31 @@ def test_integers_past_int64_compare_as_the_doubles_stored(db):
     assert db.select(where=[["lt", "n", -(10**400)]]) == []
 
 
+@pytest.mark.parametrize(
+    "field, pattern, expected",
+    [
+        ("tags", ["x"], [1]),  # not the string 'x'
+        ("tags", [], [1, 2]),  # any array, not a string, null or a missing field
+        ("addr", {}, [5]),
+        ("addr", {"city": "Oslo"}, [5]),
+        ("o", {"f": [1]}, [8]),  # an array pattern needs an array, nested too
+        ("o", {"f": {}}, []),
+        ("tags", {}, []),
+    ],
+)
+def test_contains_matches_only_the_patterns_json_type(db, field, pattern, expected):
+    db.insert([{"k": 1, "tags": ["x", "y"]}, {"k": 2, "tags": []}, {"k": 3, "addr": None}, {"k": 4, "tags": "x"},
+               {"k": 5, "addr": {"city": "Oslo"}}, {"k": 6}, {"k": 7, "o": {"f": 1}}, {"k": 8, "o": {"f": [1, 2]}}])
+    assert [r["k"] for r in db.select(where=[["contains", field, pattern]], order=[{"field": "k"}])] == expected
+
+
+def test_contains_on_an_object_uses_the_index(db):
+    db.declare("a", {"notes": ["address.city"]})
+    db.insert(PEOPLE)
+    plan = db.plan(where=[["contains", "address", {"city": "Lyon"}]])
+    assert "(<expr>=?)" in plan and "SCAN" not in plan, plan
+
+
 def test_typed_equality_still_uses_the_index(db):
     db.declare("a", {"notes": ["k"]})
     db.insert(TYPED)

@@ -183,11 +183,14 @@ class Filter:
         raise DocError(f"unknown operator {op[:40]!r}", "PGRST100")
 
     def contains(self, parts: tuple, value: Any, field: str) -> str:
-        """Array containment (every element present) or object containment (every key matches)."""
+        """Array containment (every element present) or object containment (every key matches).
+
+        As jsonb's @>, an array pattern matches only an array and an object
+        pattern only an object, at every level (json_each would walk a scalar
+        as a one-element array).
+        """
         if isinstance(value, list):
-            if not value:
-                return "1"
-            conds = []
+            conds = [f"{type_at(parts)} = 'array'"]
             for v in value:
                 if isinstance(v, (list, dict)) or v is None:
                     raise DocError(f"contains on {field!r}: array elements must be strings, numbers or booleans", "22P02")
@@ -196,9 +199,7 @@ class Filter:
                 conds.append(f"EXISTS (SELECT 1 FROM json_each(body, '{json_path(parts)}') WHERE {cond})")
             return "(" + " AND ".join(conds) + ")"
         if isinstance(value, dict):
-            if not value:
-                return "1"
-            conds = []
+            conds = [f"{type_at(parts)} = 'object'"]
             for key, v in value.items():
                 sub = ".".join(str(p) for p in parts) + "." + key
                 sub_parts = parse_path(sub)
