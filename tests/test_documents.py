@@ -13,7 +13,7 @@ import apsw
 import msgspec
 import pytest
 
-from fazt_host import apps, cartridge
+from fazt_host import apps, cartridge, cli
 from fazt_host.capabilities.documents import store as docstore
 from fazt_host.capabilities.documents.compile import encode_cursor
 from fazt_host.capabilities.documents.spec import convert_operation
@@ -580,6 +580,17 @@ def test_import_export_round_trip_and_bad_lines(db, tmp_path):
     assert db.ok(collection="more", count="exact", head=True)["count"] == 1500
     with pytest.raises(docstore.DocError, match="line 2: the document must be a JSON object"):
         docstore.import_documents(db.conn, "a", "more2", [b"{}\n", b"[1]\n"])
+
+
+def test_cli_refuses_the_documents_of_an_app_that_does_not_exist(db, tmp_path):
+    src = tmp_path / "in.ndjson"
+    src.write_text('{"n": 1}\n')
+    for args in (["import", "ghost", "notes", str(src)], ["docs", "ghost"], ["docs", "ghost", "notes"],
+                 ["docs", "explain", "ghost", "notes", "{}"], ["export", "ghost", "notes"]):
+        with pytest.raises(SystemExit) as refused:
+            cli.main([*args, "--cartridge", str(tmp_path / "fazt.db")])
+        assert refused.value.code == "error: no app named 'ghost'", args  # printed to stderr, exit status 1
+    assert docstore.collections(db.conn, "ghost") == []  # nothing a later app of that name would inherit
 
 
 def test_a_dropped_table_is_looked_up_again(db):
