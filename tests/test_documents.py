@@ -473,6 +473,18 @@ def test_non_json_requests(db):
         assert reply["error"]["code"] == "PGRST100", raw
 
 
+@pytest.mark.parametrize("depth", [500, 5000])
+@pytest.mark.parametrize("opening, closing", [('["not",', "]"), ('["or",[', "]]")])
+def test_deeply_nested_filters_are_refused(db, depth, opening, closing):
+    db.insert(PEOPLE)
+    where = opening * depth + '["eq","age",1]' + closing * depth  # deeper than Python's stack at 5000
+    for raw in (f'{{"collection":"notes","where":[{where}]}}',
+                f'{{"op":"batch","ops":[{{"op":"delete","collection":"notes","where":[{where}]}}]}}'):
+        reply = json.loads(db.store.run("a", raw, LIMITS))
+        assert reply["status"] == 400 and reply["error"]["code"] == "54001", reply["error"]
+    assert len(db.select()) == 5
+
+
 def test_apps_never_see_each_other(db):
     db.insert(PEOPLE, app="a")
     assert db.select(app="b") == []

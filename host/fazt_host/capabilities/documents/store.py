@@ -175,6 +175,9 @@ class Store:
                     raise
         except DocError as e:
             return error_json(e)
+        except RecursionError:
+            # Nested past Python's stack (in msgspec's decoder or the compiler): far past MAX_FILTER_TERMS too.
+            return error_json(DocError("the query is nested too deeply", "54001"))
         except apsw.InterruptError:
             return error_json(DocError(f"the query ran past limits.queryMs ({limits.query_ms} ms)", "57014", 504))
         except apsw.TooBigError:
