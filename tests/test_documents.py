@@ -98,7 +98,11 @@ def test_insert_assigns_sortable_ids_and_stamps(db):
         ([["like", "name", "%e%"]], ["dee", "Eve%_"]),  # case-sensitive
         ([["like", "name", "b%"]], []),
         ([["ilike", "name", "b%"]], ["Bob"]),
-        ([["like", "name", "Eve\\%\\_"]], []),  # GLOB has no escapes; literal backslashes do not match
+        ([["like", "name", "Eve\\%\\_"]], ["Eve%_"]),  # \ escapes, as in ilike
+        ([["like", "name", "Eve\\%%"]], ["Eve%_"]),
+        ([["like", "name", "eve\\%\\_"]], []),
+        ([["like", "name", "\\E%"]], ["Eve%_"]),  # an escaped ordinary character is itself
+        ([["like", "name", "Ev\\%"]], []),
         ([["ilike", "name", "Eve\\%\\_"]], ["Eve%_"]),
         ([["is", "age", None]], ["dee"]),
         ([["is", "city", None]], ["Eve%_"]),
@@ -433,6 +437,8 @@ def test_unicode_and_long_field_names_work(db):
         ({"collection": "notes", "where": [["eq", "age", None]]}, "22P02"),
         ({"collection": "notes", "where": [["in", "age", 3]]}, "22P02"),
         ({"collection": "notes", "where": [["is", "age", 3]]}, "22P02"),
+        ({"collection": "notes", "where": [["like", "name", "a\\"]]}, "22025"),  # a dangling escape, as PostgreSQL
+        ({"collection": "notes", "where": [["ilike", "name", "a\\\\\\"]]}, "22025"),
         ({"collection": "notes", "limit": "ten"}, "PGRST100"),
         ({"collection": "notes", "limit": -1}, "PGRST100"),
         ({"collection": "notes", "sneaky": 1}, "PGRST100"),

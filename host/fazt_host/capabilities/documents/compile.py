@@ -97,17 +97,22 @@ def _bindable(value: Any, op: str, field: str) -> Any:
 
 
 def _glob(pattern: str) -> str:
-    """A LIKE pattern (% and _, case-sensitive) as a GLOB pattern."""
+    """A LIKE pattern (% and _, `\\` escaping the next character, case-sensitive) as a GLOB pattern."""
     out = []
+    escaped = False
     for ch in pattern:
-        if ch == "%":
+        if ch == "\\" and not escaped:
+            escaped = True
+            continue
+        if ch == "%" and not escaped:
             out.append("*")
-        elif ch == "_":
+        elif ch == "_" and not escaped:
             out.append("?")
         elif ch in "*?[":
             out.append(f"[{ch}]")
         else:
             out.append(ch)
+        escaped = False
     return "".join(out)
 
 
@@ -167,6 +172,8 @@ class Filter:
         if op in ("like", "ilike"):
             if not isinstance(value, str):
                 raise DocError(f"{op} on {field!r} takes a string pattern", "22P02")
+            if (len(value) - len(value.rstrip("\\"))) % 2:
+                raise DocError(f"{op} on {field!r}: the pattern must not end with the escape character \\", "22025")
             if op == "like":
                 self.params.append(_glob(value))
                 return f"{x} GLOB ?"
