@@ -379,6 +379,14 @@ def test_limits_on_size_depth_result_and_time(db):
     over = db.run(limits=small, collection="wide")
     assert over["status"] == 413 and "resultMb" in over["error"]["message"]
     assert len(db.run(limits=small, collection="wide", limit=10)["data"]) == 10
+    # Rows a write returns are capped alike, and the write is not committed.
+    for op in ({"op": "insert", "values": [{"pad": "p" * 900} for _ in range(1500)]},
+               {"op": "update", "values": {"t": 1}, "where": [["neq", "pad", ""]]},
+               {"op": "delete", "where": [["neq", "pad", ""]]}):
+        over = db.run(limits=small, collection="wide", returning=True, **op)
+        assert over["status"] == 413 and over["error"]["code"] == "54000" and "resultMb" in over["error"]["message"], op
+    assert db.ok(collection="wide", count="exact", head=True)["count"] == 1500
+    assert db.select(collection="wide", where=[["eq", "t", 1]]) == []
     db.ok(op="insert", collection="slow", values=[{"s": "x" * 50, "i": i} for i in range(30_000)])
     slow = db.run(limits=Limits(query_ms=1), collection="slow", where=[["like", "s", "%y%"]],
                   order=[{"field": "s"}], count="exact")

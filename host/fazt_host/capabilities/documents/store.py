@@ -234,7 +234,6 @@ class Store:
         if op.head:
             return Result("null", count)
         arms, nkeys = compile_select(self.conn, table, op)
-        budget = limits.result_mb << 20
         rows: list[str] = []
         size = 0
         last = None
@@ -245,12 +244,7 @@ class Store:
                 break
             rows.append(row[0])
             size += len(row[0])
-            if size > budget:
-                raise DocError(
-                    f"the result is over limits.resultMb ({limits.result_mb} MiB): add a limit or select fewer columns",
-                    "54000",
-                    413,
-                )
+            check_result_size(size, limits)
             last = row
         else:
             cursor = None
@@ -334,6 +328,7 @@ class Store:
             result, added = self._delete(table, op, returning)
         if added:
             self.conn.execute("UPDATE doc_collections SET rows = rows + ? WHERE id = ?", (added, cid))
+        check_result_size(len(result.data), limits)  # the rows .select() asked back
         return result
 
     def _values(self, op: Operation) -> list[Any]:
@@ -448,6 +443,15 @@ class Store:
                 rows.append(row[0])
         except apsw.ConstraintError as e:
             raise unique_violation(self.conn, cid, str(e), params[0]) from None
+
+
+def check_result_size(size: int, limits: Limits) -> None:
+    if size > limits.result_mb << 20:
+        raise DocError(
+            f"the result is over limits.resultMb ({limits.result_mb} MiB): add a limit or select fewer columns",
+            "54000",
+            413,
+        )
 
 
 def _written(rows: list[str], op: Operation, status: int, n: int) -> Result:
