@@ -13,8 +13,9 @@ import apsw
 import msgspec
 import pytest
 
-from fazt_host import apps, cartridge
+from fazt_host import apps, cartridge, cli
 from fazt_host.capabilities.documents import store as docstore
+from fazt_host.capabilities.documents.compile import encode_cursor
 from fazt_host.capabilities.documents.spec import convert_operation
 from fazt_host.config import Limits, ManifestError, decode_manifest
 from fazt_host.host import capabilities
@@ -97,7 +98,11 @@ def test_insert_assigns_sortable_ids_and_stamps(db):
         ([["like", "name", "%e%"]], ["dee", "Eve%_"]),  # case-sensitive
         ([["like", "name", "b%"]], []),
         ([["ilike", "name", "b%"]], ["Bob"]),
-        ([["like", "name", "Eve\\%\\_"]], []),  # GLOB has no escapes; literal backslashes do not match
+        ([["like", "name", "Eve\\%\\_"]], ["Eve%_"]),  # \ escapes, as in ilike
+        ([["like", "name", "Eve\\%%"]], ["Eve%_"]),
+        ([["like", "name", "eve\\%\\_"]], []),
+        ([["like", "name", "\\E%"]], ["Eve%_"]),  # an escaped ordinary character is itself
+        ([["like", "name", "Ev\\%"]], []),
         ([["ilike", "name", "Eve\\%\\_"]], ["Eve%_"]),
         ([["is", "age", None]], ["dee"]),
         ([["is", "city", None]], ["Eve%_"]),
@@ -161,6 +166,42 @@ def test_booleans_and_numbers_keep_their_json_type(db, where, expected):
     db.declare("a", {"notes": ["k"]})
     db.insert(TYPED)
     assert sorted(names(db.select(where=where))) == sorted(expected)
+
+
+def test_integers_past_int64_compare_as_the_doubles_stored(db):
+    # JSON.stringify(1e20) is 100000000000000000000: SQLite holds it (and anything past int64) as a REAL.
+    db.insert([{"name": "big", "n": 10**20, "a": [10**20]}, {"name": "huge", "n": 10**400}, {"name": "small", "n": 5}])
+    assert names(db.select(where=[["eq", "n", 10**20]])) == ["big"]
+    assert names(db.select(where=[["gt", "n", 10**19]])) == ["big", "huge"]
+    assert names(db.select(where=[["in", "n", [10**20, 5]]])) == ["big", "small"]
+    assert names(db.select(where=[["contains", "a", [10**20]]])) == ["big"]
+    assert names(db.select(where=[["eq", "n", 10**400]])) == ["huge"]  # past a double's range: infinity, as stored
+    assert db.select(where=[["lt", "n", -(10**400)]]) == []
+
+
+@pytest.mark.parametrize(
+    "field, pattern, expected",
+    [
+        ("tags", ["x"], [1]),  # not the string 'x'
+        ("tags", [], [1, 2]),  # any array, not a string, null or a missing field
+        ("addr", {}, [5]),
+        ("addr", {"city": "Oslo"}, [5]),
+        ("o", {"f": [1]}, [8]),  # an array pattern needs an array, nested too
+        ("o", {"f": {}}, []),
+        ("tags", {}, []),
+    ],
+)
+def test_contains_matches_only_the_patterns_json_type(db, field, pattern, expected):
+    db.insert([{"k": 1, "tags": ["x", "y"]}, {"k": 2, "tags": []}, {"k": 3, "addr": None}, {"k": 4, "tags": "x"},
+               {"k": 5, "addr": {"city": "Oslo"}}, {"k": 6}, {"k": 7, "o": {"f": 1}}, {"k": 8, "o": {"f": [1, 2]}}])
+    assert [r["k"] for r in db.select(where=[["contains", field, pattern]], order=[{"field": "k"}])] == expected
+
+
+def test_contains_on_an_object_uses_the_index(db):
+    db.declare("a", {"notes": ["address.city"]})
+    db.insert(PEOPLE)
+    plan = db.plan(where=[["contains", "address", {"city": "Lyon"}]])
+    assert "(<expr>=?)" in plan and "SCAN" not in plan, plan
 
 
 def test_typed_equality_still_uses_the_index(db):
@@ -288,6 +329,14 @@ def test_unique_violations_name_the_key(db):
     assert dup["status"] == 409 and "(email)=(a@x)" in dup["error"]["details"]
     # One insert call is one transaction: the first document did not stay.
     assert db.select(collection="users", where=[["eq", "email", "new@x"]]) == []
+    db.insert({"id": "u2", "email": "b@x"}, collection="users")
+    update = {"op": "update", "collection": "users", "values": {"email": "a@x"}, "where": [["eq", "email", "b@x"]]}
+    clash = db.run(**update)
+    assert clash["status"] == 409 and clash["error"]["code"] == "23505"
+    assert clash["error"]["details"] == "Key (email)=(a@x) already exists."
+    in_batch = db.run(op="batch", ops=[{"op": "update", "collection": "users", "values": {"n": 1}, "where": [["eq", "id", "u1"]]}, update])
+    assert in_batch["status"] == 409 and in_batch["error"]["details"].endswith(": Key (email)=(a@x) already exists.")
+    assert sorted((d["email"], d.get("n")) for d in db.select(collection="users")) == [("a@x", None), ("b@x", None)]
 
 
 def test_delete_and_row_counts(db):
@@ -330,10 +379,27 @@ def test_limits_on_size_depth_result_and_time(db):
     over = db.run(limits=small, collection="wide")
     assert over["status"] == 413 and "resultMb" in over["error"]["message"]
     assert len(db.run(limits=small, collection="wide", limit=10)["data"]) == 10
+    # Rows a write returns are capped alike, and the write is not committed.
+    for op in ({"op": "insert", "values": [{"pad": "p" * 900} for _ in range(1500)]},
+               {"op": "update", "values": {"t": 1}, "where": [["neq", "pad", ""]]},
+               {"op": "delete", "where": [["neq", "pad", ""]]}):
+        over = db.run(limits=small, collection="wide", returning=True, **op)
+        assert over["status"] == 413 and over["error"]["code"] == "54000" and "resultMb" in over["error"]["message"], op
+    assert db.ok(collection="wide", count="exact", head=True)["count"] == 1500
+    assert db.select(collection="wide", where=[["eq", "t", 1]]) == []
     db.ok(op="insert", collection="slow", values=[{"s": "x" * 50, "i": i} for i in range(30_000)])
     slow = db.run(limits=Limits(query_ms=1), collection="slow", where=[["like", "s", "%y%"]],
                   order=[{"field": "s"}], count="exact")
     assert slow["status"] == 504 and slow["error"]["code"] == "57014"
+    # An interrupted write rolls back whole, alone or in a batch.
+    for op in ({"op": "update", "values": {"t": 1}, "where": [["like", "s", "%x%"]]},
+               {"op": "delete", "where": [["like", "s", "%x%"]]}):
+        for request in ({**op, "collection": "slow"},
+                        {"op": "batch", "ops": [{"op": "insert", "collection": "slow", "values": {"t": 1}}, {**op, "collection": "slow"}]}):
+            late = db.run(limits=Limits(query_ms=1), **request)
+            assert late["status"] == 504 and late["error"]["code"] == "57014", late
+    assert db.ok(collection="slow", count="exact", head=True)["count"] == 30_000
+    assert db.select(collection="slow", where=[["eq", "t", 1]]) == []
     # The store is fine afterwards.
     assert db.ok(collection="slow", limit=1)["data"]
 
@@ -378,13 +444,16 @@ def test_unicode_and_long_field_names_work(db):
         ({"collection": "notes", "where": [["eq", "age", {"$gt": 1}]]}, "22P02"),
         ({"collection": "notes", "where": [["eq", "age", None]]}, "22P02"),
         ({"collection": "notes", "where": [["in", "age", 3]]}, "22P02"),
-        ({"collection": "notes", "where": [["eq", "age", 1 << 70]]}, "22003"),
         ({"collection": "notes", "where": [["is", "age", 3]]}, "22P02"),
+        ({"collection": "notes", "where": [["like", "name", "a\\"]]}, "22025"),  # a dangling escape, as PostgreSQL
+        ({"collection": "notes", "where": [["ilike", "name", "a\\\\\\"]]}, "22025"),
         ({"collection": "notes", "limit": "ten"}, "PGRST100"),
         ({"collection": "notes", "limit": -1}, "PGRST100"),
         ({"collection": "notes", "sneaky": 1}, "PGRST100"),
         ({"collection": "notes", "order": [{"field": "age", "ascending": "no"}]}, "PGRST100"),
         ({"collection": "notes", "after": "garbage!!"}, "PGRST103"),
+        ({"collection": "notes", "after": encode_cursor([], 1 << 63)}, "PGRST103"),  # past int64: never made by the store
+        ({"collection": "notes", "order": [{"field": "age"}], "after": encode_cursor([1 << 70], 1)}, "PGRST103"),
         ({"op": "insert", "collection": "notes", "values": [1, 2]}, "22P02"),
         ({"op": "insert", "collection": "notes", "values": "text"}, "22P02"),
         ({"op": "insert", "collection": "notes", "values": {"id": {"a": 1}}}, "22P02"),
@@ -416,6 +485,18 @@ def test_non_json_requests(db):
     for raw in ["", "not json", "[1,2]", '"select"', '{"op": "select", "collection": "notes"']:
         reply = json.loads(db.store.run("a", raw, LIMITS))
         assert reply["error"]["code"] == "PGRST100", raw
+
+
+@pytest.mark.parametrize("depth", [500, 5000])
+@pytest.mark.parametrize("opening, closing", [('["not",', "]"), ('["or",[', "]]")])
+def test_deeply_nested_filters_are_refused(db, depth, opening, closing):
+    db.insert(PEOPLE)
+    where = opening * depth + '["eq","age",1]' + closing * depth  # deeper than Python's stack at 5000
+    for raw in (f'{{"collection":"notes","where":[{where}]}}',
+                f'{{"op":"batch","ops":[{{"op":"delete","collection":"notes","where":[{where}]}}]}}'):
+        reply = json.loads(db.store.run("a", raw, LIMITS))
+        assert reply["status"] == 400 and reply["error"]["code"] == "54001", reply["error"]
+    assert len(db.select()) == 5
 
 
 def test_apps_never_see_each_other(db):
@@ -525,6 +606,17 @@ def test_import_export_round_trip_and_bad_lines(db, tmp_path):
     assert db.ok(collection="more", count="exact", head=True)["count"] == 1500
     with pytest.raises(docstore.DocError, match="line 2: the document must be a JSON object"):
         docstore.import_documents(db.conn, "a", "more2", [b"{}\n", b"[1]\n"])
+
+
+def test_cli_refuses_the_documents_of_an_app_that_does_not_exist(db, tmp_path):
+    src = tmp_path / "in.ndjson"
+    src.write_text('{"n": 1}\n')
+    for args in (["import", "ghost", "notes", str(src)], ["docs", "ghost"], ["docs", "ghost", "notes"],
+                 ["docs", "explain", "ghost", "notes", "{}"], ["export", "ghost", "notes"]):
+        with pytest.raises(SystemExit) as refused:
+            cli.main([*args, "--cartridge", str(tmp_path / "fazt.db")])
+        assert refused.value.code == "error: no app named 'ghost'", args  # printed to stderr, exit status 1
+    assert docstore.collections(db.conn, "ghost") == []  # nothing a later app of that name would inherit
 
 
 def test_a_dropped_table_is_looked_up_again(db):

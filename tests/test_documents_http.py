@@ -84,8 +84,9 @@ def test_postgrest_string_filters(host):
     assert names(("contains", "tags", ["y"])) == ["a", "b.c"]
     assert names(("like", "name", "*.*")) == ["b.c"]
     assert names(("range", 1, 2)) == ["b.c", "d"]
-    bad = chain(server, ("from", "pg"), ("select",), ("or", "n.regex.1"))
-    assert bad["error"]["code"] == "PGRST100"
+    for malformed in ("n.regex.1", "(n.eq.1)", "and(n.eq.1", "n.eq.1)", 'name.eq."a'):
+        bad = chain(server, ("from", "pg"), ("select",), ("or", malformed))
+        assert bad["data"] is None and bad["error"]["code"] == "PGRST100", malformed  # as PostgREST, not an empty match
 
 
 def test_errors_come_back_as_values_or_throw_on_request(host):

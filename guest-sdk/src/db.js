@@ -50,8 +50,12 @@ function splitTop(text, sep = ',') {
     if (c === '\\' && quoted) { i++; continue; }
     if (c === '"') quoted = !quoted;
     else if (!quoted && (c === '(' || c === '{' || c === '[')) depth++;
-    else if (!quoted && (c === ')' || c === '}' || c === ']')) depth--;
+    else if (!quoted && (c === ')' || c === '}' || c === ']')) { if (--depth < 0) break; }
     else if (!quoted && depth === 0 && c === sep) { parts.push(text.slice(start, i)); start = i + 1; }
+  }
+  // PostgREST refuses what it cannot read; read anyhow, it would silently match nothing.
+  if (depth !== 0 || quoted) {
+    throw new DocumentsError({ message: `unbalanced parentheses or quotes in ${text.slice(0, 60)}`, code: 'PGRST100' });
   }
   parts.push(text.slice(start));
   return parts.map((p) => p.trim()).filter((p) => p !== '');
@@ -96,10 +100,11 @@ function parseFilter(item) {
     const parts = item.split('.');
     let i = 1;
     while (i < parts.length && !(parts[i] in ALIASES) && !OPERATORS.has(parts[i]) && parts[i] !== 'not') i++;
-    if (i >= parts.length - 1) {
+    const field = parts.slice(0, i).join('.');
+    // A parenthesis in the field is a group missing its and/or, as in `(a.eq.1)`.
+    if (i >= parts.length - 1 || /[()]/.test(field)) {
       throw new DocumentsError({ message: `cannot read the filter ${item.slice(0, 60)}: write field.op.value`, code: 'PGRST100' });
     }
-    const field = parts.slice(0, i).join('.');
     let op = parts[i];
     let rest = parts.slice(i + 1);
     if (op === 'not') { negate = !negate; op = rest[0]; rest = rest.slice(1); }

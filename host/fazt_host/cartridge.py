@@ -210,7 +210,8 @@ def transaction(conn: apsw.Connection) -> Iterator[apsw.Connection]:
     try:
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # an interrupted write has already rolled the whole transaction back
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
 

@@ -43,6 +43,12 @@ def _existing_cartridge(args):
     return cartridge.connect(path)
 
 
+def _existing_app(conn, app: str) -> None:
+    """Refuses a command on an app that is not deployed, in the words of apps, rollback, remove and cron."""
+    if not conn.execute("SELECT 1 FROM apps WHERE name = ?", (app,)).fetchone():
+        raise SystemExit(f"error: no app named {app!r}")
+
+
 def _print_json(value) -> None:
     print(json.dumps(value, indent=2))
 
@@ -190,9 +196,7 @@ def cmd_logs(args) -> int:
 
     conn = _existing_cartridge(args)
     cartridge.migrate(conn, Log.name, Log.migrations)
-    if not conn.execute("SELECT 1 FROM apps WHERE name = ?", (args.app,)).fetchone():
-        print(f"error: no app named {args.app!r}", file=sys.stderr)  # as apps, rollback, remove and cron say
-        return EXIT_FAILED
+    _existing_app(conn, args.app)
 
     def show(rows):
         for r in rows:
@@ -254,6 +258,7 @@ def cmd_docs(args) -> int:
             if len(words) != 4:
                 print("usage: fazt-host docs explain APP COLLECTION QUERY_JSON", file=sys.stderr)
                 return EXIT_USAGE
+            _existing_app(conn, words[1])
             plan = store.explain(conn, words[1], words[2], decode_operation(words[3]))
             if args.json:
                 _print_json(plan)
@@ -263,6 +268,7 @@ def cmd_docs(args) -> int:
                 for line in plan["plan"]:
                     print("plan:", line)
             return 0
+        _existing_app(conn, words[0])
         if len(words) == 1:
             rows = store.collections(conn, words[0])
             if args.json:
@@ -309,6 +315,7 @@ def cmd_import(args) -> int:
     from .capabilities.documents.spec import DocError
 
     conn = _documents(args)
+    _existing_app(conn, args.app)  # documents of no app would pass to a later app of that name
     conn.pragma("cache_size", -262_144)  # 256 MiB for the index rebuild's sort
     started = time.perf_counter()
     tty = sys.stderr.isatty()
@@ -342,6 +349,7 @@ def cmd_export(args) -> int:
     from .capabilities.documents.spec import DocError
 
     conn = _documents(args)
+    _existing_app(conn, args.app)
     out = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")
     try:
         n = 0

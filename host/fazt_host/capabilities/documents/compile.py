@@ -9,7 +9,8 @@ they get here; values are always bound parameters.
 from __future__ import annotations
 
 import base64
-from typing import Any
+import math
+from typing import Annotated, Any
 
 import msgspec
 
@@ -17,6 +18,8 @@ from .spec import MAX_FILTER_TERMS, MAX_IN_VALUES, DocError, Order, json_type, p
 
 Scalar = (str, int, float, bool)
 INT64 = (-(1 << 63), (1 << 63) - 1)
+# What SQLite can bind as an integer: a cursor holding more was not made by the store.
+Int64 = Annotated[int, msgspec.Meta(ge=INT64[0], le=INT64[1])]
 
 
 def json_path(parts: tuple[str | int, ...]) -> str:
@@ -77,11 +80,14 @@ def index_ddl(name: str, table: str, fields: tuple[str, ...], unique: bool) -> s
 def _bindable(value: Any, op: str, field: str) -> Any:
     if isinstance(value, bool):
         return int(value)  # JSON true/false read back through ->> as 1/0
-    if isinstance(value, int):
-        if not INT64[0] <= value <= INT64[1]:
-            raise DocError(f"{op} on {field!r}: integer {value} is out of range", "22003")
-        return value
-    if isinstance(value, (str, float)):
+    if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+        # SQLite holds a JSON integer past int64 as a REAL (JS writes 1e20 as 100000000000000000000),
+        # infinite past a double's range: compare with the same double.
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    if isinstance(value, (str, int, float)):
         return value
     raise DocError(
         f"{op} on {field!r} takes a string, number or boolean, not {json_type(value)}"
@@ -91,17 +97,22 @@ def _bindable(value: Any, op: str, field: str) -> Any:
 
 
 def _glob(pattern: str) -> str:
-    """A LIKE pattern (% and _, case-sensitive) as a GLOB pattern."""
+    """A LIKE pattern (% and _, `\\` escaping the next character, case-sensitive) as a GLOB pattern."""
     out = []
+    escaped = False
     for ch in pattern:
-        if ch == "%":
+        if ch == "\\" and not escaped:
+            escaped = True
+            continue
+        if ch == "%" and not escaped:
             out.append("*")
-        elif ch == "_":
+        elif ch == "_" and not escaped:
             out.append("?")
         elif ch in "*?[":
             out.append(f"[{ch}]")
         else:
             out.append(ch)
+        escaped = False
     return "".join(out)
 
 
@@ -161,6 +172,8 @@ class Filter:
         if op in ("like", "ilike"):
             if not isinstance(value, str):
                 raise DocError(f"{op} on {field!r} takes a string pattern", "22P02")
+            if (len(value) - len(value.rstrip("\\"))) % 2:
+                raise DocError(f"{op} on {field!r}: the pattern must not end with the escape character \\", "22025")
             if op == "like":
                 self.params.append(_glob(value))
                 return f"{x} GLOB ?"
@@ -177,11 +190,14 @@ class Filter:
         raise DocError(f"unknown operator {op[:40]!r}", "PGRST100")
 
     def contains(self, parts: tuple, value: Any, field: str) -> str:
-        """Array containment (every element present) or object containment (every key matches)."""
+        """Array containment (every element present) or object containment (every key matches).
+
+        As jsonb's @>, an array pattern matches only an array and an object
+        pattern only an object, at every level (json_each would walk a scalar
+        as a one-element array).
+        """
         if isinstance(value, list):
-            if not value:
-                return "1"
-            conds = []
+            conds = [f"{type_at(parts)} = 'array'"]
             for v in value:
                 if isinstance(v, (list, dict)) or v is None:
                     raise DocError(f"contains on {field!r}: array elements must be strings, numbers or booleans", "22P02")
@@ -190,9 +206,7 @@ class Filter:
                 conds.append(f"EXISTS (SELECT 1 FROM json_each(body, '{json_path(parts)}') WHERE {cond})")
             return "(" + " AND ".join(conds) + ")"
         if isinstance(value, dict):
-            if not value:
-                return "1"
-            conds = []
+            conds = [f"{type_at(parts)} = 'object'"]
             for key, v in value.items():
                 sub = ".".join(str(p) for p in parts) + "." + key
                 sub_parts = parse_path(sub)
@@ -308,7 +322,7 @@ def encode_cursor(values: list[Any], rowid: int) -> str:
 def decode_cursor(cursor: str, keys: int) -> tuple[list[Any], int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        values, rowid = msgspec.json.decode(raw, type=tuple[list[str | int | float | None], int])
+        values, rowid = msgspec.json.decode(raw, type=tuple[list[str | Int64 | float | None], Int64])
     except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
         raise DocError("invalid cursor: pass the cursor of the previous page", "PGRST103") from None
     if len(values) != keys:

@@ -175,6 +175,9 @@ class Store:
                     raise
         except DocError as e:
             return error_json(e)
+        except RecursionError:
+            # Nested past Python's stack (in msgspec's decoder or the compiler): far past MAX_FILTER_TERMS too.
+            return error_json(DocError("the query is nested too deeply", "54001"))
         except apsw.InterruptError:
             return error_json(DocError(f"the query ran past limits.queryMs ({limits.query_ms} ms)", "57014", 504))
         except apsw.TooBigError:
@@ -231,7 +234,6 @@ class Store:
         if op.head:
             return Result("null", count)
         arms, nkeys = compile_select(self.conn, table, op)
-        budget = limits.result_mb << 20
         rows: list[str] = []
         size = 0
         last = None
@@ -242,12 +244,7 @@ class Store:
                 break
             rows.append(row[0])
             size += len(row[0])
-            if size > budget:
-                raise DocError(
-                    f"the result is over limits.resultMb ({limits.result_mb} MiB): add a limit or select fewer columns",
-                    "54000",
-                    413,
-                )
+            check_result_size(size, limits)
             last = row
         else:
             cursor = None
@@ -326,11 +323,12 @@ class Store:
         elif op.op == "upsert":
             result, added = self._upsert(cid, table, op, limits, returning)
         elif op.op == "update":
-            result, added = self._update(table, op, limits, returning), 0
+            result, added = self._update(cid, table, op, limits, returning), 0
         else:
             result, added = self._delete(table, op, returning)
         if added:
             self.conn.execute("UPDATE doc_collections SET rows = rows + ? WHERE id = ?", (added, cid))
+        check_result_size(len(result.data), limits)  # the rows .select() asked back
         return result
 
     def _values(self, op: Operation) -> list[Any]:
@@ -396,7 +394,7 @@ class Store:
             touched += 1
         return _written(rows, op, 201, touched), added
 
-    def _update(self, table: str, op: Operation, limits: Limits, returning: str) -> Result:
+    def _update(self, cid: int, table: str, op: Operation, limits: Limits, returning: str) -> Result:
         patch = op.values
         if not isinstance(patch, dict):
             raise DocError("update takes an object (a JSON merge patch)", "22P02")
@@ -406,19 +404,29 @@ class Store:
         text = check_document(patch, limits, "the update")
         f = sql.Filter()
         where = f.all(op.where)
+        patched = "jsonb_set(jsonb_patch(body, jsonb(?)), '$.\"updatedAt\"', ?)"
         statement = (
-            f'UPDATE "{table}" SET body = jsonb_set(jsonb_patch(body, jsonb(?)), \'$."updatedAt"\', ?) '
+            f'UPDATE "{table}" SET body = {patched} '
             f"WHERE {where} RETURNING length(body){returning.replace(' RETURNING ', ', ')}"
         )
+        params = [text.decode(), timestamp(), *f.params]
         budget = limits.document_kb * 1024
         rows: list[str] = []
         n = 0
-        for row in self.conn.execute(statement, [text.decode(), timestamp(), *f.params]):
-            n += 1
-            if row[0] > budget:
-                raise DocError(f"the update makes a document larger than limits.documentKb ({limits.document_kb} KiB)", "54000", 413)
-            if op.returning:
-                rows.append(row[1])
+        try:
+            for row in self.conn.execute(statement, params):
+                n += 1
+                if row[0] > budget:
+                    raise DocError(f"the update makes a document larger than limits.documentKb ({limits.document_kb} KiB)", "54000", 413)
+                if op.returning:
+                    rows.append(row[1])
+        except apsw.ConstraintError:
+            # SQLite names the index, not the document: write the patched documents one at a
+            # time, as upsert does, so the one that clashes is reported with its key.
+            replace = f'UPDATE "{table}" SET body = jsonb(?) WHERE rowid = ?'
+            for rowid, new in self.conn.execute(f'SELECT rowid, json({patched}) FROM "{table}" WHERE {where}', params).fetchall():
+                self._run(cid, replace, (new, rowid), [])
+            raise
         return _written(rows, op, 200, n)
 
     def _delete(self, table: str, op: Operation, returning: str) -> tuple[Result, int]:
@@ -435,6 +443,15 @@ class Store:
                 rows.append(row[0])
         except apsw.ConstraintError as e:
             raise unique_violation(self.conn, cid, str(e), params[0]) from None
+
+
+def check_result_size(size: int, limits: Limits) -> None:
+    if size > limits.result_mb << 20:
+        raise DocError(
+            f"the result is over limits.resultMb ({limits.result_mb} MiB): add a limit or select fewer columns",
+            "54000",
+            413,
+        )
 
 
 def _written(rows: list[str], op: Operation, status: int, n: int) -> Result:
