@@ -2,7 +2,8 @@
 
 - A large object PUT and GET through the S3 endpoint with boto3 (internal
   backend) against a plain copy of the same file on the same disk (the
-  physical limit), with the workers' RSS growth: with boto3's default
+  physical limit; once as written to the page cache, once flushed to the disk
+  with fsync), with the workers' RSS growth: with boto3's default
   transfer settings, and with larger parts and reads (TUNED).
 - The client's ceiling: the same upload_file/download_file against a null S3
   server (bench/peers/null_s3.py: bodies read and dropped, objects made of
@@ -77,6 +78,8 @@ def large_object(s3, size: int, config: TransferConfig | None = None) -> dict:
     src = _write_source(size)
     kw = {"Config": config} if config else {}
     copy_s = timed(lambda: shutil.copyfile(src, WORK / "storage-large.copy"))
+    (WORK / "storage-large.copy").unlink()
+    durable_s = timed(lambda: _durable_copy(src, WORK / "storage-large.copy"))
     put_s = timed(lambda: s3.upload_file(str(src), "big", "large.bin", **kw))
     get_s = timed(lambda: s3.download_file("big", "large.bin", str(WORK / "storage-large.back"), **kw))
     same = _same_file(src, WORK / "storage-large.back")
@@ -84,9 +87,17 @@ def large_object(s3, size: int, config: TransferConfig | None = None) -> dict:
         (WORK / p).unlink(missing_ok=True)
     mbps = lambda s: round(size / MIB / s, 1)  # noqa: E731
     return {
-        "bytes": size, "byteExact": same, "fileCopyMBps": mbps(copy_s), "putMBps": mbps(put_s), "getMBps": mbps(get_s),
-        "putVsCopy": round(copy_s / put_s, 2), "getVsCopy": round(copy_s / get_s, 2),
+        "bytes": size, "byteExact": same, "fileCopyMBps": mbps(copy_s), "durableCopyMBps": mbps(durable_s),
+        "putMBps": mbps(put_s), "getMBps": mbps(get_s), "putVsCopy": round(copy_s / put_s, 2),
+        "putVsDurableCopy": round(durable_s / put_s, 2), "getVsCopy": round(copy_s / get_s, 2),
     }
+
+
+def _durable_copy(src: Path, dst: Path) -> None:
+    """A copy that is on the disk when it returns, as a checkpointed SQLite write is."""
+    shutil.copyfile(src, dst)
+    with open(dst, "rb+") as f:
+        os.fsync(f.fileno())
 
 
 def null_s3_ceiling(size: int) -> dict:
@@ -186,6 +197,32 @@ def raw_sqlite(n: int) -> dict:
     return {"n": n, "putPerS": round(n / put_s), "getPerS": round(n / get_s)}
 
 
+def raw_sqlite_large(size: int) -> dict:
+    """SIZE bytes written as the internal backend lays them out (CHUNK-sized rows, CHUNKS_PER_COMMIT
+    per transaction) by one cartridge connection, then checkpointed into the file: the storage
+    engine's own ceiling for a PUT, with no HTTP, hashing or Python in between."""
+    from fazt_host import cartridge
+    from fazt_host.capabilities.storage.store import CHUNK, CHUNKS_PER_COMMIT
+
+    path = fresh_cartridge("storage-raw-large")
+    conn = cartridge.connect(path)
+    conn.execute("CREATE TABLE chunks(data BLOB)")
+    block = os.urandom(CHUNK * CHUNKS_PER_COMMIT)
+
+    def put():
+        for _ in range(size // len(block)):
+            with cartridge.transaction(conn):
+                for off in range(0, len(block), CHUNK):
+                    conn.execute("INSERT INTO chunks VALUES (?)", (memoryview(block)[off : off + CHUNK],))
+        conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
+
+    seconds = timed(put)
+    conn.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return {"bytes": size, "MBps": round(size / MIB / seconds, 1)}
+
+
 def moto_server(port: int) -> subprocess.Popen:
     proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -224,6 +261,8 @@ def run(quick: bool = False) -> dict:
         results["small"] = {"fazt-host": small_objects(s3, n, "fazt-host")}
     finally:
         server.stop()
+    log(f"storage: {large // MIB} MiB written by SQLite alone (the storage engine's ceiling)")
+    results["sqlite"] = raw_sqlite_large(large)
     log(f"storage: {large // MIB} MiB object PUT/GET against the null S3 server (the client's ceiling)")
     results["ceiling"] = null_s3_ceiling(large)
     port = peers.free_port()
