@@ -6,13 +6,40 @@
 // the network only through the host's allow-listed imports. `random` and
 // `clocks` stay enabled so every instance gets fresh entropy and the real time.
 import { build } from 'esbuild';
-import { componentize } from '@bytecodealliance/componentize-js';
+import { register } from 'node:module';
 import { writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { dirname, join, resolve, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 
 const sdk = dirname(fileURLToPath(import.meta.url));
+
+// componentize-js's bindings copy every list or string argument of an import
+// into memory from cabi_realloc and never free it: a handler that sent 100 MiB
+// through send-body kept 100 MiB more of its memory limit. Each import call is
+// followed here by the frees of its arguments (the host has copied them).
+function freeImportArguments(js) {
+  let freed = 0;
+  const out = js.replace(/\nfunction import_[\w$]+\([^)]*\) \{[\s\S]*?\n\}\n/g, (fn) => {
+    const frees = [];
+    for (const [, ptr, align, size] of fn.matchAll(/var (ptr\d+) = \$realloc\(0, 0, (\d+), ([^;]+)\);/g)) {
+      frees.push(`if ((${size}) !== 0) $dealloc(${ptr}, ${size}, ${align});`);
+    }
+    for (const [, ptr, len] of fn.matchAll(/var (ptr\d+)\s*=\s*encodeRes\.ptr;\s*var (len\d+)\s*=\s*encodeRes\.len;/g)) {
+      frees.push(`if (${len} !== 0) $dealloc(${ptr}, ${len}, 1);`);
+    }
+    if (!frees.length) return fn;
+    return fn.replace(/^(\s*)((?:ret = )?\$import_[\w$]+\([^;]*\);)$/m, (line, indent, call) => {
+      freed += frees.length;
+      return `${indent}${call}\n${indent}${frees.join(' ')}`;
+    });
+  });
+  if (!freed) throw new Error('componentize-js laid out its import bindings differently: update freeImportArguments in guest-sdk/build.mjs');
+  return out;
+}
+globalThis.faztRewriteBindings = freeImportArguments;
+register('./bindings-hook.mjs', import.meta.url);
+const { componentize } = await import('@bytecodealliance/componentize-js');
 const args = process.argv.slice(2);
 const witAt = args.indexOf('--wit');
 const wit = resolve(witAt >= 0 ? args.splice(witAt, 2)[1] : join(sdk, '..', 'wit'));

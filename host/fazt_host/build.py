@@ -72,7 +72,7 @@ def app_sources(folder: Path, manifest: Manifest) -> list[FileEntry]:
 
 def toolchain_hash() -> str:
     digest = hashlib.sha256()
-    files = [SDK / "build.mjs", SDK / "package-lock.json", *sorted((SDK / "src").rglob("*.js")), *sorted(WIT.glob("*.wit"))]
+    files = [SDK / "build.mjs", SDK / "bindings-hook.mjs", SDK / "package-lock.json", *sorted((SDK / "src").rglob("*.js")), *sorted(WIT.glob("*.wit"))]
     for path in files:
         digest.update(path.relative_to(path.parents[1]).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() if path.exists() else b"")

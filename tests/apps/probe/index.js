@@ -60,6 +60,19 @@ const routes = {
     });
     return new Response(stream, { headers: { 'content-type': 'text/plain' } });
   },
+  async '/long-stream'(request, url) {
+    const total = Number(url.searchParams.get('mb')) << 20;
+    const chunk = new Uint8Array(512 << 10).fill(9); // one chunk, sent again and again: no garbage to collect
+    let sent = 0;
+    const stream = new ReadableStream({
+      pull(controller) {
+        if (sent >= total) return controller.close();
+        controller.enqueue(chunk);
+        sent += chunk.byteLength;
+      },
+    });
+    return new Response(stream);
+  },
   async '/random'() {
     const bytes = new Uint8Array(16);
     crypto.getRandomValues(bytes);
