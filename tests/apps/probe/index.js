@@ -120,6 +120,8 @@ const routes = {
   },
   async '/log-flood'() {
     for (let i = 0; i < 10000; i++) console.log('x'.repeat(100));
+    console.info('after the flood'); // short enough to fit what is left of the budget
+    console.error('still over');
     return new Response('flooded');
   },
   async '/env'(request, url, ctx) {
