@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -157,9 +158,12 @@ def test_bad_wasm_is_refused(cartridge, tmp_path, wasm, fragment):
 
 def test_build_then_deploy_prebuilt_component(cartridge, tmp_path):
     out = tmp_path / "probe.wasm"
-    cartridge.cli("build", str(TEST_APPS / "probe"), "-o", str(out))
+    built = cartridge.cli("build", str(TEST_APPS / "probe"), "-o", str(out))
     assert out.read_bytes()[:8] == b"\0asm\r\0\x01\0"  # a component, not a core module
-    cartridge.cli("deploy", str(out), "--manifest", str(TEST_APPS / "probe" / "fazt.json"))
+    # The command it suggests works: the manifest is not beside the .wasm, so it names it.
+    command = shlex.split(built.stderr.rpartition("deploy it with: ")[2])
+    assert command == ["fazt-host", "deploy", str(out), "--manifest", str(TEST_APPS / "probe" / "fazt.json")]
+    cartridge.cli(*command[1:])
     server = cartridge.serve()
     assert server.get("/probe/global").json() == {"counter": 1}
     assert server.get("/probe/file.txt").text == "static probe file\n"

@@ -10,6 +10,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -99,8 +100,9 @@ def cmd_build(args) -> int:
     from .triggers.cron.checks import cron_files
 
     folder = Path(args.path)
+    manifest_path = folder / "fazt.json"
     try:
-        manifest = load_manifest(folder / "fazt.json")
+        manifest = load_manifest(manifest_path)
     except ManifestError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -118,7 +120,10 @@ def cmd_build(args) -> int:
     except OSError as e:
         print(f"error: {out}: {e.strerror or e}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"wrote {out} ({len(wasm) / 1048576:.1f} MiB); deploy it with: fazt-host deploy {out}", file=sys.stderr)
+    command = ["fazt-host", "deploy", str(out)]
+    if (out.parent / "fazt.json").resolve() != manifest_path.resolve():  # deploy looks beside the .wasm
+        command += ["--manifest", str(manifest_path)]
+    print(f"wrote {out} ({len(wasm) / 1048576:.1f} MiB); deploy it with: {shlex.join(command)}", file=sys.stderr)
     return 0
 
 
