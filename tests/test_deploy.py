@@ -55,6 +55,23 @@ def test_a_manifest_only_change_is_a_new_version_without_a_build(cartridge, tmp_
     assert second["version"] == 2 and not second["built"] and second["component"] == first["component"]
 
 
+def test_well_known_is_the_one_dot_folder_served(cartridge, tmp_path):
+    app = copy_app(APPS / "hello", tmp_path / "hello")
+    files = {".well-known/security.txt": "Contact: mailto:security@example.com\n",
+             ".well-known/acme-challenge/token": "token.key\n", ".well-known/.hidden": "no", ".env": "SECRET=1",
+             ".git/config": "no", "docs/.well-known/x": "no", ".other/x": "no"}
+    for name, text in files.items():
+        (app / "public" / name).parent.mkdir(parents=True, exist_ok=True)
+        (app / "public" / name).write_text(text)
+    assert json.loads(cartridge.deploy(app, "--json").stdout)["staticFiles"] == 3  # index.html and two
+    server = cartridge.serve()
+    for name in (".well-known/security.txt", ".well-known/acme-challenge/token"):
+        r = server.get(f"/hello/{name}")
+        assert r.status_code == 200 and r.text == files[name], name
+    for name in (".well-known/.hidden", ".env", ".git/config", "docs/.well-known/x", ".other/x"):
+        assert server.get(f"/hello/{name}").status_code == 404, name
+
+
 def test_redeploy_while_serving_switches_without_restart(cartridge, tmp_path):
     cartridge.deploy(APPS / "hello")
     server = cartridge.serve()

@@ -147,7 +147,7 @@ def deploy(host: Host, path: Path, manifest_path: Path | None = None, limits: di
 
     try:
         wasm, digest, source_hash, sources, built = component_bytes(host, src, progress)
-        static = build.read_files(static_dir) if static_dir.is_dir() else []
+        static = build.read_files(static_dir, dot_dirs=build.STATIC_DOT_DIRS) if static_dir.is_dir() else []
     except BuildError as e:
         raise DeployError(str(e)) from None
     phase("build")
