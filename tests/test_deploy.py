@@ -335,6 +335,14 @@ def test_logs_of_an_unknown_app_is_an_error(cartridge):
     assert cartridge.cli("logs", "hello").returncode == 0
 
 
+def test_negative_counts_are_usage_errors(tmp_path):
+    for args in (["logs", "x", "-n", "-1"], ["cron", "history", "x", "-n", "-1"], ["docs", "x", "c", "--limit", "-1"],
+                 ["blobs", "x", "--limit", "-1"], ["import", "x", "c", "-", "--batch", "-1"]):
+        proc = subprocess.run([FAZT, *args, "--cartridge", str(tmp_path / "fazt.db")], capture_output=True, text=True)
+        assert proc.returncode == 2 and "must be 0 or more, not -1" in proc.stderr and proc.stdout == "", (args, proc.stderr)
+    assert not (tmp_path / "fazt.db").exists()
+
+
 def test_build_into_a_missing_folder_fails_before_building(cartridge, tmp_path):
     out = tmp_path / "missing" / "dir" / "probe.wasm"
     proc = cartridge.cli("build", str(TEST_APPS / "probe"), "-o", str(out), check=False)
