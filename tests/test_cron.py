@@ -531,13 +531,13 @@ def wait_for(predicate, timeout: float = 20, step: float = 0.2):
 @pytest.mark.parametrize(
     "entry, message, code",
     [
-        # Invalid in fazt.json itself: a manifest error (exit 2).
+        # Invalid in fazt.json itself, or naming a file missing from the folder: a manifest error (exit 2).
         ({"name": "digest", "schedule": "0 7 * * 1-5", "timezone": "Europe/Berlln"}, "cron entry 'digest': unknown timezone", 2),
         ({"name": "digest", "schedule": "0 25 * * *"}, "cron entry 'digest': invalid cron expression", 2),
-        # Refused by this host's settings, or a file missing from the folder: a failed deploy (exit 1).
+        ({"name": "nofile", "schedule": "@daily", "file": "cron/missing.js"}, "cron entry 'nofile': file cron/missing.js not found", 2),
+        # Refused by this host's settings: a failed deploy (exit 1).
         ({"name": "fast", "schedule": "every 0.5s"}, "cron entry 'fast': 'every 0.5s' fires every 0.5s, below the minimum interval of 1s", 1),
         ({"name": "fast", "schedule": "*/0.5 * * * * *"}, "cron entry 'fast'", None),
-        ({"name": "nofile", "schedule": "@daily", "file": "cron/missing.js"}, "cron entry 'nofile': file cron/missing.js not found", 1),
     ],
 )
 def test_deploy_refuses_bad_cron_entries(cartridge, tmp_path, entry, message, code):
@@ -545,6 +545,13 @@ def test_deploy_refuses_bad_cron_entries(cartridge, tmp_path, entry, message, co
     assert proc.returncode == code if code is not None else proc.returncode in (1, 2), proc.stderr
     assert message in proc.stderr
     assert not cartridge.path.exists() or "cronapp" not in cartridge.cli("apps", check=False).stdout
+
+
+def test_a_prebuilt_component_with_cron_files_is_a_manifest_error(cartridge, tmp_path):
+    (tmp_path / "app.wasm").write_bytes(b"\0asm")  # refused before the component is read
+    path = write_manifest(tmp_path, {"name": "nightly", "schedule": "@daily", "file": "cron/nightly.js"})
+    proc = cartridge.cli("deploy", str(tmp_path / "app.wasm"), "--manifest", str(path), check=False)
+    assert proc.returncode == 2 and "cron entry 'nightly': a prebuilt component cannot take cron files" in proc.stderr
 
 
 def test_minimum_interval_is_configurable(cartridge, tmp_path):
