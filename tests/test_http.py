@@ -54,6 +54,12 @@ def test_status_headers_and_multiple_set_cookie(served):
     assert r.headers.get_list("set-cookie") == ["a=1; Path=/", "b=2; Path=/; HttpOnly"]
 
 
+def test_several_cookie_headers_reach_the_app_as_one_joined_with_semicolons(served):
+    r = served.get("/probe/cookie", headers=[("cookie", "a=1; b=2"), ("x-in", "abc"), ("cookie", "c=3")])
+    assert r.text == "a=1; b=2; c=3"  # RFC 6265 5.4, RFC 9113 8.2.3
+    assert served.get("/probe/cookie", headers={"cookie": "only=1"}).text == "only=1"
+
+
 def test_manifest_env_reaches_the_handler(served):
     assert served.get("/probe/env").json() == {"GREETING": "hi"}
     assert served.get("/hello/hello").status_code == 200  # hello declares no env

@@ -71,6 +71,9 @@ const routes = {
     headers.append('set-cookie', 'b=2; Path=/; HttpOnly');
     return new Response(`method=${request.method} x-in=${request.headers.get('x-in')}`, { status: 201, headers });
   },
+  async '/cookie'(request) {
+    return new Response(request.headers.get('cookie'));
+  },
   async '/framing'() {
     return new Response('abc', {
       headers: { 'content-length': '999', connection: 'close', 'x-fazt-request-id': 'forged', 'x-ok': '1' },
