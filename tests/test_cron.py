@@ -229,6 +229,26 @@ def test_overlap_skip_queue_allow(world):
     assert allow[1]["startedAt"] < allow[0]["finishedAt"]
 
 
+def test_with_two_threads_an_app_runs_one_at_a_time_and_a_waiting_run_counts_as_in_progress(world):
+    world.deploy({"name": "slow-a", "schedule": "every 1s"}, {"name": "slow-b", "schedule": "every 1s"})
+    s = world.scheduler(threads=2)  # one app holds at most one of them
+    world.at(0, s)
+    world.clock.set(T0 + 1)
+    s.step()  # one slow run starts (1.5 s of real time), the other waits for the app's thread
+    world.clock.set(T0 + 2)
+    s.step()  # the next slot of each comes due meanwhile
+
+    def statuses(second: int) -> list[str]:
+        return sorted(r["status"] for r in store.history(s.conn, "cronapp", None, 10)
+                      if r["scheduledTime"].endswith(f"0{second}.000Z"))
+
+    assert statuses(1) == ["pending", "running"]
+    assert statuses(2) == ["skipped", "skipped"]  # also the slot of the entry whose run only waits
+    world.at(2.5, s)
+    first, second = sorted((r for r in world.runs() if r["status"] == "ok"), key=lambda r: r["startedAt"])
+    assert second["startedAt"] >= first["finishedAt"]
+
+
 def test_failures_are_retried_with_backoff_then_marked_failed(world):
     world.deploy({"name": "boom", "schedule": "every 1h", "retries": 2})
     s = world.scheduler()
