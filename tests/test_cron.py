@@ -229,6 +229,26 @@ def test_overlap_skip_queue_allow(world):
     assert allow[1]["startedAt"] < allow[0]["finishedAt"]
 
 
+def test_with_two_threads_an_app_runs_one_at_a_time_and_a_waiting_run_counts_as_in_progress(world):
+    world.deploy({"name": "slow-a", "schedule": "every 1s"}, {"name": "slow-b", "schedule": "every 1s"})
+    s = world.scheduler(threads=2)  # one app holds at most one of them
+    world.at(0, s)
+    world.clock.set(T0 + 1)
+    s.step()  # one slow run starts (1.5 s of real time), the other waits for the app's thread
+    world.clock.set(T0 + 2)
+    s.step()  # the next slot of each comes due meanwhile
+
+    def statuses(second: int) -> list[str]:
+        return sorted(r["status"] for r in store.history(s.conn, "cronapp", None, 10)
+                      if r["scheduledTime"].endswith(f"0{second}.000Z"))
+
+    assert statuses(1) == ["pending", "running"]
+    assert statuses(2) == ["skipped", "skipped"]  # also the slot of the entry whose run only waits
+    world.at(2.5, s)
+    first, second = sorted((r for r in world.runs() if r["status"] == "ok"), key=lambda r: r["startedAt"])
+    assert second["startedAt"] >= first["finishedAt"]
+
+
 def test_failures_are_retried_with_backoff_then_marked_failed(world):
     world.deploy({"name": "boom", "schedule": "every 1h", "retries": 2})
     s = world.scheduler()
@@ -531,13 +551,13 @@ def wait_for(predicate, timeout: float = 20, step: float = 0.2):
 @pytest.mark.parametrize(
     "entry, message, code",
     [
-        # Invalid in fazt.json itself: a manifest error (exit 2).
+        # Invalid in fazt.json itself, or naming a file missing from the folder: a manifest error (exit 2).
         ({"name": "digest", "schedule": "0 7 * * 1-5", "timezone": "Europe/Berlln"}, "cron entry 'digest': unknown timezone", 2),
         ({"name": "digest", "schedule": "0 25 * * *"}, "cron entry 'digest': invalid cron expression", 2),
-        # Refused by this host's settings, or a file missing from the folder: a failed deploy (exit 1).
+        ({"name": "nofile", "schedule": "@daily", "file": "cron/missing.js"}, "cron entry 'nofile': file cron/missing.js not found", 2),
+        # Refused by this host's settings: a failed deploy (exit 1).
         ({"name": "fast", "schedule": "every 0.5s"}, "cron entry 'fast': 'every 0.5s' fires every 0.5s, below the minimum interval of 1s", 1),
         ({"name": "fast", "schedule": "*/0.5 * * * * *"}, "cron entry 'fast'", None),
-        ({"name": "nofile", "schedule": "@daily", "file": "cron/missing.js"}, "cron entry 'nofile': file cron/missing.js not found", 1),
     ],
 )
 def test_deploy_refuses_bad_cron_entries(cartridge, tmp_path, entry, message, code):
@@ -545,6 +565,13 @@ def test_deploy_refuses_bad_cron_entries(cartridge, tmp_path, entry, message, co
     assert proc.returncode == code if code is not None else proc.returncode in (1, 2), proc.stderr
     assert message in proc.stderr
     assert not cartridge.path.exists() or "cronapp" not in cartridge.cli("apps", check=False).stdout
+
+
+def test_a_prebuilt_component_with_cron_files_is_a_manifest_error(cartridge, tmp_path):
+    (tmp_path / "app.wasm").write_bytes(b"\0asm")  # refused before the component is read
+    path = write_manifest(tmp_path, {"name": "nightly", "schedule": "@daily", "file": "cron/nightly.js"})
+    proc = cartridge.cli("deploy", str(tmp_path / "app.wasm"), "--manifest", str(path), check=False)
+    assert proc.returncode == 2 and "cron entry 'nightly': a prebuilt component cannot take cron files" in proc.stderr
 
 
 def test_minimum_interval_is_configurable(cartridge, tmp_path):

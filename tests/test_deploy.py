@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -52,6 +53,23 @@ def test_a_manifest_only_change_is_a_new_version_without_a_build(cartridge, tmp_
     app = copy_app(APPS / "hello", tmp_path / "hello", limits={"timeoutMs": 1234}, indexes={"notes": ["owner"]})
     second = json.loads(cartridge.deploy(app, "--json").stdout)
     assert second["version"] == 2 and not second["built"] and second["component"] == first["component"]
+
+
+def test_well_known_is_the_one_dot_folder_served(cartridge, tmp_path):
+    app = copy_app(APPS / "hello", tmp_path / "hello")
+    files = {".well-known/security.txt": "Contact: mailto:security@example.com\n",
+             ".well-known/acme-challenge/token": "token.key\n", ".well-known/.hidden": "no", ".env": "SECRET=1",
+             ".git/config": "no", "docs/.well-known/x": "no", ".other/x": "no"}
+    for name, text in files.items():
+        (app / "public" / name).parent.mkdir(parents=True, exist_ok=True)
+        (app / "public" / name).write_text(text)
+    assert json.loads(cartridge.deploy(app, "--json").stdout)["staticFiles"] == 3  # index.html and two
+    server = cartridge.serve()
+    for name in (".well-known/security.txt", ".well-known/acme-challenge/token"):
+        r = server.get(f"/hello/{name}")
+        assert r.status_code == 200 and r.text == files[name], name
+    for name in (".well-known/.hidden", ".env", ".git/config", "docs/.well-known/x", ".other/x"):
+        assert server.get(f"/hello/{name}").status_code == 404, name
 
 
 def test_redeploy_while_serving_switches_without_restart(cartridge, tmp_path):
@@ -157,9 +175,12 @@ def test_bad_wasm_is_refused(cartridge, tmp_path, wasm, fragment):
 
 def test_build_then_deploy_prebuilt_component(cartridge, tmp_path):
     out = tmp_path / "probe.wasm"
-    cartridge.cli("build", str(TEST_APPS / "probe"), "-o", str(out))
+    built = cartridge.cli("build", str(TEST_APPS / "probe"), "-o", str(out))
     assert out.read_bytes()[:8] == b"\0asm\r\0\x01\0"  # a component, not a core module
-    cartridge.cli("deploy", str(out), "--manifest", str(TEST_APPS / "probe" / "fazt.json"))
+    # The command it suggests works: the manifest is not beside the .wasm, so it names it.
+    command = shlex.split(built.stderr.rpartition("deploy it with: ")[2])
+    assert command == ["fazt-host", "deploy", str(out), "--manifest", str(TEST_APPS / "probe" / "fazt.json")]
+    cartridge.cli(*command[1:])
     server = cartridge.serve()
     assert server.get("/probe/global").json() == {"counter": 1}
     assert server.get("/probe/file.txt").text == "static probe file\n"
@@ -312,6 +333,14 @@ def test_logs_of_an_unknown_app_is_an_error(cartridge):
     proc = cartridge.cli("logs", "nosuchapp", check=False)
     assert proc.returncode == 1 and proc.stderr == "error: no app named 'nosuchapp'\n" and proc.stdout == ""
     assert cartridge.cli("logs", "hello").returncode == 0
+
+
+def test_negative_counts_are_usage_errors(tmp_path):
+    for args in (["logs", "x", "-n", "-1"], ["cron", "history", "x", "-n", "-1"], ["docs", "x", "c", "--limit", "-1"],
+                 ["blobs", "x", "--limit", "-1"], ["import", "x", "c", "-", "--batch", "-1"]):
+        proc = subprocess.run([FAZT, *args, "--cartridge", str(tmp_path / "fazt.db")], capture_output=True, text=True)
+        assert proc.returncode == 2 and "must be 0 or more, not -1" in proc.stderr and proc.stdout == "", (args, proc.stderr)
+    assert not (tmp_path / "fazt.db").exists()
 
 
 def test_build_into_a_missing_folder_fails_before_building(cartridge, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import time
@@ -51,6 +52,12 @@ def test_status_headers_and_multiple_set_cookie(served):
     assert r.text == "method=GET x-in=abc"
     assert r.headers["x-custom"] == "yes"
     assert r.headers.get_list("set-cookie") == ["a=1; Path=/", "b=2; Path=/; HttpOnly"]
+
+
+def test_several_cookie_headers_reach_the_app_as_one_joined_with_semicolons(served):
+    r = served.get("/probe/cookie", headers=[("cookie", "a=1; b=2"), ("x-in", "abc"), ("cookie", "c=3")])
+    assert r.text == "a=1; b=2; c=3"  # RFC 6265 5.4, RFC 9113 8.2.3
+    assert served.get("/probe/cookie", headers={"cookie": "only=1"}).text == "only=1"
 
 
 def test_manifest_env_reaches_the_handler(served):
@@ -140,8 +147,13 @@ def test_console_goes_to_the_app_log_with_request_id(served):
 def test_log_volume_is_capped(served):
     r = served.get("/probe/log-flood")
     assert r.status_code == 200
-    out = served.cart.cli("logs", "probe", "-n", "5").stdout
-    assert "log lines dropped" in out
+    rid = r.headers["x-fazt-request-id"]
+    out = served.cart.cli("logs", "probe", "--json", "-n", "1000").stdout
+    mine = [line["message"] for line in map(json.loads, out.splitlines()) if line["requestId"] == rid]
+    # 655 lines of 100 bytes fit in 64 KiB; from the first over it on, every line is dropped,
+    # also the short ones after the flood that would still fit.
+    assert mine[:-1] == ["x" * 100] * 655
+    assert mine[-1] == "9347 log lines dropped: over the limit of 64 KiB per call"
 
 
 def test_infinite_loop_is_stopped_and_host_keeps_serving(served):

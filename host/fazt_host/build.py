@@ -25,18 +25,23 @@ WIT = Path(os.environ.get("FAZT_WIT", ROOT / "wit"))
 
 MAX_APP_BYTES = 64 << 20
 SKIP_DIRS = {"node_modules", ".git"}
+# The one dot folder of an app's static files that is served (RFC 8615: ACME challenges,
+# security.txt, app links); other dot files, such as .env or .git, stay out.
+STATIC_DOT_DIRS = frozenset({".well-known"})
 
 
 class BuildError(Exception):
     pass
 
 
-def _walk(folder: Path, skip: set[Path]) -> list[Path]:
+def _walk(folder: Path, skip: set[Path], dot_dirs: frozenset[str]) -> list[Path]:
+    """Files under `folder`, leaving out dot files and dot folders but the top-level `dot_dirs`."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         here = Path(dirpath)
         dirnames[:] = sorted(
-            d for d in dirnames if d not in SKIP_DIRS and not d.startswith(".") and here / d not in skip
+            d for d in dirnames
+            if d not in SKIP_DIRS and here / d not in skip and (not d.startswith(".") or here == folder and d in dot_dirs)
         )
         for name in sorted(filenames):
             path = here / name
@@ -46,10 +51,12 @@ def _walk(folder: Path, skip: set[Path]) -> list[Path]:
     return found
 
 
-def read_files(folder: Path, skip: set[Path] = frozenset(), suffixes: tuple[str, ...] | None = None) -> list[FileEntry]:
+def read_files(
+    folder: Path, skip: set[Path] = frozenset(), suffixes: tuple[str, ...] | None = None, dot_dirs: frozenset[str] = frozenset()
+) -> list[FileEntry]:
     """The files under `folder` as entries with '/'-separated relative paths; bounded in total size."""
     entries, total = [], 0
-    for path in _walk(folder, set(skip)):
+    for path in _walk(folder, set(skip), dot_dirs):
         if suffixes and not path.name.endswith(suffixes):
             continue
         data = path.read_bytes()

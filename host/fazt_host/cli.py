@@ -10,6 +10,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -71,6 +72,15 @@ LIMIT_FLAGS = {
 }
 
 
+def count(text: str) -> int:
+    """An argparse type for how many lines, documents or objects: a negative count is a usage
+    error, not a count (as a LIMIT, SQLite reads -1 as no limit at all)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def _limits(args) -> dict:
     return {k: getattr(args, k) for k in LIMIT_FLAGS if getattr(args, k, None) is not None}
 
@@ -105,8 +115,9 @@ def cmd_build(args) -> int:
     from .triggers.cron.checks import cron_files
 
     folder = Path(args.path)
+    manifest_path = folder / "fazt.json"
     try:
-        manifest = load_manifest(folder / "fazt.json")
+        manifest = load_manifest(manifest_path)
     except ManifestError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -124,7 +135,10 @@ def cmd_build(args) -> int:
     except OSError as e:
         print(f"error: {out}: {e.strerror or e}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"wrote {out} ({len(wasm) / 1048576:.1f} MiB); deploy it with: fazt-host deploy {out}", file=sys.stderr)
+    command = ["fazt-host", "deploy", str(out)]
+    if (out.parent / "fazt.json").resolve() != manifest_path.resolve():  # deploy looks beside the .wasm
+        command += ["--manifest", str(manifest_path)]
+    print(f"wrote {out} ({len(wasm) / 1048576:.1f} MiB); deploy it with: {shlex.join(command)}", file=sys.stderr)
     return 0
 
 
@@ -515,7 +529,7 @@ def parser() -> argparse.ArgumentParser:
     lg = command("logs", "show an app's log (console.* and errors)", cmd_logs)
     lg.add_argument("app")
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    lg.add_argument("-n", "--lines", type=int, default=100, help="how many recent lines (default 100)")
+    lg.add_argument("-n", "--lines", type=count, default=100, help="how many recent lines (default 100)")
     lg.add_argument("--json", action="store_true", help="one JSON object per line")
 
     rb = command("rollback", "serve the previous (or a given) version of an app", cmd_rollback)
@@ -533,7 +547,7 @@ def parser() -> argparse.ArgumentParser:
     )
     dc.add_argument("args", nargs="+", metavar="ARG", help="APP [COLLECTION], or explain APP COLLECTION QUERY_JSON")
     dc.add_argument("--query", help='a select as JSON, e.g. \'{"where": [["eq", "owner", "u1"]], "count": "exact"}\'')
-    dc.add_argument("--limit", type=int, default=20, help="documents to show (default 20)")
+    dc.add_argument("--limit", type=count, default=20, help="documents to show (default 20)")
     dc.add_argument("--json", action="store_true", help="print JSON")
     limit_flags(dc)
 
@@ -541,7 +555,7 @@ def parser() -> argparse.ArgumentParser:
     im.add_argument("app")
     im.add_argument("collection")
     im.add_argument("file", help="an .ndjson file, or - for standard input")
-    im.add_argument("--batch", type=int, default=10_000, help="documents per transaction (default 10000)")
+    im.add_argument("--batch", type=count, default=10_000, help="documents per transaction (default 10000)")
     limit_flags(im)
 
     ex = command("export", "write a collection as newline-delimited JSON", cmd_export)
@@ -557,7 +571,7 @@ def parser() -> argparse.ArgumentParser:
                     help="migrate: copy every object to this backend, verify it, then switch the app to it "
                          "(s3 needs FAZT_S3_BUCKET and friends in the environment; resumable)")
     bl.add_argument("--prefix", default="", help="only keys starting with this")
-    bl.add_argument("--limit", type=int, default=1000, help="objects to list (default 1000)")
+    bl.add_argument("--limit", type=count, default=1000, help="objects to list (default 1000)")
     bl.add_argument("--json", action="store_true", help="print JSON")
 
     ky = command("keys", "create, list or revoke an app's access keys for its S3 endpoint", cmd_keys)
@@ -574,7 +588,7 @@ def parser() -> argparse.ArgumentParser:
         "  cron history APP [NAME]   runs, newest first, with their log lines"
     )
     cr.add_argument("words", nargs="+", metavar="APP | run APP NAME | history APP [NAME]")
-    cr.add_argument("-n", "--lines", type=int, default=20, help="history: how many runs, newest first (default 20)")
+    cr.add_argument("-n", "--lines", type=count, default=20, help="history: how many runs, newest first (default 20)")
     cr.add_argument("--json", action="store_true", help="print JSON")
 
     bk = command("backup", "write a consistent copy of the cartridge while serving", cmd_backup)

@@ -133,6 +133,8 @@ def deploy(host: Host, path: Path, manifest_path: Path | None = None, limits: di
             raise InvalidManifest(f"limits: {e}") from None
     try:
         cron.check_deploy(src.folder, manifest, src.prebuilt is not None, host.settings.cron_min_interval)
+    except ManifestError as e:
+        raise InvalidManifest(str(e)) from None
     except ValueError as e:
         raise DeployError(str(e)) from None
     static_dir = src.folder / manifest.static
@@ -147,7 +149,7 @@ def deploy(host: Host, path: Path, manifest_path: Path | None = None, limits: di
 
     try:
         wasm, digest, source_hash, sources, built = component_bytes(host, src, progress)
-        static = build.read_files(static_dir) if static_dir.is_dir() else []
+        static = build.read_files(static_dir, dot_dirs=build.STATIC_DOT_DIRS) if static_dir.is_dir() else []
     except BuildError as e:
         raise DeployError(str(e)) from None
     phase("build")

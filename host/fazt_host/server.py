@@ -531,11 +531,15 @@ class HttpTrigger:
         )
         authority = headers.get("host") or scope.authority or "localhost"
         query = f"?{scope.query_string}" if scope.query_string else ""
+        # Several cookie fields (HTTP/2 may send one per cookie) are one list joined with "; "
+        # (RFC 6265 5.4), not with the ", " the guest's Headers would join them with.
+        cookies = headers.get_all("cookie")
         request = {
             "method": method,
             # Granian hands over the path percent-decoded: encoded again, `%41` stays `%41` for the app.
             "url": f"{scope.scheme}://{authority}{quote(inner, safe=PATH_SAFE)}{query}",
-            "headers": [[k, v] for k, v in headers.items() if k != "x-forwarded-prefix"]
+            "headers": [[k, v] for k, v in headers.items() if k not in ("cookie", "x-forwarded-prefix")]
+            + [["cookie", "; ".join(cookies)]] * bool(cookies)
             + [["x-forwarded-prefix", base]] * bool(base),
             "requestId": rid,
             "hasBody": has_body,

@@ -84,6 +84,9 @@ const routes = {
     headers.append('set-cookie', 'b=2; Path=/; HttpOnly');
     return new Response(`method=${request.method} x-in=${request.headers.get('x-in')}`, { status: 201, headers });
   },
+  async '/cookie'(request) {
+    return new Response(request.headers.get('cookie'));
+  },
   async '/framing'() {
     return new Response('abc', {
       headers: { 'content-length': '999', connection: 'close', 'x-fazt-request-id': 'forged', 'x-ok': '1' },
@@ -133,6 +136,8 @@ const routes = {
   },
   async '/log-flood'() {
     for (let i = 0; i < 10000; i++) console.log('x'.repeat(100));
+    console.info('after the flood'); // short enough to fit what is left of the budget
+    console.error('still over');
     return new Response('flooded');
   },
   async '/env'(request, url, ctx) {

@@ -2,7 +2,9 @@
 
 Lines are buffered per invocation and written in one short transaction when
 it ends, so logging costs a handler nothing while it runs. Each invocation may
-log at most `limits.logKb`; the rest is dropped with a note saying so.
+log at most `limits.logKb`: from the first line over it on, all of the app's
+lines are dropped (what is kept is an unbroken start, with no gap), and one
+note at the end says how many.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class Log(Capability):
         """Buffers a line; the host's own notes (errors, stacks) do not count against the app's budget."""
         buf: LogBuffer = invocation.state.setdefault("log", LogBuffer())
         size = len(message)
-        if not host and buf.bytes + size > invocation.limits.log_kb * 1024:
+        if not host and (buf.dropped or buf.bytes + size > invocation.limits.log_kb * 1024):
             buf.dropped += 1
             return
         buf.bytes += 0 if host else size
