@@ -13,6 +13,7 @@ from pathlib import Path
 import boto3
 import httpx
 import pytest
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -206,6 +207,27 @@ def test_multipart(s3):
     assert code(lambda: s3.list_parts(Bucket="docs", Key="small", UploadId=small)) == "NoSuchUpload"
 
 
+def test_upload_part_copy(s3):
+    data = os.urandom(12 << 20)
+    s3.put_object(Bucket="docs", Key="upc/src", Body=data)
+    small = TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20)
+    s3.copy({"Bucket": "docs", "Key": "upc/src"}, "avatars", "upc/copy", Config=small)  # three UploadPartCopy
+    assert s3.get_object(Bucket="avatars", Key="upc/copy")["Body"].read() == data
+    up = s3.create_multipart_upload(Bucket="docs", Key="upc/ranged")["UploadId"]
+    part = s3.upload_part_copy(Bucket="docs", Key="upc/ranged", UploadId=up, PartNumber=1,
+                               CopySource={"Bucket": "docs", "Key": "upc/src"}, CopySourceRange="bytes=10-19")
+    assert part["CopyPartResult"]["ETag"] == f'"{hashlib.md5(data[10:20]).hexdigest()}"'
+    assert "LastModified" in part["CopyPartResult"]
+    for source, range_, expected in ((("docs", "upc/none"), None, "NoSuchKey"), (("nobucket", "x"), None, "NoSuchBucket"),
+                                     (("docs", "upc/src"), f"bytes=0-{12 << 20}", "InvalidArgument")):
+        extra = {"CopySourceRange": range_} if range_ else {}
+        assert code(lambda: s3.upload_part_copy(Bucket="docs", Key="upc/ranged", UploadId=up, PartNumber=2, **extra,
+                                                CopySource={"Bucket": source[0], "Key": source[1]})) == expected
+    s3.complete_multipart_upload(Bucket="docs", Key="upc/ranged", UploadId=up,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["CopyPartResult"]["ETag"]}]})
+    assert s3.get_object(Bucket="docs", Key="upc/ranged")["Body"].read() == data[10:20]
+
+
 def test_presigned_urls(s3):
     s3.put_object(Bucket="docs", Key="pre sign.txt", Body=b"presigned")
     url = s3.generate_presigned_url("get_object", Params={"Bucket": "docs", "Key": "pre sign.txt"}, ExpiresIn=60)
@@ -250,6 +272,12 @@ def test_a_key_sees_only_its_app(host, tmp_path, s3):
     twin_s3 = client(new_key(cart, server, "twin"))
     twin_s3.put_object(Bucket="docs", Key="twin-only", Body=b"t")
     assert code(lambda: s3.get_object(Bucket="docs", Key="twin-only")) == "NoSuchKey"
+    twin_s3.create_bucket(Bucket="twin-bucket")
+    twin_s3.put_object(Bucket="twin-bucket", Key="k", Body=b"t")
+    up = s3.create_multipart_upload(Bucket="docs", Key="stolen")["UploadId"]
+    for source, expected in (({"Bucket": "twin-bucket", "Key": "k"}, "NoSuchBucket"), ({"Bucket": "docs", "Key": "twin-only"}, "NoSuchKey")):
+        assert code(lambda: s3.copy_object(Bucket="docs", Key="stolen", CopySource=source)) == expected
+        assert code(lambda: s3.upload_part_copy(Bucket="docs", Key="stolen", UploadId=up, PartNumber=1, CopySource=source)) == expected
     cart.cli("remove", "twin")
 
 

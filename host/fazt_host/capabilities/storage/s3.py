@@ -564,14 +564,12 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
         if method == "PUT" and "partNumber" in params:
             return _upload_part(conn, app, raw, auth, headers, params, limits)
         if method == "PUT" and headers.get("x-amz-copy-source"):
-            source = unquote(headers["x-amz-copy-source"].split("?")[0]).lstrip("/")
-            src_bucket, _, src_key = source.partition("/")
+            src_bucket, src_key = _copy_source(conn, app, headers)
             directive = (headers.get("x-amz-metadata-directive") or "COPY").upper()
             if directive not in ("COPY", "REPLACE"):
                 raise S3Error("InvalidArgument", "Unknown metadata directive.")
             if directive == "COPY" and (src_bucket, src_key) == (bucket, key):
                 raise S3Error("InvalidRequest", SELF_COPY)
-            _need_bucket(conn, app, src_bucket)
             replace = {}
             if directive == "REPLACE":  # as AWS: the copy takes the request's content type and metadata
                 replace = {"content_type": headers.get("content-type") or "binary/octet-stream",
@@ -622,15 +620,51 @@ def _upload_row(conn, app: str, bucket: str, key: str, upload_id: str):
     return row
 
 
+def _copy_source(conn, app: str, headers) -> tuple[str, str]:
+    """The (bucket, key) x-amz-copy-source names, in one of the app's buckets."""
+    source = unquote(headers["x-amz-copy-source"].split("?")[0]).lstrip("/")
+    src_bucket, _, src_key = source.partition("/")
+    _need_bucket(conn, app, src_bucket)
+    return src_bucket, src_key
+
+
+def _copy_range(headers, size: int) -> tuple[int, int]:
+    """The bytes [start, end) of the source x-amz-copy-source-range names (the whole object without it)."""
+    text = headers.get("x-amz-copy-source-range")
+    if text is None:
+        return 0, size
+    first, dash, last = text.removeprefix("bytes=").partition("-")
+    if not (text.startswith("bytes=") and dash and first.isdigit() and last.isdigit() and int(first) <= int(last) < size):
+        raise S3Error("InvalidArgument", f"Range specified is not valid for source object of size: {size}")
+    return int(first), int(last) + 1
+
+
+def _copy_into(conn, upload: store.Upload, data: int, start: int = 0, end: int | None = None) -> None:
+    """Writes bytes of an upload into another, a chunk at a time (memory stays bounded)."""
+    try:
+        for chunk in store.read(conn, data, start, end):
+            upload.write(chunk)
+    except BaseException:
+        upload.abort()
+        raise
+
+
 def _upload_part(conn, app, raw, auth, headers, params, limits):
+    """UploadPart, or UploadPartCopy with x-amz-copy-source: the part's bytes are (a range of) an object's."""
     number_text, upload_id = params.get("partNumber", ""), params.get("uploadId", "")
     if not number_text.isdigit() or not 1 <= int(number_text) <= 10000:
         raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive")
     upload_row = conn.execute("SELECT bucket, key FROM s3_uploads WHERE id = ? AND app = ?", (upload_id, app)).fetchone()
     if upload_row is None:
         raise S3Error("NoSuchUpload", "The specified multipart upload does not exist.", 404)
+    source = None
+    if headers.get("x-amz-copy-source"):
+        source = store.head(conn, app, *_copy_source(conn, app, headers))
     part = store.Upload(conn, app, upload_row[0], upload_row[1], "", {}, True, limits.storage_mb << 20)
-    _receive(raw, auth, headers, part)
+    if source is None:
+        _receive(raw, auth, headers, part)
+    else:
+        _copy_into(conn, part, source[1], *_copy_range(headers, source[0]["size"]))
     data, size, md5 = part.finish_part()
     with transaction(conn):
         old = conn.execute("SELECT data FROM s3_parts WHERE upload = ? AND number = ?", (upload_id, int(number_text))).fetchone()
@@ -640,6 +674,8 @@ def _upload_part(conn, app, raw, auth, headers, params, limits):
             "INSERT OR REPLACE INTO s3_parts(upload, number, data, size, etag) VALUES (?, ?, ?, ?, ?)",
             (upload_id, int(number_text), data, size, md5),
         )
+    if source is not None:
+        return ("xml", 200, "CopyPartResult", _tag("ETag", f'"{md5}"') + _tag("LastModified", _iso(time.time())))
     return ("empty", 200, [("etag", f'"{md5}"')])
 
 
@@ -673,13 +709,8 @@ def _complete(conn, app, bucket, key, upload_id, xml: bytes, limits):
     else:  # external parts are separate objects there: their bytes are copied into one
         upload = store.Upload(conn, app, bucket, key, content_type, metadata, True,
                               (limits.storage_mb << 20) + sum(size for _, size, _, _ in chosen))
-        try:
-            for data, _, _, _ in chosen:  # a chunk at a time: memory stays bounded
-                for chunk in store.read(conn, data):
-                    upload.write(chunk)
-        except BaseException:
-            upload.abort()
-            raise
+        for data, _, _, _ in chosen:
+            _copy_into(conn, upload, data)
         upload.finish(etag)
         _drop_upload(conn, upload_id)
     inner = _tag("Location", f"/{bucket}/{key}") + _tag("Bucket", bucket) + _tag("Key", key) + _tag("ETag", f'"{etag}"')
