@@ -228,6 +228,19 @@ def test_upload_part_copy(s3):
     assert s3.get_object(Bucket="docs", Key="upc/ranged")["Body"].read() == data[10:20]
 
 
+def test_an_error_before_the_body_keeps_the_client_working(s3):
+    # boto3 sends Expect: 100-continue: an error answered before the body was read must not
+    # leave the connection to be reused with that body still owed.
+    s3.put_object(Bucket="docs", Key="ok", Body=b"x")  # a kept-alive connection to reuse
+    assert code(lambda: s3.put_object(Bucket="nosuchbkt", Key="k", Body=b"data")) == "NoSuchBucket"
+    s3.put_object(Bucket="docs", Key="ok", Body=b"after NoSuchBucket")
+    assert code(lambda: s3.upload_part(Bucket="docs", Key="k", UploadId="nope", PartNumber=1, Body=b"data")) == "NoSuchUpload"
+    s3.put_object(Bucket="docs", Key="ok", Body=b"after NoSuchUpload")
+    assert code(lambda: s3.upload_part(Bucket="docs", Key="k", UploadId="nope", PartNumber=0, Body=b"data")) == "InvalidArgument"
+    s3.put_object(Bucket="docs", Key="ok", Body=b"after InvalidArgument")
+    assert s3.get_object(Bucket="docs", Key="ok")["Body"].read() == b"after InvalidArgument"
+
+
 def test_presigned_urls(s3):
     s3.put_object(Bucket="docs", Key="pre sign.txt", Body=b"presigned")
     url = s3.generate_presigned_url("get_object", Params={"Bucket": "docs", "Key": "pre sign.txt"}, ExpiresIn=60)

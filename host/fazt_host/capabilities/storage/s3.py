@@ -25,7 +25,7 @@ import apsw
 import msgspec
 
 from ...cartridge import transaction
-from ...server import unsafe_path
+from ...server import has_body, unsafe_path
 from . import http, store
 from .store import StorageError
 
@@ -366,11 +366,13 @@ def _xml(proto, status: int, root: str, inner: str, headers: list | None = None)
     proto.response_bytes(status, [("content-type", "application/xml")] + (headers or []), body.encode())
 
 
-def _error(proto, e: S3Error, resource: str, rid: str, method: str, extra: list | None = None) -> None:
+def _error(proto, e: S3Error, resource: str, rid: str, scope, extra: list | None = None) -> None:
     headers = [("content-type", "application/xml"), ("x-amz-request-id", rid)] + (extra or [])
-    if e.code == "EntityTooLarge":  # the rest of the body is left unread
+    if has_body(scope):
+        # The body may be left unread (a client that sent Expect: 100-continue has not even sent
+        # it): the next request on this connection would be taken for it.
         headers.append(("connection", "close"))
-    if method == "HEAD":
+    if scope.method.upper() == "HEAD":
         proto.response_empty(e.status, headers)
         return
     body = (
@@ -417,9 +419,9 @@ async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
         store.check_key(key)
         return await _object_op(trigger, scope, proto, deployed, auth, method, bucket, key, params, rid)
     except StorageError as e:
-        _error(proto, from_storage(e), path, rid, method)
+        _error(proto, from_storage(e), path, rid, scope)
     except S3Error as e:
-        _error(proto, e, path, rid, method)
+        _error(proto, e, path, rid, scope)
 
 
 route.checks_path = True  # refuses unsafe paths itself, with S3's error XML
@@ -550,7 +552,7 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
 
         def unsatisfiable(headers):  # S3 answers a range past the end with an InvalidRange error
             error = S3Error("InvalidRange", "The requested range is not satisfiable", 416)
-            _error(proto, error, f"/{bucket}/{key}", rid, method, headers)
+            _error(proto, error, f"/{bucket}/{key}", rid, scope, headers)
 
         return await http.send_object(proto, reader, app, bucket, key, method, scope.headers, 200, extra, unsatisfiable)
     if method == "GET":
