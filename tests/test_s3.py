@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 import boto3
 import httpx
@@ -145,6 +146,14 @@ def test_errors_are_s3_xml(host, s3):
     # Elsewhere the server still refuses such paths itself.
     other = httpx.get(f"{server.base}/files/x/%2e%2e/y")
     assert other.status_code == 400 and other.headers["content-type"].startswith("application/json")
+
+
+def test_error_xml_parses_whatever_the_key(s3):
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "docs", "Key": "a\x01b"}, ExpiresIn=60)
+    refused = httpx.get(url)
+    assert refused.status_code == 400
+    root = ElementTree.fromstring(refused.content)
+    assert root.findtext("Code") == "InvalidArgument" and root.findtext("Resource") == "/docs/a\ufffdb"
 
 
 def test_the_js_api_and_s3_share_one_namespace(host, s3):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import time
 import zlib
@@ -357,6 +358,14 @@ def _text(e: ElementTree.Element, tag: str) -> str:
 # ---- responses -----------------------------------------------------------------------------------
 
 
+# Characters XML 1.0 cannot carry, not even as character references (a key in a URL may hold them).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _escape(text: str) -> str:
+    return _NOT_XML.sub("\ufffd", escape(text))
+
+
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
@@ -376,14 +385,14 @@ def _error(proto, e: S3Error, resource: str, rid: str, scope, extra: list | None
         proto.response_empty(e.status, headers)
         return
     body = (
-        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{e.code}</Code><Message>{escape(str(e))}</Message>'
-        f"<Resource>{escape(resource)}</Resource><RequestId>{rid}</RequestId></Error>"
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{e.code}</Code><Message>{_escape(str(e))}</Message>'
+        f"<Resource>{_escape(resource)}</Resource><RequestId>{rid}</RequestId></Error>"
     )
     proto.response_bytes(e.status, headers, body.encode())
 
 
 def _tag(name: str, value: Any) -> str:
-    return f"<{name}>{escape(str(value))}</{name}>"
+    return f"<{name}>{_escape(str(value))}</{name}>"
 
 
 def _object_xml(o: dict[str, Any]) -> str:
