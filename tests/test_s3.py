@@ -138,7 +138,7 @@ def test_errors_are_s3_xml(host, s3):
     status, code_, _ = error(lambda: s3.get_object(Bucket="docs", Key="ten", Range="bytes=50-60"))
     assert (status, code_) == (416, "InvalidRange")
     assert s3.get_object(Bucket="docs", Key="ten", Range="bytes=5-60")["Body"].read() == b"56789"
-    for key in ("../escape", "a/../b", "a/./b", "a\\b"):
+    for key in ("../escape", "a/../b", "a/./b", "nul\x00"):
         assert error(lambda: s3.put_object(Bucket="docs", Key=key, Body=b"x"))[:2] == (400, "InvalidArgument"), key
         assert error(lambda: s3.get_object(Bucket="docs", Key=key))[:2] == (400, "InvalidArgument"), key
     raw = httpx.get(f"{server.base}/files/storage/v1/s3/docs/a/%2e%2e/b")
@@ -154,6 +154,20 @@ def test_error_xml_parses_whatever_the_key(s3):
     assert refused.status_code == 400
     root = ElementTree.fromstring(refused.content)
     assert root.findtext("Code") == "InvalidArgument" and root.findtext("Resource") == "/docs/a\ufffdb"
+
+
+def test_keys_are_keys_not_paths(host, s3):
+    # What the storage key rules accept, S3 accepts too: a backslash, a literal %2e%2e segment (not '..').
+    _, server = host
+    for key in ("bs/back\\slash", "a/%2e%2e/b"):
+        s3.put_object(Bucket="docs", Key=key, Body=key.encode())
+        assert s3.get_object(Bucket="docs", Key=key)["Body"].read() == key.encode()
+        assert s3.head_object(Bucket="docs", Key=key)["ContentLength"] == len(key)
+        s3.copy_object(Bucket="avatars", Key=key, CopySource={"Bucket": "docs", "Key": key})
+        assert s3.get_object(Bucket="avatars", Key=key)["Body"].read() == key.encode()
+        assert [o["Key"] for o in s3.list_objects_v2(Bucket="docs", Prefix=key)["Contents"]] == [key]
+        listed = server.get("/files/list/docs", params={"path": key.rpartition("/")[0]}).json()["data"]
+        assert key.rpartition("/")[2] in [o["name"] for o in listed]
 
 
 def test_the_js_api_and_s3_share_one_namespace(host, s3):

@@ -459,7 +459,7 @@ class HttpTrigger:
     async def handle(self, scope, proto) -> None:
         app_name, inner, base = self.route(scope)
         if unsafe_path(scope.path):
-            # A host route that refuses such paths itself answers in its own terms (S3's error XML).
+            # A host route whose paths are no file paths checks them itself (S3: keys, in S3's error XML).
             own = self.host_route(inner) if app_name not in ("", "_") else None
             if not getattr(own, "checks_path", False):
                 raise HttpError(400, "invalid path: '.', '..', backslashes and NUL are not allowed")

@@ -26,7 +26,7 @@ import apsw
 import msgspec
 
 from ...cartridge import transaction
-from ...server import has_body, unsafe_path
+from ...server import has_body
 from . import http, store
 from .store import StorageError
 
@@ -414,8 +414,8 @@ async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
     try:
         if path and not path.startswith("/"):
             raise S3Error("InvalidURI", "Couldn't parse the specified URI.")
-        if unsafe_path(path):  # the server leaves these paths to this route, to answer in S3's terms
-            raise S3Error("InvalidArgument", "invalid object key: '.' and '..' segments, backslashes and NUL are not allowed")
+        if key:  # a key is a database key, never a file path: the storage rules judge it, as for JS
+            store.check_key(key)
         auth = authenticate(trigger.reader, scope, app)
         params = dict(parse_qsl(scope.query_string, keep_blank_values=True))
         if not bucket:
@@ -425,7 +425,6 @@ async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
         store.check_bucket(bucket)
         if not key:
             return await _bucket_op(trigger, scope, proto, deployed, auth, method, bucket, params)
-        store.check_key(key)
         return await _object_op(trigger, scope, proto, deployed, auth, method, bucket, key, params, rid)
     except StorageError as e:
         _error(proto, from_storage(e), path, rid, scope)
@@ -433,7 +432,7 @@ async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
         _error(proto, e, path, rid, scope)
 
 
-route.checks_path = True  # refuses unsafe paths itself, with S3's error XML
+route.checks_path = True  # its paths name keys, which check_key judges, with S3's error XML
 
 
 def _list_buckets(proto, conn, app: str) -> None:
