@@ -138,7 +138,7 @@ def test_errors_are_s3_xml(host, s3):
     status, code_, _ = error(lambda: s3.get_object(Bucket="docs", Key="ten", Range="bytes=50-60"))
     assert (status, code_) == (416, "InvalidRange")
     assert s3.get_object(Bucket="docs", Key="ten", Range="bytes=5-60")["Body"].read() == b"56789"
-    for key in ("../escape", "a/../b", "a/./b", "nul\x00"):
+    for key in ("../escape", "a/../b", "a/./b", "nul\x00", "c1\x85", "c1\x9f"):
         assert error(lambda: s3.put_object(Bucket="docs", Key=key, Body=b"x"))[:2] == (400, "InvalidArgument"), key
         assert error(lambda: s3.get_object(Bucket="docs", Key=key))[:2] == (400, "InvalidArgument"), key
     raw = httpx.get(f"{server.base}/files/storage/v1/s3/docs/a/%2e%2e/b")

@@ -141,7 +141,7 @@ ABANDONED_S = 3600
 ABANDONED_PARTS_S = 7 * 24 * 3600
 
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 MAX_KEY_BYTES = 1024
 
 
