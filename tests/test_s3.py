@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -96,6 +97,28 @@ def test_objects_and_conditionals(s3):
     assert s3.get_object(Bucket="avatars", Key="c.bin")["Body"].read() == data
     s3.delete_object(Bucket="avatars", Key="c.bin")
     s3.delete_object(Bucket="avatars", Key="c.bin")  # deleting what is gone is fine, as in S3
+
+
+def test_conditional_writes_and_reads(s3):
+    s3.put_object(Bucket="docs", Key="cond/new", Body=b"first", IfNoneMatch="*")
+    assert error(lambda: s3.put_object(Bucket="docs", Key="cond/new", Body=b"again", IfNoneMatch="*"))[:2] == (412, "PreconditionFailed")
+    assert s3.get_object(Bucket="docs", Key="cond/new")["Body"].read() == b"first"
+    up = s3.create_multipart_upload(Bucket="docs", Key="cond/new")["UploadId"]
+    etag = s3.upload_part(Bucket="docs", Key="cond/new", UploadId=up, PartNumber=1, Body=b"mp")["ETag"]
+    parts = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
+    assert code(lambda: s3.complete_multipart_upload(Bucket="docs", Key="cond/new", UploadId=up, MultipartUpload=parts,
+                                                     IfNoneMatch="*")) == "PreconditionFailed"
+    assert s3.get_object(Bucket="docs", Key="cond/new")["Body"].read() == b"first"
+    head = s3.head_object(Bucket="docs", Key="cond/new")
+    assert s3.get_object(Bucket="docs", Key="cond/new", IfMatch=head["ETag"])["Body"].read() == b"first"
+    assert code(lambda: s3.get_object(Bucket="docs", Key="cond/new", IfMatch='"0123"')) == "PreconditionFailed"
+    assert code(lambda: s3.head_object(Bucket="docs", Key="cond/new", IfMatch='"0123"')) == "412"
+    long_ago = datetime(2001, 1, 1, tzinfo=timezone.utc)
+    assert code(lambda: s3.get_object(Bucket="docs", Key="cond/new", IfUnmodifiedSince=long_ago)) == "PreconditionFailed"
+    assert code(lambda: s3.head_object(Bucket="docs", Key="cond/new", IfUnmodifiedSince=long_ago)) == "412"
+    assert s3.get_object(Bucket="docs", Key="cond/new", IfUnmodifiedSince=head["LastModified"])["Body"].read() == b"first"
+    # If-Match is judged before If-None-Match (RFC 9110): a failed one is 412, not 304.
+    assert code(lambda: s3.get_object(Bucket="docs", Key="cond/new", IfMatch='"0123"', IfNoneMatch=head["ETag"])) == "PreconditionFailed"
 
 
 def error(call) -> tuple[int, str, str]:

@@ -558,17 +558,19 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
         meta, _ = store.head(reader, app, bucket, key)
         extra = [(f"x-amz-meta-{k}", v) for k, v in meta["metadata"].items()] + [("x-amz-request-id", rid)]
 
-        def unsatisfiable(headers):  # S3 answers a range past the end with an InvalidRange error
-            error = S3Error("InvalidRange", "The requested range is not satisfiable", 416)
+        def refuse(status, headers):  # S3 answers these with its error XML
+            error = S3Error("InvalidRange", "The requested range is not satisfiable", 416) if status == 416 else \
+                S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412)
             _error(proto, error, f"/{bucket}/{key}", rid, scope, headers)
 
-        return await http.send_object(proto, reader, app, bucket, key, method, scope.headers, 200, extra, unsatisfiable)
+        return await http.send_object(proto, reader, app, bucket, key, method, scope.headers, 200, extra, refuse)
     if method == "GET":
         return _list_parts(proto, reader, app, bucket, key, params["uploadId"])
     raw = trigger.body_reader(scope, proto, deployed)
     conn = trigger.host.conn
     limits = deployed.manifest.limits
     headers = scope.headers
+    upsert = (headers.get("if-none-match") or "").strip() != "*"  # If-None-Match: * writes only a new key
 
     def write():
         if method == "PUT" and "partNumber" in params:
@@ -591,7 +593,7 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
         if method == "PUT":
             _need_bucket(conn, app, bucket)
             upload = store.Upload(conn, app, bucket, key, headers.get("content-type") or "binary/octet-stream",
-                                  _metadata(headers), True, limits.storage_mb << 20)
+                                  _metadata(headers), upsert, limits.storage_mb << 20)
             _receive(raw, auth, headers, upload)
             meta = upload.finish()
             return ("empty", 200, [("etag", f'"{meta["etag"]}"')])
@@ -614,7 +616,7 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
             inner = _tag("Bucket", bucket) + _tag("Key", key) + _tag("UploadId", upload_id)
             return ("xml", 200, "InitiateMultipartUploadResult", inner)
         if method == "POST" and "uploadId" in params:
-            return _complete(conn, app, bucket, key, params["uploadId"], _read_all(raw, auth, headers), limits)
+            return _complete(conn, app, bucket, key, params["uploadId"], _read_all(raw, auth, headers), limits, upsert)
         raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.", 405)
 
     _answer(proto, await trigger.on_wasm_thread(write))
@@ -689,7 +691,7 @@ def _upload_part(conn, app, raw, auth, headers, params, limits):
     return ("empty", 200, [("etag", f'"{md5}"')])
 
 
-def _complete(conn, app, bucket, key, upload_id, xml: bytes, limits):
+def _complete(conn, app, bucket, key, upload_id, xml: bytes, limits, upsert: bool):
     wanted = []
     for item in _xml_items(xml, "Part"):
         number = _text(item, "PartNumber")
@@ -710,14 +712,14 @@ def _complete(conn, app, bucket, key, upload_id, xml: bytes, limits):
         internal = all(location is None for _, _, _, location in chosen)
         if internal:  # the object is made of the parts' chunks as they are: nothing is copied
             store.assemble(conn, app, bucket, key, [(data, size) for data, size, _, _ in chosen], etag,
-                           content_type, metadata)
+                           content_type, metadata, upsert)
             conn.executemany("DELETE FROM s3_parts WHERE upload = ? AND data = ?",
                              [(upload_id, data) for data, _, _, _ in chosen])
             _forget_upload(conn, upload_id)
     if internal:
         store.sweep(conn)
     else:  # external parts are separate objects there: their bytes are copied into one
-        upload = store.Upload(conn, app, bucket, key, content_type, metadata, True,
+        upload = store.Upload(conn, app, bucket, key, content_type, metadata, upsert,
                               (limits.storage_mb << 20) + sum(size for _, size, _, _ in chosen))
         for data, _, _, _ in chosen:
             _copy_into(conn, upload, data)
