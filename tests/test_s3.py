@@ -8,11 +8,14 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
+from xml.etree import ElementTree
 
 import boto3
 import httpx
 import pytest
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -96,6 +99,28 @@ def test_objects_and_conditionals(s3):
     s3.delete_object(Bucket="avatars", Key="c.bin")  # deleting what is gone is fine, as in S3
 
 
+def test_conditional_writes_and_reads(s3):
+    s3.put_object(Bucket="docs", Key="cond/new", Body=b"first", IfNoneMatch="*")
+    assert error(lambda: s3.put_object(Bucket="docs", Key="cond/new", Body=b"again", IfNoneMatch="*"))[:2] == (412, "PreconditionFailed")
+    assert s3.get_object(Bucket="docs", Key="cond/new")["Body"].read() == b"first"
+    up = s3.create_multipart_upload(Bucket="docs", Key="cond/new")["UploadId"]
+    etag = s3.upload_part(Bucket="docs", Key="cond/new", UploadId=up, PartNumber=1, Body=b"mp")["ETag"]
+    parts = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
+    assert code(lambda: s3.complete_multipart_upload(Bucket="docs", Key="cond/new", UploadId=up, MultipartUpload=parts,
+                                                     IfNoneMatch="*")) == "PreconditionFailed"
+    assert s3.get_object(Bucket="docs", Key="cond/new")["Body"].read() == b"first"
+    head = s3.head_object(Bucket="docs", Key="cond/new")
+    assert s3.get_object(Bucket="docs", Key="cond/new", IfMatch=head["ETag"])["Body"].read() == b"first"
+    assert code(lambda: s3.get_object(Bucket="docs", Key="cond/new", IfMatch='"0123"')) == "PreconditionFailed"
+    assert code(lambda: s3.head_object(Bucket="docs", Key="cond/new", IfMatch='"0123"')) == "412"
+    long_ago = datetime(2001, 1, 1, tzinfo=timezone.utc)
+    assert code(lambda: s3.get_object(Bucket="docs", Key="cond/new", IfUnmodifiedSince=long_ago)) == "PreconditionFailed"
+    assert code(lambda: s3.head_object(Bucket="docs", Key="cond/new", IfUnmodifiedSince=long_ago)) == "412"
+    assert s3.get_object(Bucket="docs", Key="cond/new", IfUnmodifiedSince=head["LastModified"])["Body"].read() == b"first"
+    # If-Match is judged before If-None-Match (RFC 9110): a failed one is 412, not 304.
+    assert code(lambda: s3.get_object(Bucket="docs", Key="cond/new", IfMatch='"0123"', IfNoneMatch=head["ETag"])) == "PreconditionFailed"
+
+
 def error(call) -> tuple[int, str, str]:
     with pytest.raises(ClientError) as e:
         call()
@@ -136,7 +161,7 @@ def test_errors_are_s3_xml(host, s3):
     status, code_, _ = error(lambda: s3.get_object(Bucket="docs", Key="ten", Range="bytes=50-60"))
     assert (status, code_) == (416, "InvalidRange")
     assert s3.get_object(Bucket="docs", Key="ten", Range="bytes=5-60")["Body"].read() == b"56789"
-    for key in ("../escape", "a/../b", "a/./b", "a\\b"):
+    for key in ("../escape", "a/../b", "a/./b", "nul\x00", "c1\x85", "c1\x9f"):
         assert error(lambda: s3.put_object(Bucket="docs", Key=key, Body=b"x"))[:2] == (400, "InvalidArgument"), key
         assert error(lambda: s3.get_object(Bucket="docs", Key=key))[:2] == (400, "InvalidArgument"), key
     raw = httpx.get(f"{server.base}/files/storage/v1/s3/docs/a/%2e%2e/b")
@@ -144,6 +169,28 @@ def test_errors_are_s3_xml(host, s3):
     # Elsewhere the server still refuses such paths itself.
     other = httpx.get(f"{server.base}/files/x/%2e%2e/y")
     assert other.status_code == 400 and other.headers["content-type"].startswith("application/json")
+
+
+def test_error_xml_parses_whatever_the_key(s3):
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "docs", "Key": "a\x01b"}, ExpiresIn=60)
+    refused = httpx.get(url)
+    assert refused.status_code == 400
+    root = ElementTree.fromstring(refused.content)
+    assert root.findtext("Code") == "InvalidArgument" and root.findtext("Resource") == "/docs/a\ufffdb"
+
+
+def test_keys_are_keys_not_paths(host, s3):
+    # What the storage key rules accept, S3 accepts too: a backslash, a literal %2e%2e segment (not '..').
+    _, server = host
+    for key in ("bs/back\\slash", "a/%2e%2e/b"):
+        s3.put_object(Bucket="docs", Key=key, Body=key.encode())
+        assert s3.get_object(Bucket="docs", Key=key)["Body"].read() == key.encode()
+        assert s3.head_object(Bucket="docs", Key=key)["ContentLength"] == len(key)
+        s3.copy_object(Bucket="avatars", Key=key, CopySource={"Bucket": "docs", "Key": key})
+        assert s3.get_object(Bucket="avatars", Key=key)["Body"].read() == key.encode()
+        assert [o["Key"] for o in s3.list_objects_v2(Bucket="docs", Prefix=key)["Contents"]] == [key]
+        listed = server.get("/files/list/docs", params={"path": key.rpartition("/")[0]}).json()["data"]
+        assert key.rpartition("/")[2] in [o["name"] for o in listed]
 
 
 def test_the_js_api_and_s3_share_one_namespace(host, s3):
@@ -206,6 +253,40 @@ def test_multipart(s3):
     assert code(lambda: s3.list_parts(Bucket="docs", Key="small", UploadId=small)) == "NoSuchUpload"
 
 
+def test_upload_part_copy(s3):
+    data = os.urandom(12 << 20)
+    s3.put_object(Bucket="docs", Key="upc/src", Body=data)
+    small = TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20)
+    s3.copy({"Bucket": "docs", "Key": "upc/src"}, "avatars", "upc/copy", Config=small)  # three UploadPartCopy
+    assert s3.get_object(Bucket="avatars", Key="upc/copy")["Body"].read() == data
+    up = s3.create_multipart_upload(Bucket="docs", Key="upc/ranged")["UploadId"]
+    part = s3.upload_part_copy(Bucket="docs", Key="upc/ranged", UploadId=up, PartNumber=1,
+                               CopySource={"Bucket": "docs", "Key": "upc/src"}, CopySourceRange="bytes=10-19")
+    assert part["CopyPartResult"]["ETag"] == f'"{hashlib.md5(data[10:20]).hexdigest()}"'
+    assert "LastModified" in part["CopyPartResult"]
+    for source, range_, expected in ((("docs", "upc/none"), None, "NoSuchKey"), (("nobucket", "x"), None, "NoSuchBucket"),
+                                     (("docs", "upc/src"), f"bytes=0-{12 << 20}", "InvalidArgument")):
+        extra = {"CopySourceRange": range_} if range_ else {}
+        assert code(lambda: s3.upload_part_copy(Bucket="docs", Key="upc/ranged", UploadId=up, PartNumber=2, **extra,
+                                                CopySource={"Bucket": source[0], "Key": source[1]})) == expected
+    s3.complete_multipart_upload(Bucket="docs", Key="upc/ranged", UploadId=up,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["CopyPartResult"]["ETag"]}]})
+    assert s3.get_object(Bucket="docs", Key="upc/ranged")["Body"].read() == data[10:20]
+
+
+def test_an_error_before_the_body_keeps_the_client_working(s3):
+    # boto3 sends Expect: 100-continue: an error answered before the body was read must not
+    # leave the connection to be reused with that body still owed.
+    s3.put_object(Bucket="docs", Key="ok", Body=b"x")  # a kept-alive connection to reuse
+    assert code(lambda: s3.put_object(Bucket="nosuchbkt", Key="k", Body=b"data")) == "NoSuchBucket"
+    s3.put_object(Bucket="docs", Key="ok", Body=b"after NoSuchBucket")
+    assert code(lambda: s3.upload_part(Bucket="docs", Key="k", UploadId="nope", PartNumber=1, Body=b"data")) == "NoSuchUpload"
+    s3.put_object(Bucket="docs", Key="ok", Body=b"after NoSuchUpload")
+    assert code(lambda: s3.upload_part(Bucket="docs", Key="k", UploadId="nope", PartNumber=0, Body=b"data")) == "InvalidArgument"
+    s3.put_object(Bucket="docs", Key="ok", Body=b"after InvalidArgument")
+    assert s3.get_object(Bucket="docs", Key="ok")["Body"].read() == b"after InvalidArgument"
+
+
 def test_presigned_urls(s3):
     s3.put_object(Bucket="docs", Key="pre sign.txt", Body=b"presigned")
     url = s3.generate_presigned_url("get_object", Params={"Bucket": "docs", "Key": "pre sign.txt"}, ExpiresIn=60)
@@ -250,6 +331,12 @@ def test_a_key_sees_only_its_app(host, tmp_path, s3):
     twin_s3 = client(new_key(cart, server, "twin"))
     twin_s3.put_object(Bucket="docs", Key="twin-only", Body=b"t")
     assert code(lambda: s3.get_object(Bucket="docs", Key="twin-only")) == "NoSuchKey"
+    twin_s3.create_bucket(Bucket="twin-bucket")
+    twin_s3.put_object(Bucket="twin-bucket", Key="k", Body=b"t")
+    up = s3.create_multipart_upload(Bucket="docs", Key="stolen")["UploadId"]
+    for source, expected in (({"Bucket": "twin-bucket", "Key": "k"}, "NoSuchBucket"), ({"Bucket": "docs", "Key": "twin-only"}, "NoSuchKey")):
+        assert code(lambda: s3.copy_object(Bucket="docs", Key="stolen", CopySource=source)) == expected
+        assert code(lambda: s3.upload_part_copy(Bucket="docs", Key="stolen", UploadId=up, PartNumber=1, CopySource=source)) == expected
     cart.cli("remove", "twin")
 
 

@@ -90,6 +90,14 @@ def json_error(proto, status: int, message: str, rid: str = "") -> None:
     proto.response_bytes(status, headers, msgspec.json.encode(body))
 
 
+def has_body(scope) -> bool:
+    """Whether a body follows the request's head (a positive Content-Length, or chunked)."""
+    length = scope.headers.get("content-length")
+    return scope.method.upper() not in ("GET", "HEAD") and (
+        (length is not None and length.isdigit() and int(length) > 0) or "transfer-encoding" in scope.headers
+    )
+
+
 def unsafe_path(path: str) -> bool:
     """A path with '.' or '..' segments, backslashes or NUL, also once more percent-decoded."""
     decoded = unquote(path)
@@ -451,7 +459,7 @@ class HttpTrigger:
     async def handle(self, scope, proto) -> None:
         app_name, inner, base = self.route(scope)
         if unsafe_path(scope.path):
-            # A host route that refuses such paths itself answers in its own terms (S3's error XML).
+            # A host route whose paths are no file paths checks them itself (S3: keys, in S3's error XML).
             own = self.host_route(inner) if app_name not in ("", "_") else None
             if not getattr(own, "checks_path", False):
                 raise HttpError(400, "invalid path: '.', '..', backslashes and NUL are not allowed")
@@ -526,9 +534,7 @@ class HttpTrigger:
             if int(length) > body_limit:
                 await drain(proto.__aiter__())
                 return json_error(proto, 413, f"the request body exceeds the limit of {limits.body_mb} MiB", rid)
-        has_body = method not in ("GET", "HEAD") and (
-            (length is not None and int(length) > 0) or "transfer-encoding" in headers
-        )
+        with_body = has_body(scope)
         authority = headers.get("host") or scope.authority or "localhost"
         query = f"?{scope.query_string}" if scope.query_string else ""
         # Several cookie fields (HTTP/2 may send one per cookie) are one list joined with "; "
@@ -542,7 +548,7 @@ class HttpTrigger:
             + [["cookie", "; ".join(cookies)]] * bool(cookies)
             + [["x-forwarded-prefix", base]] * bool(base),
             "requestId": rid,
-            "hasBody": has_body,
+            "hasBody": with_body,
             "app": deployed.name,
             "timeoutMs": limits.timeout_ms,  # the SDK stops timers at it
         }
@@ -553,10 +559,10 @@ class HttpTrigger:
         exchange = Exchange(
             loop, proto, body_limit, limits.response_mb * MIB, deadline, int(length) if length is not None else None
         )
-        exchange.ended = not has_body
+        exchange.ended = not with_body
         invocation = Invocation(deployed.name, rid, limits, {"http": exchange, "base": base})
         payload = msgspec.json.encode(request).decode()
-        if has_body:
+        if with_body:
             try:
                 await exchange.prefetch()
             except HttpError as e:

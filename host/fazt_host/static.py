@@ -89,11 +89,21 @@ class Blobs:
 
 
 def negotiate(etag: str, size: int, method: str, req_headers, modified: float | None = None) -> tuple[int, int, int, list[tuple[str, str]]]:
-    """What to send of a representation: (status 200/206/304/416, first byte, last byte, headers to add).
+    """What to send of a representation: (status 200/206/304/412/416, first byte, last byte, headers to add).
 
-    Honours If-None-Match (or, without it, If-Modified-Since), a single byte
-    Range, and If-Range.
+    Honours, in RFC 9110's order, If-Match (or, without it, If-Unmodified-Since),
+    If-None-Match (or, without it, If-Modified-Since), a single byte Range, and If-Range.
     """
+    im = req_headers.get("if-match")
+    if im and not (im.strip() == "*" or etag in [t.strip() for t in im.split(",")]):  # strong comparison
+        return 412, 0, -1, []
+    ius = req_headers.get("if-unmodified-since")
+    if not im and ius and modified is not None:
+        try:
+            if int(modified) > parsedate_to_datetime(ius).timestamp():
+                return 412, 0, -1, []
+        except (TypeError, ValueError, IndexError):
+            pass  # an unreadable date is ignored, as RFC 9110 says
     inm = req_headers.get("if-none-match")
     if inm and (inm.strip() == "*" or etag in [t.strip().removeprefix("W/") for t in inm.split(",")]):
         return 304, 0, -1, []
@@ -128,7 +138,7 @@ def respond(proto, blobs: Blobs, path: str, digest: str, size: int, method: str,
     ]
     status, start, end, extra = negotiate(etag, size, method, req_headers)
     headers += extra
-    if status in (304, 416):
+    if status in (304, 412, 416):
         proto.response_empty(status, headers)
         return
     if method == "HEAD":

@@ -72,10 +72,11 @@ def _error(proto, e: StorageError, rid: str = "") -> None:
 
 
 async def send_object(proto, conn: apsw.Connection, app: str, bucket: str, key: str, method: str, req_headers,
-                      status: int = 200, headers: list[tuple[str, str]] | None = None, unsatisfiable=None) -> None:
+                      status: int = 200, headers: list[tuple[str, str]] | None = None, refuse=None) -> None:
     """Streams an object to the client with ETag, Last-Modified, conditional GET and Range.
 
-    `unsatisfiable(headers)`, if given, answers a Range past the end (416) instead of an empty reply."""
+    `refuse(status, headers)`, if given, answers a failed precondition (412) or a Range past the end (416)
+    instead of an empty reply."""
     meta, data = store.head(conn, app, bucket, key)
     etag = f'"{meta["etag"]}"'
     out = [
@@ -86,10 +87,10 @@ async def send_object(proto, conn: apsw.Connection, app: str, bucket: str, key: 
     ] + [h for h in headers or [] if h[0].lower() not in ("content-type", "etag", "last-modified", "accept-ranges", "content-range")]
     negotiated, start, end, extra = static.negotiate(etag, meta["size"], method, req_headers, meta["updatedAt"])
     out += extra
-    if negotiated == 416 and unsatisfiable is not None:
-        unsatisfiable(extra)
+    if negotiated in (412, 416) and refuse is not None:
+        refuse(negotiated, extra)
         return
-    if negotiated in (304, 416):
+    if negotiated in (304, 412, 416):
         proto.response_empty(negotiated, out)
         return
     status = negotiated if negotiated == 206 else status

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import time
 import zlib
@@ -25,7 +26,7 @@ import apsw
 import msgspec
 
 from ...cartridge import transaction
-from ...server import unsafe_path
+from ...server import has_body
 from . import http, store
 from .store import StorageError
 
@@ -357,6 +358,14 @@ def _text(e: ElementTree.Element, tag: str) -> str:
 # ---- responses -----------------------------------------------------------------------------------
 
 
+# Characters XML 1.0 cannot carry, not even as character references (a key in a URL may hold them).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _escape(text: str) -> str:
+    return _NOT_XML.sub("\ufffd", escape(text))
+
+
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
@@ -366,22 +375,24 @@ def _xml(proto, status: int, root: str, inner: str, headers: list | None = None)
     proto.response_bytes(status, [("content-type", "application/xml")] + (headers or []), body.encode())
 
 
-def _error(proto, e: S3Error, resource: str, rid: str, method: str, extra: list | None = None) -> None:
+def _error(proto, e: S3Error, resource: str, rid: str, scope, extra: list | None = None) -> None:
     headers = [("content-type", "application/xml"), ("x-amz-request-id", rid)] + (extra or [])
-    if e.code == "EntityTooLarge":  # the rest of the body is left unread
+    if has_body(scope):
+        # The body may be left unread (a client that sent Expect: 100-continue has not even sent
+        # it): the next request on this connection would be taken for it.
         headers.append(("connection", "close"))
-    if method == "HEAD":
+    if scope.method.upper() == "HEAD":
         proto.response_empty(e.status, headers)
         return
     body = (
-        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{e.code}</Code><Message>{escape(str(e))}</Message>'
-        f"<Resource>{escape(resource)}</Resource><RequestId>{rid}</RequestId></Error>"
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{e.code}</Code><Message>{_escape(str(e))}</Message>'
+        f"<Resource>{_escape(resource)}</Resource><RequestId>{rid}</RequestId></Error>"
     )
     proto.response_bytes(e.status, headers, body.encode())
 
 
 def _tag(name: str, value: Any) -> str:
-    return f"<{name}>{escape(str(value))}</{name}>"
+    return f"<{name}>{_escape(str(value))}</{name}>"
 
 
 def _object_xml(o: dict[str, Any]) -> str:
@@ -403,8 +414,8 @@ async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
     try:
         if path and not path.startswith("/"):
             raise S3Error("InvalidURI", "Couldn't parse the specified URI.")
-        if unsafe_path(path):  # the server leaves these paths to this route, to answer in S3's terms
-            raise S3Error("InvalidArgument", "invalid object key: '.' and '..' segments, backslashes and NUL are not allowed")
+        if key:  # a key is a database key, never a file path: the storage rules judge it, as for JS
+            store.check_key(key)
         auth = authenticate(trigger.reader, scope, app)
         params = dict(parse_qsl(scope.query_string, keep_blank_values=True))
         if not bucket:
@@ -414,15 +425,14 @@ async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
         store.check_bucket(bucket)
         if not key:
             return await _bucket_op(trigger, scope, proto, deployed, auth, method, bucket, params)
-        store.check_key(key)
         return await _object_op(trigger, scope, proto, deployed, auth, method, bucket, key, params, rid)
     except StorageError as e:
-        _error(proto, from_storage(e), path, rid, method)
+        _error(proto, from_storage(e), path, rid, scope)
     except S3Error as e:
-        _error(proto, e, path, rid, method)
+        _error(proto, e, path, rid, scope)
 
 
-route.checks_path = True  # refuses unsafe paths itself, with S3's error XML
+route.checks_path = True  # its paths name keys, which check_key judges, with S3's error XML
 
 
 def _list_buckets(proto, conn, app: str) -> None:
@@ -548,30 +558,30 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
         meta, _ = store.head(reader, app, bucket, key)
         extra = [(f"x-amz-meta-{k}", v) for k, v in meta["metadata"].items()] + [("x-amz-request-id", rid)]
 
-        def unsatisfiable(headers):  # S3 answers a range past the end with an InvalidRange error
-            error = S3Error("InvalidRange", "The requested range is not satisfiable", 416)
-            _error(proto, error, f"/{bucket}/{key}", rid, method, headers)
+        def refuse(status, headers):  # S3 answers these with its error XML
+            error = S3Error("InvalidRange", "The requested range is not satisfiable", 416) if status == 416 else \
+                S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412)
+            _error(proto, error, f"/{bucket}/{key}", rid, scope, headers)
 
-        return await http.send_object(proto, reader, app, bucket, key, method, scope.headers, 200, extra, unsatisfiable)
+        return await http.send_object(proto, reader, app, bucket, key, method, scope.headers, 200, extra, refuse)
     if method == "GET":
         return _list_parts(proto, reader, app, bucket, key, params["uploadId"])
     raw = trigger.body_reader(scope, proto, deployed)
     conn = trigger.host.conn
     limits = deployed.manifest.limits
     headers = scope.headers
+    upsert = (headers.get("if-none-match") or "").strip() != "*"  # If-None-Match: * writes only a new key
 
     def write():
         if method == "PUT" and "partNumber" in params:
             return _upload_part(conn, app, raw, auth, headers, params, limits)
         if method == "PUT" and headers.get("x-amz-copy-source"):
-            source = unquote(headers["x-amz-copy-source"].split("?")[0]).lstrip("/")
-            src_bucket, _, src_key = source.partition("/")
+            src_bucket, src_key = _copy_source(conn, app, headers)
             directive = (headers.get("x-amz-metadata-directive") or "COPY").upper()
             if directive not in ("COPY", "REPLACE"):
                 raise S3Error("InvalidArgument", "Unknown metadata directive.")
             if directive == "COPY" and (src_bucket, src_key) == (bucket, key):
                 raise S3Error("InvalidRequest", SELF_COPY)
-            _need_bucket(conn, app, src_bucket)
             replace = {}
             if directive == "REPLACE":  # as AWS: the copy takes the request's content type and metadata
                 replace = {"content_type": headers.get("content-type") or "binary/octet-stream",
@@ -583,7 +593,7 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
         if method == "PUT":
             _need_bucket(conn, app, bucket)
             upload = store.Upload(conn, app, bucket, key, headers.get("content-type") or "binary/octet-stream",
-                                  _metadata(headers), True, limits.storage_mb << 20)
+                                  _metadata(headers), upsert, limits.storage_mb << 20)
             _receive(raw, auth, headers, upload)
             meta = upload.finish()
             return ("empty", 200, [("etag", f'"{meta["etag"]}"')])
@@ -606,7 +616,7 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
             inner = _tag("Bucket", bucket) + _tag("Key", key) + _tag("UploadId", upload_id)
             return ("xml", 200, "InitiateMultipartUploadResult", inner)
         if method == "POST" and "uploadId" in params:
-            return _complete(conn, app, bucket, key, params["uploadId"], _read_all(raw, auth, headers), limits)
+            return _complete(conn, app, bucket, key, params["uploadId"], _read_all(raw, auth, headers), limits, upsert)
         raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.", 405)
 
     _answer(proto, await trigger.on_wasm_thread(write))
@@ -622,15 +632,51 @@ def _upload_row(conn, app: str, bucket: str, key: str, upload_id: str):
     return row
 
 
+def _copy_source(conn, app: str, headers) -> tuple[str, str]:
+    """The (bucket, key) x-amz-copy-source names, in one of the app's buckets."""
+    source = unquote(headers["x-amz-copy-source"].split("?")[0]).lstrip("/")
+    src_bucket, _, src_key = source.partition("/")
+    _need_bucket(conn, app, src_bucket)
+    return src_bucket, src_key
+
+
+def _copy_range(headers, size: int) -> tuple[int, int]:
+    """The bytes [start, end) of the source x-amz-copy-source-range names (the whole object without it)."""
+    text = headers.get("x-amz-copy-source-range")
+    if text is None:
+        return 0, size
+    first, dash, last = text.removeprefix("bytes=").partition("-")
+    if not (text.startswith("bytes=") and dash and first.isdigit() and last.isdigit() and int(first) <= int(last) < size):
+        raise S3Error("InvalidArgument", f"Range specified is not valid for source object of size: {size}")
+    return int(first), int(last) + 1
+
+
+def _copy_into(conn, upload: store.Upload, data: int, start: int = 0, end: int | None = None) -> None:
+    """Writes bytes of an upload into another, a chunk at a time (memory stays bounded)."""
+    try:
+        for chunk in store.read(conn, data, start, end):
+            upload.write(chunk)
+    except BaseException:
+        upload.abort()
+        raise
+
+
 def _upload_part(conn, app, raw, auth, headers, params, limits):
+    """UploadPart, or UploadPartCopy with x-amz-copy-source: the part's bytes are (a range of) an object's."""
     number_text, upload_id = params.get("partNumber", ""), params.get("uploadId", "")
     if not number_text.isdigit() or not 1 <= int(number_text) <= 10000:
         raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive")
     upload_row = conn.execute("SELECT bucket, key FROM s3_uploads WHERE id = ? AND app = ?", (upload_id, app)).fetchone()
     if upload_row is None:
         raise S3Error("NoSuchUpload", "The specified multipart upload does not exist.", 404)
+    source = None
+    if headers.get("x-amz-copy-source"):
+        source = store.head(conn, app, *_copy_source(conn, app, headers))
     part = store.Upload(conn, app, upload_row[0], upload_row[1], "", {}, True, limits.storage_mb << 20)
-    _receive(raw, auth, headers, part)
+    if source is None:
+        _receive(raw, auth, headers, part)
+    else:
+        _copy_into(conn, part, source[1], *_copy_range(headers, source[0]["size"]))
     data, size, md5 = part.finish_part()
     with transaction(conn):
         old = conn.execute("SELECT data FROM s3_parts WHERE upload = ? AND number = ?", (upload_id, int(number_text))).fetchone()
@@ -640,10 +686,12 @@ def _upload_part(conn, app, raw, auth, headers, params, limits):
             "INSERT OR REPLACE INTO s3_parts(upload, number, data, size, etag) VALUES (?, ?, ?, ?, ?)",
             (upload_id, int(number_text), data, size, md5),
         )
+    if source is not None:
+        return ("xml", 200, "CopyPartResult", _tag("ETag", f'"{md5}"') + _tag("LastModified", _iso(time.time())))
     return ("empty", 200, [("etag", f'"{md5}"')])
 
 
-def _complete(conn, app, bucket, key, upload_id, xml: bytes, limits):
+def _complete(conn, app, bucket, key, upload_id, xml: bytes, limits, upsert: bool):
     wanted = []
     for item in _xml_items(xml, "Part"):
         number = _text(item, "PartNumber")
@@ -664,22 +712,17 @@ def _complete(conn, app, bucket, key, upload_id, xml: bytes, limits):
         internal = all(location is None for _, _, _, location in chosen)
         if internal:  # the object is made of the parts' chunks as they are: nothing is copied
             store.assemble(conn, app, bucket, key, [(data, size) for data, size, _, _ in chosen], etag,
-                           content_type, metadata)
+                           content_type, metadata, upsert)
             conn.executemany("DELETE FROM s3_parts WHERE upload = ? AND data = ?",
                              [(upload_id, data) for data, _, _, _ in chosen])
             _forget_upload(conn, upload_id)
     if internal:
         store.sweep(conn)
     else:  # external parts are separate objects there: their bytes are copied into one
-        upload = store.Upload(conn, app, bucket, key, content_type, metadata, True,
+        upload = store.Upload(conn, app, bucket, key, content_type, metadata, upsert,
                               (limits.storage_mb << 20) + sum(size for _, size, _, _ in chosen))
-        try:
-            for data, _, _, _ in chosen:  # a chunk at a time: memory stays bounded
-                for chunk in store.read(conn, data):
-                    upload.write(chunk)
-        except BaseException:
-            upload.abort()
-            raise
+        for data, _, _, _ in chosen:
+            _copy_into(conn, upload, data)
         upload.finish(etag)
         _drop_upload(conn, upload_id)
     inner = _tag("Location", f"/{bucket}/{key}") + _tag("Bucket", bucket) + _tag("Key", key) + _tag("ETag", f'"{etag}"')

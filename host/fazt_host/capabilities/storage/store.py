@@ -141,7 +141,7 @@ ABANDONED_S = 3600
 ABANDONED_PARTS_S = 7 * 24 * 3600
 
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 MAX_KEY_BYTES = 1024
 
 
@@ -675,10 +675,15 @@ def _copy_chunks(conn: apsw.Connection, source: int, dest: int) -> None:
 
 
 def assemble(conn: apsw.Connection, app: str, bucket: str, key: str, parts: list[tuple[int, int]], etag: str,
-             content_type: str, metadata: dict[str, str]) -> dict[str, Any]:
+             content_type: str, metadata: dict[str, str], upsert: bool = True) -> dict[str, Any]:
     """Makes `key` the object made of these part uploads ((data id, size), in order, in the cartridge),
-    inside the caller's transaction: the parts' chunks become the object's without being copied."""
+    inside the caller's transaction: the parts' chunks become the object's without being copied.
+    An existing object is refused with Duplicate unless `upsert`, as uploads are."""
     now = time.time()
+    bid = bucket_id(conn, app, bucket, create=True)
+    old = conn.execute("SELECT data, created_at FROM blob_objects WHERE bucket = ? AND key = ?", (bid, key)).fetchone()
+    if old and not upsert:
+        raise StorageError("The resource already exists", 409, "Duplicate")
     size = sum(n for _, n in parts)
     whole = conn.execute(
         "INSERT INTO blob_data(app, size, state, changed_at) VALUES (?, ?, 'live', ?) RETURNING id", (app, size, now)
@@ -691,8 +696,6 @@ def assemble(conn: apsw.Connection, app: str, bucket: str, key: str, parts: list
         conn.execute("UPDATE blob_data SET state = 'piece', changed_at = ? WHERE id = ?", (now, piece))
         conn.execute("INSERT INTO blob_pieces(data, start, piece, size) VALUES (?, ?, ?, ?)", (whole, start, piece, n))
         start += n
-    bid = bucket_id(conn, app, bucket, create=True)
-    old = conn.execute("SELECT data, created_at FROM blob_objects WHERE bucket = ? AND key = ?", (bid, key)).fetchone()
     if old:
         orphan(conn, old[0], now)
     created = old[1] if old else now
