@@ -232,9 +232,10 @@ class Storage(Capability):
         try:
             c = self._decode(raw)
             meta, data = store.head(self.conn, invocation.app, c.bucket, c.key)
+            download = Download(self.conn, data)  # opens external bytes: a failing bucket is an error reply
         except StorageError as e:
             return reply(error=e)
-        meta["handle"] = self._handles(invocation).add(Download(self.conn, data))
+        meta["handle"] = self._handles(invocation).add(download)
         return reply(meta)
 
     def download_read(self, invocation: Invocation, handle: int, max_bytes: int) -> str:

@@ -236,13 +236,18 @@ def set_backend(conn: apsw.Connection, app: str, name: str) -> bool:
     return True
 
 
+def unavailable(doing: str, e: Exception) -> StorageError:
+    """The external bucket failed: the details (endpoint, bucket, prefix) are the host's, for its log only."""
+    print(f"storage: {doing} failed: {e!r}", file=sys.stderr)
+    return StorageError(f"{doing} failed: the external S3 bucket is unavailable", 503, "ServiceUnavailable")
+
+
 def external_bucket() -> external.External:
     """The host's external bucket, or a StorageError that says how to set one up."""
     try:
         ext = external.current()
     except Exception as e:  # noqa: BLE001 - unreachable endpoint, bad credentials, bad settings
-        print(f"storage: the external S3 bucket is unavailable: {e}", file=sys.stderr)
-        raise StorageError(f"the external S3 bucket is unavailable: {e}", 503, "ServiceUnavailable") from None
+        raise unavailable("connecting to storage", e) from None
     if ext is None:
         raise StorageError(
             "this app stores objects on external S3, but the host has no bucket: set FAZT_S3_BUCKET "
@@ -329,7 +334,11 @@ class Upload:
             raise StorageError(f"the app's storage quota ({self.quota >> 20} MiB) is used up", 413, "QuotaExceeded")
         self.md5.update(data)
         self.size += len(data)
-        self.sink.write(data)
+        try:
+            self.sink.write(data)  # a full part goes to the external bucket
+        except Exception as e:  # noqa: BLE001
+            self.abort()
+            raise unavailable("storing the object", e) from None
 
     def _flush(self) -> None:
         try:
@@ -339,7 +348,7 @@ class Upload:
             raise
         except Exception as e:  # noqa: BLE001 - the external bucket failed: nothing becomes visible
             self.abort()
-            raise StorageError(f"storing the object failed: {e}", 503, "ServiceUnavailable") from None
+            raise unavailable("storing the object", e) from None
 
     def finish_part(self) -> tuple[int, int, str]:
         """Keeps the bytes as one part of a multipart upload: (data id, size, MD5 hex)."""
@@ -438,22 +447,33 @@ def _location(conn: apsw.Connection, data: int) -> str | None:
 
 
 def read(conn: apsw.Connection, data: int, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-    """The bytes [start, end) of an upload, a piece at a time (memory stays bounded)."""
+    """The bytes [start, end) of an upload, a piece at a time (memory stays bounded).
+
+    External bytes are opened before this returns: an unreachable bucket is a StorageError here."""
     location = _location(conn, data)
-    if location is not None:
-        yield from external_bucket().read(location, start, end)
-        return
-    yield from _read_internal(conn, data, start, end)
+    if location is None:
+        return _read_internal(conn, data, start, end)
+    ext = external_bucket()
+    try:
+        return ext.read(location, start, end)
+    except Exception as e:  # noqa: BLE001
+        raise unavailable("reading the object", e) from None
 
 
 async def stream(conn: apsw.Connection, data: int, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-    """`read` for an event loop: external bytes are awaited, not waited for."""
+    """`read` for an event loop: external bytes are awaited, not waited for (and opened by awaiting this)."""
     location = _location(conn, data)
-    if location is not None:
-        async for piece in external_bucket().aread(location, start, end):
-            yield piece
-        return
-    for chunk in _read_internal(conn, data, start, end):
+    if location is None:
+        return _aiter(_read_internal(conn, data, start, end))
+    ext = external_bucket()
+    try:
+        return await ext.aread(location, start, end)
+    except Exception as e:  # noqa: BLE001
+        raise unavailable("reading the object", e) from None
+
+
+async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
         yield chunk
 
 
@@ -611,7 +631,7 @@ def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, d
         try:
             ext.copy(location, copied, meta["size"])
         except Exception as e:  # noqa: BLE001
-            raise StorageError(f"copying the object failed: {e}", 503, "ServiceUnavailable") from None
+            raise unavailable("copying the object", e) from None
     try:
         return _copy_rows(conn, app, bucket, source, dest, dest_bucket, meta, data, copied, quota, move, upsert, now)
     except BaseException:
