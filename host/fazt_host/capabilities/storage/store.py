@@ -323,10 +323,11 @@ class Upload:
         self.quota = quota
         self.md5 = hashlib.md5()
         self.size = 0
-        if not upsert and _object_exists(conn, app, self.bucket, self.key):
+        replaced = _object_size(conn, app, self.bucket, self.key)
+        if not upsert and replaced is not None:
             raise StorageError("The resource already exists", 409, "Duplicate")
         self.data, self.sink = new_data(conn, app, backend(conn, app))
-        self.room = quota - usage(conn, app)
+        self.room = quota - usage(conn, app) + (replaced or 0)  # the replaced bytes are freed when this lands
 
     def write(self, data: bytes | memoryview) -> None:
         if self.size + len(data) > self.room:
@@ -647,11 +648,14 @@ def _check_room(conn: apsw.Connection, app: str, size: int, quota: int | None) -
         raise StorageError(f"the app's storage quota ({quota >> 20} MiB) is used up", 413, "QuotaExceeded")
 
 
-def _object_exists(conn: apsw.Connection, app: str, bucket: str, key: str) -> bool:
+def _object_size(conn: apsw.Connection, app: str, bucket: str, key: str) -> int | None:
     bid = bucket_id(conn, app, bucket)
-    return bid is not None and bool(
-        conn.execute("SELECT 1 FROM blob_objects WHERE bucket = ? AND key = ?", (bid, key)).fetchone()
-    )
+    row = bid is not None and conn.execute("SELECT size FROM blob_objects WHERE bucket = ? AND key = ?", (bid, key)).fetchone()
+    return row[0] if row else None
+
+
+def _object_exists(conn: apsw.Connection, app: str, bucket: str, key: str) -> bool:
+    return _object_size(conn, app, bucket, key) is not None
 
 
 def _copy_rows(conn, app, bucket, source, dest, dest_bucket, meta, data, copied, quota, move, upsert, now) -> dict[str, Any]:
