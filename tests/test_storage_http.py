@@ -89,6 +89,8 @@ def test_signed_and_public_urls(host):
     assert s.get("/files/sign/docs/none.txt").json()["error"]["statusCode"] == "404"
     public = ok(s.get("/files/public/avatars/pub.png"))["publicUrl"]
     assert s.get(public).content == b"public bytes"
+    ok(s.request("PUT", "/files/pipe/avatars/u/q%3Fx%3D1%23frag%25?upsert=1", content=b"odd key"))  # u/q?x=1#frag%
+    assert s.get(ok(s.get("/files/public/avatars/u/q%3Fx%3D1%23frag%25"))["publicUrl"]).content == b"odd key"
     assert s.get("/files/storage/v1/object/public/docs/priv.txt").status_code == 404  # private bucket
     upload = ok(s.get("/files/sign-upload/docs/via-url.bin"))["signedUrl"]
     put = s.request("PUT", upload, content=DATA, headers={"content-type": "application/x-thing"})
