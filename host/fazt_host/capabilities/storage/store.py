@@ -142,6 +142,9 @@ ABANDONED_PARTS_S = 7 * 24 * 3600
 
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What an object's content type and metadata must be to go out as HTTP headers (x-amz-meta-NAME: VALUE).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 MAX_KEY_BYTES = 1024
 
 
@@ -183,6 +186,16 @@ def check_key(key: Any) -> str:
     except UnicodeEncodeError:
         raise StorageError("object keys must be valid UTF-8", 400, "InvalidKey") from None
     return key
+
+
+def check_headers(content_type: str, metadata: dict[str, str]) -> None:
+    """Refuses what could not be served back as headers, rather than serve the object without it."""
+    if not _HEADER_VALUE.fullmatch(content_type):
+        raise StorageError("contentType must be printable ASCII (no CR, LF or other control characters)")
+    for name, value in metadata.items():
+        if not _TOKEN.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
+            raise StorageError(f"invalid metadata {name[:80]!r}: names are HTTP tokens (letters, digits, "
+                               "'-', '_'...), values printable ASCII")
 
 
 def usage(conn: apsw.Connection, app: str) -> int:
@@ -317,6 +330,7 @@ class Upload:
                  metadata: dict[str, str], upsert: bool, quota: int):
         self.conn = conn
         self.app, self.bucket, self.key = app, check_bucket(bucket), check_key(key)
+        check_headers(content_type, metadata)
         self.content_type = content_type or "application/octet-stream"
         self.metadata = metadata
         self.upsert = upsert
