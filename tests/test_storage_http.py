@@ -184,6 +184,11 @@ def test_cli_and_isolation(host, tmp_path):
     objects = json.loads(cart.cli("blobs", "files", "avatars", "--json").stdout)
     assert any(o["key"] == "u/42.png" and o["size"] == len(DATA) for o in objects)
     assert cart.cli("blobs", "files", "BAD", check=False).returncode == 1
+    for args, message in [(("blobs", "nosuchapp"), "error: no app named 'nosuchapp'"),
+                          (("keys", "create", "nosuchapp"), "error: no app named 'nosuchapp'"),
+                          (("blobs", "files", "nosuchbucket"), "error: files has no bucket 'nosuchbucket'")]:
+        refused = cart.cli(*args, check=False)
+        assert refused.returncode == 1 and message in refused.stderr and not refused.stdout, args
     twin = tmp_path / "twin"
     shutil.copytree(FILES, twin)
     manifest = json.loads((twin / "fazt.json").read_text())
