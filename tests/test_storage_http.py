@@ -109,6 +109,8 @@ def test_bad_input(host):
         r = s.request("POST", "/files/copy/docs", json={"from": "src", "to": key}).json()
         assert r["error"]["error"] == "InvalidKey", key
     assert s.request("PUT", "/files/pipe/NOPE/k", content=b"x").json()["error"]["error"] == "InvalidBucketName"
+    for limit in ("0", "-1", "1.5"):
+        assert s.get(f"/files/list/docs?limit={limit}").json()["error"]["statusCode"] == "400", limit
     ok(s.request("PUT", "/files/pipe/docs/once", content=b"1"))
     assert s.request("PUT", "/files/pipe/docs/once", content=b"2").json()["error"]["error"] == "Duplicate"
     big = s.request("PUT", "/files/pipe/docs/too-big", content=b"x" * (49 << 20))

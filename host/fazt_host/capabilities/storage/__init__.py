@@ -154,8 +154,10 @@ class Storage(Capability):
             if c.op == "head":
                 return reply(store.head(conn, app, c.bucket, c.key)[0])
             if c.op == "list":
+                if c.limit < 1:
+                    raise StorageError("limit must be a positive integer")
                 objects, prefixes, more = store.listing(
-                    conn, app, c.bucket, c.prefix, max(1, min(c.limit, 1000)), store.decode_cursor(c.start), c.delimiter
+                    conn, app, c.bucket, c.prefix, min(c.limit, 1000), store.decode_cursor(c.start), c.delimiter
                 )
                 return reply({"objects": objects, "prefixes": prefixes, "next": more and store.encode_cursor(more)})
             if c.op == "remove":
