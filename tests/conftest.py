@@ -6,6 +6,7 @@ Every component is built once per test run: all hosts share one cache folder
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -101,9 +102,9 @@ class Server:
         self.client.close()
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint():
-    """A real S3-speaking server on loopback (moto in server mode) for the external storage backend."""
+@contextlib.contextmanager
+def moto_server():
+    """A real S3-speaking server on loopback (moto in server mode), stopped on leaving."""
     port = free_port()
     proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -121,6 +122,13 @@ def moto_endpoint():
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """The external storage backend's server, shared by the session."""
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 def s3_env(endpoint: str, bucket: str) -> dict[str, str]:

@@ -93,6 +93,24 @@ def test_quota_stops_an_upload_and_keeps_nothing_of_it(conn):
         store.copy(conn, "a", "files", "a", "a2", quota=int(1.5 * MB))
 
 
+def test_the_object_an_upsert_replaces_leaves_room_for_it(conn):
+    put(conn, "k", b"x" * 700_000, quota=MB)
+    assert put(conn, "k", b"y" * 700_000, quota=MB)["size"] == 700_000
+    assert get(conn, "k") == b"y" * 700_000 and store.usage(conn, "a") == 700_000
+    with pytest.raises(StorageError) as e:  # another key gets no such room
+        put(conn, "other", b"z" * 700_000, quota=MB)
+    assert e.value.error == "QuotaExceeded"
+
+
+@pytest.mark.parametrize("ctype, metadata", [("text/plain\r\nx-evil: 1", {}), ("text/\x00", {}), ("text/plain", {"a b": "v"}),
+                                             ("text/plain", {"": "v"}), ("text/plain", {"note": "line\nbreak"})])
+def test_what_cannot_be_served_as_headers_is_refused_at_upload(conn, ctype, metadata):
+    with pytest.raises(StorageError) as e:
+        store.Upload(conn, "a", "files", "k", ctype, metadata, True, 1 << 40)
+    assert e.value.status == 400 and e.value.error == "InvalidRequest"
+    assert store.Upload(conn, "a", "files", "k", "text/plain; charset=utf-8", {"x-Note_1": "a\tb ~"}, True, 1 << 40).finish()
+
+
 @pytest.mark.parametrize("key", ["../etc/passwd", "a/../b", "./a", "a/./b", "/abs", "a\x00b", "a\nb", "tab\there",
                                  "x" * 1025, "é" * 513, ""])
 def test_hostile_keys_are_refused(conn, key):

@@ -12,10 +12,11 @@ import time
 
 import apsw
 import boto3
+import botocore.exceptions
 import pytest
 from botocore.config import Config
 
-from conftest import FAZT, TEST_APPS, Cartridge, s3_env
+from conftest import FAZT, TEST_APPS, Cartridge, moto_server, s3_env
 
 MIB = 1 << 20
 BIG = os.urandom(11 * MIB + 7)  # three parts of 5 MiB, the last one short
@@ -226,6 +227,37 @@ def test_bad_backend_settings_say_what_to_do(tmp_path, cache_dir, moto_endpoint)
         assert error["statusCode"] == "503" and "external S3 bucket is unavailable" in error["message"]
         assert ok(s.get("/plain/list/docs")) == []
         assert s.get("/_/health").status_code == 200
+    finally:
+        s.stop()
+
+
+def test_a_bucket_gone_down_is_a_quick_generic_503_before_any_status(tmp_path, cache_dir):
+    cart = Cartridge(tmp_path / "fazt.db", cache_dir)
+    cart.deploy(app_copy(tmp_path, "files", "s3"))
+    key = json.loads(cart.cli("keys", "create", "files", "--json").stdout)
+    with moto_server() as endpoint:
+        cart.env.update(s3_env(endpoint, "fazt-gone"))
+        s = cart.serve()
+        ok(s.request("PUT", "/files/pipe/docs/there", content=b"was here"))
+    try:  # the bucket's server is gone; the host still knows the object
+        c = boto3.client("s3", endpoint_url=f"{s.base}/files/storage/v1/s3", aws_access_key_id=key["accessKeyId"],
+                         aws_secret_access_key=key["secretAccessKey"], region_name="us-east-1",
+                         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+        started = time.monotonic()
+        put, get, stream = (s.request("PUT", "/files/pipe/docs/new", content=b"bytes"), s.get("/files/get/docs/there"),
+                            s.get("/files/stream/docs/there"))
+        assert get.status_code == stream.status_code == 503  # the handler's reply, and the host's before any status
+        for error in (put.json()["error"], get.json()["error"], stream.json()):
+            assert error["error"] == "ServiceUnavailable" and "external S3 bucket is unavailable" in error["message"]
+            assert "127.0.0.1" not in error["message"] and "fazt-gone" not in error["message"]
+        for call in (lambda: c.put_object(Bucket="docs", Key="new", Body=b"bytes"),
+                     lambda: c.get_object(Bucket="docs", Key="there")):
+            with pytest.raises(botocore.exceptions.ClientError) as failed:
+                call()
+            assert failed.value.response["Error"]["Code"] == "ServiceUnavailable"
+            assert "127.0.0.1" not in str(failed.value) and "fazt-gone" not in str(failed.value)
+        assert time.monotonic() - started < 30
+        assert [o["name"] for o in ok(s.get("/files/list/docs"))] == ["there"]  # nothing new was stored
     finally:
         s.stop()
 

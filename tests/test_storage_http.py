@@ -89,6 +89,8 @@ def test_signed_and_public_urls(host):
     assert s.get("/files/sign/docs/none.txt").json()["error"]["statusCode"] == "404"
     public = ok(s.get("/files/public/avatars/pub.png"))["publicUrl"]
     assert s.get(public).content == b"public bytes"
+    ok(s.request("PUT", "/files/pipe/avatars/u/q%3Fx%3D1%23frag%25?upsert=1", content=b"odd key"))  # u/q?x=1#frag%
+    assert s.get(ok(s.get("/files/public/avatars/u/q%3Fx%3D1%23frag%25"))["publicUrl"]).content == b"odd key"
     assert s.get("/files/storage/v1/object/public/docs/priv.txt").status_code == 404  # private bucket
     upload = ok(s.get("/files/sign-upload/docs/via-url.bin"))["signedUrl"]
     put = s.request("PUT", upload, content=DATA, headers={"content-type": "application/x-thing"})
@@ -107,6 +109,8 @@ def test_bad_input(host):
         r = s.request("POST", "/files/copy/docs", json={"from": "src", "to": key}).json()
         assert r["error"]["error"] == "InvalidKey", key
     assert s.request("PUT", "/files/pipe/NOPE/k", content=b"x").json()["error"]["error"] == "InvalidBucketName"
+    for limit in ("0", "-1", "1.5"):
+        assert s.get(f"/files/list/docs?limit={limit}").json()["error"]["statusCode"] == "400", limit
     ok(s.request("PUT", "/files/pipe/docs/once", content=b"1"))
     assert s.request("PUT", "/files/pipe/docs/once", content=b"2").json()["error"]["error"] == "Duplicate"
     big = s.request("PUT", "/files/pipe/docs/too-big", content=b"x" * (49 << 20))
@@ -182,6 +186,11 @@ def test_cli_and_isolation(host, tmp_path):
     objects = json.loads(cart.cli("blobs", "files", "avatars", "--json").stdout)
     assert any(o["key"] == "u/42.png" and o["size"] == len(DATA) for o in objects)
     assert cart.cli("blobs", "files", "BAD", check=False).returncode == 1
+    for args, message in [(("blobs", "nosuchapp"), "error: no app named 'nosuchapp'"),
+                          (("keys", "create", "nosuchapp"), "error: no app named 'nosuchapp'"),
+                          (("blobs", "files", "nosuchbucket"), "error: files has no bucket 'nosuchbucket'")]:
+        refused = cart.cli(*args, check=False)
+        assert refused.returncode == 1 and message in refused.stderr and not refused.stdout, args
     twin = tmp_path / "twin"
     shutil.copytree(FILES, twin)
     manifest = json.loads((twin / "fazt.json").read_text())

@@ -46,6 +46,11 @@ function entry(o, prefix) {
   };
 }
 
+// A key in a URL path: each segment escaped ('?', '#', '%'...), the '/' between them kept.
+function encodeKey(path) {
+  return path.split('/').map(encodeURIComponent).join('/');
+}
+
 function folderPrefix(path) {
   return !path ? '' : path.endsWith('/') ? path : `${path}/`;
 }
@@ -174,7 +179,7 @@ class Bucket {
 
   // The URL of an object in a public bucket (fazt.json storage.buckets.NAME.public).
   getPublicUrl(path) {
-    return { data: { publicUrl: `${mountPrefix()}/storage/v1/object/public/${this.bucket}/${encodeURI(path)}` } };
+    return { data: { publicUrl: `${mountPrefix()}/storage/v1/object/public/${this.bucket}/${encodeKey(path)}` } };
   }
 
   // An existing destination is refused with Duplicate unless `upsert: true`.

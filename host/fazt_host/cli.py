@@ -388,6 +388,7 @@ def cmd_blobs(args) -> int:
     capabilities(conn)
     if args.app == "migrate" or args.to:
         return _migrate_blobs(conn, args)
+    _existing_app(conn, args.app)
     try:
         if args.bucket is None:
             rows = store.buckets(conn, args.app)
@@ -398,6 +399,9 @@ def cmd_blobs(args) -> int:
             for r in [] if args.json else rows:
                 print(f"{r['name']:<32} {'public ' if r['public'] else 'private'} {r['objects']:>8} objects {r['bytes']:>14,} bytes")
             return 0
+        if store.bucket_id(conn, args.app, args.bucket) is None:
+            print(f"error: {args.app} has no bucket {args.bucket!r}", file=sys.stderr)
+            return EXIT_FAILED
         objects, prefixes, more = store.listing(conn, args.app, args.bucket, args.prefix, args.limit, "", "")
     except store.StorageError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -418,9 +422,7 @@ def _migrate_blobs(conn, args) -> int:
     if not app or not args.to:
         print("usage: fazt-host blobs migrate APP --to s3|internal", file=sys.stderr)
         return EXIT_USAGE
-    if not conn.execute("SELECT 1 FROM apps WHERE name = ?", (app,)).fetchone():
-        print(f"error: no app named {app!r} is deployed (fazt-host apps lists them)", file=sys.stderr)
-        return EXIT_FAILED
+    _existing_app(conn, app)
     try:
         result = migrate.migrate(conn, app, args.to, progress=lambda line: print(line, file=sys.stderr, flush=True))
     except store.StorageError as e:
@@ -440,6 +442,7 @@ def cmd_keys(args) -> int:
 
     conn = _existing_cartridge(args)
     capabilities(conn)
+    _existing_app(conn, args.app)  # a key made for no app would pass to a later app of that name
     settings = _settings(args)
     if args.action == "create":
         key_id, secret = s3.create_key(conn, args.app)

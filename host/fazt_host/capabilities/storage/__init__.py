@@ -154,8 +154,10 @@ class Storage(Capability):
             if c.op == "head":
                 return reply(store.head(conn, app, c.bucket, c.key)[0])
             if c.op == "list":
+                if c.limit < 1:
+                    raise StorageError("limit must be a positive integer")
                 objects, prefixes, more = store.listing(
-                    conn, app, c.bucket, c.prefix, max(1, min(c.limit, 1000)), store.decode_cursor(c.start), c.delimiter
+                    conn, app, c.bucket, c.prefix, min(c.limit, 1000), store.decode_cursor(c.start), c.delimiter
                 )
                 return reply({"objects": objects, "prefixes": prefixes, "next": more and store.encode_cursor(more)})
             if c.op == "remove":
@@ -232,9 +234,10 @@ class Storage(Capability):
         try:
             c = self._decode(raw)
             meta, data = store.head(self.conn, invocation.app, c.bucket, c.key)
+            download = Download(self.conn, data)  # opens external bytes: a failing bucket is an error reply
         except StorageError as e:
             return reply(error=e)
-        meta["handle"] = self._handles(invocation).add(Download(self.conn, data))
+        meta["handle"] = self._handles(invocation).add(download)
         return reply(meta)
 
     def download_read(self, invocation: Invocation, handle: int, max_bytes: int) -> str:

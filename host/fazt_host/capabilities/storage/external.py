@@ -76,8 +76,9 @@ class External:
 
         s = self.settings
         config = AioConfig(
-            s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"},
-            connect_timeout=10, read_timeout=60, max_pool_connections=32,
+            # An unreachable bucket fails a request in seconds, not after a long series of retries.
+            s3={"addressing_style": "path"}, retries={"max_attempts": 2, "mode": "standard"},
+            connect_timeout=3, read_timeout=60, max_pool_connections=32,
         )
         self._context = aioboto3.Session().client(
             "s3", endpoint_url=s.endpoint or None, region_name=s.region,
@@ -112,6 +113,8 @@ class External:
 
     # -- reading ----------------------------------------------------------------------------------
     async def _open_body(self, location: str, start: int, end: int | None):
+        if end is not None and end <= start:
+            return None  # nothing to read, and no Range header says so
         kw = {} if start == 0 and end is None else {"Range": f"bytes={start}-{'' if end is None else end - 1}"}
         return (await self.client.get_object(Bucket=self.settings.bucket, Key=location, **kw))["Body"]
 
@@ -119,10 +122,14 @@ class External:
     async def _close(body) -> None:
         body.close()
 
+    # The object is opened before these return, so an unreachable bucket fails the call (before any
+    # response status is sent), not the iteration.
     def read(self, location: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        if end is not None and end <= start:
+        return self._pieces(self.run(self._open_body(location, start, end)))
+
+    def _pieces(self, body) -> Iterator[bytes]:
+        if body is None:
             return
-        body = self.run(self._open_body(location, start, end))
         try:
             while chunk := self.run(body.read(READ_PIECE)):
                 yield chunk
@@ -130,9 +137,11 @@ class External:
             self.run(self._close(body))
 
     async def aread(self, location: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        if end is not None and end <= start:
+        return self._apieces(await self.arun(self._open_body(location, start, end)))
+
+    async def _apieces(self, body) -> AsyncIterator[bytes]:
+        if body is None:
             return
-        body = await self.arun(self._open_body(location, start, end))
         try:
             while chunk := await self.arun(body.read(READ_PIECE)):
                 yield chunk

@@ -98,8 +98,9 @@ async def send_object(proto, conn: apsw.Connection, app: str, bucket: str, key: 
     if method == "HEAD" or end < start:
         proto.response_empty(status, out)
         return
+    chunks = await store.stream(conn, data, start, end + 1)  # a bucket that fails does so before the status goes
     transport = proto.response_stream(status, out)
-    async for chunk in store.stream(conn, data, start, end + 1):
+    async for chunk in chunks:
         await transport.send_bytes(chunk)
 
 

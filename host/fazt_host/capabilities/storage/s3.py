@@ -59,6 +59,7 @@ _FROM_STORAGE = {
     "EntityTooLarge": ("EntityTooLarge", 400),
     "IncompleteBody": ("IncompleteBody", 400),
     "Duplicate": ("PreconditionFailed", 412),
+    "ServiceUnavailable": ("ServiceUnavailable", 503),
 }
 
 

@@ -142,6 +142,9 @@ ABANDONED_PARTS_S = 7 * 24 * 3600
 
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
+# What an object's content type and metadata must be to go out as HTTP headers (x-amz-meta-NAME: VALUE).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 MAX_KEY_BYTES = 1024
 
 
@@ -183,6 +186,16 @@ def check_key(key: Any) -> str:
     except UnicodeEncodeError:
         raise StorageError("object keys must be valid UTF-8", 400, "InvalidKey") from None
     return key
+
+
+def check_headers(content_type: str, metadata: dict[str, str]) -> None:
+    """Refuses what could not be served back as headers, rather than serve the object without it."""
+    if not _HEADER_VALUE.fullmatch(content_type):
+        raise StorageError("contentType must be printable ASCII (no CR, LF or other control characters)")
+    for name, value in metadata.items():
+        if not _TOKEN.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
+            raise StorageError(f"invalid metadata {name[:80]!r}: names are HTTP tokens (letters, digits, "
+                               "'-', '_'...), values printable ASCII")
 
 
 def usage(conn: apsw.Connection, app: str) -> int:
@@ -236,13 +249,18 @@ def set_backend(conn: apsw.Connection, app: str, name: str) -> bool:
     return True
 
 
+def unavailable(doing: str, e: Exception) -> StorageError:
+    """The external bucket failed: the details (endpoint, bucket, prefix) are the host's, for its log only."""
+    print(f"storage: {doing} failed: {e!r}", file=sys.stderr)
+    return StorageError(f"{doing} failed: the external S3 bucket is unavailable", 503, "ServiceUnavailable")
+
+
 def external_bucket() -> external.External:
     """The host's external bucket, or a StorageError that says how to set one up."""
     try:
         ext = external.current()
     except Exception as e:  # noqa: BLE001 - unreachable endpoint, bad credentials, bad settings
-        print(f"storage: the external S3 bucket is unavailable: {e}", file=sys.stderr)
-        raise StorageError(f"the external S3 bucket is unavailable: {e}", 503, "ServiceUnavailable") from None
+        raise unavailable("connecting to storage", e) from None
     if ext is None:
         raise StorageError(
             "this app stores objects on external S3, but the host has no bucket: set FAZT_S3_BUCKET "
@@ -312,16 +330,18 @@ class Upload:
                  metadata: dict[str, str], upsert: bool, quota: int):
         self.conn = conn
         self.app, self.bucket, self.key = app, check_bucket(bucket), check_key(key)
+        check_headers(content_type, metadata)
         self.content_type = content_type or "application/octet-stream"
         self.metadata = metadata
         self.upsert = upsert
         self.quota = quota
         self.md5 = hashlib.md5()
         self.size = 0
-        if not upsert and _object_exists(conn, app, self.bucket, self.key):
+        replaced = _object_size(conn, app, self.bucket, self.key)
+        if not upsert and replaced is not None:
             raise StorageError("The resource already exists", 409, "Duplicate")
         self.data, self.sink = new_data(conn, app, backend(conn, app))
-        self.room = quota - usage(conn, app)
+        self.room = quota - usage(conn, app) + (replaced or 0)  # the replaced bytes are freed when this lands
 
     def write(self, data: bytes | memoryview) -> None:
         if self.size + len(data) > self.room:
@@ -329,7 +349,11 @@ class Upload:
             raise StorageError(f"the app's storage quota ({self.quota >> 20} MiB) is used up", 413, "QuotaExceeded")
         self.md5.update(data)
         self.size += len(data)
-        self.sink.write(data)
+        try:
+            self.sink.write(data)  # a full part goes to the external bucket
+        except Exception as e:  # noqa: BLE001
+            self.abort()
+            raise unavailable("storing the object", e) from None
 
     def _flush(self) -> None:
         try:
@@ -339,7 +363,7 @@ class Upload:
             raise
         except Exception as e:  # noqa: BLE001 - the external bucket failed: nothing becomes visible
             self.abort()
-            raise StorageError(f"storing the object failed: {e}", 503, "ServiceUnavailable") from None
+            raise unavailable("storing the object", e) from None
 
     def finish_part(self) -> tuple[int, int, str]:
         """Keeps the bytes as one part of a multipart upload: (data id, size, MD5 hex)."""
@@ -438,22 +462,33 @@ def _location(conn: apsw.Connection, data: int) -> str | None:
 
 
 def read(conn: apsw.Connection, data: int, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-    """The bytes [start, end) of an upload, a piece at a time (memory stays bounded)."""
+    """The bytes [start, end) of an upload, a piece at a time (memory stays bounded).
+
+    External bytes are opened before this returns: an unreachable bucket is a StorageError here."""
     location = _location(conn, data)
-    if location is not None:
-        yield from external_bucket().read(location, start, end)
-        return
-    yield from _read_internal(conn, data, start, end)
+    if location is None:
+        return _read_internal(conn, data, start, end)
+    ext = external_bucket()
+    try:
+        return ext.read(location, start, end)
+    except Exception as e:  # noqa: BLE001
+        raise unavailable("reading the object", e) from None
 
 
 async def stream(conn: apsw.Connection, data: int, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-    """`read` for an event loop: external bytes are awaited, not waited for."""
+    """`read` for an event loop: external bytes are awaited, not waited for (and opened by awaiting this)."""
     location = _location(conn, data)
-    if location is not None:
-        async for piece in external_bucket().aread(location, start, end):
-            yield piece
-        return
-    for chunk in _read_internal(conn, data, start, end):
+    if location is None:
+        return _aiter(_read_internal(conn, data, start, end))
+    ext = external_bucket()
+    try:
+        return await ext.aread(location, start, end)
+    except Exception as e:  # noqa: BLE001
+        raise unavailable("reading the object", e) from None
+
+
+async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
         yield chunk
 
 
@@ -611,7 +646,7 @@ def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, d
         try:
             ext.copy(location, copied, meta["size"])
         except Exception as e:  # noqa: BLE001
-            raise StorageError(f"copying the object failed: {e}", 503, "ServiceUnavailable") from None
+            raise unavailable("copying the object", e) from None
     try:
         return _copy_rows(conn, app, bucket, source, dest, dest_bucket, meta, data, copied, quota, move, upsert, now)
     except BaseException:
@@ -627,11 +662,14 @@ def _check_room(conn: apsw.Connection, app: str, size: int, quota: int | None) -
         raise StorageError(f"the app's storage quota ({quota >> 20} MiB) is used up", 413, "QuotaExceeded")
 
 
-def _object_exists(conn: apsw.Connection, app: str, bucket: str, key: str) -> bool:
+def _object_size(conn: apsw.Connection, app: str, bucket: str, key: str) -> int | None:
     bid = bucket_id(conn, app, bucket)
-    return bid is not None and bool(
-        conn.execute("SELECT 1 FROM blob_objects WHERE bucket = ? AND key = ?", (bid, key)).fetchone()
-    )
+    row = bid is not None and conn.execute("SELECT size FROM blob_objects WHERE bucket = ? AND key = ?", (bid, key)).fetchone()
+    return row[0] if row else None
+
+
+def _object_exists(conn: apsw.Connection, app: str, bucket: str, key: str) -> bool:
+    return _object_size(conn, app, bucket, key) is not None
 
 
 def _copy_rows(conn, app, bucket, source, dest, dest_bucket, meta, data, copied, quota, move, upsert, now) -> dict[str, Any]:
