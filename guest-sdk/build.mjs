@@ -14,10 +14,19 @@ import { tmpdir } from 'node:os';
 
 const sdk = dirname(fileURLToPath(import.meta.url));
 
-// componentize-js's bindings copy every list or string argument of an import
-// into memory from cabi_realloc and never free it: a handler that sent 100 MiB
-// through send-body kept 100 MiB more of its memory limit. Each import call is
-// followed here by the frees of its arguments (the host has copied them).
+// Two repairs to the JS bindings componentize-js generates, made before they
+// are snapshotted (bindings-hook.mjs hands them over):
+// - they copy every list or string argument of an import into memory from
+//   cabi_realloc and never free it: a handler that sent 100 MiB through
+//   send-body kept 100 MiB more of its memory limit. Each import call is
+//   followed here by the frees of its arguments (the host has copied them);
+// - they measure a string's UTF-8 length in an interpreted loop, a character
+//   at a time (a 1 MiB JSON document took 240 ms to reach the host): the
+//   engine's native encoder does it here.
+function rewriteBindings(js) {
+  return fastUtf8Arguments(freeImportArguments(js));
+}
+
 function freeImportArguments(js) {
   let freed = 0;
   const out = js.replace(/\nfunction import_[\w$]+\([^)]*\) \{[\s\S]*?\n\}\n/g, (fn) => {
@@ -37,7 +46,22 @@ function freeImportArguments(js) {
   if (!freed) throw new Error('componentize-js laid out its import bindings differently: update freeImportArguments in guest-sdk/build.mjs');
   return out;
 }
-globalThis.faztRewriteBindings = freeImportArguments;
+const UTF8_ENCODE = 'function _utf8AllocateAndEncode(s, realloc, memory) {';
+
+function fastUtf8Arguments(js) {
+  const start = js.indexOf(UTF8_ENCODE);
+  const end = js.indexOf('\n}\n', start);
+  if (start < 0 || end < 0) throw new Error('componentize-js encodes strings differently: update fastUtf8Arguments in guest-sdk/build.mjs');
+  return `${js.slice(0, start)}${UTF8_ENCODE}
+  if (typeof s !== 'string') throw new TypeError('expected a string, received [' + typeof s + ']');
+  if (s.length === 0) return { ptr: 1, len: 0 };
+  const bytes = TEXT_ENCODER_UTF8.encode(s);
+  const ptr = realloc(0, 0, 1, bytes.length);
+  new Uint8Array(memory.buffer, ptr, bytes.length).set(bytes);
+  return { ptr, len: bytes.length };${js.slice(end)}`;
+}
+
+globalThis.faztRewriteBindings = rewriteBindings;
 register('./bindings-hook.mjs', import.meta.url);
 const { componentize } = await import('@bytecodealliance/componentize-js');
 const args = process.argv.slice(2);

@@ -337,6 +337,10 @@ def test_unique_violations_name_the_key(db):
     in_batch = db.run(op="batch", ops=[{"op": "update", "collection": "users", "values": {"n": 1}, "where": [["eq", "id", "u1"]]}, update])
     assert in_batch["status"] == 409 and in_batch["error"]["details"].endswith(": Key (email)=(a@x) already exists.")
     assert sorted((d["email"], d.get("n")) for d in db.select(collection="users")) == [("a@x", None), ("b@x", None)]
+    db.declare("a", {"flags": [{"unique": ["on", "n"]}]})
+    db.insert({"on": True, "n": 1.5}, collection="flags")
+    flag = db.run(op="insert", collection="flags", values={"on": True, "n": 1.5})
+    assert flag["error"]["details"] == "Key (on, n)=(true, 1.5) already exists."  # JSON's spelling, not Python's
 
 
 def test_delete_and_row_counts(db):

@@ -230,3 +230,14 @@ def test_import_killed_midway_keeps_whole_batches(cartridge, tmp_path):
     assert "SCAN" not in " ".join(plan["plan"])
     integrity = cart.cli("docs", "dbproxy", "--json")
     assert json.loads(integrity.stdout)[0]["count"] == count
+
+
+def test_text_of_every_utf8_length_reaches_the_host_and_back_intact(host):
+    """Strings cross to the host UTF-8 encoded by the bindings (1 to 4 bytes a character, large ones too)."""
+    _, server = host
+    title = "a é € 😀 中文 " * 2_500  # ~52 KB of mixed widths (dbproxy allows 64 KiB a document)
+    inserted = chain(server, ("from", "utf8"), ("insert", [{"title": title, "tag": "ñ"}]), ("select",))
+    assert inserted["error"] is None, inserted["error"]
+    [row] = inserted["data"]
+    got = chain(server, ("from", "utf8"), ("select", "title"), ("eq", "tag", "ñ"), ("single",))
+    assert got["data"]["title"] == title and row["title"] == title

@@ -501,8 +501,13 @@ def unique_violation(conn: apsw.Connection, cid: int, message: str, text: str) -
         "duplicate key value violates unique constraint",
         "23505",
         409,
-        f"Key ({', '.join(fields)})=({', '.join(map(str, values))}) already exists.",
+        f"Key ({', '.join(fields)})=({', '.join(map(_as_text, values))}) already exists.",
     )
+
+
+def _as_text(value: Any) -> str:
+    """A key's value as PostgreSQL shows text extracted from jsonb: strings bare, the rest as JSON."""
+    return value if isinstance(value, str) else _encode(value).decode()
 
 
 def compile_select(conn: apsw.Connection, table: str, op: Operation) -> tuple[list[tuple[str, list[Any]]], int]:
