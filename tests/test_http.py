@@ -233,6 +233,12 @@ def test_malformed_http_gets_400_and_server_survives(served):
     assert served.get("/hello/hello").status_code == 200
 
 
+def test_a_static_folder_without_its_slash_redirects_to_it(served):
+    r = served.get("/probe/guide?x=1", follow_redirects=False)
+    assert r.status_code == 308 and r.headers["location"] == "/probe/guide/?x=1"  # before: the handler's 404
+    assert served.get("/probe/guide/").text == "<h1>guide</h1>\n"
+
+
 def test_static_etag_range_and_head(served):
     r = served.get("/probe/file.txt")
     assert r.status_code == 200 and r.text == "static probe file\n"

@@ -98,6 +98,12 @@ def has_body(scope) -> bool:
     )
 
 
+def _to_folder(proto, scope, path: str) -> None:
+    """Redirects a folder named without its trailing slash (its relative links resolve inside it)."""
+    qs = f"?{scope.query_string}" if scope.query_string else ""
+    proto.response_empty(308, [("location", f"{path}/{qs}")])
+
+
 def unsafe_path(path: str) -> bool:
     """A path with '.' or '..' segments, backslashes or NUL, also once more percent-decoded."""
     decoded = unquote(path)
@@ -475,9 +481,7 @@ class HttpTrigger:
         if deployed is None:
             raise HttpError(404, f"no app named {app_name!r} is deployed")
         if inner == "":
-            qs = f"?{scope.query_string}" if scope.query_string else ""
-            proto.response_empty(308, [("location", f"{base}/{qs}")])
-            return
+            return _to_folder(proto, scope, base)
         serve = self.host_route(inner)
         if serve is not None:
             return await serve(self, scope, proto, deployed, inner, base)
@@ -488,6 +492,8 @@ class HttpTrigger:
                 path, (digest, size) = hit
                 static.respond(proto, self.blobs, path, digest, size, method, scope.headers)
                 return
+            if not inner.endswith("/") and f"{inner[1:]}/index.html" in deployed.static:
+                return _to_folder(proto, scope, base + quote(inner, safe=PATH_SAFE))
         await self.invoke(scope, proto, deployed, inner, base, method)
 
     def host_route(self, inner: str):
