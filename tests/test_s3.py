@@ -55,6 +55,13 @@ def s3(host):
     return client(new_key(cart, server))
 
 
+def test_a_new_key_names_the_endpoint_the_host_serves_on(host):
+    cart, server = host
+    key = json.loads(cart.cli("keys", "create", "files", "--json").stdout)
+    assert key["endpoint"] == f"{server.base}/files/storage/v1/s3"  # before: port 8080 whatever up was given
+    assert client(key).list_buckets()["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
 def test_keys_cli(host):
     cart, server = host
     key = new_key(cart, server)

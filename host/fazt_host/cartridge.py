@@ -221,6 +221,16 @@ def bump_generation(conn: apsw.Connection) -> None:
     conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
 
 
+def record_address(conn: apsw.Connection, url: str) -> None:
+    """Where `fazt-host up` serves this cartridge: commands that print URLs (keys create) use it."""
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('address', ?)", (url,))
+
+
+def served_address(conn: apsw.Connection) -> str | None:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'address'").fetchone()
+    return row[0] if row else None
+
+
 def generation(conn: apsw.Connection) -> int:
     return conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]
 

@@ -446,7 +446,9 @@ def cmd_keys(args) -> int:
     settings = _settings(args)
     if args.action == "create":
         key_id, secret = s3.create_key(conn, args.app)
-        endpoint = f"http://{settings.host}:{settings.port}/{args.app}{s3.S3_ROUTES}"
+        from .cartridge import served_address
+
+        endpoint = f"{served_address(conn) or settings.url}/{args.app}{s3.S3_ROUTES}"
         if args.json:
             _print_json({"accessKeyId": key_id, "secretAccessKey": secret, "endpoint": endpoint})
         else:

@@ -190,6 +190,12 @@ class HostSettings(msgspec.Struct, frozen=True):
         """Compiled components live beside the cartridge: derived data, rebuilt when missing."""
         return Path(self.cache or self.cartridge + ".cache")
 
+    @property
+    def url(self) -> str:
+        """The base URL `up` serves on (an IPv6 address in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
     def to_env(self) -> dict[str, str]:
         return {f"FAZT_{k.upper()}": str(getattr(self, k)) for k in self.__struct_fields__}
 

@@ -185,12 +185,14 @@ def serve(settings: HostSettings) -> int:
 
     from . import cartridge
 
-    cartridge.connect(settings.cartridge).close()  # create and migrate once, before workers race to
+    conn = cartridge.connect(settings.cartridge)  # create and migrate once, before workers race to
+    cartridge.record_address(conn, settings.url)
+    conn.close()
     workers = settings.workers or os.cpu_count() or 1
     settings = msgspec.structs.replace(settings, workers=workers)  # the workers read it to claim cores
     os.environ.update(settings.to_env())  # workers read their settings from the environment
     print(
-        f"fazt-host serving {settings.cartridge} on http://{settings.host}:{settings.port} with {workers} workers",
+        f"fazt-host serving {settings.cartridge} on {settings.url} with {workers} workers",
         file=sys.stderr,
     )
     # One scheduler per host, not per worker: its own process, kept running while Granian serves.
