@@ -160,6 +160,11 @@ class StorageError(Exception):
         return {"message": str(self), "statusCode": str(self.status), "error": self.error}
 
 
+def duplicate() -> StorageError:
+    """The error storage-js gives a write onto an existing key without upsert."""
+    return StorageError("The resource already exists", 409, "Duplicate")
+
+
 def check_bucket(name: Any) -> str:
     if not isinstance(name, str) or not BUCKET.match(name):
         raise StorageError(
@@ -339,7 +344,7 @@ class Upload:
         self.size = 0
         replaced = _object_size(conn, app, self.bucket, self.key)
         if not upsert and replaced is not None:
-            raise StorageError("The resource already exists", 409, "Duplicate")
+            raise duplicate()
         self.data, self.sink = new_data(conn, app, backend(conn, app))
         self.room = quota - usage(conn, app) + (replaced or 0)  # the replaced bytes are freed when this lands
 
@@ -387,7 +392,7 @@ class Upload:
             ).fetchone()
             if old and not self.upsert:
                 self._drop()
-                raise StorageError("The resource already exists", 409, "Duplicate")
+                raise duplicate()
             if old:
                 orphan(self.conn, old[0], now)
             self.conn.execute(
@@ -624,7 +629,7 @@ def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, d
     now = time.time()
     if dest_bucket == bucket and dest == source:
         if not upsert:
-            raise StorageError("The resource already exists", 409, "Duplicate")
+            raise duplicate()
         if move:
             return meta
         with transaction(conn):
@@ -636,7 +641,7 @@ def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, d
             )
         return {**meta, "updatedAt": now}
     if not upsert and _object_exists(conn, app, dest_bucket, dest):
-        raise StorageError("The resource already exists", 409, "Duplicate")
+        raise duplicate()
     location = None if move else _location(conn, data)
     copied = None
     if location is not None:  # the copy stays where its source is, copied by the external bucket itself
@@ -675,7 +680,7 @@ def _object_exists(conn: apsw.Connection, app: str, bucket: str, key: str) -> bo
 def _copy_rows(conn, app, bucket, source, dest, dest_bucket, meta, data, copied, quota, move, upsert, now) -> dict[str, Any]:
     with transaction(conn):
         if not upsert and _object_exists(conn, app, dest_bucket, dest):  # made while the external copy ran
-            raise StorageError("The resource already exists", 409, "Duplicate")
+            raise duplicate()
         if not move:
             _check_room(conn, app, meta["size"], quota)
             new = conn.execute(
@@ -721,7 +726,7 @@ def assemble(conn: apsw.Connection, app: str, bucket: str, key: str, parts: list
     bid = bucket_id(conn, app, bucket, create=True)
     old = conn.execute("SELECT data, created_at FROM blob_objects WHERE bucket = ? AND key = ?", (bid, key)).fetchone()
     if old and not upsert:
-        raise StorageError("The resource already exists", 409, "Duplicate")
+        raise duplicate()
     size = sum(n for _, n in parts)
     whole = conn.execute(
         "INSERT INTO blob_data(app, size, state, changed_at) VALUES (?, ?, 'live', ?) RETURNING id", (app, size, now)
