@@ -85,6 +85,7 @@ class Host:
                 raise GuestError(f"the handler threw {result['error']}", str(result.get("stack", "")))
             return result
         except GuestError as e:
+            self.runtime.drop_spent()  # a failed call's memory goes back at once (after a memory bomb, all of it)
             self.log.record(invocation, "error", f"{e}\n{e.detail}".rstrip(), host=True)
             raise
         except Exception as e:  # a host call refused the guest (a response over its limit, say)
@@ -93,6 +94,10 @@ class Host:
         finally:
             for cap in self.capabilities:
                 cap.finish(invocation)
+
+    def between_calls(self, deployed: Deployed) -> None:
+        """Work for the wasm thread once a response is out: see Runtime.between_calls."""
+        self.runtime.between_calls(self.guest(deployed.component), deployed.manifest.limits)
 
 
 _decode_result = msgspec.json.Decoder(dict).decode
