@@ -439,6 +439,8 @@ def test_runs_by_hand_take_a_slot_of_their_own(world):
     ]
     events = [json.loads(r["logs"][0]["message"])["event"] for r in rows]
     assert [e["scheduledTime"] for e in events] == [r["scheduledTime"] for r in rows]  # the key the handler sees
+    text = world.cart.cli("cron", "history", "cronapp", "job", "-n", "1").stdout.splitlines()
+    assert text[0].startswith("2026-05-04T12:00:20.001Z") and text[1].split(None, 1) == ["info", rows[0]["logs"][0]["message"]]
 
 
 def test_a_restarted_count_never_fires_the_old_counts_slot(world):

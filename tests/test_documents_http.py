@@ -185,6 +185,13 @@ def test_cli_lists_explains_imports_and_exports(host, tmp_path):
     assert any("USING INDEX" in p for p in plan["plan"]) and "SCAN" not in " ".join(plan["plan"])
     exported = cart.cli("export", "dbproxy", "imported").stdout.splitlines()
     assert len(exported) == 300 and json.loads(exported[0])["n"] == 0
+    many = tmp_path / "many.ndjson"
+    many.write_text("".join(json.dumps({"n": i, "pad": "x" * 200}) + "\n" for i in range(2000)))  # past a pipe's buffer
+    cart.cli("import", "dbproxy", "many", str(many))
+    head = subprocess.Popen([FAZT, "export", "dbproxy", "many"], env=cart.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert json.loads(head.stdout.readline())["n"] == 0
+    head.stdout.close()  # as `| head -1` does
+    assert head.wait(30) == 0 and head.stderr.read() == b""  # before: exit 1, "error: BrokenPipeError"
     bad = tmp_path / "bad.ndjson"
     bad.write_text('{"ok": 1}\n[1, 2]\n')
     failed = cart.cli("import", "dbproxy", "bad", str(bad), check=False)

@@ -201,3 +201,15 @@ def test_cli_and_isolation(host, tmp_path):
     url = ok(s.get("/files/sign/avatars/u/42.png"))["signedUrl"]
     assert s.get(url.replace("/files/", "/twin/")).status_code == 400  # a token names its app
     cart.cli("remove", "twin")
+
+
+def test_storage_urls_on_the_apps_own_host_name_have_no_prefix(cartridge):
+    cartridge.deploy(TEST_APPS / "files")
+    server = cartridge.serve("--domain", "apps.test", workers=1)
+    on_host = {"host": "files.apps.test"}
+    ok(server.request("PUT", "/pipe/avatars/pub.png?upsert=1", content=b"public bytes", headers=on_host))
+    public = ok(server.get("/public/avatars/pub.png", headers=on_host))["publicUrl"]
+    assert public == "/storage/v1/object/public/avatars/pub.png"  # before: /files/..., a 404 on this host name
+    assert server.get(public, headers=on_host).content == b"public bytes"
+    signed = ok(server.get("/sign/avatars/pub.png?expires=60", headers=on_host))["signedUrl"]
+    assert server.get(signed, headers=on_host).content == b"public bytes"

@@ -552,7 +552,7 @@ class HttpTrigger:
             "url": f"{scope.scheme}://{authority}{quote(inner, safe=PATH_SAFE)}{query}",
             "headers": [[k, v] for k, v in headers.items() if k not in ("cookie", "x-forwarded-prefix")]
             + [["cookie", "; ".join(cookies)]] * bool(cookies)
-            + [["x-forwarded-prefix", base]] * bool(base),
+            + [["x-forwarded-prefix", base]],  # "" on the app's own host name (--domain)
             "requestId": rid,
             "hasBody": with_body,
             "app": deployed.name,

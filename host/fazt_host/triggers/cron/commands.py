@@ -79,12 +79,15 @@ def _print_json(value) -> None:
     print(json.dumps(value, indent=2))
 
 
-def _line(r: dict) -> str:
+def _print_run(r: dict) -> None:
+    """A run's line, then its log lines."""
     took = f"{r['durationMs']:.0f} ms" if r["durationMs"] is not None else "-"
     extra = f"  {r['error']}" if r["error"] else ""
     manual = " (run by hand)" if r["manual"] else ""
-    return (f"{r['scheduledTime']}  {r['name']:<20} #{r['attempt']} {r['status']:<8} {took:>9}  "
-            f"[{r['requestId']}]{manual}{extra}")
+    print(f"{r['scheduledTime']}  {r['name']:<20} #{r['attempt']} {r['status']:<8} {took:>9}  "
+          f"[{r['requestId']}]{manual}{extra}")
+    for line in r["logs"]:
+        print(f"  {line['level']:<5} {line['message']}")
 
 
 def main(args, connect, make_host) -> int:
@@ -103,9 +106,7 @@ def main(args, connect, make_host) -> int:
             if args.json:
                 _print_json(row)
             else:
-                print(_line(row))
-                for line in row["logs"]:
-                    print(f"  {line['level']:<5} {line['message']}")
+                _print_run(row)
             return 0 if row["status"] == "ok" else 1
         conn = connect()
         store.setup(conn)
@@ -117,7 +118,7 @@ def main(args, connect, make_host) -> int:
             elif not rows:
                 print("no runs yet", file=sys.stderr)
             for r in [] if args.json else rows:
-                print(_line(r))
+                _print_run(r)
             return 0
         rows = listing(conn, rest[0])
         if args.json:
