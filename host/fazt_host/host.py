@@ -97,7 +97,11 @@ class Host:
 
     def between_calls(self, deployed: Deployed) -> None:
         """Work for the wasm thread once a response is out: see Runtime.between_calls."""
-        self.runtime.between_calls(self.guest(deployed.component), deployed.manifest.limits)
+        guest = self._guests.get(deployed.component)  # none if a deploy retired it meanwhile: nothing to prepare
+        if guest is None:
+            self.runtime.drop_spent()
+        else:
+            self.runtime.between_calls(guest, deployed.manifest.limits)
 
 
 _decode_result = msgspec.json.Decoder(dict).decode
