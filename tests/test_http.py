@@ -408,3 +408,15 @@ def test_a_handler_sends_more_than_its_memory_limit(cartridge):
     r = server.get("/probe/long-stream?mb=160")
     assert r.status_code == 200 and len(r.content) == 160 << 20  # before: cut off at about 119 MiB
     assert r.content[-1] == 9
+
+
+def test_a_malformed_chunked_body_is_a_400_not_a_shorter_body(served):
+    head = b"POST /probe/digest HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    for body in (b"3\r\nabc\r\nzz\r\nmore",  # broken before the handler starts
+                 b"30000\r\n" + b"x" * 0x30000 + b"\r\nzz\r\nmore"):  # broken while the handler reads it
+        with socket.create_connection(("127.0.0.1", served.port)) as s:
+            s.sendall(head + body)
+            s.settimeout(10)
+            reply = s.recv(4096).decode(errors="replace")
+        assert reply.startswith("HTTP/1.1 400") and "ended before it was complete" in reply, reply  # before: 200
+    assert served.get("/probe/global").status_code == 200

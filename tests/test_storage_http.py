@@ -146,6 +146,26 @@ def test_a_client_gone_mid_upload_leaves_no_object(host):
     assert writing == 0  # aborted, not left behind
 
 
+def test_a_chunked_upload_cut_short_or_malformed_leaves_no_object(host):
+    _, s = host
+    head = b"PUT /files/pipe/docs/chunked-%d.bin HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    cut = head % 1 + b"20000\r\n" + b"x" * 0x20000 + b"\r\n400\r\nxx"  # a chunk, part of the next, gone
+    with socket.create_connection(("127.0.0.1", s.port)) as sock:
+        sock.sendall(cut)
+        time.sleep(0.5)
+    malformed = head % 2 + b"3\r\nabc\r\nzz\r\nmore"  # a chunk size that is not hex
+    with socket.create_connection(("127.0.0.1", s.port)) as sock:
+        sock.sendall(malformed)
+        sock.settimeout(10)
+        reply = sock.recv(4096).decode(errors="replace")
+    assert reply.startswith("HTTP/1.1 400") and "ended before it was complete" in reply, reply
+    time.sleep(0.5)
+    for n in (1, 2):  # before: stored with the bytes before the break, as if complete
+        assert s.get(f"/files/exists/docs/chunked-{n}.bin").json()["data"] is False
+    ok(s.request("PUT", "/files/pipe/docs/chunked-3.bin", content=iter([b"a" * 200_000, b"b" * 1000])))  # whole
+    assert s.get("/files/stream/docs/chunked-3.bin").content == b"a" * 200_000 + b"b" * 1000
+
+
 def test_listing_copy_move_remove_through_the_sdk(host):
     _, s = host
     for k in ["l/a.txt", "l/b.txt", "l/sub/c.txt"]:

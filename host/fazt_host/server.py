@@ -41,6 +41,9 @@ DRAIN_MAX = 64 * MIB
 DRAIN_S = 2.0
 
 
+BROKEN_BODY = "the request body ended before it was complete (the client went away, or its chunked framing is malformed)"
+
+
 class HttpError(Exception):
     def __init__(self, status: int, message: str, unread: bool = False):
         super().__init__(message)
@@ -147,6 +150,7 @@ class Exchange:
         self._body = None
         self._pending = b""
         self.ended = content_length == 0  # the whole body has been read
+        self._empties = 0  # empty chunks from Granian's body iterator (see _collect)
         exchanges = _exchanges.get(None)
         if exchanges is not None:
             exchanges.append(self)
@@ -296,6 +300,14 @@ class Exchange:
             except StopAsyncIteration:
                 self.ended = True
                 break
+            if not chunk:
+                # Granian's body iterator gives b"" at the end, then stops; a body that broke
+                # (a chunked body cut short or malformed) gives b"" and b"" again before stopping.
+                self._empties += 1
+                if self._empties > 1:
+                    self.ended = True
+                    raise HttpError(400, BROKEN_BODY)
+                continue
             self.body_read += len(chunk)
             if self.body_read > self.body_limit:
                 self.ended = True
@@ -574,7 +586,7 @@ class HttpTrigger:
             except HttpError as e:
                 return json_error(proto, e.status, str(e), rid)
             except Exception:  # noqa: BLE001 - Granian's error for a body that ended early or a client gone
-                return json_error(proto, 400, "the request body ended before it was complete", rid)
+                return json_error(proto, 400, BROKEN_BODY, rid)
 
         def run() -> None:
             exchange.started = time.monotonic()

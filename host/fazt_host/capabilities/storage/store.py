@@ -436,8 +436,11 @@ def pipe(body, upload: Upload, check=None, piece: int = 1 << 20) -> None:
             check()
     except BaseException as e:
         upload.abort()
-        if not isinstance(e, StorageError) and getattr(e, "status", None) == 413:  # limits.bodyMb
+        status = None if isinstance(e, StorageError) else getattr(e, "status", None)
+        if status == 413:  # limits.bodyMb
             raise StorageError(str(e), 413, "EntityTooLarge") from None
+        if status == 400:  # a body that broke off (server.BROKEN_BODY)
+            raise StorageError(str(e), 400, "IncompleteBody") from None
         raise
 
 
