@@ -166,6 +166,14 @@ def test_a_chunked_upload_cut_short_or_malformed_leaves_no_object(host):
     assert s.get("/files/stream/docs/chunked-3.bin").content == b"a" * 200_000 + b"b" * 1000
 
 
+def test_a_streamed_object_keeps_the_rules_of_any_response(host):
+    _, s = host
+    ok(s.request("PUT", "/files/pipe/docs/framed.bin?upsert=1", content=DATA))
+    r = s.get("/files/stream/docs/framed.bin?framing")  # before: an empty reply (content-length 5 for more bytes)
+    assert r.status_code == 200 and r.content == DATA and r.headers["cache-control"] == "private, max-age=60"
+    assert r.headers.get_list("x-fazt-request-id") != ["forged"] and len(r.headers.get_list("x-fazt-request-id")) == 1
+
+
 def test_listing_copy_move_remove_through_the_sdk(host):
     _, s = host
     for k in ["l/a.txt", "l/b.txt", "l/sub/c.txt"]:
@@ -233,3 +241,35 @@ def test_storage_urls_on_the_apps_own_host_name_have_no_prefix(cartridge):
     assert server.get(public, headers=on_host).content == b"public bytes"
     signed = ok(server.get("/sign/avatars/pub.png?expires=60", headers=on_host))["signedUrl"]
     assert server.get(signed, headers=on_host).content == b"public bytes"
+
+
+class Recorder:
+    """Stands in for Granian's protocol object: records the response it is given."""
+
+    def __init__(self):
+        self.sent = []
+
+    def response_bytes(self, status, headers, body):
+        self.sent.append((status, body))
+
+    response_empty = response_stream = response_str = lambda self, *a: pytest.fail(f"unexpected response {a}")
+
+
+def test_a_host_sent_response_with_a_status_http_lacks_is_a_500_not_a_dead_worker():
+    """A guest that forges its stream() answer (say, JSON.stringify replaced) cannot crash Granian."""
+    import asyncio
+
+    from fazt_host.capabilities.storage.http import answer
+
+    for status, headers in ((1000, []), (101, []), (200, [["bad name", "x"]]), (200, [["x", "a\r\nb"]])):
+        proto = Recorder()
+        result = {"status": status, "headers": headers, "object": {"bucket": "docs", "key": "k"}}
+        asyncio.run(answer(None, None, proto, None, result, "rid"))
+        [(sent, body)] = proto.sent
+        assert sent == 500 and b"the handler's response" in body, (status, headers, body)
+    from fazt_host.runtime import GuestError
+    from fazt_host.server import ResponseHead, check_response_head
+
+    for status in (100, 101, 199, 600):  # the rule every response follows; a 101 would hand the connection over
+        with pytest.raises(GuestError, match="200 to 599"):
+            check_response_head(ResponseHead(status=status))

@@ -121,6 +121,17 @@ _FIELD_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
 _HOST_OWNED = {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "x-fazt-request-id"}
 
 
+def check_response_head(head: ResponseHead) -> None:
+    """A guest's status and headers as the server may send them, or GuestError.
+
+    Granian panics (its worker dies) on a status it cannot send, and a 1xx
+    would hand the connection over: a final response is 200-599.
+    """
+    if not 200 <= head.status <= 599:
+        raise GuestError(f"invalid response status {head.status}: a response's status is 200 to 599")
+    head.headers = _response_headers(head.headers)
+
+
 def _response_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     for name, value in headers:
         if not _TOKEN.match(name) or not _FIELD_VALUE.match(value):
@@ -230,9 +241,7 @@ class Exchange:
     def _check_head(self, head: ResponseHead) -> None:
         if self.head is not None:
             raise GuestError("the response head was sent twice")
-        if not 100 <= head.status <= 599:
-            raise GuestError(f"invalid response status {head.status}")
-        head.headers = _response_headers(head.headers)
+        check_response_head(head)
 
     def send_body(self, words: bytes, length: int) -> None:
         if length > len(words):

@@ -56,7 +56,9 @@ export default {
     if (action === 'text') return json(await b.upload(key, 'hello text'));
     if (action === 'stream') {
       const opts = url.searchParams.has('range') ? { range: url.searchParams.get('range') || null } : {};
-      return b.stream(key, { ...opts, headers: { 'cache-control': 'private, max-age=60' } });
+      const headers = { 'cache-control': 'private, max-age=60' };
+      if (url.searchParams.has('framing')) Object.assign(headers, { 'content-length': '5', 'x-fazt-request-id': 'forged' });
+      return b.stream(key, { ...opts, headers });
     }
     if (action === 'sign') return json(await b.createSignedUrl(key, Number(url.searchParams.get('expires') ?? 60)));
     if (action === 'sign-upload') return json(await b.createSignedUploadUrl(key));

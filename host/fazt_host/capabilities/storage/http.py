@@ -22,6 +22,8 @@ import msgspec
 
 from ... import static
 from ...cartridge import transaction
+from ...runtime import GuestError
+from ...server import ResponseHead, check_response_head
 from . import store
 from .store import StorageError
 
@@ -110,14 +112,19 @@ async def answer(trigger, scope, proto, deployed, result: dict, rid: str) -> Non
     try:
         if not isinstance(spec, dict) or not isinstance(spec.get("bucket"), str) or not isinstance(spec.get("key"), str):
             raise StorageError("malformed object response", 500, "InternalError")
+        try:  # the rules of any handler response: Granian's worker dies on a status it cannot send
+            head = msgspec.convert({"status": result.get("status", 200), "headers": result.get("headers") or []},
+                                   ResponseHead)
+            check_response_head(head)
+        except (msgspec.MsgspecError, GuestError) as e:
+            raise StorageError(f"the handler's response: {e}", 500, "InternalError") from None
         req_headers = dict(scope.headers.items())
         if "range" in spec:  # the handler chose the range (or none, with null)
             req_headers.pop("range", None)
             if isinstance(spec["range"], str) and spec["range"]:
                 req_headers["range"] = spec["range"]
-        headers = [(str(n), str(v)) for n, v in result.get("headers") or []]
         await send_object(proto, trigger.reader, deployed.name, spec["bucket"], spec["key"], scope.method.upper(),
-                          req_headers, int(result.get("status") or 200), headers + [("x-fazt-request-id", rid)])
+                          req_headers, head.status, head.headers + [("x-fazt-request-id", rid)])
     except StorageError as e:
         _error(proto, e, rid)
 
