@@ -149,6 +149,26 @@ def test_not_json_manifest_and_missing_folder(cartridge, tmp_path):
     assert proc.returncode == 1 and "not an app folder" in proc.stderr
 
 
+def test_a_static_folder_or_entry_linked_out_of_the_app_folder_is_refused(cartridge, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("host secret")
+    (outside / "index.js").write_text("export default { fetch() { return new Response('x'); } };")
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "fazt.json").write_text('{"name": "linked"}')
+    (app / "public").symlink_to(outside)  # before: deployed, and /linked/secret.txt served the file
+    (app / "index.js").write_text("export default { fetch() { return new Response('x'); } };")
+    proc = cartridge.cli("deploy", str(app), check=False)
+    assert proc.returncode == 2 and "static 'public' leads out of the app folder" in proc.stderr, proc.stderr
+    (app / "public").unlink()
+    (app / "index.js").unlink()
+    (app / "index.js").symlink_to(outside / "index.js")
+    proc = cartridge.cli("deploy", str(app), check=False)
+    assert proc.returncode == 2 and "entry 'index.js' leads out of the app folder" in proc.stderr, proc.stderr
+    assert json.loads(cartridge.cli("apps", "--json").stdout) == []
+
+
 def test_limit_flag_out_of_range_is_a_usage_error(cartridge):
     proc = cartridge.cli("deploy", str(APPS / "hello"), "--memory-mb", "4", check=False)
     assert proc.returncode == 2 and "limits.memoryMb must be between 12 and 4096" in proc.stderr, proc.stderr

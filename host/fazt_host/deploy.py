@@ -60,14 +60,22 @@ def resolve(path: Path, manifest_path: Path | None = None) -> AppSource:
     path = Path(path)
     if path.is_file() and path.suffix == ".wasm":
         manifest_path = manifest_path or path.parent / "fazt.json"
-        return AppSource(manifest_path.parent, load_manifest(manifest_path), path)
-    if not path.is_dir():
+        src = AppSource(manifest_path.parent, load_manifest(manifest_path), path)
+    elif path.is_dir():
+        manifest = load_manifest(manifest_path or path / "fazt.json")
+        prebuilt = path / manifest.entry if manifest.entry.endswith(".wasm") else None
+        if prebuilt is not None and not prebuilt.is_file():
+            raise DeployError(f"{prebuilt}: the entry component was not found")
+        src = AppSource(path, manifest, prebuilt)
+    else:
         raise DeployError(f"{path}: not an app folder or a .wasm component")
-    manifest = load_manifest(manifest_path or path / "fazt.json")
-    prebuilt = path / manifest.entry if manifest.entry.endswith(".wasm") else None
-    if prebuilt is not None and not prebuilt.is_file():
-        raise DeployError(f"{prebuilt}: the entry component was not found")
-    return AppSource(path, manifest, prebuilt)
+    # The manifest's paths are relative and free of "..", but a symlink among them could still
+    # lead out of the folder (a "public" linked to /etc would be served to anyone).
+    m = src.manifest
+    for field, rel in [("entry", m.entry), ("static", m.static)] + [(f"cron {e.name!r} file", e.file) for e in m.cron if e.file]:
+        if not (src.folder / rel).resolve().is_relative_to(src.folder.resolve()):
+            raise ManifestError(f"{field} {rel!r} leads out of the app folder through a symlink")
+    return src
 
 
 def component_bytes(host: Host, src: AppSource, progress) -> tuple[bytes | None, str, str, list[FileEntry], bool]:
