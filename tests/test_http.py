@@ -145,6 +145,14 @@ def test_console_goes_to_the_app_log_with_request_id(served):
     assert any("error" in line and "an error" in line for line in mine)
 
 
+def test_log_lines_cannot_forge_lines_or_drive_the_terminal():
+    from fazt_host.capabilities.log import printable
+
+    forged = "ok\n2026-01-01T00:00:00.000Z info  [forged] FORGED\x1b[31m\x1b]0;title\x07"
+    assert printable(forged) == "ok\n    2026-01-01T00:00:00.000Z info  [forged] FORGED\\x1b[31m\\x1b]0;title\\x07"
+    assert printable("tab\tand é stay") == "tab\tand é stay"
+
+
 def test_log_volume_is_capped(served):
     r = served.get("/probe/log-flood")
     assert r.status_code == 200

@@ -206,7 +206,7 @@ def cmd_remove(args) -> int:
 
 def cmd_logs(args) -> int:
     from . import cartridge
-    from .capabilities.log import Log, tail
+    from .capabilities.log import Log, printable, tail
 
     conn = _existing_cartridge(args)
     cartridge.migrate(conn, Log.name, Log.migrations)
@@ -217,7 +217,7 @@ def cmd_logs(args) -> int:
             if args.json:
                 print(json.dumps(r), flush=True)
             else:
-                print(f"{_ts(r['ts'])} {r['level']:<5} [{r['requestId']}] {r['message']}", flush=True)
+                print(f"{_ts(r['ts'])} {r['level']:<5} [{r['requestId']}] {printable(r['message'])}", flush=True)
 
     rows = tail(conn, args.app, args.lines)
     show(rows)

@@ -9,6 +9,7 @@ note at the end says how many.
 
 from __future__ import annotations
 
+import re
 import time
 
 import apsw
@@ -18,6 +19,7 @@ from ...runtime import Invocation
 from .. import Capability
 
 KEEP_LINES_PER_APP = 10_000
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 LEVELS = ("debug", "info", "warn", "error")
 
 
@@ -114,3 +116,9 @@ def tail(conn: apsw.Connection, app: str, limit: int = 100, after_id: int = 0) -
     return [
         {"id": r[0], "ts": r[1], "level": r[2], "requestId": r[3], "message": r[4]} for r in reversed(rows)
     ]
+
+
+def printable(message: str) -> str:
+    """An app's log message as a terminal may show it: control characters (escape sequences
+    included) escaped, and its further lines indented, so that none passes for a line of its own."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", message).replace("\n", "\n    ")

@@ -7,6 +7,7 @@ import sys
 import time
 
 from ...apps import load_active
+from ...capabilities.log import printable
 from . import store
 from .schedule import iso, parse
 
@@ -87,7 +88,7 @@ def _print_run(r: dict) -> None:
     print(f"{r['scheduledTime']}  {r['name']:<20} #{r['attempt']} {r['status']:<8} {took:>9}  "
           f"[{r['requestId']}]{manual}{extra}")
     for line in r["logs"]:
-        print(f"  {line['level']:<5} {line['message']}")
+        print(f"  {line['level']:<5} {printable(line['message'])}")
 
 
 def main(args, connect, make_host) -> int:
