@@ -51,6 +51,11 @@ class HttpError(Exception):
         self.unread = unread  # the request body is still to be drained
 
 
+class BrokenBody(HttpError):
+    def __init__(self):
+        super().__init__(400, BROKEN_BODY)
+
+
 # The exchanges of the request being handled: their unread bodies are drained at its end.
 _exchanges: contextvars.ContextVar[list] = contextvars.ContextVar("exchanges")
 
@@ -161,7 +166,7 @@ class Exchange:
         self._body = None
         self._pending = b""
         self.ended = content_length == 0  # the whole body has been read
-        self._empties = 0  # empty chunks from Granian's body iterator (see _collect)
+        self._empties = 0  # empty chunks in a row from Granian's body iterator (see _collect)
         exchanges = _exchanges.get(None)
         if exchanges is not None:
             exchanges.append(self)
@@ -315,8 +320,9 @@ class Exchange:
                 self._empties += 1
                 if self._empties > 1:
                     self.ended = True
-                    raise HttpError(400, BROKEN_BODY)
+                    raise BrokenBody()
                 continue
+            self._empties = 0
             self.body_read += len(chunk)
             if self.body_read > self.body_limit:
                 self.ended = True

@@ -30,6 +30,7 @@ import apsw
 import msgspec
 
 from ...cartridge import transaction
+from ...server import BrokenBody
 from . import external
 
 MIGRATIONS = [
@@ -436,11 +437,10 @@ def pipe(body, upload: Upload, check=None, piece: int = 1 << 20) -> None:
             check()
     except BaseException as e:
         upload.abort()
-        status = None if isinstance(e, StorageError) else getattr(e, "status", None)
-        if status == 413:  # limits.bodyMb
-            raise StorageError(str(e), 413, "EntityTooLarge") from None
-        if status == 400:  # a body that broke off (server.BROKEN_BODY)
+        if isinstance(e, BrokenBody):
             raise StorageError(str(e), 400, "IncompleteBody") from None
+        if not isinstance(e, StorageError) and getattr(e, "status", None) == 413:  # limits.bodyMb
+            raise StorageError(str(e), 413, "EntityTooLarge") from None
         raise
 
 
