@@ -428,3 +428,13 @@ def test_a_malformed_chunked_body_is_a_400_not_a_shorter_body(served):
             reply = s.recv(4096).decode(errors="replace")
         assert reply.startswith("HTTP/1.1 400") and "ended before it was complete" in reply, reply  # before: 200
     assert served.get("/probe/global").status_code == 200
+
+
+def test_a_host_header_that_is_no_url_host_is_a_400(served):
+    for host in ("a b", "a/b", "x@y"):
+        with socket.create_connection(("127.0.0.1", served.port)) as s:
+            s.sendall(f"GET /probe/global HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            s.settimeout(10)
+            reply = s.recv(4096).decode(errors="replace")
+        assert reply.startswith("HTTP/1.1 400") and "invalid Host header" in reply, (host, reply)  # before: a 500
+    assert served.get("/probe/global", headers={"host": "[::1]:8080"}).status_code == 200
