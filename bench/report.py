@@ -34,13 +34,6 @@ def write_readme(r: dict) -> None:
             f"| {c['p50_ms']} ms | {c['mean_ms']} ms | {c['min_ms']} ms |",
             "",
         ]
-        if "madeAheadP50Ms" in c:
-            lines += [
-                f"What a request waits for in the server, whose wasm thread makes the next instance (and drops the "
-                f"last store) while an answer goes out (`test_request_path_with_the_instance_made_ahead`): p50 "
-                f"{c['madeAheadP50Ms']} ms. Each instance still serves one request.",
-                "",
-            ]
         if "breakdown" in c:
             lines += [
                 "Where the time goes (p50, `test_cold_start_breakdown`): "

@@ -26,14 +26,6 @@ def test_cold_start_fetch(benchmark, hello):
     benchmark.pedantic(hello.fetch, args=(payload,), rounds=2000, warmup_rounds=100)
 
 
-def test_request_path_with_the_instance_made_ahead(benchmark, hello):
-    """What a request waits for in the server: its instance was made, and the last store dropped,
-    between requests (Host.between_calls, on the wasm thread while the previous answer went out)."""
-    payload = hello.request("/hello")
-    benchmark.pedantic(hello.fetch, args=(payload,), setup=lambda: hello.host.between_calls(hello.deployed),
-                       rounds=2000, warmup_rounds=100)
-
-
 def test_cold_start_breakdown(hello):
     """Where the time goes: store + instantiate, the guest call, dropping the store."""
     from wasmtime import Store, WasiConfig

@@ -85,7 +85,6 @@ class Host:
                 raise GuestError(f"the handler threw {result['error']}", str(result.get("stack", "")))
             return result
         except GuestError as e:
-            self.runtime.drop_spent()  # a failed call's memory goes back at once (after a memory bomb, all of it)
             self.log.record(invocation, "error", f"{e}\n{e.detail}".rstrip(), host=True)
             raise
         except Exception as e:  # a host call refused the guest (a response over its limit, say)
@@ -94,14 +93,6 @@ class Host:
         finally:
             for cap in self.capabilities:
                 cap.finish(invocation)
-
-    def between_calls(self, deployed: Deployed) -> None:
-        """Work for the wasm thread once a response is out: see Runtime.between_calls."""
-        guest = self._guests.get(deployed.component)  # none if a deploy retired it meanwhile: nothing to prepare
-        if guest is None:
-            self.runtime.drop_spent()
-        else:
-            self.runtime.between_calls(guest, deployed.manifest.limits)
 
 
 _decode_result = msgspec.json.Decoder(dict).decode

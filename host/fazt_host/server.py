@@ -620,7 +620,6 @@ class HttpTrigger:
                     exchange.finish_inline(result)
             finally:
                 exchange.close()
-                self.wasm.submit(self.host.between_calls, deployed)  # queued behind this call: runs while the loop sends the answer
 
         future = loop.run_in_executor(self.wasm, run)
         # Stream only a response the guest has been producing for a while, not

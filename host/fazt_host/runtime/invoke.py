@@ -55,10 +55,6 @@ class Runtime:
     def __init__(self, engine: Engine, interfaces: dict[str, dict[str, HostFunction]]):
         self.engine = engine
         self.current: Invocation | None = None
-        # An instance made ahead for the next call, and the stores of finished
-        # calls: both handled between calls (`between_calls`), off a request's path.
-        self._ready: tuple[Guest, Limits, Store, Any] | None = None
-        self._spent: list[Store] = []
         self.linker = Linker(engine)
         self.linker.add_wasip2()
         self.provided = {name: set(funcs) for name, funcs in interfaces.items()}
@@ -123,42 +119,16 @@ class Runtime:
         store.set_limits(memory_size=limits.memory_mb * MIB)
         return store
 
-    def between_calls(self, guest: Guest, limits: Limits) -> None:
-        """Drops the last call's store and instantiates the next call's instance ahead.
-
-        Each instance still serves one call only: made ahead, it is as fresh as
-        one made at the call (its clock and entropy are read when the guest runs).
-        """
-        self.drop_spent()
-        if self._ready is None:
-            store = self._store(limits)
-            try:
-                self._ready = (guest, limits, store, self.linker.instantiate(store, guest.component))
-            except WasmtimeError:
-                pass  # the call instantiates it again, and reports why it fails
-
-    def drop_spent(self) -> None:
-        self._spent.clear()
-
-    def _instance(self, guest: Guest, limits: Limits):
-        ready, self._ready = self._ready, None
-        if ready is not None and ready[0] is guest and ready[1] == limits:
-            return ready[2], ready[3]
-        store = self._store(limits)
-        return store, self.linker.instantiate(store, guest.component)
-
     def call(self, guest: Guest, interface: str, name: str, arg: str, invocation: Invocation) -> str:
-        """Calls one export of a fresh instance of the guest with a JSON string."""
+        """Instantiates the guest afresh and calls one export with a JSON string."""
         limits = invocation.limits
-        self.drop_spent()  # when nothing ran between the calls
+        store = self._store(limits)
         self.current = invocation
         try:
-            store, instance = self._instance(guest, limits)
-            store.set_epoch_deadline(ticks_for(limits.timeout_ms))  # counted from the call, not from instantiation
+            instance = self.linker.instantiate(store, guest.component)
             func = instance.get_func(store, guest.export(interface, name))
             result = func(store, arg)
             func.post_return(store)
-            self._spent.append(store)  # unmapping it can wait until the response is out
             return result
         except WasmtimeError as e:
             message = str(e)
