@@ -273,3 +273,6 @@ def test_a_host_sent_response_with_a_status_http_lacks_is_a_500_not_a_dead_worke
     for status in (100, 101, 199, 600):  # the rule every response follows; a 101 would hand the connection over
         with pytest.raises(GuestError, match="200 to 599"):
             check_response_head(ResponseHead(status=status))
+    for header in (("x-a\n", "v"), ("x-a", "v\n")):  # a line end the regex's "$" let through
+        with pytest.raises(GuestError, match="invalid response header"):
+            check_response_head(ResponseHead(status=200, headers=[header]))

@@ -120,10 +120,10 @@ def unsafe_path(path: str) -> bool:
 
 # Characters a URL path keeps as they are (RFC 3986 pchar and "/").
 PATH_SAFE = "/!$&'()*+,;=:@-._~"
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (fullmatch: "$" would let a "\n" end it)
 # A Host header: a name or an IPv4/IPv6 address, and maybe a port.
 _AUTHORITY = re.compile(r"^(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
-_FIELD_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 # The server frames the response itself; a guest's say on these would clash with it.
 _HOST_OWNED = {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "x-fazt-request-id"}
 
@@ -141,7 +141,7 @@ def check_response_head(head: ResponseHead) -> None:
 
 def _response_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     for name, value in headers:
-        if not _TOKEN.match(name) or not _FIELD_VALUE.match(value):
+        if not HEADER_NAME.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
             raise GuestError(f"invalid response header {name[:64]!r}")
     return [(n, v) for n, v in headers if n.lower() not in _HOST_OWNED]
 

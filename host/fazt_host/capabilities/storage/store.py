@@ -30,7 +30,7 @@ import apsw
 import msgspec
 
 from ...cartridge import transaction
-from ...server import BrokenBody
+from ...server import HEADER_NAME, BrokenBody
 from . import external
 
 MIGRATIONS = [
@@ -144,7 +144,6 @@ ABANDONED_PARTS_S = 7 * 24 * 3600
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 # What an object's content type and metadata must be to go out as HTTP headers (x-amz-meta-NAME: VALUE).
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 MAX_KEY_BYTES = 1024
 
@@ -199,7 +198,7 @@ def check_headers(content_type: str, metadata: dict[str, str]) -> None:
     if not _HEADER_VALUE.fullmatch(content_type):
         raise StorageError("contentType must be printable ASCII (no CR, LF or other control characters)")
     for name, value in metadata.items():
-        if not _TOKEN.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
+        if not HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
             raise StorageError(f"invalid metadata {name[:80]!r}: names are HTTP tokens (letters, digits, "
                                "'-', '_'...), values printable ASCII")
 
