@@ -97,6 +97,17 @@ def test_signed_and_public_urls(host):
     assert put.status_code == 200 and put.json()["Key"] == "docs/via-url.bin"
     assert s.get("/files/stream/docs/via-url.bin").content == DATA
     assert s.request("PUT", upload.replace("via-url", "other"), content=b"x").status_code == 400
+    # supabase-js's uploadToSignedUrl sends a Blob as a form: a cacheControl field, then the file
+    form = ok(s.get("/files/sign-upload/docs/via-form.png"))["signedUrl"]
+    sent = s.request("PUT", form, data={"cacheControl": "3600"}, files={"": ("blob", DATA, "image/png")})
+    assert sent.status_code == 200, sent.text
+    back = s.get("/files/stream/docs/via-form.png")  # before: the whole form, boundaries and all
+    assert back.content == DATA and back.headers["content-type"] == "image/png"
+    fileless = ok(s.get("/files/sign-upload/docs/fileless.bin"))["signedUrl"]
+    refused = s.request("PUT", fileless, content=b"--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1\r\n--b--\r\n",
+                        headers={"content-type": "multipart/form-data; boundary=b"})
+    assert refused.status_code == 400 and "no file part" in refused.text
+    assert s.get("/files/exists/docs/fileless.bin").json()["data"] is False
 
 
 def test_bad_input(host):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from email.utils import formatdate
@@ -129,17 +130,78 @@ async def answer(trigger, scope, proto, deployed, result: dict, rid: str) -> Non
         _error(proto, e, rid)
 
 
+class FormFile:
+    """The first file of a multipart/form-data body, read as it streams in.
+
+    supabase-js's uploadToSignedUrl sends a Blob as a form (a cacheControl
+    field, then the file): the object is the file part's bytes, with its type.
+    """
+
+    def __init__(self, body, boundary: str):
+        self.body = body
+        self.content_length = None  # the file's size is known only at its end
+        self.delimiter = b"\r\n--" + boundary.encode("latin-1")
+        self.buffer = b"\r\n"  # the first boundary line has no line break before it
+        self.done = False
+        self.content_type = self._to_file()
+
+    def _more(self) -> None:
+        data = self.body.read_bytes(1 << 20)
+        if not data:
+            raise StorageError("the multipart/form-data body ended before its file did", 400, "InvalidRequest")
+        self.buffer += data
+
+    def _to_file(self) -> str:
+        """Skips to the first part with a filename; returns its content type."""
+        while True:
+            while (at := self.buffer.find(self.delimiter)) < 0:
+                self.buffer = self.buffer[-len(self.delimiter):]
+                self._more()
+            self.buffer = self.buffer[at + len(self.delimiter):]
+            while len(self.buffer) < 2:
+                self._more()
+            if self.buffer.startswith(b"--"):  # the closing delimiter
+                raise StorageError("the multipart/form-data body has no file part", 400, "InvalidRequest")
+            while (end := self.buffer.find(b"\r\n\r\n")) < 0:
+                if len(self.buffer) > 16 << 10:
+                    raise StorageError("malformed multipart/form-data part headers", 400, "InvalidRequest")
+                self._more()
+            head, self.buffer = self.buffer[:end].decode("latin-1"), self.buffer[end + 4:]
+            fields = {}
+            for line in head.split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                fields[name.strip().lower()] = value.strip()
+            if "filename=" in fields.get("content-disposition", ""):
+                return fields.get("content-type") or "application/octet-stream"
+
+    def read_bytes(self, n: int) -> bytes:
+        """The file's next bytes (b"" at its end): held back until no delimiter can start in them."""
+        while not self.done:
+            at = self.buffer.find(self.delimiter)
+            if at >= 0:
+                out, self.buffer, self.done = self.buffer[:at], b"", True
+                return out
+            safe = len(self.buffer) - len(self.delimiter) + 1
+            if safe > 0:
+                out, self.buffer = self.buffer[:min(safe, n)], self.buffer[min(safe, n):]
+                return out
+            self._more()
+        return b""
+
+
 async def pipe_upload(trigger, scope, proto, deployed, bucket: str, key: str) -> dict:
-    """Streams the request body into a new object on the process's writer thread."""
+    """Streams the request body (or the file of a form) into a new object on the process's writer thread."""
     exchange = trigger.body_reader(scope, proto, deployed)
     limits = deployed.manifest.limits
     content_type = scope.headers.get("content-type") or "application/octet-stream"
     upsert = scope.headers.get("x-upsert", "").lower() == "true"
+    form = re.match(r"multipart/form-data\s*;.*?boundary=\"?([^\";]+)", content_type, re.I)
 
     def run() -> dict:
-        upload = store.Upload(trigger.host.conn, deployed.name, bucket, key, content_type, {}, upsert,
-                              limits.storage_mb << 20)
-        store.pipe(exchange, upload)
+        body = FormFile(exchange, form.group(1)) if form else exchange
+        upload = store.Upload(trigger.host.conn, deployed.name, bucket, key,
+                              body.content_type if form else content_type, {}, upsert, limits.storage_mb << 20)
+        store.pipe(body, upload)
         return upload.finish()
 
     return await trigger.on_wasm_thread(run)
