@@ -37,6 +37,9 @@ def died(returncode: int) -> bool:
     return returncode != 0 and returncode not in (-signal.SIGTERM, -signal.SIGINT)
 
 
+WORKER_STOP_S = 5  # how long a worker may take to stop before Granian kills it
+
+
 class SchedulerProcess:
     """The cron scheduler beside Granian, started again with backoff whenever it dies, until `stop`.
 
@@ -208,6 +211,8 @@ def serve(settings: HostSettings) -> int:
             workers=workers,
             factory=True,
             respawn_failed_workers=True,
+            # Without it Granian waits for ever on a worker that does not stop: up would hang on exit.
+            workers_kill_timeout=WORKER_STOP_S,
             log_access=False,
         )
         _lock_free_signals(server, scheduler)
