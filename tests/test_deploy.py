@@ -145,6 +145,9 @@ def test_not_json_manifest_and_missing_folder(cartridge, tmp_path):
     for command in ("deploy", "build"):
         proc = cartridge.cli(command, str(app), check=False)
         assert proc.returncode == 2 and "fazt.json" in proc.stderr, proc.stderr
+    (app / "fazt.json").write_text('{"name": "first", "limits": {"timeoutMs": 1000}, "name": "other"}')
+    proc = cartridge.cli("deploy", str(app), check=False)  # before: deployed as "other"
+    assert proc.returncode == 2 and "the key 'name' is given twice" in proc.stderr, proc.stderr
     proc = cartridge.cli("deploy", str(tmp_path / "nowhere"), check=False)
     assert proc.returncode == 1 and "not an app folder" in proc.stderr
 

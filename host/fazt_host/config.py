@@ -6,6 +6,7 @@ the offending field, and unknown fields are errors rather than silent typos.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -170,7 +171,25 @@ def load_manifest(path: Path) -> Manifest:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise ManifestError(f"{path}: not found (an app folder needs a fazt.json)") from None
+    _refuse_duplicate_keys(raw, str(path))
     return decode_manifest(raw, str(path))
+
+
+def _refuse_duplicate_keys(raw: bytes, source: str) -> None:
+    """A key given twice would silently take its last value (`"name"` twice deploys under the second)."""
+
+    def pairs(items: list[tuple[str, object]]) -> dict:
+        seen = set()
+        for key, _ in items:
+            if key in seen:
+                raise ManifestError(f"{source}: the key {key!r} is given twice")
+            seen.add(key)
+        return dict(items)
+
+    try:
+        json.loads(raw, object_pairs_hook=pairs)
+    except json.JSONDecodeError:
+        pass  # decode_manifest says what is wrong with it
 
 
 class HostSettings(msgspec.Struct, frozen=True):
