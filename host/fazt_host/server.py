@@ -120,9 +120,10 @@ def unsafe_path(path: str) -> bool:
 
 # Characters a URL path keeps as they are (RFC 3986 pchar and "/").
 PATH_SAFE = "/!$&'()*+,;=:@-._~"
-HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (fullmatch: "$" would let a "\n" end it)
+# Patterns matched whole (fullmatch): "$" would also match before a final "\n".
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token
 # A Host header: a name or an IPv4/IPv6 address, and maybe a port.
-_AUTHORITY = re.compile(r"^(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+_AUTHORITY = re.compile(r"(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 # The server frames the response itself; a guest's say on these would clash with it.
 _HOST_OWNED = {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "x-fazt-request-id"}
@@ -571,7 +572,7 @@ class HttpTrigger:
                 return json_error(proto, 413, f"the request body exceeds the limit of {limits.body_mb} MiB", rid)
         with_body = has_body(scope)
         authority = headers.get("host") or scope.authority or "localhost"
-        if not _AUTHORITY.match(authority):  # the guest's URL parser would throw on it
+        if not _AUTHORITY.fullmatch(authority):  # the guest's URL parser would throw on it
             return json_error(proto, 400, "invalid Host header", rid)
         query = f"?{scope.query_string}" if scope.query_string else ""
         # Several cookie fields (HTTP/2 may send one per cookie) are one list joined with "; "
