@@ -243,6 +243,7 @@ class Exchange:
         except (msgspec.MsgspecError, ValueError) as e:
             raise GuestError(f"malformed response: {e}") from None
         self._check_head(head)
+        head.length = len(body)
         self._emit("head", head)
         self.send_body(body, len(body))
 
@@ -668,8 +669,10 @@ class HttpTrigger:
         queue = exchange.queue
         assert queue is not None
         # Start the response only with its first bytes in hand: a handler that
-        # fails before producing any still gets a proper error status.
-        while head is None or not buffered:
+        # fails before producing any still gets a proper error status. A body whose
+        # length the guest gave is complete in the guest: it goes out whole, with
+        # its content-length, as when it came before the switch to streaming.
+        while head is None or not buffered or head.length is not None:
             item = await queue.get()
             if item is _END:
                 if exchange.finished:
