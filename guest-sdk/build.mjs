@@ -14,17 +14,18 @@ import { tmpdir } from 'node:os';
 
 const sdk = dirname(fileURLToPath(import.meta.url));
 
-// Two repairs to the JS bindings componentize-js generates, made before they
-// are snapshotted (bindings-hook.mjs hands them over):
+// Changes to the JS bindings componentize-js generates, made before they are
+// snapshotted (bindings-hook.mjs hands them over): two repairs,
 // - they copy every list or string argument of an import into memory from
 //   cabi_realloc and never free it: a handler that sent 100 MiB through
 //   send-body kept 100 MiB more of its memory limit. Each import call is
 //   followed here by the frees of its arguments (the host has copied them);
 // - they measure a string's UTF-8 length in an interpreted loop, a character
 //   at a time (a 1 MiB JSON document took 240 ms to reach the host): the
-//   engine's native encoder does it here.
+//   engine's native encoder does it here;
+// and a build-time request through the fetch export (warmUpExports).
 function rewriteBindings(js) {
-  return fastUtf8Arguments(freeImportArguments(js));
+  return warmUpExports(fastUtf8Arguments(freeImportArguments(js)));
 }
 
 function freeImportArguments(js) {
@@ -46,6 +47,29 @@ function freeImportArguments(js) {
   if (!freed) throw new Error('componentize-js laid out its import bindings differently: update freeImportArguments in guest-sdk/build.mjs');
   return out;
 }
+// Serves one request at build time through the fetch export, once the bindings
+// are bound, so that the snapshot holds what the engine creates on a first
+// request (see the warm-up in src/runtime.js, which answers it with a built-in
+// app). A warm-up that fails leaves only a slower first call per instance.
+const BIND_EXPORTS = 'function bindExports(sourceName) {';
+const WARM_UP_REQUEST = JSON.stringify({
+  method: 'GET', url: 'http://warm-up/?q=1', headers: [['host', 'warm-up']], requestId: '', hasBody: false, app: '', warmUp: true,
+});
+
+function warmUpExports(js) {
+  if (!js.includes(BIND_EXPORTS) || !js.includes('function export_handler_0_1_0$fetch(')) {
+    throw new Error('componentize-js binds its exports differently: update warmUpExports in guest-sdk/build.mjs');
+  }
+  return js.replace(BIND_EXPORTS, `function bindExports(sourceName) {
+    bindExportsOnly(sourceName);
+    try {
+      const { ptr, len } = _utf8AllocateAndEncode(${JSON.stringify(WARM_UP_REQUEST)}, $realloc, $memory);
+      export_handler_0_1_0$fetch(ptr, len, $realloc(0, 0, 4, 8)).catch(() => {});
+    } catch {}
+  }
+  function bindExportsOnly(sourceName) {`);
+}
+
 const UTF8_ENCODE = 'function _utf8AllocateAndEncode(s, realloc, memory) {';
 
 function fastUtf8Arguments(js) {

@@ -261,11 +261,23 @@ function headerList(headers) {
 // yields; any other body is read in one native call (touching `.body` would
 // build a stream object for nothing).
 const streamed = new WeakSet();
+// The string a response was made from: sent as it is, without reading the body
+// back through the engine's stream and its promises.
+const texts = new WeakMap();
 const NativeResponse = globalThis.Response;
 globalThis.Response = class Response extends NativeResponse {
   constructor(body, init) {
     super(body, init);
     if (body instanceof ReadableStream) streamed.add(this);
+    else if (typeof body === 'string') texts.set(this, body);
+    else if (body == null) texts.set(this, '');
+  }
+  static json(data, init) {
+    const text = JSON.stringify(data);
+    if (text === undefined) throw new TypeError('Response.json: the data cannot be serialized to JSON');
+    const headers = new Headers(init?.headers);
+    if (!headers.has('content-type')) headers.set('content-type', 'application/json');
+    return new Response(text, { status: init?.status, statusText: init?.statusText, headers });
   }
 };
 
@@ -281,23 +293,31 @@ export function hostResponse(answer, init = {}) {
 // Returns the export's result: the whole response when it is small and complete,
 // else sends it through http.send-head/send-body and returns {"sent": true}.
 // `more` (waitUntil promises pending) sends it and ends it with http.finish, so
-// it leaves before they settle.
-async function sendResponse(response, more) {
+// it leaves before they settle. A response made from a string is answered at
+// once; one whose bytes must be read back, or a stream, returns a promise.
+function sendResponse(response, more) {
   const head = { status: response.status, headers: headerList(response.headers) };
   const answer = hostAnswered.get(response);
   if (answer) return JSON.stringify({ ...head, ...answer });
-  if (!streamed.has(response)) {
-    const bytes = new Uint8Array(await response.arrayBuffer());
-    if (bytes.byteLength <= INLINE_MAX && !more()) {
-      head.body = bytes.toBase64();
-      return JSON.stringify(head);
-    }
-    head.length = bytes.byteLength;
-    sendHead(JSON.stringify(head));
-    sendBytes(bytes);
-    if (more()) finish();
-    return SENT;
+  if (streamed.has(response)) return sendStream(response, head, more);
+  const text = texts.get(response);
+  if (text !== undefined && !response.bodyUsed) return sendComplete(utf8.encode(text), head, more);
+  return response.arrayBuffer().then((buffer) => sendComplete(new Uint8Array(buffer), head, more));
+}
+
+function sendComplete(bytes, head, more) {
+  if (bytes.byteLength <= INLINE_MAX && !more()) {
+    head.body = bytes.toBase64();
+    return JSON.stringify(head);
   }
+  head.length = bytes.byteLength;
+  sendHead(JSON.stringify(head));
+  sendBytes(bytes);
+  if (more()) finish();
+  return SENT;
+}
+
+async function sendStream(response, head, more) {
   sendHead(JSON.stringify(head));
   const reader = response.body.getReader();
   for (;;) {
@@ -306,7 +326,7 @@ async function sendResponse(response, more) {
       if (more()) finish();
       return SENT;
     }
-    if (typeof value === 'string') sendBytes(new TextEncoder().encode(value));
+    if (typeof value === 'string') sendBytes(utf8.encode(value));
     else if (value instanceof Uint8Array) sendBytes(value);
     else if (ArrayBuffer.isView(value)) sendBytes(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
     else if (value instanceof ArrayBuffer) sendBytes(new Uint8Array(value));
@@ -348,7 +368,12 @@ function cronHandler(app, crons, name) {
   throw new TypeError(`no handler for cron entry '${name}': give it a "file" or export default { async scheduled(event, ctx) { ... } }`);
 }
 
-async function serveFetch(app, json) {
+// Answers a request: the export's result, or a promise of it. Every promise
+// costs the engine a capture of the JS stack (a tenth of the whole call for the
+// few an async handler needs), so the usual path makes none of its own: the
+// handler's promise is followed with one `then`, and a response made from a
+// string is sent without awaiting anything.
+function serveFetch(app, json) {
   const head = JSON.parse(json);
   startClock(head.timeoutMs);
   currentRequestId = head.requestId;
@@ -374,13 +399,27 @@ async function serveFetch(app, json) {
       waitUntil: extended.waitUntil,
       passThroughOnException() {},
     };
-    const response = await app.fetch(request, ctx);
+    const returned = (head.warmUp ? warmUpApp : app).fetch(request, ctx);
+    const answer = (response) => respond(response, extended);
+    return typeof returned?.then === 'function' ? returned.then(answer, failure) : answer(returned);
+  } catch (e) {
+    return failure(e);
+  }
+}
+
+function respond(response, extended) {
+  try {
     if (!(response instanceof NativeResponse)) {
       throw new TypeError(`fetch must return a Response, got ${response === null ? 'null' : typeof response}`);
     }
-    const result = await sendResponse(response, () => extended.pending.length > 0);
-    await extended.settled();
-    return result;
+    const result = sendResponse(response, () => extended.pending.length > 0);
+    if (typeof result === 'string' && !extended.pending.length) return result;
+    return Promise.resolve(result)
+      .then(async (sent) => {
+        await extended.settled();
+        return sent;
+      })
+      .catch(failure);
   } catch (e) {
     return failure(e);
   }
@@ -444,7 +483,28 @@ export function mountPrefix() {
 // and the realm in which componentize-js evaluates its export/import bindings
 // (each export call there builds a promise and typed-array and DataView views
 // of memory), reached through the Function constructor of an imported function.
-function warmUp() {
+// Build-time warm-up. componentize-js snapshots the module's top level with
+// Wizer, and every request starts from that snapshot in a fresh instance, so
+// whatever the engine creates lazily on first use (standard constructors and
+// prototypes, object shapes, atoms, the stack frames each promise records) is
+// paid by every request unless it exists at build time. So one request is served
+// at build time through the whole export path, componentize-js's glue included
+// (guest-sdk/build.mjs calls the export once the bindings are bound), by this
+// built-in app instead of the app's own (no app code runs at build time, and
+// nothing reaches the host: the response is inline). The realm in which
+// componentize-js evaluates its bindings (each export call there builds a
+// promise and typed-array and DataView views of memory) is reached here through
+// the Function constructor of an imported function.
+const warmUpApp = {
+  async fetch(request) {
+    new URL(request.url).searchParams.get('q');
+    request.headers.get('host');
+    new Response('', { status: 404 });
+    return Response.json({ ok: true });
+  },
+};
+
+function warmUpBindingsRealm() {
   try {
     logWrite.constructor(`
       for (const name of Object.getOwnPropertyNames(globalThis)) {
@@ -461,19 +521,5 @@ function warmUp() {
   } catch {
     // A componentize-js that lays out its bindings differently only loses the warm-up.
   }
-  const app = {
-    async fetch(request) {
-      new URL(request.url).searchParams.get('q');
-      request.headers.get('host');
-      new Response('', { status: 404 });
-      return Response.json({ ok: true });
-    },
-  };
-  const head = { method: 'GET', url: 'http://warm-up/?q=1', headers: [['host', 'warm-up']], requestId: '', hasBody: false, app: '' };
-  serveFetch(app, JSON.stringify(head)).then(() => {
-    currentRequestId = '';
-    currentApp = '';
-    currentRequest = null;
-  });
 }
-warmUp();
+warmUpBindingsRealm();
