@@ -114,12 +114,12 @@ class Bucket {
   }
 
   // Lists one "folder": objects directly under `path` and its subfolders (as
-  // entries with id null), like storage-js. `cursor` continues a listing that
-  // replied with `cursor`.
-  async list(path = '', { limit = 100, cursor, search = '' } = {}) {
+  // entries with id null), like storage-js. `offset` skips that many entries;
+  // `cursor` continues a listing that replied with `cursor`.
+  async list(path = '', { limit = 100, offset = 0, cursor, search = '' } = {}) {
     const prefix = folderPrefix(path);
     const r = ask(call, {
-      op: 'list', bucket: this.bucket, prefix: prefix + search, delimiter: '/', limit, start: cursor ?? '',
+      op: 'list', bucket: this.bucket, prefix: prefix + search, delimiter: '/', limit, offset, start: cursor ?? '',
     });
     if (r.error) return r;
     const folders = r.data.prefixes.map((p) => ({

@@ -207,8 +207,8 @@ export interface Bucket {
   download(path: string): Promise<StorageReply<Blob>>;
   /** A Response the host fills from storage (ETag, Last-Modified, 304, Range): the bytes skip the sandbox. */
   stream(path: string, options?: { range?: string | null; status?: number; headers?: HeadersInit }): Response;
-  /** One folder: objects directly under `path`, and its subfolders. */
-  list(path?: string, options?: { limit?: number; cursor?: string; search?: string }): Promise<StorageReply<FileObject[]> & { cursor?: string }>;
+  /** One folder: objects directly under `path`, and its subfolders; `offset` skips that many entries. */
+  list(path?: string, options?: { limit?: number; offset?: number; cursor?: string; search?: string }): Promise<StorageReply<FileObject[]> & { cursor?: string }>;
   head(path: string): Promise<StorageReply<ObjectInfo>>;
   info(path: string): Promise<StorageReply<ObjectInfo>>;
   exists(path: string): Promise<StorageReply<boolean>>;

@@ -3,7 +3,7 @@
 //   PUT  /bytes/BUCKET/KEY   reads the body in the guest, uploads the bytes
 //   PUT  /chunks/BUCKET/KEY?n=N&size=S  uploads a ReadableStream of N generated chunks
 //   GET  /get/BUCKET/KEY     downloads and returns the bytes
-//   GET  /list/BUCKET?path=&cursor=&limit=   GET /head/BUCKET/KEY   GET /exists/BUCKET/KEY
+//   GET  /list/BUCKET?path=&cursor=&limit=&offset=   GET /head/BUCKET/KEY   GET /exists/BUCKET/KEY
 //   DELETE /o/BUCKET?keys=a,b   POST /copy|move/BUCKET {from, to, destinationBucket, upsert}
 import { storage } from 'fazt';
 
@@ -44,7 +44,8 @@ export default {
     if (action === 'list') {
       const cursor = url.searchParams.get('cursor') ?? undefined;
       const limit = Number(url.searchParams.get('limit') ?? 100);
-      return json(await b.list(url.searchParams.get('path') ?? '', { limit, cursor }));
+      const offset = Number(url.searchParams.get('offset') ?? 0);
+      return json(await b.list(url.searchParams.get('path') ?? '', { limit, offset, cursor }));
     }
     if (action === 'head') return json(await b.head(key));
     if (action === 'exists') return json(await b.exists(key));
