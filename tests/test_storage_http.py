@@ -92,6 +92,15 @@ def test_signed_and_public_urls(host):
     ok(s.request("PUT", "/files/pipe/avatars/u/q%3Fx%3D1%23frag%25?upsert=1", content=b"odd key"))  # u/q?x=1#frag%
     assert s.get(ok(s.get("/files/public/avatars/u/q%3Fx%3D1%23frag%25"))["publicUrl"]).content == b"odd key"
     assert s.get("/files/storage/v1/object/public/docs/priv.txt").status_code == 404  # private bucket
+    assert "content-disposition" not in s.get(url).headers
+    saved = s.get(ok(s.get("/files/sign/docs/priv.txt?download=r%C3%A9sum%C3%A9.txt"))["signedUrl"])
+    assert saved.content == b"private bytes"
+    assert saved.headers["content-disposition"] == "attachment; filename*=UTF-8''r%C3%A9sum%C3%A9.txt"
+    assert s.get(ok(s.get("/files/sign/docs/priv.txt?download"))["signedUrl"]).headers["content-disposition"] == "attachment"
+    assert s.get(ok(s.get("/files/public/avatars/pub.png?download"))["publicUrl"]).headers["content-disposition"] == "attachment"
+    many = ok(s.get("/files/signs/docs?keys=priv.txt,none.txt"))
+    assert s.get(many[0]["signedUrl"]).content == b"private bytes" and many[0]["error"] is None
+    assert many[1] == {"error": "Object not found", "path": "none.txt", "signedUrl": None}
     upload = ok(s.get("/files/sign-upload/docs/via-url.bin"))["signedUrl"]
     put = s.request("PUT", upload, content=DATA, headers={"content-type": "application/x-thing"})
     assert put.status_code == 200 and put.json()["Key"] == "docs/via-url.bin"

@@ -51,6 +51,11 @@ function encodeKey(path) {
   return path.split('/').map(encodeURIComponent).join('/');
 }
 
+function downloadQuery(download, sep) {
+  if (!download) return '';
+  return `${sep}download=${download === true ? '' : encodeURIComponent(download)}`;
+}
+
 function folderPrefix(path) {
   return !path ? '' : path.endsWith('/') ? path : `${path}/`;
 }
@@ -167,9 +172,21 @@ class Bucket {
     return hostResponse({ object }, { status, headers });
   }
 
-  async createSignedUrl(path, expiresIn) {
+  // `download`: true, or a file name, makes the URL serve the object as an attachment (as storage-js).
+  async createSignedUrl(path, expiresIn, { download } = {}) {
     const r = ask(call, { op: 'sign', bucket: this.bucket, key: path, expiresIn });
-    return r.error ? r : { data: { signedUrl: r.data.signedUrl }, error: null };
+    return r.error ? r : { data: { signedUrl: r.data.signedUrl + downloadQuery(download, '&') }, error: null };
+  }
+
+  // storage-js's shape: one entry per path, a missing object as that entry's `error` (a message).
+  async createSignedUrls(paths, expiresIn, options = {}) {
+    const data = [];
+    for (const path of paths) {
+      const r = await this.createSignedUrl(path, expiresIn, options);
+      if (r.error && r.error.statusCode !== '404') return r;
+      data.push({ error: r.error ? r.error.message : null, path, signedUrl: r.data ? r.data.signedUrl : null });
+    }
+    return { data, error: null };
   }
 
   async createSignedUploadUrl(path, { expiresIn = 7200 } = {}) {
@@ -178,8 +195,9 @@ class Bucket {
   }
 
   // The URL of an object in a public bucket (fazt.json storage.buckets.NAME.public).
-  getPublicUrl(path) {
-    return { data: { publicUrl: `${mountPrefix()}/storage/v1/object/public/${this.bucket}/${encodeKey(path)}` } };
+  getPublicUrl(path, { download } = {}) {
+    const url = `${mountPrefix()}/storage/v1/object/public/${this.bucket}/${encodeKey(path)}`;
+    return { data: { publicUrl: url + downloadQuery(download, '?') } };
   }
 
   // An existing destination is refused with Duplicate unless `upsert: true`.

@@ -218,11 +218,13 @@ export interface Bucket {
   /** Refuses an existing destination with `Duplicate` (409) unless `upsert: true`, which replaces it. */
   move(from: string, to: string, options?: { destinationBucket?: string; upsert?: boolean }): Promise<StorageReply<{ message: string }>>;
   /** A URL (absolute path on this host) that GETs the object without the app until it expires. */
-  createSignedUrl(path: string, expiresIn: number): Promise<StorageReply<{ signedUrl: string }>>;
+  createSignedUrl(path: string, expiresIn: number, options?: { download?: string | boolean }): Promise<StorageReply<{ signedUrl: string }>>;
+  /** One entry per path; a missing object gives its entry an `error` message and `signedUrl: null`. */
+  createSignedUrls(paths: string[], expiresIn: number, options?: { download?: string | boolean }): Promise<StorageReply<{ error: string | null; path: string; signedUrl: string | null }[]>>;
   /** A URL that takes one PUT of the object's bytes, for two hours (or `expiresIn` seconds). */
   createSignedUploadUrl(path: string, options?: { expiresIn?: number }): Promise<StorageReply<{ signedUrl: string; path: string; token: string }>>;
   /** For buckets declared public in fazt.json. */
-  getPublicUrl(path: string): { data: { publicUrl: string } };
+  getPublicUrl(path: string, options?: { download?: string | boolean }): { data: { publicUrl: string } };
 }
 
 export const storage: {

@@ -4,6 +4,7 @@
 //   PUT  /chunks/BUCKET/KEY?n=N&size=S  uploads a ReadableStream of N generated chunks
 //   GET  /get/BUCKET/KEY     downloads and returns the bytes
 //   GET  /list/BUCKET?path=&cursor=&limit=&offset=   GET /head/BUCKET/KEY   GET /exists/BUCKET/KEY
+//   GET  /sign/BUCKET/KEY?expires=&download=   GET /signs/BUCKET?keys=a,b   GET /public/BUCKET/KEY?download
 //   DELETE /o/BUCKET?keys=a,b   POST /copy|move/BUCKET {from, to, destinationBucket, upsert}
 import { storage } from 'fazt';
 
@@ -61,9 +62,13 @@ export default {
       if (url.searchParams.has('framing')) Object.assign(headers, { 'content-length': '5', 'x-fazt-request-id': 'forged' });
       return b.stream(key, { ...opts, headers });
     }
-    if (action === 'sign') return json(await b.createSignedUrl(key, Number(url.searchParams.get('expires') ?? 60)));
+    if (action === 'sign') {
+      const download = url.searchParams.has('download') ? url.searchParams.get('download') || true : undefined;
+      return json(await b.createSignedUrl(key, Number(url.searchParams.get('expires') ?? 60), { download }));
+    }
+    if (action === 'signs') return json(await b.createSignedUrls(url.searchParams.get('keys').split(','), 60));
     if (action === 'sign-upload') return json(await b.createSignedUploadUrl(key));
-    if (action === 'public') return json(b.getPublicUrl(key));
+    if (action === 'public') return json(b.getPublicUrl(key, { download: url.searchParams.has('download') }));
     return json({ error: 'not found' }, 404);
   },
 };
