@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import time
+from datetime import datetime
 from email.utils import formatdate
 
 import apsw
@@ -46,6 +47,10 @@ def test_three_ways_in_and_two_ways_out(host):
     assert streamed.headers["cache-control"] == "private, max-age=60" and streamed.headers["content-length"] == str(len(DATA))
     head = ok(s.get("/files/head/avatars/u/42.png"))
     assert head["size"] == len(DATA) and head["contentType"] == "image/png" and head["metadata"] == {"note": "me"}
+    info = ok(s.get("/files/info/avatars/u/42.png"))  # storage-js's shape
+    assert info["name"] == "u/42.png" and info["bucketId"] == "avatars" and info["etag"] == f'"{MD5}"'
+    assert info["size"] == len(DATA) and info["contentType"] == "image/png" and info["metadata"] == {"note": "me"}
+    assert info["createdAt"].endswith("Z") and time.time() - datetime.fromisoformat(info["lastModified"]).timestamp() < 60
     assert ok(s.request("PUT", "/files/text/docs/t.txt"))["path"] == "t.txt"
     assert s.get("/files/get/docs/t.txt").text == "hello text"
 

@@ -31,17 +31,19 @@ async function toBytes(body) {
   return null;
 }
 
+const iso = (seconds) => new Date(seconds * 1000).toISOString();
+
 function entry(o, prefix) {
   // The storage-js list shape: names relative to the listed folder, metadata with size and type.
   return {
     name: o.key.slice(prefix.length),
     id: o.etag,
-    updated_at: new Date(o.updatedAt * 1000).toISOString(),
-    created_at: new Date(o.createdAt * 1000).toISOString(),
+    updated_at: iso(o.updatedAt),
+    created_at: iso(o.createdAt),
     last_accessed_at: null,
     metadata: {
       size: o.size, mimetype: o.contentType, eTag: `"${o.etag}"`,
-      lastModified: new Date(o.updatedAt * 1000).toISOString(), ...o.metadata,
+      lastModified: iso(o.updatedAt), ...o.metadata,
     },
   };
 }
@@ -140,8 +142,18 @@ class Bucket {
     return r.error ? r : { data: r.data, error: null };
   }
 
+  // storage-js's info(): camelCase fields, ISO 8601 times, `name` the whole key (head() has epoch seconds).
   async info(path) {
-    return this.head(path);
+    const r = await this.head(path);
+    if (r.error) return r;
+    const o = r.data;
+    return {
+      data: {
+        id: o.etag, name: o.key, bucketId: o.bucket, size: o.size, contentType: o.contentType,
+        etag: `"${o.etag}"`, metadata: o.metadata, createdAt: iso(o.createdAt), lastModified: iso(o.updatedAt),
+      },
+      error: null,
+    };
   }
 
   async exists(path) {

@@ -192,6 +192,23 @@ export interface ObjectInfo {
   updatedAt: number;
 }
 
+/** What info() gives: storage-js's shape. */
+export interface FileInfo {
+  /** MD5 of the bytes, hex (storage-js: the object's id). */
+  id: string;
+  /** The whole key. */
+  name: string;
+  bucketId: string;
+  size: number;
+  contentType: string;
+  /** The MD5 in quotes, as the ETag header has it. */
+  etag: string;
+  metadata: Record<string, string>;
+  /** ISO 8601. */
+  createdAt: string;
+  lastModified: string;
+}
+
 export interface Bucket {
   /**
    * Stores an object. Passing the request (or `request.body`, unread) pipes it from the socket into
@@ -210,7 +227,7 @@ export interface Bucket {
   /** One folder: objects directly under `path`, and its subfolders; `offset` skips that many entries. */
   list(path?: string, options?: { limit?: number; offset?: number; cursor?: string; search?: string }): Promise<StorageReply<FileObject[]> & { cursor?: string }>;
   head(path: string): Promise<StorageReply<ObjectInfo>>;
-  info(path: string): Promise<StorageReply<ObjectInfo>>;
+  info(path: string): Promise<StorageReply<FileInfo>>;
   exists(path: string): Promise<StorageReply<boolean>>;
   remove(paths: string[]): Promise<StorageReply<FileObject[]>>;
   /** Refuses an existing destination with `Duplicate` (409) unless `upsert: true`, which replaces it. */

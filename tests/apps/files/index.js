@@ -3,7 +3,7 @@
 //   PUT  /bytes/BUCKET/KEY   reads the body in the guest, uploads the bytes
 //   PUT  /chunks/BUCKET/KEY?n=N&size=S  uploads a ReadableStream of N generated chunks
 //   GET  /get/BUCKET/KEY     downloads and returns the bytes
-//   GET  /list/BUCKET?path=&cursor=&limit=&offset=   GET /head/BUCKET/KEY   GET /exists/BUCKET/KEY
+//   GET  /list/BUCKET?path=&cursor=&limit=&offset=   GET /head|info|exists/BUCKET/KEY
 //   GET  /sign/BUCKET/KEY?expires=&download=   GET /signs/BUCKET?keys=a,b   GET /public/BUCKET/KEY?download
 //   DELETE /o/BUCKET?keys=a,b   POST /copy|move/BUCKET {from, to, destinationBucket, upsert}
 import { storage } from 'fazt';
@@ -49,6 +49,7 @@ export default {
       return json(await b.list(url.searchParams.get('path') ?? '', { limit, offset, cursor }));
     }
     if (action === 'head') return json(await b.head(key));
+    if (action === 'info') return json(await b.info(key));
     if (action === 'exists') return json(await b.exists(key));
     if (action === 'o' && request.method === 'DELETE') return json(await b.remove(url.searchParams.get('keys').split(',')));
     if (action === 'copy' || action === 'move') {
