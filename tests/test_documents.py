@@ -238,6 +238,7 @@ def test_projection_order_range_count_single(db):
     assert db.run(collection="notes", where=[["eq", "name", "nobody"]], single="one")["error"]["code"] == "PGRST116"
     # Reading a collection that was never written is empty, not an error.
     assert db.ok(collection="never", count="exact") ["data"] == []
+    assert db.ok(collection="never", count="exact", head=True)["data"] is None  # head: never rows
 
 
 def test_estimated_count_is_close_on_a_large_filtered_collection(db):

@@ -228,7 +228,9 @@ class Store:
         if cid is None:
             sql.projection(op.columns)  # still refuse bad columns
             sql.Filter().all(op.where)
-            return self._single([], op) if op.single else Result("[]", 0 if op.count else None)
+            if op.single:
+                return self._single([], op)
+            return Result("null" if op.head else "[]", 0 if op.count else None)
         table = table_name(cid)
         count = self._count(cid, table, op) if op.count else None
         if op.head:
