@@ -143,10 +143,15 @@ export interface QueryBuilder<T = Document> extends PromiseLike<Reply<T[]>> {
   /** One row or `data: null`. */
   maybeSingle(): SingleBuilder<T>;
   throwOnError(): QueryBuilder<T>;
+  /** Casts the rows' type (supabase-js's); nothing changes at run time. */
+  returns<U>(): QueryBuilder<U>;
+  overrideTypes<U>(): QueryBuilder<U>;
 }
 
 export interface SingleBuilder<T> extends PromiseLike<Reply<T>> {
   throwOnError(): SingleBuilder<T>;
+  returns<U>(): SingleBuilder<U>;
+  overrideTypes<U>(): SingleBuilder<U>;
 }
 
 export const db: {
