@@ -82,6 +82,8 @@ def test_insert_assigns_sortable_ids_and_stamps(db):
     # Without .select(), writes return data null (as supabase-js does).
     reply = db.ok(op="insert", collection="notes", values={"name": "q"})
     assert reply["data"] is None and reply["status"] == 201
+    one = db.ok(op="insert", collection="notes", values={"name": "r"}, returning=True, single="one")
+    assert one["data"]["name"] == "r" and one["status"] == 201  # .insert().select().single()
 
 
 @pytest.mark.parametrize(

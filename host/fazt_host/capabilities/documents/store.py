@@ -255,11 +255,11 @@ class Store:
         return Result("[" + ",".join(rows) + "]", count, 200, cursor)
 
     @staticmethod
-    def _single(rows: list[str], op: Operation) -> Result:
+    def _single(rows: list[str], op: Operation, status: int = 200) -> Result:
         if len(rows) == 1:
-            return Result(rows[0], None)
+            return Result(rows[0], None, status)
         if not rows and op.single == "maybe":
-            return Result("null", None)
+            return Result("null", None, status)
         raise DocError(
             "JSON object requested, multiple (or no) rows returned", "PGRST116", 406,
             f"The result contains {'more than one row' if rows else '0 rows'}",
@@ -462,7 +462,7 @@ def _written(rows: list[str], op: Operation, status: int, n: int) -> Result:
     if not op.returning:
         return Result("null", count, status if status != 200 else 204)
     if op.single:
-        return Store._single(rows, op)
+        return Store._single(rows, op, status)  # an insert's row is still 201 Created
     return Result("[" + ",".join(rows) + "]", count, status)
 
 
