@@ -91,7 +91,8 @@ def test_signed_and_public_urls(host):
     short = ok(s.get("/files/sign/docs/priv.txt?expires=1"))["signedUrl"]
     time.sleep(2.1)
     assert s.get(short).json()["error"] == "ExpiredToken"
-    assert s.get("/files/sign/docs/none.txt").json()["error"]["statusCode"] == "404"
+    assert s.get("/files/sign/docs/none.txt").json()["error"] == {
+        "message": "Object not found", "statusCode": "404", "status": 404, "error": "not_found"}
     public = ok(s.get("/files/public/avatars/pub.png"))["publicUrl"]
     assert s.get(public).content == b"public bytes"
     ok(s.request("PUT", "/files/pipe/avatars/u/q%3Fx%3D1%23frag%25?upsert=1", content=b"odd key"))  # u/q?x=1#frag%

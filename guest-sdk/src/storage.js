@@ -5,8 +5,9 @@
 //   const { data } = await b.list('u/', { limit: 100 });
 //
 // Replies are `{ data, error }`; errors are values (`error.message`,
-// `error.statusCode`, `error.error`). Uploading the request's own body pipes
-// it from the socket into storage on the host: it never enters the sandbox.
+// `error.statusCode`, `error.status`, `error.error`). Uploading the request's
+// own body pipes it from the socket into storage on the host: it never enters
+// the sandbox.
 import {
   call, uploadBegin, uploadWrite, uploadFinish, uploadRequest, downloadBegin, downloadRead,
 } from 'fazt:host/storage@0.1.0';
@@ -19,7 +20,7 @@ function ask(fn, op) {
 }
 
 function failed(message, statusCode = '400', error = 'InvalidRequest') {
-  return { data: null, error: { message, statusCode, error } };
+  return { data: null, error: { message, statusCode, status: Number(statusCode), error } };
 }
 
 async function toBytes(body) {

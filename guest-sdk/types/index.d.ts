@@ -165,6 +165,8 @@ export interface StorageErrorShape {
   message: string;
   /** HTTP status as a string, e.g. `'404'`, `'409'` (exists), `'413'` (quota or body limit). */
   statusCode: string;
+  /** The same status as a number, e.g. `404`. */
+  status: number;
   /** A code: `not_found`, `Duplicate`, `InvalidKey`, `InvalidBucketName`, `QuotaExceeded`, ... */
   error: string;
 }

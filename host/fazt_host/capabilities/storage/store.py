@@ -149,7 +149,8 @@ MAX_KEY_BYTES = 1024
 
 
 class StorageError(Exception):
-    """A refused request: `{"error": {"message", "statusCode", "error"}}` for the app (storage-js shape)."""
+    """A refused request: `{"error": {"message", "statusCode", "status", "error"}}` for the app (storage-js
+    shape: its StorageApiError has the HTTP status both as the string `statusCode` and the number `status`)."""
 
     def __init__(self, message: str, status: int = 400, error: str = "InvalidRequest"):
         super().__init__(message)
@@ -157,7 +158,7 @@ class StorageError(Exception):
         self.error = error
 
     def to_json(self) -> dict[str, Any]:
-        return {"message": str(self), "statusCode": str(self.status), "error": self.error}
+        return {"message": str(self), "statusCode": str(self.status), "status": self.status, "error": self.error}
 
 
 def duplicate() -> StorageError:
