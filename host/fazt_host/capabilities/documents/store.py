@@ -334,9 +334,10 @@ class Store:
         return result
 
     def _values(self, op: Operation) -> list[Any]:
+        # An empty list writes nothing, as PostgREST takes `[]`: an app's batch that happens to be empty.
         values = op.values if isinstance(op.values, list) else [op.values]
-        if not values or op.values is None:
-            raise DocError(f"{op.op} needs an object or a non-empty list of objects", "22P02")
+        if op.values is None:
+            raise DocError(f"{op.op} needs an object or a list of objects", "22P02")
         if len(values) > 100_000:
             raise DocError("insert at most 100000 documents at once (use fazt-host import for more)", "54000")
         return values
