@@ -113,6 +113,7 @@ def test_insert_assigns_sortable_ids_and_stamps(db):
         ([["is", "city", None]], ["Eve%_"]),
         ([["is", "active", True]], ["Bob"]),
         ([["is", "active", False]], ["cy"]),
+        ([["not", ["is", "active", True]]], ["ada", "cy", "dee", "Eve%_"]),  # IS TRUE is never NULL
         ([["eq", "active", True]], ["Bob"]),
         ([["contains", "tags", ["code"]]], ["ada", "dee"]),
         ([["contains", "tags", ["code", "math"]]], ["ada"]),
