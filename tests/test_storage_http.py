@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import time
+from datetime import datetime
 from email.utils import formatdate
 
 import apsw
@@ -46,6 +47,10 @@ def test_three_ways_in_and_two_ways_out(host):
     assert streamed.headers["cache-control"] == "private, max-age=60" and streamed.headers["content-length"] == str(len(DATA))
     head = ok(s.get("/files/head/avatars/u/42.png"))
     assert head["size"] == len(DATA) and head["contentType"] == "image/png" and head["metadata"] == {"note": "me"}
+    info = ok(s.get("/files/info/avatars/u/42.png"))  # storage-js's shape
+    assert info["name"] == "u/42.png" and info["bucketId"] == "avatars" and info["etag"] == f'"{MD5}"'
+    assert info["size"] == len(DATA) and info["contentType"] == "image/png" and info["metadata"] == {"note": "me"}
+    assert info["createdAt"].endswith("Z") and time.time() - datetime.fromisoformat(info["lastModified"]).timestamp() < 60
     assert ok(s.request("PUT", "/files/text/docs/t.txt"))["path"] == "t.txt"
     assert s.get("/files/get/docs/t.txt").text == "hello text"
 
@@ -86,12 +91,22 @@ def test_signed_and_public_urls(host):
     short = ok(s.get("/files/sign/docs/priv.txt?expires=1"))["signedUrl"]
     time.sleep(2.1)
     assert s.get(short).json()["error"] == "ExpiredToken"
-    assert s.get("/files/sign/docs/none.txt").json()["error"]["statusCode"] == "404"
+    assert s.get("/files/sign/docs/none.txt").json()["error"] == {
+        "message": "Object not found", "statusCode": "404", "status": 404, "error": "not_found"}
     public = ok(s.get("/files/public/avatars/pub.png"))["publicUrl"]
     assert s.get(public).content == b"public bytes"
     ok(s.request("PUT", "/files/pipe/avatars/u/q%3Fx%3D1%23frag%25?upsert=1", content=b"odd key"))  # u/q?x=1#frag%
     assert s.get(ok(s.get("/files/public/avatars/u/q%3Fx%3D1%23frag%25"))["publicUrl"]).content == b"odd key"
     assert s.get("/files/storage/v1/object/public/docs/priv.txt").status_code == 404  # private bucket
+    assert "content-disposition" not in s.get(url).headers
+    saved = s.get(ok(s.get("/files/sign/docs/priv.txt?download=r%C3%A9sum%C3%A9.txt"))["signedUrl"])
+    assert saved.content == b"private bytes"
+    assert saved.headers["content-disposition"] == "attachment; filename*=UTF-8''r%C3%A9sum%C3%A9.txt"
+    assert s.get(ok(s.get("/files/sign/docs/priv.txt?download"))["signedUrl"]).headers["content-disposition"] == "attachment"
+    assert s.get(ok(s.get("/files/public/avatars/pub.png?download"))["publicUrl"]).headers["content-disposition"] == "attachment"
+    many = ok(s.get("/files/signs/docs?keys=priv.txt,none.txt"))
+    assert s.get(many[0]["signedUrl"]).content == b"private bytes" and many[0]["error"] is None
+    assert many[1] == {"error": "Object not found", "path": "none.txt", "signedUrl": None}
     upload = ok(s.get("/files/sign-upload/docs/via-url.bin"))["signedUrl"]
     put = s.request("PUT", upload, content=DATA, headers={"content-type": "application/x-thing"})
     assert put.status_code == 200 and put.json()["Key"] == "docs/via-url.bin"
@@ -195,6 +210,8 @@ def test_listing_copy_move_remove_through_the_sdk(host):
     page = s.get("/files/list/docs?path=l&limit=2").json()
     rest = s.get(f"/files/list/docs?path=l&limit=2&cursor={page['cursor']}").json()
     assert len(page["data"]) == 2 and len(rest["data"]) == 1 and "cursor" not in rest
+    by_offset = [s.get(f"/files/list/docs?path=l&limit=2&offset={o}").json()["data"] for o in (0, 2, 4)]
+    assert sorted(e["name"] for page in by_offset for e in page) == ["a.txt", "b.txt", "sub"] and by_offset[2] == []
     ok(s.request("POST", "/files/copy/docs", json={"from": "l/a.txt", "to": "l/a2.txt"}))
     ok(s.request("POST", "/files/move/docs", json={"from": "l/b.txt", "to": "m/b.txt", "destinationBucket": "avatars"}))
     assert s.get("/files/get/avatars/m/b.txt").content == b"l/b.txt"

@@ -199,6 +199,9 @@ class QueryBuilder {
   single() { this.op.single = 'one'; return this; }
   maybeSingle() { this.op.single = 'maybe'; return this; }
   throwOnError() { this.shouldThrow = true; return this; }
+  // supabase-js's type casts (`.returns<T>()`): TypeScript's business, nothing at run time.
+  returns() { return this; }
+  overrideTypes() { return this; }
 
   // ---- running it ----
   toJSON() { return this.op; }

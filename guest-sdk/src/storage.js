@@ -5,8 +5,9 @@
 //   const { data } = await b.list('u/', { limit: 100 });
 //
 // Replies are `{ data, error }`; errors are values (`error.message`,
-// `error.statusCode`, `error.error`). Uploading the request's own body pipes
-// it from the socket into storage on the host: it never enters the sandbox.
+// `error.statusCode`, `error.status`, `error.error`). Uploading the request's
+// own body pipes it from the socket into storage on the host: it never enters
+// the sandbox.
 import {
   call, uploadBegin, uploadWrite, uploadFinish, uploadRequest, downloadBegin, downloadRead,
 } from 'fazt:host/storage@0.1.0';
@@ -19,7 +20,7 @@ function ask(fn, op) {
 }
 
 function failed(message, statusCode = '400', error = 'InvalidRequest') {
-  return { data: null, error: { message, statusCode, error } };
+  return { data: null, error: { message, statusCode, status: Number(statusCode), error } };
 }
 
 async function toBytes(body) {
@@ -31,17 +32,19 @@ async function toBytes(body) {
   return null;
 }
 
+const iso = (seconds) => new Date(seconds * 1000).toISOString();
+
 function entry(o, prefix) {
   // The storage-js list shape: names relative to the listed folder, metadata with size and type.
   return {
     name: o.key.slice(prefix.length),
     id: o.etag,
-    updated_at: new Date(o.updatedAt * 1000).toISOString(),
-    created_at: new Date(o.createdAt * 1000).toISOString(),
+    updated_at: iso(o.updatedAt),
+    created_at: iso(o.createdAt),
     last_accessed_at: null,
     metadata: {
       size: o.size, mimetype: o.contentType, eTag: `"${o.etag}"`,
-      lastModified: new Date(o.updatedAt * 1000).toISOString(), ...o.metadata,
+      lastModified: iso(o.updatedAt), ...o.metadata,
     },
   };
 }
@@ -49,6 +52,11 @@ function entry(o, prefix) {
 // A key in a URL path: each segment escaped ('?', '#', '%'...), the '/' between them kept.
 function encodeKey(path) {
   return path.split('/').map(encodeURIComponent).join('/');
+}
+
+function downloadQuery(download, sep) {
+  if (!download) return '';
+  return `${sep}download=${download === true ? '' : encodeURIComponent(download)}`;
 }
 
 function folderPrefix(path) {
@@ -114,12 +122,12 @@ class Bucket {
   }
 
   // Lists one "folder": objects directly under `path` and its subfolders (as
-  // entries with id null), like storage-js. `cursor` continues a listing that
-  // replied with `cursor`.
-  async list(path = '', { limit = 100, cursor, search = '' } = {}) {
+  // entries with id null), like storage-js. `offset` skips that many entries;
+  // `cursor` continues a listing that replied with `cursor`.
+  async list(path = '', { limit = 100, offset = 0, cursor, search = '' } = {}) {
     const prefix = folderPrefix(path);
     const r = ask(call, {
-      op: 'list', bucket: this.bucket, prefix: prefix + search, delimiter: '/', limit, start: cursor ?? '',
+      op: 'list', bucket: this.bucket, prefix: prefix + search, delimiter: '/', limit, offset, start: cursor ?? '',
     });
     if (r.error) return r;
     const folders = r.data.prefixes.map((p) => ({
@@ -135,8 +143,18 @@ class Bucket {
     return r.error ? r : { data: r.data, error: null };
   }
 
+  // storage-js's info(): camelCase fields, ISO 8601 times, `name` the whole key (head() has epoch seconds).
   async info(path) {
-    return this.head(path);
+    const r = await this.head(path);
+    if (r.error) return r;
+    const o = r.data;
+    return {
+      data: {
+        id: o.etag, name: o.key, bucketId: o.bucket, size: o.size, contentType: o.contentType,
+        etag: `"${o.etag}"`, metadata: o.metadata, createdAt: iso(o.createdAt), lastModified: iso(o.updatedAt),
+      },
+      error: null,
+    };
   }
 
   async exists(path) {
@@ -167,9 +185,21 @@ class Bucket {
     return hostResponse({ object }, { status, headers });
   }
 
-  async createSignedUrl(path, expiresIn) {
+  // `download`: true, or a file name, makes the URL serve the object as an attachment (as storage-js).
+  async createSignedUrl(path, expiresIn, { download } = {}) {
     const r = ask(call, { op: 'sign', bucket: this.bucket, key: path, expiresIn });
-    return r.error ? r : { data: { signedUrl: r.data.signedUrl }, error: null };
+    return r.error ? r : { data: { signedUrl: r.data.signedUrl + downloadQuery(download, '&') }, error: null };
+  }
+
+  // storage-js's shape: one entry per path, a missing object as that entry's `error` (a message).
+  async createSignedUrls(paths, expiresIn, options = {}) {
+    const data = [];
+    for (const path of paths) {
+      const r = await this.createSignedUrl(path, expiresIn, options);
+      if (r.error && r.error.statusCode !== '404') return r;
+      data.push({ error: r.error ? r.error.message : null, path, signedUrl: r.data ? r.data.signedUrl : null });
+    }
+    return { data, error: null };
   }
 
   async createSignedUploadUrl(path, { expiresIn = 7200 } = {}) {
@@ -178,8 +208,9 @@ class Bucket {
   }
 
   // The URL of an object in a public bucket (fazt.json storage.buckets.NAME.public).
-  getPublicUrl(path) {
-    return { data: { publicUrl: `${mountPrefix()}/storage/v1/object/public/${this.bucket}/${encodeKey(path)}` } };
+  getPublicUrl(path, { download } = {}) {
+    const url = `${mountPrefix()}/storage/v1/object/public/${this.bucket}/${encodeKey(path)}`;
+    return { data: { publicUrl: url + downloadQuery(download, '?') } };
   }
 
   // An existing destination is refused with Duplicate unless `upsert: true`.

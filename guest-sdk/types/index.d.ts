@@ -143,10 +143,15 @@ export interface QueryBuilder<T = Document> extends PromiseLike<Reply<T[]>> {
   /** One row or `data: null`. */
   maybeSingle(): SingleBuilder<T>;
   throwOnError(): QueryBuilder<T>;
+  /** Casts the rows' type (supabase-js's); nothing changes at run time. */
+  returns<U>(): QueryBuilder<U>;
+  overrideTypes<U>(): QueryBuilder<U>;
 }
 
 export interface SingleBuilder<T> extends PromiseLike<Reply<T>> {
   throwOnError(): SingleBuilder<T>;
+  returns<U>(): SingleBuilder<U>;
+  overrideTypes<U>(): SingleBuilder<U>;
 }
 
 export const db: {
@@ -160,6 +165,8 @@ export interface StorageErrorShape {
   message: string;
   /** HTTP status as a string, e.g. `'404'`, `'409'` (exists), `'413'` (quota or body limit). */
   statusCode: string;
+  /** The same status as a number, e.g. `404`. */
+  status: number;
   /** A code: `not_found`, `Duplicate`, `InvalidKey`, `InvalidBucketName`, `QuotaExceeded`, ... */
   error: string;
 }
@@ -192,6 +199,23 @@ export interface ObjectInfo {
   updatedAt: number;
 }
 
+/** What info() gives: storage-js's shape. */
+export interface FileInfo {
+  /** MD5 of the bytes, hex (storage-js: the object's id). */
+  id: string;
+  /** The whole key. */
+  name: string;
+  bucketId: string;
+  size: number;
+  contentType: string;
+  /** The MD5 in quotes, as the ETag header has it. */
+  etag: string;
+  metadata: Record<string, string>;
+  /** ISO 8601. */
+  createdAt: string;
+  lastModified: string;
+}
+
 export interface Bucket {
   /**
    * Stores an object. Passing the request (or `request.body`, unread) pipes it from the socket into
@@ -207,10 +231,10 @@ export interface Bucket {
   download(path: string): Promise<StorageReply<Blob>>;
   /** A Response the host fills from storage (ETag, Last-Modified, 304, Range): the bytes skip the sandbox. */
   stream(path: string, options?: { range?: string | null; status?: number; headers?: HeadersInit }): Response;
-  /** One folder: objects directly under `path`, and its subfolders. */
-  list(path?: string, options?: { limit?: number; cursor?: string; search?: string }): Promise<StorageReply<FileObject[]> & { cursor?: string }>;
+  /** One folder: objects directly under `path`, and its subfolders; `offset` skips that many entries. */
+  list(path?: string, options?: { limit?: number; offset?: number; cursor?: string; search?: string }): Promise<StorageReply<FileObject[]> & { cursor?: string }>;
   head(path: string): Promise<StorageReply<ObjectInfo>>;
-  info(path: string): Promise<StorageReply<ObjectInfo>>;
+  info(path: string): Promise<StorageReply<FileInfo>>;
   exists(path: string): Promise<StorageReply<boolean>>;
   remove(paths: string[]): Promise<StorageReply<FileObject[]>>;
   /** Refuses an existing destination with `Duplicate` (409) unless `upsert: true`, which replaces it. */
@@ -218,11 +242,13 @@ export interface Bucket {
   /** Refuses an existing destination with `Duplicate` (409) unless `upsert: true`, which replaces it. */
   move(from: string, to: string, options?: { destinationBucket?: string; upsert?: boolean }): Promise<StorageReply<{ message: string }>>;
   /** A URL (absolute path on this host) that GETs the object without the app until it expires. */
-  createSignedUrl(path: string, expiresIn: number): Promise<StorageReply<{ signedUrl: string }>>;
+  createSignedUrl(path: string, expiresIn: number, options?: { download?: string | boolean }): Promise<StorageReply<{ signedUrl: string }>>;
+  /** One entry per path; a missing object gives its entry an `error` message and `signedUrl: null`. */
+  createSignedUrls(paths: string[], expiresIn: number, options?: { download?: string | boolean }): Promise<StorageReply<{ error: string | null; path: string; signedUrl: string | null }[]>>;
   /** A URL that takes one PUT of the object's bytes, for two hours (or `expiresIn` seconds). */
   createSignedUploadUrl(path: string, options?: { expiresIn?: number }): Promise<StorageReply<{ signedUrl: string; path: string; token: string }>>;
   /** For buckets declared public in fazt.json. */
-  getPublicUrl(path: string): { data: { publicUrl: string } };
+  getPublicUrl(path: string, options?: { download?: string | boolean }): { data: { publicUrl: string } };
 }
 
 export const storage: {

@@ -3,7 +3,8 @@
 //   PUT  /bytes/BUCKET/KEY   reads the body in the guest, uploads the bytes
 //   PUT  /chunks/BUCKET/KEY?n=N&size=S  uploads a ReadableStream of N generated chunks
 //   GET  /get/BUCKET/KEY     downloads and returns the bytes
-//   GET  /list/BUCKET?path=&cursor=&limit=   GET /head/BUCKET/KEY   GET /exists/BUCKET/KEY
+//   GET  /list/BUCKET?path=&cursor=&limit=&offset=   GET /head|info|exists/BUCKET/KEY
+//   GET  /sign/BUCKET/KEY?expires=&download=   GET /signs/BUCKET?keys=a,b   GET /public/BUCKET/KEY?download
 //   DELETE /o/BUCKET?keys=a,b   POST /copy|move/BUCKET {from, to, destinationBucket, upsert}
 import { storage } from 'fazt';
 
@@ -44,9 +45,11 @@ export default {
     if (action === 'list') {
       const cursor = url.searchParams.get('cursor') ?? undefined;
       const limit = Number(url.searchParams.get('limit') ?? 100);
-      return json(await b.list(url.searchParams.get('path') ?? '', { limit, cursor }));
+      const offset = Number(url.searchParams.get('offset') ?? 0);
+      return json(await b.list(url.searchParams.get('path') ?? '', { limit, offset, cursor }));
     }
     if (action === 'head') return json(await b.head(key));
+    if (action === 'info') return json(await b.info(key));
     if (action === 'exists') return json(await b.exists(key));
     if (action === 'o' && request.method === 'DELETE') return json(await b.remove(url.searchParams.get('keys').split(',')));
     if (action === 'copy' || action === 'move') {
@@ -60,9 +63,13 @@ export default {
       if (url.searchParams.has('framing')) Object.assign(headers, { 'content-length': '5', 'x-fazt-request-id': 'forged' });
       return b.stream(key, { ...opts, headers });
     }
-    if (action === 'sign') return json(await b.createSignedUrl(key, Number(url.searchParams.get('expires') ?? 60)));
+    if (action === 'sign') {
+      const download = url.searchParams.has('download') ? url.searchParams.get('download') || true : undefined;
+      return json(await b.createSignedUrl(key, Number(url.searchParams.get('expires') ?? 60), { download }));
+    }
+    if (action === 'signs') return json(await b.createSignedUrls(url.searchParams.get('keys').split(','), 60));
     if (action === 'sign-upload') return json(await b.createSignedUploadUrl(key));
-    if (action === 'public') return json(b.getPublicUrl(key));
+    if (action === 'public') return json(b.getPublicUrl(key, { download: url.searchParams.has('download') }));
     return json({ error: 'not found' }, 404);
   },
 };

@@ -183,7 +183,8 @@ class Filter:
             if value is None:
                 return f"{x} IS NULL"
             if isinstance(value, bool):
-                return f"{json_of(field)} = '{'true' if value else 'false'}'"
+                # IS TRUE/FALSE is false, never NULL, on a missing field, so not.is.true keeps it.
+                return f"IFNULL({json_of(field)} = '{'true' if value else 'false'}', 0)"
             raise DocError(f"is on {field!r} takes null, true or false", "22P02")
         if op == "contains":
             return self.contains(parse_path(field), value, field)

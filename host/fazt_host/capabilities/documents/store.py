@@ -228,7 +228,9 @@ class Store:
         if cid is None:
             sql.projection(op.columns)  # still refuse bad columns
             sql.Filter().all(op.where)
-            return self._single([], op) if op.single else Result("[]", 0 if op.count else None)
+            if op.single:
+                return self._single([], op)
+            return Result("null" if op.head else "[]", 0 if op.count else None)
         table = table_name(cid)
         count = self._count(cid, table, op) if op.count else None
         if op.head:
@@ -253,11 +255,11 @@ class Store:
         return Result("[" + ",".join(rows) + "]", count, 200, cursor)
 
     @staticmethod
-    def _single(rows: list[str], op: Operation) -> Result:
+    def _single(rows: list[str], op: Operation, status: int = 200) -> Result:
         if len(rows) == 1:
-            return Result(rows[0], None)
+            return Result(rows[0], None, status)
         if not rows and op.single == "maybe":
-            return Result("null", None)
+            return Result("null", None, status)
         raise DocError(
             "JSON object requested, multiple (or no) rows returned", "PGRST116", 406,
             f"The result contains {'more than one row' if rows else '0 rows'}",
@@ -332,9 +334,10 @@ class Store:
         return result
 
     def _values(self, op: Operation) -> list[Any]:
+        # An empty list writes nothing, as PostgREST takes `[]`: an app's batch that happens to be empty.
         values = op.values if isinstance(op.values, list) else [op.values]
-        if not values or op.values is None:
-            raise DocError(f"{op.op} needs an object or a non-empty list of objects", "22P02")
+        if op.values is None:
+            raise DocError(f"{op.op} needs an object or a list of objects", "22P02")
         if len(values) > 100_000:
             raise DocError("insert at most 100000 documents at once (use fazt-host import for more)", "54000")
         return values
@@ -460,7 +463,7 @@ def _written(rows: list[str], op: Operation, status: int, n: int) -> Result:
     if not op.returning:
         return Result("null", count, status if status != 200 else 204)
     if op.single:
-        return Store._single(rows, op)
+        return Store._single(rows, op, status)  # an insert's row is still 201 Created
     return Result("[" + ",".join(rows) + "]", count, status)
 
 

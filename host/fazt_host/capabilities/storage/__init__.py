@@ -35,6 +35,7 @@ class Call(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     prefix: str = ""
     delimiter: str = ""
     limit: int = 100
+    offset: int = 0
     start: str = ""
     content_type: str = ""
     metadata: dict[str, str] = {}
@@ -154,10 +155,11 @@ class Storage(Capability):
             if c.op == "head":
                 return reply(store.head(conn, app, c.bucket, c.key)[0])
             if c.op == "list":
-                if c.limit < 1:
-                    raise StorageError("limit must be a positive integer")
+                if c.limit < 1 or c.offset < 0:
+                    raise StorageError("limit must be a positive integer, offset a non-negative one")
                 objects, prefixes, more = store.listing(
-                    conn, app, c.bucket, c.prefix, min(c.limit, 1000), store.decode_cursor(c.start), c.delimiter
+                    conn, app, c.bucket, c.prefix, min(c.limit, 1000), store.decode_cursor(c.start), c.delimiter,
+                    c.offset,
                 )
                 return reply({"objects": objects, "prefixes": prefixes, "next": more and store.encode_cursor(more)})
             if c.op == "remove":

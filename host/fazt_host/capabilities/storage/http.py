@@ -207,6 +207,14 @@ async def pipe_upload(trigger, scope, proto, deployed, bucket: str, key: str) ->
     return await trigger.on_wasm_thread(run)
 
 
+def disposition(query: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """`?download` (storage-js's `download` option) makes the browser save the object, under the given name if any."""
+    if "download" not in query:
+        return []
+    name = query["download"][0]
+    return [("content-disposition", f"attachment; filename*=UTF-8''{quote(name, safe='')}" if name else "attachment")]
+
+
 async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
     """Serves `inner` (a path under OBJECT_ROUTES) for the app."""
     app = deployed.name
@@ -216,7 +224,8 @@ async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
     if signed_upload:
         tail = tail[len("sign/"):]
     bucket, _, key = tail.partition("/")  # Granian has percent-decoded the path
-    token = (parse_qs(scope.query_string).get("token") or [""])[0]
+    query = parse_qs(scope.query_string, keep_blank_values=True)
+    token = (query.get("token") or [""])[0]
     conn = trigger.reader
     try:
         if kind == "public" and method in ("GET", "HEAD"):
@@ -225,10 +234,10 @@ async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
             ).fetchone()
             if not row or not row[0]:
                 raise StorageError("Bucket not found", 404, "not_found")  # private buckets are not revealed
-            return await send_object(proto, conn, app, bucket, key, method, scope.headers)
+            return await send_object(proto, conn, app, bucket, key, method, scope.headers, headers=disposition(query))
         if kind == "sign" and method in ("GET", "HEAD"):
             check_token(conn, token, "download", app, bucket, key)
-            return await send_object(proto, conn, app, bucket, key, method, scope.headers)
+            return await send_object(proto, conn, app, bucket, key, method, scope.headers, headers=disposition(query))
         if signed_upload and method in ("PUT", "POST"):
             check_token(conn, token, "upload", app, bucket, key)
             meta = await pipe_upload(trigger, scope, proto, deployed, bucket, key)

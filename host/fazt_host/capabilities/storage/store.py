@@ -149,7 +149,8 @@ MAX_KEY_BYTES = 1024
 
 
 class StorageError(Exception):
-    """A refused request: `{"error": {"message", "statusCode", "error"}}` for the app (storage-js shape)."""
+    """A refused request: `{"error": {"message", "statusCode", "status", "error"}}` for the app (storage-js
+    shape: its StorageApiError has the HTTP status both as the string `statusCode` and the number `status`)."""
 
     def __init__(self, message: str, status: int = 400, error: str = "InvalidRequest"):
         super().__init__(message)
@@ -157,7 +158,7 @@ class StorageError(Exception):
         self.error = error
 
     def to_json(self) -> dict[str, Any]:
-        return {"message": str(self), "statusCode": str(self.status), "error": self.error}
+        return {"message": str(self), "statusCode": str(self.status), "status": self.status, "error": self.error}
 
 
 def duplicate() -> StorageError:
@@ -549,8 +550,9 @@ def _past_prefix(prefix: str) -> str:
 
 
 def listing(conn: apsw.Connection, app: str, bucket: str, prefix: str = "", limit: int = 100,
-            start: str = "", delimiter: str = "") -> tuple[list[dict[str, Any]], list[str], str | None]:
+            start: str = "", delimiter: str = "", offset: int = 0) -> tuple[list[dict[str, Any]], list[str], str | None]:
     """Objects under `prefix` in key order from `start` on; with a delimiter, folders as common prefixes.
+    The first `offset` entries (objects and folders alike) are skipped, as storage-js's `offset` asks.
 
     Returns (objects, common prefixes, where the next page starts or None).
     """
@@ -564,18 +566,25 @@ def listing(conn: apsw.Connection, app: str, bucket: str, prefix: str = "", limi
         "SELECT key, size, etag, content_type, metadata, created_at, updated_at FROM blob_objects "
         "WHERE bucket = ? AND key >= ? AND (?3 IS NULL OR key < ?3) ORDER BY key LIMIT ?"
     )
+    skip = offset
     while len(items) <= limit:
-        want = limit + 1 - len(items)
+        want = min(limit + 1 - len(items) + skip, 10_000)  # a large offset is walked, not fetched at once
         rows = conn.execute(query, (bid, lower, upper, want)).fetchall()
         for row in rows:
             key = row[0]
             cut = key.find(delimiter, len(prefix)) if delimiter else -1
             if cut >= 0:
                 common = key[: cut + len(delimiter)]
-                items.append((common, None))
+                if skip:
+                    skip -= 1
+                else:
+                    items.append((common, None))
                 lower = _past_prefix(common)
                 break  # the rest of this "folder" is skipped by the next query
-            items.append((key, row))
+            if skip:
+                skip -= 1
+            else:
+                items.append((key, row))
             lower = _after(key)
         else:
             if len(rows) < want:
