@@ -289,6 +289,19 @@ def test_backup_while_serving_is_consistent(cartridge, tmp_path):
     assert cartridge.cli("backup", str(cartridge.path), check=False).returncode == 2
 
 
+def test_backup_refuses_a_folder_or_the_cartridge_files_and_leaves_nothing(cartridge, tmp_path):
+    cartridge.deploy(APPS / "hello")
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    proc = cartridge.cli("backup", str(folder), check=False)
+    assert proc.returncode == 2 and "is a folder" in proc.stderr
+    assert not (tmp_path / "backups.partial").exists()  # no 1:1 sized copy left behind
+    wal = cartridge.path.with_name(cartridge.path.name + "-wal")
+    assert cartridge.cli("backup", str(wal), check=False).returncode == 2
+    proc = cartridge.cli("backup", str(tmp_path / "nowhere" / "copy.db"), check=False)
+    assert proc.returncode == 1 and "does not exist" in proc.stderr
+
+
 def test_domain_routing_by_host_header(cartridge):
     cartridge.deploy(APPS / "hello")
     server = cartridge.serve("--domain", "apps.test")

@@ -238,16 +238,30 @@ def cmd_cron(args) -> int:
 
 
 def cmd_backup(args) -> int:
+    import apsw
+
     from . import cartridge
 
     settings = _settings(args)
     conn = _existing_cartridge(args)
     dest = Path(args.file)
-    if dest.resolve() == Path(settings.cartridge).resolve():
+    live = Path(settings.cartridge).resolve()
+    # Its WAL and shared-memory files are the cartridge too: replacing one loses committed writes.
+    if dest.resolve() in {live, *(live.with_name(live.name + s) for s in ("-wal", "-shm", "-journal"))}:
         print("error: the backup must not overwrite the cartridge itself", file=sys.stderr)
         return EXIT_USAGE
+    if dest.is_dir():
+        print(f"error: {dest} is a folder: give the backup's file name", file=sys.stderr)
+        return EXIT_USAGE
+    if not dest.parent.is_dir():
+        print(f"error: {dest}: the folder {dest.parent} does not exist", file=sys.stderr)
+        return EXIT_FAILED
     started = time.perf_counter()
-    cartridge.backup(conn, dest)
+    try:
+        cartridge.backup(conn, dest)
+    except (OSError, apsw.Error) as e:
+        print(f"error: cannot write the backup to {dest}: {e}", file=sys.stderr)
+        return EXIT_FAILED
     print(f"backed up {settings.cartridge} to {dest} ({dest.stat().st_size / 1048576:.1f} MiB) "
           f"in {time.perf_counter() - started:.1f}s")
     return 0
