@@ -254,6 +254,47 @@ def test_deploy_killed_half_way_leaves_previous_version_live(cartridge, tmp_path
         assert json.loads(cartridge.cli("apps", "--json").stdout)[0]["version"] == 1
 
 
+def running_children(pid: int) -> list[int]:
+    """Processes whose parent is `pid`, zombies left out."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError):
+            continue
+        if int(ppid) == pid and state != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_deploy_killed_during_its_build_stops_the_build(cartridge, tmp_path):
+    app = copy_app(APPS / "hello", tmp_path / "orphan", name="orphan")
+    (app / "index.js").write_text((app / "index.js").read_text().replace("world", "orphan"))
+    proc = subprocess.Popen([FAZT, "deploy", str(app)], env=cartridge.env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    for line in proc.stderr:
+        if "componentizing" in line:
+            break
+    builds = running_children(proc.pid)
+    assert builds
+    proc.kill()  # the deploy alone, as the OOM killer or `kill -9 PID` would
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while any(map(running, builds)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    orphans = [pid for pid in builds if running(pid)]
+    for pid in orphans:
+        os.kill(pid, signal.SIGKILL)
+    assert not orphans
+
+
 def test_backup_while_serving_is_consistent(cartridge, tmp_path):
     cartridge.deploy(APPS / "hello")
     cartridge.deploy(TEST_APPS / "probe")
