@@ -449,6 +449,12 @@ def test_up_deploys_then_serves(cartridge):
     assert server.get("/probe/global").json() == {"counter": 1}
 
 
+def test_up_refuses_limit_flags_with_nothing_to_deploy(cartridge):
+    # They apply to the apps of --deploy; without it they would silently change nothing.
+    proc = cartridge.cli("up", "--port", "1", "--timeout-ms", "500", check=False, timeout=30)
+    assert proc.returncode == 2 and "--timeout-ms" in proc.stderr
+
+
 def test_deploy_with_a_relative_path(cartridge, tmp_path):
     app = copy_app(APPS / "hello", tmp_path / "rel", name="rel")
     (app / "index.js").write_text((app / "index.js").read_text().replace("world", "relative"))

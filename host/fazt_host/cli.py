@@ -490,6 +490,12 @@ def cmd_up(args) -> int:
     from .serve import address_in_use, serve
 
     settings = _settings(args, host=args.host, port=args.port, workers=args.workers, domain=args.domain)
+    if _limits(args) and not args.deploy:
+        # Limits are stored with each deployed version: with nothing to deploy they would change nothing.
+        flags = ", ".join("--" + k.replace("_", "-") for k in _limits(args))
+        print(f"error: {flags} set the limits of the apps --deploy deploys; "
+              "to change a deployed app's, deploy it with the flag", file=sys.stderr)
+        return EXIT_USAGE
     if address_in_use(settings.host, settings.port):
         print(
             f"error: {settings.host}:{settings.port} is already in use (another fazt-host up?); "
