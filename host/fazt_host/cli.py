@@ -316,7 +316,7 @@ def cmd_docs(args) -> int:
             raise DocError("docs only reads; change documents through the app", "PGRST100")
         if op.limit is None and not op.head:
             op.limit = args.limit
-        reply = json.loads(store.Store(conn).run(words[0], op, _limits_of(args)))
+        reply = json.loads(store.Store(conn).run(words[0], op, _limits_of(args, conn, words[0])))
         if reply["error"]:
             raise DocError(reply["error"]["message"], reply["error"]["code"])
         if args.json:
@@ -332,10 +332,16 @@ def cmd_docs(args) -> int:
         return EXIT_FAILED
 
 
-def _limits_of(args):
-    from .config import Limits
+def _limits_of(args, conn, app: str):
+    """The app's limits as deployed (an import of its own export must fit them), flags winning."""
+    from .config import Limits, decode_manifest
 
-    return Limits().merged(_limits(args))
+    row = conn.execute(
+        "SELECT v.manifest FROM apps a JOIN versions v ON v.app = a.name AND v.version = a.active WHERE a.name = ?",
+        (app,),
+    ).fetchone()
+    limits = decode_manifest(row[0].encode()).limits if row else Limits()
+    return limits.merged(_limits(args))
 
 
 def cmd_import(args) -> int:
@@ -360,7 +366,7 @@ def cmd_import(args) -> int:
     source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
     try:
         total = store.import_documents(
-            conn, args.app, args.collection, source, _limits_of(args), args.batch, progress
+            conn, args.app, args.collection, source, _limits_of(args, conn, args.app), args.batch, progress
         )
     except DocError as e:
         print(f"\nerror: {e}" if tty else f"error: {e}", file=sys.stderr)
