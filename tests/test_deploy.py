@@ -254,6 +254,47 @@ def test_deploy_killed_half_way_leaves_previous_version_live(cartridge, tmp_path
         assert json.loads(cartridge.cli("apps", "--json").stdout)[0]["version"] == 1
 
 
+def running_children(pid: int) -> list[int]:
+    """Processes whose parent is `pid`, zombies left out."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError):
+            continue
+        if int(ppid) == pid and state != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_deploy_killed_during_its_build_stops_the_build(cartridge, tmp_path):
+    app = copy_app(APPS / "hello", tmp_path / "orphan", name="orphan")
+    (app / "index.js").write_text((app / "index.js").read_text().replace("world", "orphan"))
+    proc = subprocess.Popen([FAZT, "deploy", str(app)], env=cartridge.env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    for line in proc.stderr:
+        if "componentizing" in line:
+            break
+    builds = running_children(proc.pid)
+    assert builds
+    proc.kill()  # the deploy alone, as the OOM killer or `kill -9 PID` would
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while any(map(running, builds)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    orphans = [pid for pid in builds if running(pid)]
+    for pid in orphans:
+        os.kill(pid, signal.SIGKILL)
+    assert not orphans
+
+
 def test_backup_while_serving_is_consistent(cartridge, tmp_path):
     cartridge.deploy(APPS / "hello")
     cartridge.deploy(TEST_APPS / "probe")
@@ -287,6 +328,19 @@ def test_backup_while_serving_is_consistent(cartridge, tmp_path):
     finally:
         served_copy.stop()
     assert cartridge.cli("backup", str(cartridge.path), check=False).returncode == 2
+
+
+def test_backup_refuses_a_folder_or_the_cartridge_files_and_leaves_nothing(cartridge, tmp_path):
+    cartridge.deploy(APPS / "hello")
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    proc = cartridge.cli("backup", str(folder), check=False)
+    assert proc.returncode == 2 and "is a folder" in proc.stderr
+    assert not (tmp_path / "backups.partial").exists()  # no 1:1 sized copy left behind
+    wal = cartridge.path.with_name(cartridge.path.name + "-wal")
+    assert cartridge.cli("backup", str(wal), check=False).returncode == 2
+    proc = cartridge.cli("backup", str(tmp_path / "nowhere" / "copy.db"), check=False)
+    assert proc.returncode == 1 and "does not exist" in proc.stderr
 
 
 def test_domain_routing_by_host_header(cartridge):
@@ -393,6 +447,12 @@ def test_up_deploys_then_serves(cartridge):
     server = cartridge.serve("--deploy", str(APPS / "hello"), str(TEST_APPS / "probe"))
     assert server.get("/hello/hello").json()["hello"] == "world"
     assert server.get("/probe/global").json() == {"counter": 1}
+
+
+def test_up_refuses_limit_flags_with_nothing_to_deploy(cartridge):
+    # They apply to the apps of --deploy; without it they would silently change nothing.
+    proc = cartridge.cli("up", "--port", "1", "--timeout-ms", "500", check=False, timeout=30)
+    assert proc.returncode == 2 and "--timeout-ms" in proc.stderr
 
 
 def test_deploy_with_a_relative_path(cartridge, tmp_path):

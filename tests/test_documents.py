@@ -630,6 +630,18 @@ def test_cli_refuses_the_documents_of_an_app_that_does_not_exist(db, tmp_path):
     assert docstore.collections(db.conn, "ghost") == []  # nothing a later app of that name would inherit
 
 
+def test_cli_import_keeps_to_the_apps_own_limits(db, tmp_path, capsys):
+    # An app allowed 2 MiB documents gets its own export back in; a flag still wins.
+    manifest = decode_manifest(json.dumps({"name": "big", "limits": {"documentKb": 2048}}).encode())
+    apps.store_version(db.conn, manifest, "source", "c0", apps.FileEntry("component.wasm", "c0", b"\0asm"), [], [])
+    src = tmp_path / "in.ndjson"
+    src.write_text(json.dumps({"pad": "x" * 1_500_000}) + "\n")
+    cartridge_flag = ["--cartridge", str(tmp_path / "fazt.db")]
+    assert cli.main(["import", "big", "notes", str(src), *cartridge_flag]) == 0
+    assert cli.main(["import", "big", "notes", str(src), "--document-kb", "1024", *cartridge_flag]) == 1
+    assert "over limits.documentKb (1024 KiB)" in capsys.readouterr().err
+
+
 def test_a_dropped_table_is_looked_up_again(db):
     db.insert({"name": "x"})
     other = docstore.Store(db.conn)

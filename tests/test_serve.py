@@ -14,7 +14,7 @@ import pytest
 
 from conftest import TEST_APPS
 
-from fazt_host.config import HostSettings
+from fazt_host.config import HostSettings, ManifestError
 from fazt_host.serve import claim_core
 
 CORES = sorted(os.sched_getaffinity(0))
@@ -137,3 +137,10 @@ def test_a_second_up_on_a_port_in_use_refuses_before_deploying(cartridge, tmp_pa
     assert f"127.0.0.1:{server.port} is already in use" in proc.stderr
     assert not other.exists()  # refused before deploying anything
     assert server.get("/_/health").status_code == 200
+
+
+@pytest.mark.parametrize("overrides", [{"port": 99999}, {"port": -1}, {"workers": -1}, {"cron_threads": 0}])
+def test_out_of_range_settings_are_a_usage_error(overrides):
+    # `up --workers -1` served with one worker; `--port 99999` died at bind with an OverflowError.
+    with pytest.raises(ManifestError, match="host settings: .* not -?[0-9]+"):
+        HostSettings.from_env(**overrides)

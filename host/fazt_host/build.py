@@ -8,9 +8,11 @@ always is.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -101,6 +103,25 @@ def node_ready() -> None:
         raise BuildError(f"the guest SDK's npm packages are missing: run `npm ci` in {SDK} (or `make up`)")
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    """What the build's child runs before node: a deploy killed outright (SIGKILL, the OOM
+    killer) takes its build with it, rather than leaving ~800 MB of node running on orphaned."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None).prctl  # looked up before the fork: the child only calls it
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the deploy died before the line above
+            os._exit(1)
+
+    return arm
+
+
 def build_component(folder: Path, entry: str, progress=sys.stderr, cron: dict[str, str] | None = None) -> bytes:
     """Runs the JS build and returns the component's bytes. Errors name file:line.
 
@@ -120,6 +141,9 @@ def build_component(folder: Path, entry: str, progress=sys.stderr, cron: dict[st
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            # node's own scratch folder goes inside ours, which is removed however node ends
+            env={**os.environ, "TMPDIR": tmp},
+            preexec_fn=_die_with_parent(),
         )
         errors = []
         assert proc.stdout is not None

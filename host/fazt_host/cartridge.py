@@ -256,11 +256,15 @@ def backup(conn: apsw.Connection, dest: str | Path) -> None:
     dest = Path(dest)
     tmp = dest.with_name(dest.name + ".partial")
     tmp.unlink(missing_ok=True)
-    out = apsw.Connection(str(tmp))
     try:
-        with out.backup("main", conn, "main") as b:
-            b.step(-1)
-        out.pragma("journal_mode", "delete")
-    finally:
-        out.close()
-    tmp.replace(dest)
+        out = apsw.Connection(str(tmp))
+        try:
+            with out.backup("main", conn, "main") as b:
+                b.step(-1)
+            out.pragma("journal_mode", "delete")
+        finally:
+            out.close()
+        tmp.replace(dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed copy leaves nothing beside the destination
+        raise

@@ -238,16 +238,30 @@ def cmd_cron(args) -> int:
 
 
 def cmd_backup(args) -> int:
+    import apsw
+
     from . import cartridge
 
     settings = _settings(args)
     conn = _existing_cartridge(args)
     dest = Path(args.file)
-    if dest.resolve() == Path(settings.cartridge).resolve():
+    live = Path(settings.cartridge).resolve()
+    # Its WAL and shared-memory files are the cartridge too: replacing one loses committed writes.
+    if dest.resolve() in {live, *(live.with_name(live.name + s) for s in ("-wal", "-shm", "-journal"))}:
         print("error: the backup must not overwrite the cartridge itself", file=sys.stderr)
         return EXIT_USAGE
+    if dest.is_dir():
+        print(f"error: {dest} is a folder: give the backup's file name", file=sys.stderr)
+        return EXIT_USAGE
+    if not dest.parent.is_dir():
+        print(f"error: {dest}: the folder {dest.parent} does not exist", file=sys.stderr)
+        return EXIT_FAILED
     started = time.perf_counter()
-    cartridge.backup(conn, dest)
+    try:
+        cartridge.backup(conn, dest)
+    except (OSError, apsw.Error) as e:
+        print(f"error: cannot write the backup to {dest}: {e}", file=sys.stderr)
+        return EXIT_FAILED
     print(f"backed up {settings.cartridge} to {dest} ({dest.stat().st_size / 1048576:.1f} MiB) "
           f"in {time.perf_counter() - started:.1f}s")
     return 0
@@ -302,7 +316,7 @@ def cmd_docs(args) -> int:
             raise DocError("docs only reads; change documents through the app", "PGRST100")
         if op.limit is None and not op.head:
             op.limit = args.limit
-        reply = json.loads(store.Store(conn).run(words[0], op, _limits_of(args)))
+        reply = json.loads(store.Store(conn).run(words[0], op, _limits_of(args, conn, words[0])))
         if reply["error"]:
             raise DocError(reply["error"]["message"], reply["error"]["code"])
         if args.json:
@@ -318,10 +332,16 @@ def cmd_docs(args) -> int:
         return EXIT_FAILED
 
 
-def _limits_of(args):
-    from .config import Limits
+def _limits_of(args, conn, app: str):
+    """The app's limits as deployed (an import of its own export must fit them), flags winning."""
+    from .config import Limits, decode_manifest
 
-    return Limits().merged(_limits(args))
+    row = conn.execute(
+        "SELECT v.manifest FROM apps a JOIN versions v ON v.app = a.name AND v.version = a.active WHERE a.name = ?",
+        (app,),
+    ).fetchone()
+    limits = decode_manifest(row[0].encode()).limits if row else Limits()
+    return limits.merged(_limits(args))
 
 
 def cmd_import(args) -> int:
@@ -346,7 +366,7 @@ def cmd_import(args) -> int:
     source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
     try:
         total = store.import_documents(
-            conn, args.app, args.collection, source, _limits_of(args), args.batch, progress
+            conn, args.app, args.collection, source, _limits_of(args, conn, args.app), args.batch, progress
         )
     except DocError as e:
         print(f"\nerror: {e}" if tty else f"error: {e}", file=sys.stderr)
@@ -476,6 +496,12 @@ def cmd_up(args) -> int:
     from .serve import address_in_use, serve
 
     settings = _settings(args, host=args.host, port=args.port, workers=args.workers, domain=args.domain)
+    if _limits(args) and not args.deploy:
+        # Limits are stored with each deployed version: with nothing to deploy they would change nothing.
+        flags = ", ".join("--" + k.replace("_", "-") for k in _limits(args))
+        print(f"error: {flags} set the limits of the apps --deploy deploys; "
+              "to change a deployed app's, deploy it with the flag", file=sys.stderr)
+        return EXIT_USAGE
     if address_in_use(settings.host, settings.port):
         print(
             f"error: {settings.host}:{settings.port} is already in use (another fazt-host up?); "

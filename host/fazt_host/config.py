@@ -204,6 +204,16 @@ class HostSettings(msgspec.Struct, frozen=True):
     cron_min_interval: float = 1.0  # seconds: shorter schedules are refused at deploy
     cron_threads: int = 2  # wasm threads of the scheduler: a hung job cannot hold up every app
 
+    def __post_init__(self) -> None:
+        # Refused here, for flags and FAZT_* alike: Granian would run `--workers -1` as one
+        # worker, and a port past 65535 failed only at bind with an OverflowError.
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, not {self.port}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be 1 or more (0: one per core), not {self.workers}")
+        if self.cron_threads < 1:
+            raise ValueError(f"cron threads must be 1 or more, not {self.cron_threads}")
+
     @property
     def cache_dir(self) -> Path:
         """Compiled components live beside the cartridge: derived data, rebuilt when missing."""
