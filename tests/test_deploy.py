@@ -351,6 +351,8 @@ def test_domain_routing_by_host_header(cartridge):
     assert server.get("/", headers={"host": "hello.apps.test"}).text.startswith("<!doctype html>")
     assert server.get("/hello/hello").json()["hello"] == "world"  # the path prefix still works
     assert server.get("/x", headers={"host": "nope.apps.test"}).status_code == 404
+    # A fully qualified name (trailing dot) names the same host.
+    assert server.get("/hello", headers={"host": "hello.apps.test.:8080"}).json()["hello"] == "world"
 
 
 def test_restart_maps_cached_artifacts_without_recompiling(cartridge):

@@ -640,6 +640,8 @@ def test_cli_import_keeps_to_the_apps_own_limits(db, tmp_path, capsys):
     assert cli.main(["import", "big", "notes", str(src), *cartridge_flag]) == 0
     assert cli.main(["import", "big", "notes", str(src), "--document-kb", "1024", *cartridge_flag]) == 1
     assert "over limits.documentKb (1024 KiB)" in capsys.readouterr().err
+    assert cli.main(["import", "big", "notes", str(tmp_path / "missing.ndjson"), *cartridge_flag]) == 1
+    assert "error: cannot read" in capsys.readouterr().err  # a message, not a FileNotFoundError
 
 
 def test_a_dropped_table_is_looked_up_again(db):

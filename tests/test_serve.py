@@ -144,3 +144,9 @@ def test_out_of_range_settings_are_a_usage_error(overrides):
     # `up --workers -1` served with one worker; `--port 99999` died at bind with an OverflowError.
     with pytest.raises(ManifestError, match="host settings: .* not -?[0-9]+"):
         HostSettings.from_env(**overrides)
+
+
+def test_a_setting_of_the_wrong_type_names_its_variable(monkeypatch):
+    monkeypatch.setenv("FAZT_PORT", "abc")
+    with pytest.raises(ManifestError, match="FAZT_PORT"):
+        HostSettings.from_env()

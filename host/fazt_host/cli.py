@@ -363,7 +363,11 @@ def cmd_import(args) -> int:
             start, end = ("\r", "" if not final else "\n") if tty else ("", "\n")
             print(f"{start}progress: {n:,} documents ({rate:,.0f}/s)", end=end, file=sys.stderr, flush=True)
 
-    source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
+    try:
+        source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
+    except OSError as e:
+        print(f"error: cannot read {args.file}: {e.strerror}", file=sys.stderr)
+        return EXIT_FAILED
     try:
         total = store.import_documents(
             conn, args.app, args.collection, source, _limits_of(args, conn, args.app), args.batch, progress

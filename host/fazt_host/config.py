@@ -239,4 +239,6 @@ class HostSettings(msgspec.Struct, frozen=True):
         try:
             return msgspec.convert(values, cls, strict=False)
         except msgspec.ValidationError as e:
-            raise ManifestError(f"host settings: {e}") from None
+            field = re.search(r"`\$\.(\w+)`", str(e))
+            where = f" (FAZT_{field[1].upper()} or its flag)" if field else ""
+            raise ManifestError(f"host settings: {e}{where}") from None

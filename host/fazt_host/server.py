@@ -468,7 +468,7 @@ class HttpTrigger:
         """(app, path inside the app, base path) from the Host header or the first path segment."""
         path = scope.path
         if self.domain:
-            host = (scope.headers.get("host") or scope.authority or "").split(":")[0].lower()
+            host = (scope.headers.get("host") or scope.authority or "").split(":")[0].lower().rstrip(".")
             if host.endswith("." + self.domain):
                 return host[: -len(self.domain) - 1], path, ""
         _, _, rest = path.partition("/")
