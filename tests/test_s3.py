@@ -89,6 +89,23 @@ def test_buckets(s3):
     assert code(lambda: s3.create_bucket(Bucket="Bad_Name")) == "InvalidBucketName"
 
 
+def test_buckets_made_in_js_keep_their_rules_over_s3(host, s3):
+    _, server = host
+    made = server.request("POST", "/files/buckets/createBucket/s3-rules",
+                          json={"fileSizeLimit": 10, "allowedMimeTypes": ["text/plain"]}).json()
+    assert made["error"] is None
+    assert "s3-rules" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert code(lambda: s3.create_bucket(Bucket="s3-rules")) == "BucketAlreadyOwnedByYou"
+    s3.put_object(Bucket="s3-rules", Key="ok", Body=b"0123456789", ContentType="text/plain")
+    assert code(lambda: s3.put_object(Bucket="s3-rules", Key="big", Body=b"x" * 11, ContentType="text/plain")) == "EntityTooLarge"
+    assert error(lambda: s3.put_object(Bucket="s3-rules", Key="img", Body=b"x", ContentType="image/png"))[0] == 415
+    assert error(lambda: s3.create_multipart_upload(Bucket="s3-rules", Key="m", ContentType="image/png"))[0] == 415
+    assert code(lambda: s3.delete_bucket(Bucket="s3-rules")) == "BucketNotEmpty"
+    assert server.request("POST", "/files/buckets/emptyBucket/s3-rules").json()["error"] is None
+    s3.delete_bucket(Bucket="s3-rules")
+    assert server.request("POST", "/files/buckets/getBucket/s3-rules").json()["error"]["error"] == "NoSuchBucket"
+
+
 def test_objects_and_conditionals(s3):
     data = os.urandom(1_300_000)
     put = s3.put_object(Bucket="docs", Key="dir/o.bin", Body=data, ContentType="x/y", Metadata={"who": "me"})

@@ -217,7 +217,7 @@ def put_parts(conn, key, parts, app="a", bucket="files"):
     """An object made of multipart parts, as CompleteMultipartUpload makes it."""
     pieces = []
     for part in parts:
-        up = store.Upload(conn, app, bucket, key, "", {}, True, 1 << 40)
+        up = store.Upload(conn, app, bucket, key, "", {}, True, 1 << 40, part=True)
         up.write(part)
         pieces.append(up.finish_part()[:2])
     with cartridge.transaction(conn):
@@ -250,6 +250,39 @@ def test_an_object_made_of_parts_reads_copies_moves_and_is_swept_whole(conn):
     with cartridge.transaction(conn):
         store.forget(conn, "a")
     assert chunk_rows(conn) == 0 and conn.execute("SELECT count(*) FROM blob_pieces").fetchone()[0] == 0
+
+
+def test_bucket_settings_read_as_supabase_does_and_refuse_the_rest(conn):
+    assert [store.size_limit(v) for v in (1024, "20MB", "1.5gb", "30KB", "3B", None)] == [
+        1024, 20_000_000, 1_500_000_000, 30_000, 3, None]
+    for bad in (0, -1, True, 1.5, "1e3", "20 MiB", "MB", "9" * 30 + "GB", 1 << 60, [1]):
+        with pytest.raises(StorageError) as e:
+            store.size_limit(bad)
+        assert e.value.status == 400, bad
+    assert store.mime_types(["IMAGE/PNG", "text/*"]) == ["image/png", "text/*"] and store.mime_types([]) is None
+    for bad in (["image"], ["*/*"], ["a/b\r\nx: y"], "image/png", [1], ["a/b"] * 101):
+        with pytest.raises(StorageError):
+            store.mime_types(bad)
+
+
+def test_a_buckets_limits_hold_for_every_way_in(conn):
+    store.create_bucket(conn, "a", "small", file_size_limit=10, allowed_mime_types=["text/*"])
+    put(conn, "ok", b"x" * 10, bucket="small", ctype="text/plain; charset=utf-8")
+    for key, size, ctype, error in (("big", 11, "text/plain", "EntityTooLarge"), ("img", 1, "image/png", "InvalidMimeType")):
+        with pytest.raises(StorageError) as e:
+            put(conn, key, b"x" * size, bucket="small", ctype=ctype)
+        assert e.value.error == error
+    with pytest.raises(StorageError) as e:  # each part fits, the whole does not
+        put_parts(conn, "parts", [b"x" * 6, b"x" * 6], bucket="small")
+    assert e.value.error == "EntityTooLarge"
+    put(conn, "big", b"x" * 11, ctype="text/plain")
+    with pytest.raises(StorageError) as e:
+        store.copy(conn, "a", "files", "big", "big", dest_bucket="small")
+    assert e.value.error == "EntityTooLarge"
+    assert [o["key"] for o in store.listing(conn, "a", "small")[0]] == ["ok"]
+    store.update_bucket(conn, "a", "small", file_size_limit=None)
+    assert put(conn, "big", b"x" * 11, bucket="small", ctype="text/plain")["size"] == 11
+    assert store.bucket(conn, "a", "small")["allowedMimeTypes"] == ["text/*"]  # left as it was
 
 
 def test_apps_never_see_each_other(conn):

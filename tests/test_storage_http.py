@@ -220,6 +220,61 @@ def test_listing_copy_move_remove_through_the_sdk(host):
     assert sorted(r["name"] for r in removed) == ["l/a.txt", "l/a2.txt"]
 
 
+def buckets(s, method, bucket="", options=None):
+    """storage.METHOD(bucket, options) in the app."""
+    return s.request("POST", f"/files/buckets/{method}/{bucket}", json=options)
+
+
+def test_the_bucket_api_and_its_rules(host):
+    _, s = host
+    made = buckets(s, "createBucket", "photos", {"public": False, "fileSizeLimit": "1KB", "allowedMimeTypes": ["image/*"]})
+    assert made.json() == {"data": {"name": "photos"}, "error": None}
+    again = buckets(s, "createBucket", "photos").json()["error"]
+    assert (again["statusCode"], again["error"]) == ("409", "BucketAlreadyExists")
+    got = ok(buckets(s, "getBucket", "photos"))
+    assert (got["id"], got["name"], got["public"], got["file_size_limit"], got["allowed_mime_types"]) == (
+        "photos", "photos", False, 1000, ["image/*"])
+    assert got["created_at"].endswith("Z") and got["updated_at"] == got["created_at"]
+    listed = {b["name"]: b for b in ok(buckets(s, "listBuckets"))}
+    assert listed["avatars"]["public"] is True and listed["photos"] == got  # fazt.json's buckets and the new one
+    wrong_type = s.request("PUT", "/files/pipe/photos/a.txt", content=b"x", headers={"content-type": "text/plain"}).json()
+    assert (wrong_type["error"]["statusCode"], wrong_type["error"]["error"]) == ("415", "InvalidMimeType")
+    too_big = s.request("PUT", "/files/bytes/photos/big.png", content=b"x" * 1001, headers={"content-type": "image/png"}).json()
+    assert (too_big["error"]["statusCode"], too_big["error"]["error"]) == ("413", "EntityTooLarge")
+    ok(s.request("PUT", "/files/pipe/photos/ok.png", content=b"x" * 1000, headers={"content-type": "image/png"}))
+    assert ok(buckets(s, "updateBucket", "photos", {"public": True, "fileSizeLimit": None})) == {"message": "Successfully updated"}
+    got = ok(buckets(s, "getBucket", "photos"))
+    assert (got["public"], got["file_size_limit"], got["allowed_mime_types"]) == (True, None, ["image/*"])
+    ok(s.request("PUT", "/files/pipe/photos/big.png", content=b"x" * 5000, headers={"content-type": "image/png"}))
+    assert s.get("/files/storage/v1/object/public/photos/big.png").content == b"x" * 5000
+    full = buckets(s, "deleteBucket", "photos").json()["error"]
+    assert (full["statusCode"], full["error"]) == ("409", "ResourceNotEmpty")
+    assert ok(buckets(s, "emptyBucket", "photos")) == {"message": "Successfully emptied"}
+    assert s.get("/files/exists/photos/ok.png").json()["data"] is False
+    assert ok(buckets(s, "deleteBucket", "photos")) == {"message": "Successfully deleted"}
+    assert buckets(s, "getBucket", "photos").json()["error"]["statusCode"] == "404"
+
+
+@pytest.mark.parametrize("options", [{"fileSizeLimit": "lots"}, {"fileSizeLimit": -1}, {"fileSizeLimit": 1.5},
+                                     {"allowedMimeTypes": ["image"]}, {"allowedMimeTypes": ["a/b\r\nx: y"]},
+                                     {"allowedMimeTypes": "image/png"}, {"public": "yes"}])
+def test_bad_bucket_settings_are_refused(host, options):
+    _, s = host
+    for method in ("createBucket", "updateBucket"):
+        error = buckets(s, method, "docs", options).json()["error"]
+        assert error["statusCode"] == "400", (method, error)
+    assert ok(buckets(s, "getBucket", "docs"))["file_size_limit"] is None
+
+
+def test_bucket_methods_name_a_valid_existing_bucket(host):
+    _, s = host
+    assert buckets(s, "createBucket", "Bad_Name").json()["error"]["error"] == "InvalidBucketName"
+    for method in ("getBucket", "updateBucket", "deleteBucket", "emptyBucket"):
+        error = buckets(s, method, "never-made", {}).json()["error"]
+        assert (error["statusCode"], error["error"]) == ("404", "NoSuchBucket"), method
+        assert buckets(s, method, "UP", {}).json()["error"]["error"] == "InvalidBucketName"
+
+
 def test_copy_and_move_refuse_an_existing_destination_unless_upsert(host):
     _, s = host
     for k in ["cm/a", "cm/b"]:

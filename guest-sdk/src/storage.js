@@ -220,6 +220,36 @@ class Bucket {
   }
 }
 
+// storage-js's Bucket shape (times ISO 8601; limits null when unset).
+function bucketEntry(b) {
+  return {
+    id: b.name, name: b.name, public: b.public, file_size_limit: b.fileSizeLimit,
+    allowed_mime_types: b.allowedMimeTypes, created_at: iso(b.createdAt), updated_at: iso(b.updatedAt),
+  };
+}
+
+function bucketCall(op, id, data, settings = {}) {
+  const r = ask(call, { op, bucket: id, ...settings });
+  return r.error ? r : { data: data(r.data), error: null };
+}
+
+// The settings storage-js sends: undefined ones are left out (as they are when it sends them).
+function bucketSettings({ public: isPublic, fileSizeLimit, allowedMimeTypes } = {}) {
+  return { public: isPublic, fileSizeLimit, allowedMimeTypes };
+}
+
 export const storage = {
   from(bucket) { return new Bucket(bucket); },
+  async listBuckets() { return bucketCall('listBuckets', '', (list) => list.map(bucketEntry)); },
+  async getBucket(id) { return bucketCall('getBucket', id, bucketEntry); },
+  // Refused with BucketAlreadyExists (409) if it exists. Uploads to a bucket that does not exist create it.
+  async createBucket(id, options = { public: false }) {
+    return bucketCall('createBucket', id, () => ({ name: id }), bucketSettings(options));
+  },
+  async updateBucket(id, options) {
+    return bucketCall('updateBucket', id, () => ({ message: 'Successfully updated' }), bucketSettings(options));
+  },
+  // Refused with ResourceNotEmpty (409) while the bucket holds objects: emptyBucket first.
+  async deleteBucket(id) { return bucketCall('deleteBucket', id, () => ({ message: 'Successfully deleted' })); },
+  async emptyBucket(id) { return bucketCall('emptyBucket', id, () => ({ message: 'Successfully emptied' })); },
 };

@@ -167,7 +167,7 @@ export interface StorageErrorShape {
   statusCode: string;
   /** The same status as a number, e.g. `404`. */
   status: number;
-  /** A code: `not_found`, `Duplicate`, `InvalidKey`, `InvalidBucketName`, `QuotaExceeded`, ... */
+  /** A code: `not_found`, `Duplicate`, `InvalidKey`, `InvalidBucketName`, `NoSuchBucket`, `QuotaExceeded`, `EntityTooLarge`, `InvalidMimeType`, ... */
   error: string;
 }
 
@@ -251,6 +251,38 @@ export interface Bucket {
   getPublicUrl(path: string, options?: { download?: string | boolean }): { data: { publicUrl: string } };
 }
 
+/** A bucket, as storage-js's listBuckets/getBucket give it. */
+export interface BucketInfo {
+  id: string;
+  name: string;
+  public: boolean;
+  /** Bytes; null: no limit. */
+  file_size_limit: number | null;
+  /** Types such as `image/png` or `image/*`; null: any. */
+  allowed_mime_types: string[] | null;
+  /** ISO 8601. */
+  created_at: string;
+  updated_at: string;
+}
+
+export interface BucketOptions {
+  public?: boolean;
+  /** Bytes, or text such as `'20MB'` (decimal units: GB, MB, KB, B); null lifts the limit. */
+  fileSizeLimit?: number | string | null;
+  /** Types such as `'image/png'` or `'image/*'`; null or [] allows any. */
+  allowedMimeTypes?: string[] | null;
+}
+
 export const storage: {
   from(bucket: string): Bucket;
+  listBuckets(): Promise<StorageReply<BucketInfo[]>>;
+  getBucket(id: string): Promise<StorageReply<BucketInfo>>;
+  /** Refused with `BucketAlreadyExists` (409) if it exists. */
+  createBucket(id: string, options?: BucketOptions): Promise<StorageReply<{ name: string }>>;
+  /** Changes the options given; the others stay. */
+  updateBucket(id: string, options: BucketOptions): Promise<StorageReply<{ message: string }>>;
+  /** Refused with `ResourceNotEmpty` (409) while the bucket holds objects. */
+  deleteBucket(id: string): Promise<StorageReply<{ message: string }>>;
+  /** Removes every object in the bucket. */
+  emptyBucket(id: string): Promise<StorageReply<{ message: string }>>;
 };

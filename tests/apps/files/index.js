@@ -6,6 +6,7 @@
 //   GET  /list/BUCKET?path=&cursor=&limit=&offset=   GET /head|info|exists/BUCKET/KEY
 //   GET  /sign/BUCKET/KEY?expires=&download=   GET /signs/BUCKET?keys=a,b   GET /public/BUCKET/KEY?download
 //   DELETE /o/BUCKET?keys=a,b   POST /copy|move/BUCKET {from, to, destinationBucket, upsert}
+//   POST /buckets/METHOD/ID {options}   storage.METHOD(ID, options): listBuckets, createBucket...
 import { storage } from 'fazt';
 
 function json(value, status = 200) {
@@ -23,6 +24,10 @@ export default {
       upsert: url.searchParams.get('upsert') === '1',
       metadata: url.searchParams.has('meta') ? { note: url.searchParams.get('meta') } : {},
     };
+    if (action === 'buckets') {
+      const options = request.headers.get('content-length') > 0 ? await request.json() : undefined;
+      return json(await storage[bucket](key, options));
+    }
     if (action === 'pipe') return json(await b.upload(key, request.body, options));
     if (action === 'bytes') return json(await b.upload(key, new Uint8Array(await request.arrayBuffer()), options));
     if (action === 'chunks') {

@@ -1,7 +1,9 @@
 /** @module Interface fazt:host/storage@0.1.0 **/
 /**
- * Metadata operations: JSON `{"op": "head"|"list"|"remove"|"copy"|"move", "bucket",
- * "key", "keys", "to", "toBucket", "prefix", "delimiter", "limit", "start"}`.
+ * Metadata operations: JSON `{"op": "head"|"list"|"remove"|"copy"|"move"|"sign"|"listBuckets"|
+ * "getBucket"|"createBucket"|"updateBucket"|"deleteBucket"|"emptyBucket", "bucket",
+ * "key", "keys", "to", "toBucket", "prefix", "delimiter", "limit", "start",
+ * "public", "fileSizeLimit", "allowedMimeTypes"}`.
  */
 export function call(operation: string): string;
 /**

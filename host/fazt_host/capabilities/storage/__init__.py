@@ -26,7 +26,7 @@ from .store import StorageError
 
 
 class Call(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
-    bucket: str
+    bucket: str = ""
     op: str = ""
     key: str = ""
     keys: list[str] = []
@@ -42,9 +42,18 @@ class Call(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     upsert: bool = False
     expires_in: int = 3600
     upload: bool = False
+    # Bucket settings (createBucket, updateBucket): UNSET leaves one as it is.
+    public: bool | msgspec.UnsetType = msgspec.UNSET
+    file_size_limit: int | str | None | msgspec.UnsetType = msgspec.UNSET
+    allowed_mime_types: list[str] | None | msgspec.UnsetType = msgspec.UNSET
 
 
 _decode_call = msgspec.json.Decoder(Call).decode
+BUCKET_OPS = ("listBuckets", "getBucket", "createBucket", "updateBucket", "deleteBucket", "emptyBucket")
+
+
+def _given(value: Any) -> Any:
+    return None if value is msgspec.UNSET else value
 
 
 class Handles:
@@ -168,6 +177,8 @@ class Storage(Capability):
                 quota = invocation.limits.storage_mb * MIB
                 return reply(store.copy(conn, app, c.bucket, c.key, c.to, c.to_bucket or None, quota, c.op == "move",
                                         c.upsert))
+            if c.op in BUCKET_OPS:
+                return reply(self._bucket_op(c, app))
             if c.op == "sign":
                 if not 1 <= c.expires_in <= 7 * 24 * 3600:
                     raise StorageError("expiresIn must be between 1 and 604800 seconds")
@@ -182,6 +193,24 @@ class Storage(Capability):
             raise StorageError(f"unknown storage operation {c.op[:40]!r}")
         except StorageError as e:
             return reply(error=e)
+
+    def _bucket_op(self, c: Call, app: str) -> Any:
+        """storage-js's bucket API, on the buckets the S3 endpoint and fazt.json also see."""
+        conn = self.conn
+        if c.op == "listBuckets":
+            return [{k: v for k, v in b.items() if k not in ("objects", "bytes")} for b in store.buckets(conn, app)]
+        if c.op == "getBucket":
+            return store.bucket(conn, app, c.bucket)
+        if c.op == "createBucket":
+            store.create_bucket(conn, app, c.bucket, c.public is True, _given(c.file_size_limit),
+                                _given(c.allowed_mime_types))
+        elif c.op == "updateBucket":
+            store.update_bucket(conn, app, c.bucket, c.public, c.file_size_limit, c.allowed_mime_types)
+        elif c.op == "deleteBucket":
+            store.delete_bucket(conn, app, c.bucket)
+        else:
+            store.empty_bucket(conn, app, c.bucket)
+        return {"name": c.bucket}
 
     def _begin(self, invocation: Invocation, c: Call) -> store.Upload:
         return store.Upload(

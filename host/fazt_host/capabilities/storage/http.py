@@ -233,7 +233,7 @@ async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
                 "SELECT public FROM blob_buckets WHERE app = ? AND name = ?", (app, store.check_bucket(bucket))
             ).fetchone()
             if not row or not row[0]:
-                raise StorageError("Bucket not found", 404, "not_found")  # private buckets are not revealed
+                raise store.no_bucket()  # private buckets are not revealed
             return await send_object(proto, conn, app, bucket, key, method, scope.headers, headers=disposition(query))
         if kind == "sign" and method in ("GET", "HEAD"):
             check_token(conn, token, "download", app, bucket, key)

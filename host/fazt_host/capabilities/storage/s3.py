@@ -60,6 +60,9 @@ _FROM_STORAGE = {
     "IncompleteBody": ("IncompleteBody", 400),
     "Duplicate": ("PreconditionFailed", 412),
     "ServiceUnavailable": ("ServiceUnavailable", 503),
+    "NoSuchBucket": ("NoSuchBucket", 404),
+    "BucketAlreadyExists": ("BucketAlreadyOwnedByYou", 409),
+    "ResourceNotEmpty": ("BucketNotEmpty", 409),
 }
 
 
@@ -470,17 +473,10 @@ async def _bucket_op(trigger, scope, proto, deployed, auth, method, bucket, para
     def write():
         if method == "PUT":
             _read_all(raw, auth, scope.headers)  # a CreateBucketConfiguration says nothing we use
-            with transaction(conn):
-                if store.bucket_id(conn, app, bucket) is not None:
-                    raise S3Error("BucketAlreadyOwnedByYou", "Your previous request to create the named bucket succeeded and you already own it.", 409)
-                store.bucket_id(conn, app, bucket, create=True)
+            store.create_bucket(conn, app, bucket)
             return ("empty", 200, [("location", f"/{bucket}")])
         if method == "DELETE":
-            with transaction(conn):
-                bid = _need_bucket(conn, app, bucket)
-                if conn.execute("SELECT 1 FROM blob_objects WHERE bucket = ? LIMIT 1", (bid,)).fetchone():
-                    raise S3Error("BucketNotEmpty", "The bucket you tried to delete is not empty", 409)
-                conn.execute("DELETE FROM blob_buckets WHERE id = ?", (bid,))
+            store.delete_bucket(conn, app, bucket)
             return ("empty", 204, [])
         if method == "POST" and "delete" in params:
             _need_bucket(conn, app, bucket)
@@ -607,6 +603,7 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
             return ("empty", 204, [])
         if method == "POST" and "uploads" in params:
             _need_bucket(conn, app, bucket)
+            store.check_content_type(conn, app, bucket, headers.get("content-type") or "binary/octet-stream")
             upload_id = secrets.token_urlsafe(24)
             with transaction(conn):
                 conn.execute(
@@ -673,7 +670,7 @@ def _upload_part(conn, app, raw, auth, headers, params, limits):
     source = None
     if headers.get("x-amz-copy-source"):
         source = store.head(conn, app, *_copy_source(conn, app, headers))
-    part = store.Upload(conn, app, upload_row[0], upload_row[1], "", {}, True, limits.storage_mb << 20)
+    part = store.Upload(conn, app, upload_row[0], upload_row[1], "", {}, True, limits.storage_mb << 20, part=True)
     if source is None:
         _receive(raw, auth, headers, part)
     else:

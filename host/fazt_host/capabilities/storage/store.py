@@ -126,6 +126,13 @@ MIGRATIONS = [
         PRIMARY KEY(data, start)
     ) STRICT;
     """,
+    """
+    -- What storage-js's createBucket/updateBucket set: NULL is no limit.
+    ALTER TABLE blob_buckets ADD COLUMN updated_at REAL;
+    UPDATE blob_buckets SET updated_at = created_at;
+    ALTER TABLE blob_buckets ADD COLUMN file_size_limit INTEGER;
+    ALTER TABLE blob_buckets ADD COLUMN allowed_mime_types TEXT; -- a JSON array
+    """,
 ]
 
 BACKENDS = ("internal", "s3")
@@ -146,6 +153,13 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 # What an object's content type and metadata must be to go out as HTTP headers (x-amz-meta-NAME: VALUE).
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 MAX_KEY_BYTES = 1024
+# A bucket's fileSizeLimit as Supabase takes it in text: decimal units.
+_SIZE_TEXT = re.compile(r"([0-9]+(?:\.[0-9]+)?)(gb|mb|kb|b)", re.I)
+_SIZE_UNITS = {"gb": 10**9, "mb": 10**6, "kb": 10**3, "b": 1}
+MAX_SIZE_LIMIT = 1 << 53
+# allowedMimeTypes entries: type/subtype or type/* (RFC 6838 names).
+_MIME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/(\*|[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126})")
+MAX_MIME_TYPES = 100
 
 
 class StorageError(Exception):
@@ -164,6 +178,10 @@ class StorageError(Exception):
 def duplicate() -> StorageError:
     """The error storage-js gives a write onto an existing key without upsert."""
     return StorageError("The resource already exists", 409, "Duplicate")
+
+
+def no_bucket() -> StorageError:
+    return StorageError("Bucket not found", 404, "NoSuchBucket")
 
 
 def check_bucket(name: Any) -> str:
@@ -219,7 +237,8 @@ def bucket_id(conn: apsw.Connection, app: str, bucket: str, create: bool = False
     if not create:
         return None
     return conn.execute(
-        "INSERT INTO blob_buckets(app, name, created_at) VALUES (?, ?, ?) RETURNING id", (app, bucket, time.time())
+        "INSERT INTO blob_buckets(app, name, created_at, updated_at) VALUES (?, ?, ?3, ?3) RETURNING id",
+        (app, bucket, time.time()),
     ).fetchone()[0]
 
 
@@ -333,11 +352,15 @@ class Upload:
     """Bytes going into a new object; visible only once `finish` commits."""
 
     def __init__(self, conn: apsw.Connection, app: str, bucket: str, key: str, content_type: str,
-                 metadata: dict[str, str], upsert: bool, quota: int):
+                 metadata: dict[str, str], upsert: bool, quota: int, *, part: bool = False):
+        """`part`: the bytes of one multipart part, whose whole's type was checked when it began."""
         self.conn = conn
         self.app, self.bucket, self.key = app, check_bucket(bucket), check_key(key)
         check_headers(content_type, metadata)
         self.content_type = content_type or "application/octet-stream"
+        if not part:
+            check_content_type(conn, app, self.bucket, self.content_type)
+        self.size_limit = size_limit_of(conn, app, self.bucket)
         self.metadata = metadata
         self.upsert = upsert
         self.quota = quota
@@ -353,6 +376,9 @@ class Upload:
         if self.size + len(data) > self.room:
             self.abort()
             raise StorageError(f"the app's storage quota ({self.quota >> 20} MiB) is used up", 413, "QuotaExceeded")
+        if self.size_limit is not None and self.size + len(data) > self.size_limit:
+            self.abort()
+            raise too_large()
         self.md5.update(data)
         self.size += len(data)
         try:
@@ -637,6 +663,8 @@ def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, d
         meta["contentType"] = content_type
     if metadata is not None:
         meta["metadata"] = metadata
+    check_content_type(conn, app, dest_bucket, meta["contentType"])  # the destination's rules, as for an upload
+    check_size(conn, app, dest_bucket, meta["size"])
     now = time.time()
     if dest_bucket == bucket and dest == source:
         if not upsert:
@@ -739,6 +767,7 @@ def assemble(conn: apsw.Connection, app: str, bucket: str, key: str, parts: list
     if old and not upsert:
         raise duplicate()
     size = sum(n for _, n in parts)
+    check_size(conn, app, bucket, size)
     whole = conn.execute(
         "INSERT INTO blob_data(app, size, state, changed_at) VALUES (?, ?, 'live', ?) RETURNING id", (app, size, now)
     ).fetchone()[0]
@@ -757,15 +786,156 @@ def assemble(conn: apsw.Connection, app: str, bucket: str, key: str, parts: list
     return describe(bucket, key, size, etag, content_type, metadata, created, now)
 
 
+_BUCKET_COLUMNS = "b.name, b.public, b.created_at, b.updated_at, b.file_size_limit, b.allowed_mime_types"
+
+
+def _bucket_of(row) -> dict[str, Any]:
+    name, public, created, updated, size_limit, mime_types = row[:6]
+    return {"name": name, "public": bool(public), "createdAt": created, "updatedAt": updated,
+            "fileSizeLimit": size_limit, "allowedMimeTypes": msgspec.json.decode(mime_types) if mime_types else None}
+
+
 def buckets(conn: apsw.Connection, app: str) -> list[dict[str, Any]]:
+    """The app's buckets: their settings and what they hold (`objects`, `bytes`)."""
     return [
-        {"name": name, "public": bool(public), "objects": n, "bytes": size, "createdAt": created}
-        for name, public, created, n, size in conn.execute(
-            "SELECT b.name, b.public, b.created_at, count(o.key), coalesce(sum(o.size), 0) FROM blob_buckets b "
+        {**_bucket_of(row), "objects": row[6], "bytes": row[7]}
+        for row in conn.execute(
+            f"SELECT {_BUCKET_COLUMNS}, count(o.key), coalesce(sum(o.size), 0) FROM blob_buckets b "
             "LEFT JOIN blob_objects o ON o.bucket = b.id WHERE b.app = ? GROUP BY b.id ORDER BY b.name",
             (app,),
         )
     ]
+
+
+def bucket(conn: apsw.Connection, app: str, name: str) -> dict[str, Any]:
+    row = conn.execute(f"SELECT {_BUCKET_COLUMNS} FROM blob_buckets b WHERE b.app = ? AND b.name = ?",
+                       (app, check_bucket(name))).fetchone()
+    if row is None:
+        raise no_bucket()
+    return _bucket_of(row)
+
+
+def size_limit(value: Any) -> int | None:
+    """A bucket's fileSizeLimit: bytes, Supabase's text form ('20MB', '1.5GB', '30KB', '3B'), or None (no limit)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = _SIZE_TEXT.fullmatch(value.strip())
+        if text is None:
+            raise StorageError("Invalid file size format, hint: use 20GB / 20MB / 30KB / 3B")
+        amount = float(text[1]) * _SIZE_UNITS[text[2].lower()]
+        value = round(amount) if amount <= MAX_SIZE_LIMIT else MAX_SIZE_LIMIT + 1
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_SIZE_LIMIT:
+        raise StorageError(f"fileSizeLimit must be a positive whole number of bytes, at most {MAX_SIZE_LIMIT}, "
+                           "or a size like '20MB'")
+    return value
+
+
+def mime_types(value: Any) -> list[str] | None:
+    """A bucket's allowedMimeTypes: types like 'image/png' or 'image/*'; None or [] allows every type."""
+    if value is None or value == []:
+        return None
+    if (not isinstance(value, list) or len(value) > MAX_MIME_TYPES
+            or not all(isinstance(t, str) and _MIME_PATTERN.fullmatch(t) for t in value)):
+        raise StorageError(f"allowedMimeTypes must be a list of at most {MAX_MIME_TYPES} types like 'image/png' "
+                           "or 'image/*'")
+    return [t.lower() for t in value]
+
+
+def _types_json(types: list[str] | None) -> str | None:
+    return None if types is None else msgspec.json.encode(types).decode()
+
+
+def check_content_type(conn: apsw.Connection, app: str, bucket: str, content_type: str) -> None:
+    """Refuses a type the bucket's allowedMimeTypes leave out (parameters such as charset aside)."""
+    row = conn.execute("SELECT allowed_mime_types FROM blob_buckets WHERE app = ? AND name = ?", (app, bucket)).fetchone()
+    if not row or not row[0]:
+        return
+    essence = content_type.partition(";")[0].strip().lower()
+    if not any(essence == t or (t.endswith("/*") and essence.startswith(t[:-1])) for t in msgspec.json.decode(row[0])):
+        raise StorageError(f"mime type {content_type[:100]} is not supported", 415, "InvalidMimeType")
+
+
+def size_limit_of(conn: apsw.Connection, app: str, bucket: str) -> int | None:
+    row = conn.execute("SELECT file_size_limit FROM blob_buckets WHERE app = ? AND name = ?", (app, bucket)).fetchone()
+    return row[0] if row else None
+
+
+def too_large() -> StorageError:
+    return StorageError("The object exceeded the maximum allowed size", 413, "EntityTooLarge")
+
+
+def check_size(conn: apsw.Connection, app: str, bucket: str, size: int) -> None:
+    limit = size_limit_of(conn, app, bucket)
+    if limit is not None and size > limit:
+        raise too_large()
+
+
+def create_bucket(conn: apsw.Connection, app: str, name: str, public: bool = False, file_size_limit: Any = None,
+                  allowed_mime_types: Any = None) -> None:
+    """A new bucket; an existing one is refused (409), as Supabase and S3 do."""
+    check_bucket(name)
+    limit, types = size_limit(file_size_limit), mime_types(allowed_mime_types)
+    with transaction(conn):
+        if bucket_id(conn, app, name) is not None:
+            raise StorageError("The resource already exists", 409, "BucketAlreadyExists")
+        conn.execute(
+            "INSERT INTO blob_buckets(app, name, public, created_at, updated_at, file_size_limit, allowed_mime_types) "
+            "VALUES (?, ?, ?, ?4, ?4, ?, ?)",
+            (app, name, int(public), time.time(), limit, _types_json(types)),
+        )
+
+
+def update_bucket(conn: apsw.Connection, app: str, name: str, public: Any = msgspec.UNSET,
+                  file_size_limit: Any = msgspec.UNSET, allowed_mime_types: Any = msgspec.UNSET) -> None:
+    """Changes the settings given (UNSET leaves one as it is; None clears a limit)."""
+    changes: dict[str, Any] = {"updated_at": time.time()}
+    if public is not msgspec.UNSET:
+        changes["public"] = int(public)
+    if file_size_limit is not msgspec.UNSET:
+        changes["file_size_limit"] = size_limit(file_size_limit)
+    if allowed_mime_types is not msgspec.UNSET:
+        changes["allowed_mime_types"] = _types_json(mime_types(allowed_mime_types))
+    assignments = ", ".join(f"{column} = ?" for column in changes)
+    with transaction(conn):
+        updated = conn.execute(f"UPDATE blob_buckets SET {assignments} WHERE app = ? AND name = ? RETURNING id",
+                               (*changes.values(), app, check_bucket(name))).fetchone()
+    if updated is None:
+        raise no_bucket()
+
+
+def delete_bucket(conn: apsw.Connection, app: str, name: str) -> None:
+    """Deletes an empty bucket; one holding objects is refused (409), as Supabase and S3 do."""
+    with transaction(conn):
+        bid = bucket_id(conn, app, name)
+        if bid is None:
+            raise no_bucket()
+        if conn.execute("SELECT 1 FROM blob_objects WHERE bucket = ? LIMIT 1", (bid,)).fetchone():
+            raise StorageError("The bucket you tried to delete is not empty", 409, "ResourceNotEmpty")
+        conn.execute("DELETE FROM blob_buckets WHERE id = ?", (bid,))
+
+
+# Objects emptyBucket removes per transaction: other writers wait milliseconds, not the whole bucket.
+EMPTY_BATCH = 1000
+
+
+def empty_bucket(conn: apsw.Connection, app: str, name: str) -> None:
+    """Removes every object of the bucket (their bytes are swept as any removed object's)."""
+    bid = bucket_id(conn, app, name)
+    if bid is None:
+        raise no_bucket()
+    while True:
+        now = time.time()
+        with transaction(conn):
+            removed = conn.execute(
+                "DELETE FROM blob_objects WHERE rowid IN (SELECT rowid FROM blob_objects WHERE bucket = ? LIMIT ?) "
+                "RETURNING data",
+                (bid, EMPTY_BATCH),
+            ).fetchall()
+            for (data,) in removed:
+                orphan(conn, data, now)
+        if len(removed) < EMPTY_BATCH:
+            return
 
 
 def configure_buckets(conn: apsw.Connection, app: str, declared: dict[str, Any]) -> list[str]:
