@@ -6,6 +6,7 @@ import hashlib
 import os
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -283,6 +284,19 @@ def test_a_buckets_limits_hold_for_every_way_in(conn):
     store.update_bucket(conn, "a", "small", file_size_limit=None)
     assert put(conn, "big", b"x" * 11, bucket="small", ctype="text/plain")["size"] == 11
     assert store.bucket(conn, "a", "small")["allowedMimeTypes"] == ["text/*"]  # left as it was
+
+
+def test_objects_stored_before_ids_get_one_each(tmp_path):
+    old = cartridge.connect(tmp_path / "old.db")
+    cartridge.migrate(old, "storage", store.MIGRATIONS[:5])  # the schema before object ids
+    with cartridge.transaction(old):
+        bid = store.bucket_id(old, "a", "files", create=True)
+        for key in ("x", "y"):
+            old.execute("INSERT INTO blob_objects(bucket, key, data, size, etag, content_type, metadata, created_at, "
+                        "updated_at) VALUES (?, ?, 0, 0, 'same', 'text/plain', '{}', 0, 0)", (bid, key))
+    capabilities(old)
+    ids = [store.head(old, "a", "files", key)[0]["id"] for key in ("x", "y")]
+    assert ids[0] != ids[1] and all(uuid.UUID(i).version == 4 for i in ids)
 
 
 def test_apps_never_see_each_other(conn):

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import time
+import uuid
 from datetime import datetime
 from email.utils import formatdate
 
@@ -36,10 +37,11 @@ def ok(r):
 def test_three_ways_in_and_two_ways_out(host):
     _, s = host
     piped = ok(s.request("PUT", "/files/pipe/avatars/u/42.png?meta=me", content=DATA, headers={"content-type": "image/png"}))
-    assert piped == {"path": "u/42.png", "id": MD5, "fullPath": "avatars/u/42.png"}
-    assert ok(s.request("PUT", "/files/bytes/docs/b.bin", content=DATA))["id"] == MD5
-    chunked = ok(s.request("PUT", "/files/chunks/docs/c.bin?n=3&size=1000000"))
-    assert chunked["id"] == hashlib.md5(b"".join(bytes([i]) * 1_000_000 for i in range(3))).hexdigest()
+    assert piped == {"path": "u/42.png", "id": piped["id"], "fullPath": "avatars/u/42.png"}
+    assert ok(s.request("PUT", "/files/bytes/docs/b.bin", content=DATA))["path"] == "b.bin"
+    ok(s.request("PUT", "/files/chunks/docs/c.bin?n=3&size=1000000"))
+    chunked = s.get("/files/stream/docs/c.bin").headers["etag"]
+    assert chunked == f'"{hashlib.md5(b"".join(bytes([i]) * 1_000_000 for i in range(3))).hexdigest()}"'
     got = s.get("/files/get/avatars/u/42.png")
     assert got.content == DATA and got.headers["content-type"] == "image/png"
     streamed = s.get("/files/stream/docs/b.bin")
@@ -53,6 +55,25 @@ def test_three_ways_in_and_two_ways_out(host):
     assert info["createdAt"].endswith("Z") and time.time() - datetime.fromisoformat(info["lastModified"]).timestamp() < 60
     assert ok(s.request("PUT", "/files/text/docs/t.txt"))["path"] == "t.txt"
     assert s.get("/files/get/docs/t.txt").text == "hello text"
+
+
+def test_every_stored_version_has_an_id_of_its_own(host):
+    _, s = host
+    first = ok(s.request("PUT", "/files/pipe/docs/ids/a", content=b"same"))["id"]
+    second = ok(s.request("PUT", "/files/bytes/docs/ids/b", content=b"same"))["id"]  # before: both the MD5
+    assert first != second and uuid.UUID(first).version == uuid.UUID(second).version == 4
+    listed = {e["name"]: e["id"] for e in ok(s.get("/files/list/docs?path=ids"))}
+    assert listed == {"a": first, "b": second}
+    assert ok(s.get("/files/info/docs/ids/a"))["id"] == ok(s.get("/files/head/docs/ids/a"))["id"] == first
+    replaced = ok(s.request("PUT", "/files/pipe/docs/ids/a?upsert=1", content=b"same"))["id"]
+    assert replaced not in (first, second)
+    ok(s.request("POST", "/files/copy/docs", json={"from": "ids/a", "to": "ids/c"}))
+    assert ok(s.get("/files/info/docs/ids/c"))["id"] not in (first, second, replaced)
+    ok(s.request("POST", "/files/move/docs", json={"from": "ids/a", "to": "ids/d"}))
+    assert ok(s.get("/files/info/docs/ids/d"))["id"] == replaced  # a move keeps it, as in Supabase
+    signed = ok(s.get("/files/sign-upload/docs/ids/e"))["signedUrl"]
+    put = s.request("PUT", signed, content=b"same").json()
+    assert put["Id"] == ok(s.get("/files/info/docs/ids/e"))["id"] and uuid.UUID(put["Id"])
 
 
 def test_streamed_objects_honour_range_and_conditionals(host):
@@ -156,7 +177,7 @@ def test_quota(host):
     else:
         pytest.fail("the quota never stopped an upload")
     ok(s.request("DELETE", "/files/o/quota?keys=" + ",".join(str(k) for k in range(40))))
-    assert ok(s.request("PUT", "/files/pipe/quota/again", content=DATA))["id"] == MD5
+    assert ok(s.request("PUT", "/files/pipe/quota/again", content=DATA))["path"] == "again"
 
 
 def test_a_client_gone_mid_upload_leaves_no_object(host):

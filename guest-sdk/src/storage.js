@@ -38,7 +38,7 @@ function entry(o, prefix) {
   // The storage-js list shape: names relative to the listed folder, metadata with size and type.
   return {
     name: o.key.slice(prefix.length),
-    id: o.etag,
+    id: o.id,
     updated_at: iso(o.updatedAt),
     created_at: iso(o.createdAt),
     last_accessed_at: null,
@@ -107,7 +107,7 @@ class Bucket {
 
   reply(r, path) {
     if (r.error) return r;
-    return { data: { path, id: r.data.etag, fullPath: `${this.bucket}/${path}` }, error: null };
+    return { data: { path, id: r.data.id, fullPath: `${this.bucket}/${path}` }, error: null };
   }
 
   update(path, body, options = {}) {
@@ -150,7 +150,7 @@ class Bucket {
     const o = r.data;
     return {
       data: {
-        id: o.etag, name: o.key, bucketId: o.bucket, size: o.size, contentType: o.contentType,
+        id: o.id, name: o.key, bucketId: o.bucket, size: o.size, contentType: o.contentType,
         etag: `"${o.etag}"`, metadata: o.metadata, createdAt: iso(o.createdAt), lastModified: iso(o.updatedAt),
       },
       error: null,

@@ -189,6 +189,8 @@ export interface FileObject {
 export interface ObjectInfo {
   bucket: string;
   key: string;
+  /** This stored version's id, a UUID (a new one for every upload or copy; a move keeps it). */
+  id: string;
   size: number;
   /** MD5 of the bytes, hex. */
   etag: string;
@@ -201,7 +203,7 @@ export interface ObjectInfo {
 
 /** What info() gives: storage-js's shape. */
 export interface FileInfo {
-  /** MD5 of the bytes, hex (storage-js: the object's id). */
+  /** This stored version's id, a UUID (a new one for every upload or copy; a move keeps it). */
   id: string;
   /** The whole key. */
   name: string;

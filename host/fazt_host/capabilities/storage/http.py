@@ -241,7 +241,7 @@ async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
         if signed_upload and method in ("PUT", "POST"):
             check_token(conn, token, "upload", app, bucket, key)
             meta = await pipe_upload(trigger, scope, proto, deployed, bucket, key)
-            body = {"Key": f"{bucket}/{key}", "Id": meta["etag"], "data": meta}
+            body = {"Key": f"{bucket}/{key}", "Id": meta["id"], "data": meta}
             proto.response_bytes(200, [("content-type", "application/json")], msgspec.json.encode(body))
             return
         raise StorageError(f"no storage route {method} {inner[:120]}", 404, "not_found")

@@ -23,6 +23,7 @@ import hashlib
 import re
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -132,6 +133,13 @@ MIGRATIONS = [
     UPDATE blob_buckets SET updated_at = created_at;
     ALTER TABLE blob_buckets ADD COLUMN file_size_limit INTEGER;
     ALTER TABLE blob_buckets ADD COLUMN allowed_mime_types TEXT; -- a JSON array
+    """,
+    """
+    -- Each object version's own id (storage-js's id), a UUID v4; objects stored before get one here.
+    ALTER TABLE blob_objects ADD COLUMN id TEXT;
+    UPDATE blob_objects SET id = lower(
+        hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) || '-'
+        || substr('89ab', 1 + abs(random() % 4), 1) || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6)));
     """,
 ]
 
@@ -338,13 +346,12 @@ def new_data(conn: apsw.Connection, app: str, where: str):
     return data, (external.Sink(ext, conn, data, location) if ext else Chunks(conn, data))
 
 
-def _point(conn, bid: int, key: str, data: int, size: int, etag: str, content_type: str,
-           metadata: dict[str, str], created: float, updated: float) -> None:
-    """Makes `key` the object of `data` (replacing what it was)."""
+def _point(conn, bid: int, data: int, o: dict[str, Any]) -> None:
+    """Makes the object `o` (a `describe`) the one of `data` at its key (replacing what it was)."""
     conn.execute(
-        "INSERT OR REPLACE INTO blob_objects(bucket, key, data, size, etag, content_type, metadata, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (bid, key, data, size, etag, content_type, msgspec.json.encode(metadata).decode(), created, updated),
+        f"INSERT OR REPLACE INTO blob_objects(bucket, key, data, {OBJECT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (bid, o["key"], data, o["id"], o["size"], o["etag"], o["contentType"], msgspec.json.encode(o["metadata"]).decode(),
+         o["createdAt"], o["updatedAt"]),
     )
 
 
@@ -426,10 +433,11 @@ class Upload:
                 "UPDATE blob_data SET state = 'live', size = ?, pending = NULL, changed_at = ? WHERE id = ?",
                 (self.size, now, self.data),
             )
-            _point(self.conn, bid, self.key, self.data, self.size, etag, self.content_type, self.metadata,
-                   old[1] if old else now, now)
+            made = describe(self.bucket, self.key, new_id(), self.size, etag, self.content_type, self.metadata,
+                            old[1] if old else now, now)
+            _point(self.conn, bid, self.data, made)
         sweep(self.conn)
-        return describe(self.bucket, self.key, self.size, etag, self.content_type, self.metadata, now, now)
+        return made
 
     def abort(self) -> None:
         """Forgets the bytes written so far (no reader can see an upload in progress)."""
@@ -470,24 +478,38 @@ def pipe(body, upload: Upload, check=None, piece: int = 1 << 20) -> None:
         raise
 
 
-def describe(bucket, key, size, etag, content_type, metadata, created, updated) -> dict[str, Any]:
+def new_id() -> str:
+    """A stored object version's id: unique, as Supabase's object ids are (the ETag is the content's)."""
+    return str(uuid.uuid4())
+
+
+def describe(bucket, key, object_id, size, etag, content_type, metadata, created, updated) -> dict[str, Any]:
     return {
-        "bucket": bucket, "key": key, "size": size, "etag": etag, "contentType": content_type,
+        "bucket": bucket, "key": key, "id": object_id, "size": size, "etag": etag, "contentType": content_type,
         "metadata": metadata, "createdAt": created, "updatedAt": updated,
     }
+
+
+# An object row's columns in the order `described` reads them.
+OBJECT_COLUMNS = "id, size, etag, content_type, metadata, created_at, updated_at"
+
+
+def described(bucket: str, key: str, row) -> dict[str, Any]:
+    """`describe` of a row of OBJECT_COLUMNS."""
+    object_id, size, etag, content_type, metadata, created, updated = row
+    return describe(bucket, key, object_id, size, etag, content_type, msgspec.json.decode(metadata), created, updated)
 
 
 def head(conn: apsw.Connection, app: str, bucket: str, key: str) -> tuple[dict[str, Any], int]:
     """The object's description and its data id, or StorageError 404."""
     row = conn.execute(
-        "SELECT o.data, o.size, o.etag, o.content_type, o.metadata, o.created_at, o.updated_at "
+        f"SELECT o.data, {', '.join('o.' + c for c in OBJECT_COLUMNS.split(', '))} "
         "FROM blob_objects o JOIN blob_buckets b ON b.id = o.bucket WHERE b.app = ? AND b.name = ? AND o.key = ?",
         (app, check_bucket(bucket), check_key(key)),
     ).fetchone()
     if row is None:
         raise StorageError("Object not found", 404, "not_found")
-    data, size, etag, ctype, meta, created, updated = row
-    return describe(bucket, key, size, etag, ctype, msgspec.json.decode(meta), created, updated), data
+    return described(bucket, key, row[1:]), row[0]
 
 
 def _location(conn: apsw.Connection, data: int) -> str | None:
@@ -589,7 +611,7 @@ def listing(conn: apsw.Connection, app: str, bucket: str, prefix: str = "", limi
     lower = max(start, prefix)
     items: list[tuple[str, Any]] = []
     query = (
-        "SELECT key, size, etag, content_type, metadata, created_at, updated_at FROM blob_objects "
+        f"SELECT key, {OBJECT_COLUMNS} FROM blob_objects "
         "WHERE bucket = ? AND key >= ? AND (?3 IS NULL OR key < ?3) ORDER BY key LIMIT ?"
     )
     skip = offset
@@ -618,7 +640,7 @@ def listing(conn: apsw.Connection, app: str, bucket: str, prefix: str = "", limi
     more = len(items) > limit
     items = items[:limit]
     objects = [
-        describe(bucket, r[0], r[1], r[2], r[3], msgspec.json.decode(r[4]), r[5], r[6]) for _, r in items if r is not None
+        described(bucket, r[0], r[1:]) for _, r in items if r is not None
     ]
     prefixes = [name for name, r in items if r is None]
     if not more:
@@ -638,12 +660,12 @@ def remove(conn: apsw.Connection, app: str, bucket: str, keys: list[str]) -> lis
         for key in keys:
             row = conn.execute(
                 "DELETE FROM blob_objects WHERE bucket = ? AND key = ? "
-                "RETURNING data, size, etag, content_type, metadata, created_at, updated_at",
+                f"RETURNING data, {OBJECT_COLUMNS}",
                 (bid, check_key(key)),
             ).fetchone()
             if row:
                 orphan(conn, row[0], now)
-                removed.append(describe(bucket, key, row[1], row[2], row[3], msgspec.json.decode(row[4]), row[5], row[6]))
+                removed.append(described(bucket, key, row[1:]))
     return removed
 
 
@@ -745,8 +767,11 @@ def _copy_rows(conn, app, bucket, source, dest, dest_bucket, meta, data, copied,
         old = conn.execute("SELECT data FROM blob_objects WHERE bucket = ? AND key = ?", (bid, dest)).fetchone()
         if old and old[0] != new:
             orphan(conn, old[0], now)
-        _point(conn, bid, dest, new, meta["size"], meta["etag"], meta["contentType"], meta["metadata"], now, now)
-    return describe(dest_bucket, dest, meta["size"], meta["etag"], meta["contentType"], meta["metadata"], now, now)
+        # A copy is a new object; a moved one keeps its id, as in Supabase.
+        made = {**meta, "bucket": dest_bucket, "key": dest, "id": meta["id"] if move else new_id(),
+                "createdAt": now, "updatedAt": now}
+        _point(conn, bid, new, made)
+    return made
 
 
 def _copy_chunks(conn: apsw.Connection, source: int, dest: int) -> None:
@@ -782,8 +807,9 @@ def assemble(conn: apsw.Connection, app: str, bucket: str, key: str, parts: list
     if old:
         orphan(conn, old[0], now)
     created = old[1] if old else now
-    _point(conn, bid, key, whole, size, etag, content_type, metadata, created, now)
-    return describe(bucket, key, size, etag, content_type, metadata, created, now)
+    made = describe(bucket, key, new_id(), size, etag, content_type, metadata, created, now)
+    _point(conn, bid, whole, made)
+    return made
 
 
 _BUCKET_COLUMNS = "b.name, b.public, b.created_at, b.updated_at, b.file_size_limit, b.allowed_mime_types"
