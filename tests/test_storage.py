@@ -163,6 +163,31 @@ def test_listing_by_folder_with_pages(conn):
     assert store.decode_cursor(store.encode_cursor("b/c/\x00")) == "b/c/\x00"
 
 
+def test_sorted_listing_and_search_as_supabase_lists(conn):
+    keys = ["s/b.txt", "s/A.txt", "s/c.txt", "s/ab%_.txt", "s/Apple/x", "s/apricot/y", "s/zed/z", "s/zed/w", "t/a.txt"]
+    for i, key in enumerate(keys):
+        put(conn, key, b"x")
+        conn.execute("UPDATE blob_objects SET created_at = ?, updated_at = ? WHERE key = ?", (i, 100 - i, key))
+
+    def names(*args, **kw):
+        objects, prefixes = store.sorted_listing(conn, "a", "files", "s/", *args, **kw)
+        return prefixes + [o["key"] for o in objects]
+
+    assert names(100, 0) == ["s/Apple/", "s/apricot/", "s/zed/", "s/A.txt", "s/ab%_.txt", "s/b.txt", "s/c.txt"]
+    assert names(100, 0, column="created_at", order="desc") == [
+        "s/zed/", "s/apricot/", "s/Apple/", "s/ab%_.txt", "s/c.txt", "s/A.txt", "s/b.txt"]
+    assert names(100, 0, column="updated_at") == names(100, 0, column="created_at", order="desc")[:3][::-1] + [
+        "s/ab%_.txt", "s/c.txt", "s/A.txt", "s/b.txt"]
+    assert names(100, 0, "a") == ["s/Apple/", "s/apricot/", "s/A.txt", "s/ab%_.txt"]  # ignoring case
+    assert names(100, 0, "AB%") == ["s/ab%_.txt"] and names(100, 0, "_") == [] and names(100, 0, "%") == []
+    pages = [names(2, offset, column="created_at") for offset in (0, 2, 4, 6)]
+    assert sum(pages, []) == names(100, 0, column="created_at") and pages[-1] == ["s/ab%_.txt"]
+    for column, order in (("size", "asc"), ("name; drop table x", "asc"), ("name", "sideways")):
+        with pytest.raises(StorageError) as e:
+            store.sorted_listing(conn, "a", "files", "s/", 10, 0, column=column, order=order)
+        assert e.value.status == 400
+
+
 def test_remove_copy_move(conn):
     data = os.urandom(CHUNK + 7)
     put(conn, "src", data)

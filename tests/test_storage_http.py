@@ -296,6 +296,19 @@ def test_bucket_methods_name_a_valid_existing_bucket(host):
         assert buckets(s, method, "UP", {}).json()["error"]["error"] == "InvalidBucketName"
 
 
+def test_listing_searches_and_sorts_as_storage_js(host):
+    _, s = host
+    for k in ["ls/Banana.txt", "ls/apple.txt", "ls/Avocado/x", "ls/cherry.txt"]:
+        ok(s.request("PUT", f"/files/pipe/docs/{k}?upsert=1", content=b"x"))
+    names = lambda query: [e["name"] for e in ok(s.get(f"/files/list/docs?path=ls&{query}"))]  # noqa: E731
+    assert names("search=a") == ["Avocado", "apple.txt"]  # before: case-sensitive, and no folder
+    assert names("search=B") == ["Banana.txt"]
+    assert names("sort=created_at&order=desc") == ["Avocado", "cherry.txt", "apple.txt", "Banana.txt"]
+    assert names("sort=name&order=desc&limit=2&offset=1") == ["cherry.txt", "apple.txt"]
+    for query in ("sort=size", "sort=name&order=up", "sort=created_at&cursor=YQ"):
+        assert s.get(f"/files/list/docs?path=ls&{query}").json()["error"]["statusCode"] == "400", query
+
+
 def test_copy_and_move_refuse_an_existing_destination_unless_upsert(host):
     _, s = host
     for k in ["cm/a", "cm/b"]:

@@ -123,11 +123,15 @@ class Bucket {
 
   // Lists one "folder": objects directly under `path` and its subfolders (as
   // entries with id null), like storage-js. `offset` skips that many entries;
-  // `cursor` continues a listing that replied with `cursor`.
-  async list(path = '', { limit = 100, offset = 0, cursor, search = '' } = {}) {
+  // `cursor` continues a listing by name (ascending, without search) that replied with `cursor`.
+  // `search` keeps the entries whose name starts with it, ignoring case; `sortBy` orders the objects
+  // (subfolders come first, by name).
+  async list(path = '', { limit = 100, offset = 0, cursor, search = '', sortBy } = {}) {
     const prefix = folderPrefix(path);
+    const { column = 'name', order = 'asc' } = sortBy ?? {};
     const r = ask(call, {
-      op: 'list', bucket: this.bucket, prefix: prefix + search, delimiter: '/', limit, offset, start: cursor ?? '',
+      op: 'list', bucket: this.bucket, prefix, delimiter: '/', limit, offset, start: cursor ?? '',
+      search, sortColumn: column, sortOrder: order,
     });
     if (r.error) return r;
     const folders = r.data.prefixes.map((p) => ({

@@ -233,8 +233,17 @@ export interface Bucket {
   download(path: string): Promise<StorageReply<Blob>>;
   /** A Response the host fills from storage (ETag, Last-Modified, 304, Range): the bytes skip the sandbox. */
   stream(path: string, options?: { range?: string | null; status?: number; headers?: HeadersInit }): Response;
-  /** One folder: objects directly under `path`, and its subfolders; `offset` skips that many entries. */
-  list(path?: string, options?: { limit?: number; offset?: number; cursor?: string; search?: string }): Promise<StorageReply<FileObject[]> & { cursor?: string }>;
+  /**
+   * One folder: its subfolders, then the objects directly under `path`; `offset` skips that many entries.
+   * `search`: names starting with it, ignoring ASCII case. `cursor` pages the default order (name, ascending) only.
+   */
+  list(
+    path?: string,
+    options?: {
+      limit?: number; offset?: number; cursor?: string; search?: string;
+      sortBy?: { column?: 'name' | 'created_at' | 'updated_at' | 'last_accessed_at'; order?: 'asc' | 'desc' };
+    },
+  ): Promise<StorageReply<FileObject[]> & { cursor?: string }>;
   head(path: string): Promise<StorageReply<ObjectInfo>>;
   info(path: string): Promise<StorageReply<FileInfo>>;
   exists(path: string): Promise<StorageReply<boolean>>;

@@ -3,7 +3,7 @@
 //   PUT  /bytes/BUCKET/KEY   reads the body in the guest, uploads the bytes
 //   PUT  /chunks/BUCKET/KEY?n=N&size=S  uploads a ReadableStream of N generated chunks
 //   GET  /get/BUCKET/KEY     downloads and returns the bytes
-//   GET  /list/BUCKET?path=&cursor=&limit=&offset=   GET /head|info|exists/BUCKET/KEY
+//   GET  /list/BUCKET?path=&cursor=&limit=&offset=&search=&sort=COLUMN&order=   GET /head|info|exists/BUCKET/KEY
 //   GET  /sign/BUCKET/KEY?expires=&download=   GET /signs/BUCKET?keys=a,b   GET /public/BUCKET/KEY?download
 //   DELETE /o/BUCKET?keys=a,b   POST /copy|move/BUCKET {from, to, destinationBucket, upsert}
 //   POST /buckets/METHOD/ID {options}   storage.METHOD(ID, options): listBuckets, createBucket...
@@ -51,7 +51,9 @@ export default {
       const cursor = url.searchParams.get('cursor') ?? undefined;
       const limit = Number(url.searchParams.get('limit') ?? 100);
       const offset = Number(url.searchParams.get('offset') ?? 0);
-      return json(await b.list(url.searchParams.get('path') ?? '', { limit, offset, cursor }));
+      const q = (name) => url.searchParams.get(name) ?? undefined;
+      const sortBy = url.searchParams.has('sort') ? { column: q('sort'), order: q('order') } : undefined;
+      return json(await b.list(q('path') ?? '', { limit, offset, cursor, search: q('search'), sortBy }));
     }
     if (action === 'head') return json(await b.head(key));
     if (action === 'info') return json(await b.info(key));

@@ -2,7 +2,8 @@
 /**
  * Metadata operations: JSON `{"op": "head"|"list"|"remove"|"copy"|"move"|"sign"|"listBuckets"|
  * "getBucket"|"createBucket"|"updateBucket"|"deleteBucket"|"emptyBucket", "bucket",
- * "key", "keys", "to", "toBucket", "prefix", "delimiter", "limit", "start",
+ * "key", "keys", "to", "toBucket", "prefix", "delimiter", "limit", "offset", "start", "search",
+ * "sortColumn", "sortOrder",
  * "public", "fileSizeLimit", "allowedMimeTypes"}`.
  */
 export function call(operation: string): string;

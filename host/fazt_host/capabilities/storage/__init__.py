@@ -42,6 +42,9 @@ class Call(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     upsert: bool = False
     expires_in: int = 3600
     upload: bool = False
+    search: str = ""
+    sort_column: str = "name"
+    sort_order: str = "asc"
     # Bucket settings (createBucket, updateBucket): UNSET leaves one as it is.
     public: bool | msgspec.UnsetType = msgspec.UNSET
     file_size_limit: int | str | None | msgspec.UnsetType = msgspec.UNSET
@@ -166,6 +169,12 @@ class Storage(Capability):
             if c.op == "list":
                 if c.limit < 1 or c.offset < 0:
                     raise StorageError("limit must be a positive integer, offset a non-negative one")
+                if c.search or (c.sort_column, c.sort_order) != ("name", "asc"):
+                    if c.start:
+                        raise StorageError("a cursor continues a listing by name without search: page with offset")
+                    objects, prefixes = store.sorted_listing(conn, app, c.bucket, c.prefix, min(c.limit, 1000),
+                                                             c.offset, c.search, c.sort_column, c.sort_order)
+                    return reply({"objects": objects, "prefixes": prefixes, "next": None})
                 objects, prefixes, more = store.listing(
                     conn, app, c.bucket, c.prefix, min(c.limit, 1000), store.decode_cursor(c.start), c.delimiter,
                     c.offset,

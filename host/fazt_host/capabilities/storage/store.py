@@ -649,6 +649,46 @@ def listing(conn: apsw.Connection, app: str, bucket: str, prefix: str = "", limi
     return objects, prefixes, _after(name) if row is not None else _past_prefix(name)
 
 
+# storage-js's sortBy columns; last_accessed_at is not kept (always null), so it sorts as name.
+SORT_COLUMNS = {"name": "key", "created_at": "created_at", "updated_at": "updated_at", "last_accessed_at": "key"}
+
+
+def _like_prefix(text: str) -> str:
+    """A LIKE pattern (ESCAPE '\\') matching what starts with `text`."""
+    return re.sub(r"([\\%_])", r"\\\1", text) + "%"
+
+
+def sorted_listing(conn: apsw.Connection, app: str, bucket: str, prefix: str, limit: int, offset: int,
+                   search: str = "", column: str = "name", order: str = "asc") -> tuple[list[dict[str, Any]], list[str]]:
+    """One folder as Supabase lists it with `search` and `sortBy`: its subfolders first (by name), then its
+    objects by `column`; `search` keeps the entries whose name (after the folder) starts with it, ignoring
+    ASCII case. Reads the whole folder: the listing by name ascending without search is the one that pages by keys.
+
+    Returns (objects, common prefixes)."""
+    if column not in SORT_COLUMNS:
+        raise StorageError(f"sortBy.column must be one of {', '.join(SORT_COLUMNS)}, not {column[:40]!r}")
+    if order.lower() not in ("asc", "desc"):
+        raise StorageError(f"sortBy.order must be 'asc' or 'desc', not {order[:40]!r}")
+    bid = bucket_id(conn, app, bucket)
+    if bid is None:
+        return [], []
+    direction = order.upper()
+    # ?4 is where an entry's name starts in its key; names of subfolders hold a '/'.
+    where = ("bucket = ?1 AND key >= ?2 AND (?3 IS NULL OR key < ?3) AND substr(key, ?4) LIKE ?5 ESCAPE '\\' "
+             "AND instr(substr(key, ?4), '/')")
+    params = (bid, prefix, _past_prefix(prefix) if prefix else None, len(prefix) + 1, _like_prefix(search))
+    folders = [f for (f,) in conn.execute(
+        f"SELECT DISTINCT substr(key, 1, ?4 - 1 + instr(substr(key, ?4), '/')) AS f FROM blob_objects "
+        f"WHERE {where} > 0 ORDER BY f {direction}", params)]
+    shown = folders[offset : offset + limit]
+    rows = conn.execute(
+        f"SELECT key, {OBJECT_COLUMNS} FROM blob_objects WHERE {where} = 0 "
+        f"ORDER BY {SORT_COLUMNS[column]} {direction}, key {direction} LIMIT ?6 OFFSET ?7",
+        (*params, limit - len(shown), max(offset - len(folders), 0)),
+    ).fetchall()
+    return [described(bucket, r[0], r[1:]) for r in rows], shown
+
+
 def remove(conn: apsw.Connection, app: str, bucket: str, keys: list[str]) -> list[dict[str, Any]]:
     """Removes the objects that exist; returns their descriptions."""
     removed = []
