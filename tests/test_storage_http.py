@@ -76,6 +76,28 @@ def test_every_stored_version_has_an_id_of_its_own(host):
     assert put["Id"] == ok(s.get("/files/info/docs/ids/e"))["id"] and uuid.UUID(put["Id"])
 
 
+def test_objects_are_served_with_the_cache_control_they_were_stored_with(host):
+    _, s = host
+    ok(s.request("PUT", "/files/pipe/avatars/cc/default.png", content=b"x"))
+    ok(s.request("PUT", "/files/bytes/avatars/cc/minute.png?cache=60", content=b"y"))
+    public = ok(s.get("/files/public/avatars/cc/default.png"))["publicUrl"]
+    assert s.get(public).headers["cache-control"] == "max-age=3600"  # storage-js's default
+    signed = ok(s.get("/files/sign/avatars/cc/minute.png"))["signedUrl"]
+    assert s.get(signed).headers["cache-control"] == "max-age=60" and s.request("HEAD", signed).headers["cache-control"] == "max-age=60"
+    assert s.get("/files/stream/avatars/cc/minute.png").headers["cache-control"] == "private, max-age=60"  # the handler's
+    assert ok(s.get("/files/info/avatars/cc/minute.png"))["cacheControl"] == "max-age=60"
+    assert ok(s.get("/files/list/avatars?path=cc"))[1]["metadata"]["cacheControl"] == "max-age=60"
+    upload = ok(s.get("/files/sign-upload/avatars/cc/put.png"))["signedUrl"]
+    assert s.request("PUT", upload, content=b"z", headers={"cache-control": "max-age=5"}).status_code == 200  # uploadToSignedUrl's header
+    assert s.get(ok(s.get("/files/sign/avatars/cc/put.png"))["signedUrl"]).headers["cache-control"] == "max-age=5"
+    for bad in ("soon", "-1", "1%0D%0Ax-evil:%201", "99999999999"):
+        r = s.request("PUT", f"/files/pipe/avatars/cc/bad.png?cache={bad}", content=b"x").json()
+        assert r["error"]["statusCode"] == "400", (bad, r)
+    refused = s.request("PUT", ok(s.get("/files/sign-upload/avatars/cc/bad.png"))["signedUrl"], content=b"x",
+                        headers={"cache-control": "x" * 300})
+    assert refused.status_code == 400 and s.get("/files/exists/avatars/cc/bad.png").json()["data"] is False
+
+
 def test_streamed_objects_honour_range_and_conditionals(host):
     _, s = host
     ok(s.request("PUT", "/files/pipe/docs/r.bin?upsert=1", content=DATA))

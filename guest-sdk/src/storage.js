@@ -43,7 +43,7 @@ function entry(o, prefix) {
     created_at: iso(o.createdAt),
     last_accessed_at: null,
     metadata: {
-      size: o.size, mimetype: o.contentType, eTag: `"${o.etag}"`,
+      size: o.size, mimetype: o.contentType, eTag: `"${o.etag}"`, cacheControl: o.cacheControl,
       lastModified: iso(o.updatedAt), ...o.metadata,
     },
   };
@@ -69,8 +69,9 @@ class Bucket {
   }
 
   // body: string, bytes, Blob, a ReadableStream of bytes, or the request (or request.body) to pipe it.
-  async upload(path, body, { contentType, upsert = false, metadata = {} } = {}) {
-    const op = { bucket: this.bucket, key: path, upsert, metadata };
+  // cacheControl: seconds, served as `Cache-Control: max-age=N` (storage-js's default, 3600).
+  async upload(path, body, { contentType, upsert = false, metadata = {}, cacheControl = '3600' } = {}) {
+    const op = { bucket: this.bucket, key: path, upsert, metadata, cacheControl: String(cacheControl) };
     if (contentType) op.contentType = contentType;
     if (claimRequestBody(body)) return this.reply(ask(uploadRequest, op), path);
     let stream = null;
@@ -155,7 +156,8 @@ class Bucket {
     return {
       data: {
         id: o.id, name: o.key, bucketId: o.bucket, size: o.size, contentType: o.contentType,
-        etag: `"${o.etag}"`, metadata: o.metadata, createdAt: iso(o.createdAt), lastModified: iso(o.updatedAt),
+        etag: `"${o.etag}"`, metadata: o.metadata, cacheControl: o.cacheControl,
+        createdAt: iso(o.createdAt), lastModified: iso(o.updatedAt),
       },
       error: null,
     };

@@ -183,7 +183,7 @@ export interface FileObject {
   updated_at: string | null;
   created_at: string | null;
   last_accessed_at: null;
-  metadata: { size: number; mimetype: string; eTag: string; lastModified: string; [key: string]: unknown } | null;
+  metadata: { size: number; mimetype: string; eTag: string; cacheControl: string | null; lastModified: string; [key: string]: unknown } | null;
 }
 
 export interface ObjectInfo {
@@ -196,6 +196,8 @@ export interface ObjectInfo {
   etag: string;
   contentType: string;
   metadata: Record<string, string>;
+  /** The Cache-Control header it is served with, e.g. `max-age=3600`. */
+  cacheControl: string | null;
   /** Seconds since the epoch. */
   createdAt: number;
   updatedAt: number;
@@ -213,6 +215,7 @@ export interface FileInfo {
   /** The MD5 in quotes, as the ETag header has it. */
   etag: string;
   metadata: Record<string, string>;
+  cacheControl: string | null;
   /** ISO 8601. */
   createdAt: string;
   lastModified: string;
@@ -227,7 +230,11 @@ export interface Bucket {
   upload(
     path: string,
     body: string | ArrayBuffer | ArrayBufferView | Blob | ReadableStream | Request,
-    options?: { contentType?: string; upsert?: boolean; metadata?: Record<string, string> },
+    options?: {
+      contentType?: string; upsert?: boolean; metadata?: Record<string, string>;
+      /** Seconds; the object is served with `Cache-Control: max-age=<seconds>`. Default `'3600'`. */
+      cacheControl?: string | number;
+    },
   ): Promise<StorageReply<{ path: string; id: string; fullPath: string }>>;
   update(path: string, body: Parameters<Bucket['upload']>[1], options?: { contentType?: string }): ReturnType<Bucket['upload']>;
   download(path: string): Promise<StorageReply<Blob>>;

@@ -1,5 +1,5 @@
 // Storage through the SDK, driven by tests over HTTP:
-//   PUT  /pipe/BUCKET/KEY    uploads the request body host-side (never in the sandbox)
+//   PUT  /pipe/BUCKET/KEY?upsert=1&meta=&cache=   uploads the request body host-side (never in the sandbox)
 //   PUT  /bytes/BUCKET/KEY   reads the body in the guest, uploads the bytes
 //   PUT  /chunks/BUCKET/KEY?n=N&size=S  uploads a ReadableStream of N generated chunks
 //   GET  /get/BUCKET/KEY     downloads and returns the bytes
@@ -23,6 +23,7 @@ export default {
       contentType: request.headers.get('content-type') ?? undefined,
       upsert: url.searchParams.get('upsert') === '1',
       metadata: url.searchParams.has('meta') ? { note: url.searchParams.get('meta') } : {},
+      cacheControl: url.searchParams.get('cache') ?? undefined,
     };
     if (action === 'buckets') {
       const options = request.headers.get('content-length') > 0 ? await request.json() : undefined;

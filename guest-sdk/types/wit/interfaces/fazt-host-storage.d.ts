@@ -8,7 +8,8 @@
  */
 export function call(operation: string): string;
 /**
- * Starts an upload: JSON `{"bucket", "key", "contentType", "metadata", "upsert"}`;
+ * Starts an upload: JSON `{"bucket", "key", "contentType", "metadata", "upsert", "cacheControl"}`
+ * (`cacheControl` in seconds, served as `max-age`);
  * replies `{"data": {"handle"}}`. Nothing is visible until `upload-finish`.
  */
 export function uploadBegin(operation: string): string;

@@ -43,6 +43,7 @@ class Call(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     expires_in: int = 3600
     upload: bool = False
     search: str = ""
+    cache_control: str = ""  # seconds, as storage-js's option: served as max-age
     sort_column: str = "name"
     sort_order: str = "asc"
     # Bucket settings (createBucket, updateBucket): UNSET leaves one as it is.
@@ -224,7 +225,7 @@ class Storage(Capability):
     def _begin(self, invocation: Invocation, c: Call) -> store.Upload:
         return store.Upload(
             self.conn, invocation.app, c.bucket, c.key, c.content_type, c.metadata, c.upsert,
-            invocation.limits.storage_mb * MIB,
+            invocation.limits.storage_mb * MIB, cache_control=store.max_age(c.cache_control) if c.cache_control else None,
         )
 
     def upload_begin(self, invocation: Invocation, raw: str) -> str:

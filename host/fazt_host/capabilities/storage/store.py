@@ -141,6 +141,11 @@ MIGRATIONS = [
         hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) || '-'
         || substr('89ab', 1 + abs(random() % 4), 1) || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6)));
     """,
+    """
+    -- The Cache-Control header an object is served with (NULL: none).
+    ALTER TABLE blob_objects ADD COLUMN cache_control TEXT;
+    ALTER TABLE s3_uploads ADD COLUMN cache_control TEXT;
+    """,
 ]
 
 BACKENDS = ("internal", "s3")
@@ -168,6 +173,7 @@ MAX_SIZE_LIMIT = 1 << 53
 # allowedMimeTypes entries: type/subtype or type/* (RFC 6838 names).
 _MIME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/(\*|[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126})")
 MAX_MIME_TYPES = 100
+MAX_CACHE_CONTROL = 256
 
 
 class StorageError(Exception):
@@ -228,6 +234,23 @@ def check_headers(content_type: str, metadata: dict[str, str]) -> None:
         if not HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
             raise StorageError(f"invalid metadata {name[:80]!r}: names are HTTP tokens (letters, digits, "
                                "'-', '_'...), values printable ASCII")
+
+
+def check_cache_control(value: str | None) -> str | None:
+    """A Cache-Control value to serve an object with (None or "": none)."""
+    if not value:
+        return None
+    if len(value) > MAX_CACHE_CONTROL or not _HEADER_VALUE.fullmatch(value):
+        raise StorageError(f"cacheControl must be a header value of printable ASCII, at most {MAX_CACHE_CONTROL} "
+                           "characters")
+    return value
+
+
+def max_age(seconds: str) -> str:
+    """storage-js's cacheControl (seconds, '3600' by default) as the header Supabase serves: max-age=N."""
+    if not re.fullmatch(r"[0-9]{1,10}", seconds):
+        raise StorageError(f"cacheControl must be a number of seconds, not {seconds[:40]!r}")
+    return f"max-age={int(seconds)}"
 
 
 def usage(conn: apsw.Connection, app: str) -> int:
@@ -349,9 +372,9 @@ def new_data(conn: apsw.Connection, app: str, where: str):
 def _point(conn, bid: int, data: int, o: dict[str, Any]) -> None:
     """Makes the object `o` (a `describe`) the one of `data` at its key (replacing what it was)."""
     conn.execute(
-        f"INSERT OR REPLACE INTO blob_objects(bucket, key, data, {OBJECT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT OR REPLACE INTO blob_objects(bucket, key, data, {OBJECT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (bid, o["key"], data, o["id"], o["size"], o["etag"], o["contentType"], msgspec.json.encode(o["metadata"]).decode(),
-         o["createdAt"], o["updatedAt"]),
+         o["createdAt"], o["updatedAt"], o["cacheControl"]),
     )
 
 
@@ -359,11 +382,13 @@ class Upload:
     """Bytes going into a new object; visible only once `finish` commits."""
 
     def __init__(self, conn: apsw.Connection, app: str, bucket: str, key: str, content_type: str,
-                 metadata: dict[str, str], upsert: bool, quota: int, *, part: bool = False):
+                 metadata: dict[str, str], upsert: bool, quota: int, *, part: bool = False,
+                 cache_control: str | None = None):
         """`part`: the bytes of one multipart part, whose whole's type was checked when it began."""
         self.conn = conn
         self.app, self.bucket, self.key = app, check_bucket(bucket), check_key(key)
         check_headers(content_type, metadata)
+        self.cache_control = check_cache_control(cache_control)
         self.content_type = content_type or "application/octet-stream"
         if not part:
             check_content_type(conn, app, self.bucket, self.content_type)
@@ -434,7 +459,7 @@ class Upload:
                 (self.size, now, self.data),
             )
             made = describe(self.bucket, self.key, new_id(), self.size, etag, self.content_type, self.metadata,
-                            old[1] if old else now, now)
+                            old[1] if old else now, now, self.cache_control)
             _point(self.conn, bid, self.data, made)
         sweep(self.conn)
         return made
@@ -483,21 +508,23 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def describe(bucket, key, object_id, size, etag, content_type, metadata, created, updated) -> dict[str, Any]:
+def describe(bucket, key, object_id, size, etag, content_type, metadata, created, updated,
+             cache_control=None) -> dict[str, Any]:
     return {
         "bucket": bucket, "key": key, "id": object_id, "size": size, "etag": etag, "contentType": content_type,
-        "metadata": metadata, "createdAt": created, "updatedAt": updated,
+        "metadata": metadata, "createdAt": created, "updatedAt": updated, "cacheControl": cache_control,
     }
 
 
 # An object row's columns in the order `described` reads them.
-OBJECT_COLUMNS = "id, size, etag, content_type, metadata, created_at, updated_at"
+OBJECT_COLUMNS = "id, size, etag, content_type, metadata, created_at, updated_at, cache_control"
 
 
 def described(bucket: str, key: str, row) -> dict[str, Any]:
     """`describe` of a row of OBJECT_COLUMNS."""
-    object_id, size, etag, content_type, metadata, created, updated = row
-    return describe(bucket, key, object_id, size, etag, content_type, msgspec.json.decode(metadata), created, updated)
+    object_id, size, etag, content_type, metadata, created, updated, cache_control = row
+    return describe(bucket, key, object_id, size, etag, content_type, msgspec.json.decode(metadata), created, updated,
+                    cache_control)
 
 
 def head(conn: apsw.Connection, app: str, bucket: str, key: str) -> tuple[dict[str, Any], int]:
@@ -711,12 +738,13 @@ def remove(conn: apsw.Connection, app: str, bucket: str, keys: list[str]) -> lis
 
 def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, dest_bucket: str | None = None,
          quota: int | None = None, move: bool = False, upsert: bool = False,
-         content_type: str | None = None, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+         content_type: str | None = None, metadata: dict[str, str] | None = None,
+         cache_control: Any = msgspec.UNSET) -> dict[str, Any]:
     """Copies (inside SQLite or the external bucket: no bytes through Python) or renames an object.
 
     An existing destination is refused with Duplicate (409) unless `upsert`,
     as uploads are. `content_type`/`metadata`, when given, replace the
-    source's on the copy; a copy of an object onto itself changes only those
+    source's on the copy (and `cache_control`, unless UNSET); a copy of an object onto itself changes only those
     (in place, the bytes stay)."""
     dest_bucket = check_bucket(dest_bucket or bucket)
     meta, data = head(conn, app, bucket, source)
@@ -725,6 +753,8 @@ def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, d
         meta["contentType"] = content_type
     if metadata is not None:
         meta["metadata"] = metadata
+    if cache_control is not msgspec.UNSET:
+        meta["cacheControl"] = check_cache_control(cache_control)
     check_content_type(conn, app, dest_bucket, meta["contentType"])  # the destination's rules, as for an upload
     check_size(conn, app, dest_bucket, meta["size"])
     now = time.time()
@@ -735,9 +765,9 @@ def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, d
             return meta
         with transaction(conn):
             conn.execute(
-                "UPDATE blob_objects SET content_type = ?, metadata = ?, updated_at = ? "
+                "UPDATE blob_objects SET content_type = ?, metadata = ?, cache_control = ?, updated_at = ? "
                 "WHERE bucket = ? AND key = ? AND data = ?",
-                (meta["contentType"], msgspec.json.encode(meta["metadata"]).decode(), now,
+                (meta["contentType"], msgspec.json.encode(meta["metadata"]).decode(), meta["cacheControl"], now,
                  bucket_id(conn, app, bucket), source, data),
             )
         return {**meta, "updatedAt": now}
@@ -822,7 +852,8 @@ def _copy_chunks(conn: apsw.Connection, source: int, dest: int) -> None:
 
 
 def assemble(conn: apsw.Connection, app: str, bucket: str, key: str, parts: list[tuple[int, int]], etag: str,
-             content_type: str, metadata: dict[str, str], upsert: bool = True) -> dict[str, Any]:
+             content_type: str, metadata: dict[str, str], upsert: bool = True,
+             cache_control: str | None = None) -> dict[str, Any]:
     """Makes `key` the object made of these part uploads ((data id, size), in order, in the cartridge),
     inside the caller's transaction: the parts' chunks become the object's without being copied.
     An existing object is refused with Duplicate unless `upsert`, as uploads are."""
@@ -847,7 +878,7 @@ def assemble(conn: apsw.Connection, app: str, bucket: str, key: str, parts: list
     if old:
         orphan(conn, old[0], now)
     created = old[1] if old else now
-    made = describe(bucket, key, new_id(), size, etag, content_type, metadata, created, now)
+    made = describe(bucket, key, new_id(), size, etag, content_type, metadata, created, now, cache_control)
     _point(conn, bid, whole, made)
     return made
 
