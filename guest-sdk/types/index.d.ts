@@ -95,7 +95,9 @@ export interface Reply<T> {
 }
 
 type Scalar = string | number | boolean;
-type Operator = 'eq' | 'neq' | 'gt' | 'gte' | 'lt' | 'lte' | 'in' | 'like' | 'ilike' | 'is' | 'contains' | 'cs';
+type Operator =
+  | 'eq' | 'neq' | 'gt' | 'gte' | 'lt' | 'lte' | 'in' | 'like' | 'ilike' | 'is'
+  | 'contains' | 'cs' | 'containedBy' | 'cd' | 'overlaps' | 'ov';
 
 export interface QueryBuilder<T = Document> extends PromiseLike<Reply<T[]>> {
   select(columns?: string, options?: { count?: 'exact' | 'estimated' | 'planned'; head?: boolean }): QueryBuilder<T>;
@@ -127,6 +129,10 @@ export interface QueryBuilder<T = Document> extends PromiseLike<Reply<T[]>> {
   is(field: string, value: null | boolean): QueryBuilder<T>;
   /** Array field holds every element, or object field matches every key. */
   contains(field: string, value: Scalar[] | Record<string, unknown> | string): QueryBuilder<T>;
+  /** jsonb's <@: an array field whose every element is in `value` (or a scalar field in it), or an object field whose every key matches. */
+  containedBy(field: string, value: Scalar[] | Record<string, unknown> | string): QueryBuilder<T>;
+  /** An array field holding at least one of the values. */
+  overlaps(field: string, value: Scalar[] | string): QueryBuilder<T>;
   match(query: Record<string, Scalar>): QueryBuilder<T>;
   not(field: string, operator: Operator, value: unknown): QueryBuilder<T>;
   filter(field: string, operator: Operator | `not.${Operator}`, value: unknown): QueryBuilder<T>;
