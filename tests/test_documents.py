@@ -119,6 +119,14 @@ def test_insert_assigns_sortable_ids_and_stamps(db):
         ([["contains", "tags", ["code", "math"]]], ["ada"]),
         ([["contains", "address", {"city": "Lyon"}]], ["dee"]),
         ([["eq", "address.city", "London"]], ["ada"]),
+        ([["containedBy", "tags", ["code", "math", "x"]]], ["ada", "cy", "dee"]),
+        ([["containedBy", "tags", ["code"]]], ["cy", "dee"]),
+        ([["not", ["containedBy", "tags", ["code"]]]], ["ada", "Bob"]),  # a missing field matches neither
+        ([["containedBy", "city", ["Paris", "Oslo"]]], ["Bob", "cy", "dee"]),  # a scalar, as in jsonb
+        ([["containedBy", "address", {"city": "London", "zip": "N1", "x": 1}]], ["ada"]),
+        ([["containedBy", "address", {"city": "Lyon"}]], ["dee"]),
+        ([["overlaps", "tags", ["code", "art"]]], ["ada", "Bob", "dee"]),
+        ([["overlaps", "tags", []]], []),
         ([["not", ["eq", "city", "Paris"]]], ["ada", "cy"]),
         ([["or", [["eq", "name", "cy"], ["gt", "age", 35]]]], ["ada", "cy"]),
         ([["or", [["eq", "name", "cy"], ["and", [["eq", "city", "Paris"], ["is", "age", None]]]]]], ["cy", "dee"]),
@@ -172,6 +180,36 @@ def test_booleans_and_numbers_keep_their_json_type(db, where, expected):
     db.declare("a", {"notes": ["k"]})
     db.insert(TYPED)
     assert sorted(names(db.select(where=where))) == sorted(expected)
+
+
+@pytest.mark.parametrize(
+    "op, pattern, expected",
+    [
+        ("containedBy", [1], [2, 8]),  # true is not 1; [] is in every array
+        ("containedBy", [1, True], [1, 2, 8]),
+        ("containedBy", [1, "x"], [2, 5, 8]),
+        ("containedBy", [], [8]),
+        ("containedBy", {"b": [1, 2, 3], "c": None}, [6, 9]),
+        ("containedBy", {"b": [1]}, [9]),  # c is not in the pattern, and 2 is not in b's
+        ("containedBy", {}, [9]),
+        ("overlaps", [True], [1]),
+        ("overlaps", [1], [1, 2]),
+        ("overlaps", ["x"], []),  # a scalar is no array
+    ],
+)
+def test_contained_by_and_overlaps_follow_jsonb(db, op, pattern, expected):
+    db.insert([{"k": 1, "a": [1, True]}, {"k": 2, "a": [1]}, {"k": 3, "a": [None]}, {"k": 4, "a": [[1]]},
+               {"k": 5, "a": "x"}, {"k": 6, "a": {"b": [1, 2], "c": None}}, {"k": 7}, {"k": 8, "a": []}, {"k": 9, "a": {}}])
+    assert [r["k"] for r in db.select(where=[[op, "a", pattern]], order=[{"field": "k"}])] == expected
+
+
+@pytest.mark.parametrize("term", [["containedBy", "a", [[1]]], ["containedBy", "a", [None]], ["containedBy", "a", 3],
+                                  ["overlaps", "a", "x"], ["overlaps", "a", {"b": 1}], ["overlaps", "a", [{}]],
+                                  ["overlaps", "a", list(range(10_001))], ["containedBy", "a", {"b'": 1}]])
+def test_contained_by_and_overlaps_refuse_what_they_cannot_read(db, term):
+    db.insert([{"a": [1]}])
+    error = db.run(collection="notes", where=[term])["error"]
+    assert error["code"] in ("22P02", "42703"), error
 
 
 def test_integers_past_int64_compare_as_the_doubles_stored(db):

@@ -82,6 +82,11 @@ def test_postgrest_string_filters(host):
     assert names(("filter", "n", "not.eq", 2)) == ["a", "d"]
     assert names(("match", {"n": 2, "name": "b.c"})) == ["b.c"]
     assert names(("contains", "tags", ["y"])) == ["a", "b.c"]
+    assert names(("containedBy", "tags", ["y", "z"])) == ["b.c", "d"]
+    assert names(("overlaps", "tags", "{x,z}")) == ["a"]
+    assert names(("or", "tags.cd.{y},tags.ov.(x)")) == ["a", "b.c", "d"]
+    assert names(("not", "tags", "cd", '["y"]')) == ["a"]
+    assert names(("filter", "tags", "ov", ["y"])) == ["a", "b.c"]
     assert names(("like", "name", "*.*")) == ["b.c"]
     assert names(("range", 1, 2)) == ["b.c", "d"]
     for malformed in ("n.regex.1", "(n.eq.1)", "and(n.eq.1", "n.eq.1)", 'name.eq."a'):

@@ -89,6 +89,42 @@ def test_buckets(s3):
     assert code(lambda: s3.create_bucket(Bucket="Bad_Name")) == "InvalidBucketName"
 
 
+def test_buckets_made_in_js_keep_their_rules_over_s3(host, s3):
+    _, server = host
+    made = server.request("POST", "/files/buckets/createBucket/s3-rules",
+                          json={"fileSizeLimit": 10, "allowedMimeTypes": ["text/plain"]}).json()
+    assert made["error"] is None
+    assert "s3-rules" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert code(lambda: s3.create_bucket(Bucket="s3-rules")) == "BucketAlreadyOwnedByYou"
+    s3.put_object(Bucket="s3-rules", Key="ok", Body=b"0123456789", ContentType="text/plain")
+    assert code(lambda: s3.put_object(Bucket="s3-rules", Key="big", Body=b"x" * 11, ContentType="text/plain")) == "EntityTooLarge"
+    assert error(lambda: s3.put_object(Bucket="s3-rules", Key="img", Body=b"x", ContentType="image/png"))[0] == 415
+    assert error(lambda: s3.create_multipart_upload(Bucket="s3-rules", Key="m", ContentType="image/png"))[0] == 415
+    assert code(lambda: s3.delete_bucket(Bucket="s3-rules")) == "BucketNotEmpty"
+    assert server.request("POST", "/files/buckets/emptyBucket/s3-rules").json()["error"] is None
+    s3.delete_bucket(Bucket="s3-rules")
+    assert server.request("POST", "/files/buckets/getBucket/s3-rules").json()["error"]["error"] == "NoSuchBucket"
+
+
+def test_cache_control_is_kept_and_served(host, s3):
+    _, server = host
+    s3.put_object(Bucket="docs", Key="cc/a", Body=b"a", CacheControl="public, max-age=30")
+    assert s3.get_object(Bucket="docs", Key="cc/a")["CacheControl"] == "public, max-age=30"
+    s3.put_object(Bucket="docs", Key="cc/none", Body=b"n")
+    assert "CacheControl" not in s3.head_object(Bucket="docs", Key="cc/none")
+    s3.copy_object(Bucket="docs", Key="cc/copied", CopySource={"Bucket": "docs", "Key": "cc/a"})
+    assert s3.head_object(Bucket="docs", Key="cc/copied")["CacheControl"] == "public, max-age=30"
+    s3.copy_object(Bucket="docs", Key="cc/a", CopySource={"Bucket": "docs", "Key": "cc/a"}, MetadataDirective="REPLACE",
+                   CacheControl="no-store")
+    assert s3.head_object(Bucket="docs", Key="cc/a")["CacheControl"] == "no-store"
+    up = s3.create_multipart_upload(Bucket="docs", Key="cc/mp", CacheControl="max-age=7")["UploadId"]
+    etag = s3.upload_part(Bucket="docs", Key="cc/mp", UploadId=up, PartNumber=1, Body=b"mp")["ETag"]
+    s3.complete_multipart_upload(Bucket="docs", Key="cc/mp", UploadId=up,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    signed = server.get("/files/sign/docs/cc/mp").json()["data"]["signedUrl"]
+    assert server.get(signed).headers["cache-control"] == "max-age=7"  # the JS side serves what S3 stored
+
+
 def test_objects_and_conditionals(s3):
     data = os.urandom(1_300_000)
     put = s3.put_object(Bucket="docs", Key="dir/o.bin", Body=data, ContentType="x/y", Metadata={"who": "me"})

@@ -6,6 +6,7 @@ import hashlib
 import os
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -162,6 +163,31 @@ def test_listing_by_folder_with_pages(conn):
     assert store.decode_cursor(store.encode_cursor("b/c/\x00")) == "b/c/\x00"
 
 
+def test_sorted_listing_and_search_as_supabase_lists(conn):
+    keys = ["s/b.txt", "s/A.txt", "s/c.txt", "s/ab%_.txt", "s/Apple/x", "s/apricot/y", "s/zed/z", "s/zed/w", "t/a.txt"]
+    for i, key in enumerate(keys):
+        put(conn, key, b"x")
+        conn.execute("UPDATE blob_objects SET created_at = ?, updated_at = ? WHERE key = ?", (i, 100 - i, key))
+
+    def names(*args, **kw):
+        objects, prefixes = store.sorted_listing(conn, "a", "files", "s/", *args, **kw)
+        return prefixes + [o["key"] for o in objects]
+
+    assert names(100, 0) == ["s/Apple/", "s/apricot/", "s/zed/", "s/A.txt", "s/ab%_.txt", "s/b.txt", "s/c.txt"]
+    assert names(100, 0, column="created_at", order="desc") == [
+        "s/zed/", "s/apricot/", "s/Apple/", "s/ab%_.txt", "s/c.txt", "s/A.txt", "s/b.txt"]
+    assert names(100, 0, column="updated_at") == names(100, 0, column="created_at", order="desc")[:3][::-1] + [
+        "s/ab%_.txt", "s/c.txt", "s/A.txt", "s/b.txt"]
+    assert names(100, 0, "a") == ["s/Apple/", "s/apricot/", "s/A.txt", "s/ab%_.txt"]  # ignoring case
+    assert names(100, 0, "AB%") == ["s/ab%_.txt"] and names(100, 0, "_") == [] and names(100, 0, "%") == []
+    pages = [names(2, offset, column="created_at") for offset in (0, 2, 4, 6)]
+    assert sum(pages, []) == names(100, 0, column="created_at") and pages[-1] == ["s/ab%_.txt"]
+    for column, order in (("size", "asc"), ("name; drop table x", "asc"), ("name", "sideways")):
+        with pytest.raises(StorageError) as e:
+            store.sorted_listing(conn, "a", "files", "s/", 10, 0, column=column, order=order)
+        assert e.value.status == 400
+
+
 def test_remove_copy_move(conn):
     data = os.urandom(CHUNK + 7)
     put(conn, "src", data)
@@ -217,7 +243,7 @@ def put_parts(conn, key, parts, app="a", bucket="files"):
     """An object made of multipart parts, as CompleteMultipartUpload makes it."""
     pieces = []
     for part in parts:
-        up = store.Upload(conn, app, bucket, key, "", {}, True, 1 << 40)
+        up = store.Upload(conn, app, bucket, key, "", {}, True, 1 << 40, part=True)
         up.write(part)
         pieces.append(up.finish_part()[:2])
     with cartridge.transaction(conn):
@@ -250,6 +276,52 @@ def test_an_object_made_of_parts_reads_copies_moves_and_is_swept_whole(conn):
     with cartridge.transaction(conn):
         store.forget(conn, "a")
     assert chunk_rows(conn) == 0 and conn.execute("SELECT count(*) FROM blob_pieces").fetchone()[0] == 0
+
+
+def test_bucket_settings_read_as_supabase_does_and_refuse_the_rest(conn):
+    assert [store.size_limit(v) for v in (1024, "20MB", "1.5gb", "30KB", "3B", None)] == [
+        1024, 20_000_000, 1_500_000_000, 30_000, 3, None]
+    for bad in (0, -1, True, 1.5, "1e3", "20 MiB", "MB", "9" * 30 + "GB", 1 << 60, [1]):
+        with pytest.raises(StorageError) as e:
+            store.size_limit(bad)
+        assert e.value.status == 400, bad
+    assert store.mime_types(["IMAGE/PNG", "text/*"]) == ["image/png", "text/*"] and store.mime_types([]) is None
+    for bad in (["image"], ["*/*"], ["a/b\r\nx: y"], "image/png", [1], ["a/b"] * 101):
+        with pytest.raises(StorageError):
+            store.mime_types(bad)
+
+
+def test_a_buckets_limits_hold_for_every_way_in(conn):
+    store.create_bucket(conn, "a", "small", file_size_limit=10, allowed_mime_types=["text/*"])
+    put(conn, "ok", b"x" * 10, bucket="small", ctype="text/plain; charset=utf-8")
+    for key, size, ctype, error in (("big", 11, "text/plain", "EntityTooLarge"), ("img", 1, "image/png", "InvalidMimeType")):
+        with pytest.raises(StorageError) as e:
+            put(conn, key, b"x" * size, bucket="small", ctype=ctype)
+        assert e.value.error == error
+    with pytest.raises(StorageError) as e:  # each part fits, the whole does not
+        put_parts(conn, "parts", [b"x" * 6, b"x" * 6], bucket="small")
+    assert e.value.error == "EntityTooLarge"
+    put(conn, "big", b"x" * 11, ctype="text/plain")
+    with pytest.raises(StorageError) as e:
+        store.copy(conn, "a", "files", "big", "big", dest_bucket="small")
+    assert e.value.error == "EntityTooLarge"
+    assert [o["key"] for o in store.listing(conn, "a", "small")[0]] == ["ok"]
+    store.update_bucket(conn, "a", "small", file_size_limit=None)
+    assert put(conn, "big", b"x" * 11, bucket="small", ctype="text/plain")["size"] == 11
+    assert store.bucket(conn, "a", "small")["allowedMimeTypes"] == ["text/*"]  # left as it was
+
+
+def test_objects_stored_before_ids_get_one_each(tmp_path):
+    old = cartridge.connect(tmp_path / "old.db")
+    cartridge.migrate(old, "storage", store.MIGRATIONS[:5])  # the schema before object ids
+    with cartridge.transaction(old):
+        bid = store.bucket_id(old, "a", "files", create=True)
+        for key in ("x", "y"):
+            old.execute("INSERT INTO blob_objects(bucket, key, data, size, etag, content_type, metadata, created_at, "
+                        "updated_at) VALUES (?, ?, 0, 0, 'same', 'text/plain', '{}', 0, 0)", (bid, key))
+    capabilities(old)
+    ids = [store.head(old, "a", "files", key)[0]["id"] for key in ("x", "y")]
+    assert ids[0] != ids[1] and all(uuid.UUID(i).version == 4 for i in ids)
 
 
 def test_apps_never_see_each_other(conn):

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import time
+import uuid
 from datetime import datetime
 from email.utils import formatdate
 
@@ -36,10 +37,11 @@ def ok(r):
 def test_three_ways_in_and_two_ways_out(host):
     _, s = host
     piped = ok(s.request("PUT", "/files/pipe/avatars/u/42.png?meta=me", content=DATA, headers={"content-type": "image/png"}))
-    assert piped == {"path": "u/42.png", "id": MD5, "fullPath": "avatars/u/42.png"}
-    assert ok(s.request("PUT", "/files/bytes/docs/b.bin", content=DATA))["id"] == MD5
-    chunked = ok(s.request("PUT", "/files/chunks/docs/c.bin?n=3&size=1000000"))
-    assert chunked["id"] == hashlib.md5(b"".join(bytes([i]) * 1_000_000 for i in range(3))).hexdigest()
+    assert piped == {"path": "u/42.png", "id": piped["id"], "fullPath": "avatars/u/42.png"}
+    assert ok(s.request("PUT", "/files/bytes/docs/b.bin", content=DATA))["path"] == "b.bin"
+    ok(s.request("PUT", "/files/chunks/docs/c.bin?n=3&size=1000000"))
+    chunked = s.get("/files/stream/docs/c.bin").headers["etag"]
+    assert chunked == f'"{hashlib.md5(b"".join(bytes([i]) * 1_000_000 for i in range(3))).hexdigest()}"'
     got = s.get("/files/get/avatars/u/42.png")
     assert got.content == DATA and got.headers["content-type"] == "image/png"
     streamed = s.get("/files/stream/docs/b.bin")
@@ -53,6 +55,47 @@ def test_three_ways_in_and_two_ways_out(host):
     assert info["createdAt"].endswith("Z") and time.time() - datetime.fromisoformat(info["lastModified"]).timestamp() < 60
     assert ok(s.request("PUT", "/files/text/docs/t.txt"))["path"] == "t.txt"
     assert s.get("/files/get/docs/t.txt").text == "hello text"
+
+
+def test_every_stored_version_has_an_id_of_its_own(host):
+    _, s = host
+    first = ok(s.request("PUT", "/files/pipe/docs/ids/a", content=b"same"))["id"]
+    second = ok(s.request("PUT", "/files/bytes/docs/ids/b", content=b"same"))["id"]  # before: both the MD5
+    assert first != second and uuid.UUID(first).version == uuid.UUID(second).version == 4
+    listed = {e["name"]: e["id"] for e in ok(s.get("/files/list/docs?path=ids"))}
+    assert listed == {"a": first, "b": second}
+    assert ok(s.get("/files/info/docs/ids/a"))["id"] == ok(s.get("/files/head/docs/ids/a"))["id"] == first
+    replaced = ok(s.request("PUT", "/files/pipe/docs/ids/a?upsert=1", content=b"same"))["id"]
+    assert replaced not in (first, second)
+    ok(s.request("POST", "/files/copy/docs", json={"from": "ids/a", "to": "ids/c"}))
+    assert ok(s.get("/files/info/docs/ids/c"))["id"] not in (first, second, replaced)
+    ok(s.request("POST", "/files/move/docs", json={"from": "ids/a", "to": "ids/d"}))
+    assert ok(s.get("/files/info/docs/ids/d"))["id"] == replaced  # a move keeps it, as in Supabase
+    signed = ok(s.get("/files/sign-upload/docs/ids/e"))["signedUrl"]
+    put = s.request("PUT", signed, content=b"same").json()
+    assert put["Id"] == ok(s.get("/files/info/docs/ids/e"))["id"] and uuid.UUID(put["Id"])
+
+
+def test_objects_are_served_with_the_cache_control_they_were_stored_with(host):
+    _, s = host
+    ok(s.request("PUT", "/files/pipe/avatars/cc/default.png", content=b"x"))
+    ok(s.request("PUT", "/files/bytes/avatars/cc/minute.png?cache=60", content=b"y"))
+    public = ok(s.get("/files/public/avatars/cc/default.png"))["publicUrl"]
+    assert s.get(public).headers["cache-control"] == "max-age=3600"  # storage-js's default
+    signed = ok(s.get("/files/sign/avatars/cc/minute.png"))["signedUrl"]
+    assert s.get(signed).headers["cache-control"] == "max-age=60" and s.request("HEAD", signed).headers["cache-control"] == "max-age=60"
+    assert s.get("/files/stream/avatars/cc/minute.png").headers["cache-control"] == "private, max-age=60"  # the handler's
+    assert ok(s.get("/files/info/avatars/cc/minute.png"))["cacheControl"] == "max-age=60"
+    assert ok(s.get("/files/list/avatars?path=cc"))[1]["metadata"]["cacheControl"] == "max-age=60"
+    upload = ok(s.get("/files/sign-upload/avatars/cc/put.png"))["signedUrl"]
+    assert s.request("PUT", upload, content=b"z", headers={"cache-control": "max-age=5"}).status_code == 200  # uploadToSignedUrl's header
+    assert s.get(ok(s.get("/files/sign/avatars/cc/put.png"))["signedUrl"]).headers["cache-control"] == "max-age=5"
+    for bad in ("soon", "-1", "1%0D%0Ax-evil:%201", "99999999999"):
+        r = s.request("PUT", f"/files/pipe/avatars/cc/bad.png?cache={bad}", content=b"x").json()
+        assert r["error"]["statusCode"] == "400", (bad, r)
+    refused = s.request("PUT", ok(s.get("/files/sign-upload/avatars/cc/bad.png"))["signedUrl"], content=b"x",
+                        headers={"cache-control": "x" * 300})
+    assert refused.status_code == 400 and s.get("/files/exists/avatars/cc/bad.png").json()["data"] is False
 
 
 def test_streamed_objects_honour_range_and_conditionals(host):
@@ -156,7 +199,7 @@ def test_quota(host):
     else:
         pytest.fail("the quota never stopped an upload")
     ok(s.request("DELETE", "/files/o/quota?keys=" + ",".join(str(k) for k in range(40))))
-    assert ok(s.request("PUT", "/files/pipe/quota/again", content=DATA))["id"] == MD5
+    assert ok(s.request("PUT", "/files/pipe/quota/again", content=DATA))["path"] == "again"
 
 
 def test_a_client_gone_mid_upload_leaves_no_object(host):
@@ -218,6 +261,74 @@ def test_listing_copy_move_remove_through_the_sdk(host):
     assert s.get("/files/exists/docs/l/b.txt").json()["data"] is False
     removed = ok(s.request("DELETE", "/files/o/docs?keys=l/a.txt,l/a2.txt,nope"))
     assert sorted(r["name"] for r in removed) == ["l/a.txt", "l/a2.txt"]
+
+
+def buckets(s, method, bucket="", options=None):
+    """storage.METHOD(bucket, options) in the app."""
+    return s.request("POST", f"/files/buckets/{method}/{bucket}", json=options)
+
+
+def test_the_bucket_api_and_its_rules(host):
+    _, s = host
+    made = buckets(s, "createBucket", "photos", {"public": False, "fileSizeLimit": "1KB", "allowedMimeTypes": ["image/*"]})
+    assert made.json() == {"data": {"name": "photos"}, "error": None}
+    again = buckets(s, "createBucket", "photos").json()["error"]
+    assert (again["statusCode"], again["error"]) == ("409", "BucketAlreadyExists")
+    got = ok(buckets(s, "getBucket", "photos"))
+    assert (got["id"], got["name"], got["public"], got["file_size_limit"], got["allowed_mime_types"]) == (
+        "photos", "photos", False, 1000, ["image/*"])
+    assert got["created_at"].endswith("Z") and got["updated_at"] == got["created_at"]
+    listed = {b["name"]: b for b in ok(buckets(s, "listBuckets"))}
+    assert listed["avatars"]["public"] is True and listed["photos"] == got  # fazt.json's buckets and the new one
+    wrong_type = s.request("PUT", "/files/pipe/photos/a.txt", content=b"x", headers={"content-type": "text/plain"}).json()
+    assert (wrong_type["error"]["statusCode"], wrong_type["error"]["error"]) == ("415", "InvalidMimeType")
+    too_big = s.request("PUT", "/files/bytes/photos/big.png", content=b"x" * 1001, headers={"content-type": "image/png"}).json()
+    assert (too_big["error"]["statusCode"], too_big["error"]["error"]) == ("413", "EntityTooLarge")
+    ok(s.request("PUT", "/files/pipe/photos/ok.png", content=b"x" * 1000, headers={"content-type": "image/png"}))
+    assert ok(buckets(s, "updateBucket", "photos", {"public": True, "fileSizeLimit": None})) == {"message": "Successfully updated"}
+    got = ok(buckets(s, "getBucket", "photos"))
+    assert (got["public"], got["file_size_limit"], got["allowed_mime_types"]) == (True, None, ["image/*"])
+    ok(s.request("PUT", "/files/pipe/photos/big.png", content=b"x" * 5000, headers={"content-type": "image/png"}))
+    assert s.get("/files/storage/v1/object/public/photos/big.png").content == b"x" * 5000
+    full = buckets(s, "deleteBucket", "photos").json()["error"]
+    assert (full["statusCode"], full["error"]) == ("409", "ResourceNotEmpty")
+    assert ok(buckets(s, "emptyBucket", "photos")) == {"message": "Successfully emptied"}
+    assert s.get("/files/exists/photos/ok.png").json()["data"] is False
+    assert ok(buckets(s, "deleteBucket", "photos")) == {"message": "Successfully deleted"}
+    assert buckets(s, "getBucket", "photos").json()["error"]["statusCode"] == "404"
+
+
+@pytest.mark.parametrize("options", [{"fileSizeLimit": "lots"}, {"fileSizeLimit": -1}, {"fileSizeLimit": 1.5},
+                                     {"allowedMimeTypes": ["image"]}, {"allowedMimeTypes": ["a/b\r\nx: y"]},
+                                     {"allowedMimeTypes": "image/png"}, {"public": "yes"}])
+def test_bad_bucket_settings_are_refused(host, options):
+    _, s = host
+    for method in ("createBucket", "updateBucket"):
+        error = buckets(s, method, "docs", options).json()["error"]
+        assert error["statusCode"] == "400", (method, error)
+    assert ok(buckets(s, "getBucket", "docs"))["file_size_limit"] is None
+
+
+def test_bucket_methods_name_a_valid_existing_bucket(host):
+    _, s = host
+    assert buckets(s, "createBucket", "Bad_Name").json()["error"]["error"] == "InvalidBucketName"
+    for method in ("getBucket", "updateBucket", "deleteBucket", "emptyBucket"):
+        error = buckets(s, method, "never-made", {}).json()["error"]
+        assert (error["statusCode"], error["error"]) == ("404", "NoSuchBucket"), method
+        assert buckets(s, method, "UP", {}).json()["error"]["error"] == "InvalidBucketName"
+
+
+def test_listing_searches_and_sorts_as_storage_js(host):
+    _, s = host
+    for k in ["ls/Banana.txt", "ls/apple.txt", "ls/Avocado/x", "ls/cherry.txt"]:
+        ok(s.request("PUT", f"/files/pipe/docs/{k}?upsert=1", content=b"x"))
+    names = lambda query: [e["name"] for e in ok(s.get(f"/files/list/docs?path=ls&{query}"))]  # noqa: E731
+    assert names("search=a") == ["Avocado", "apple.txt"]  # before: case-sensitive, and no folder
+    assert names("search=B") == ["Banana.txt"]
+    assert names("sort=created_at&order=desc") == ["Avocado", "cherry.txt", "apple.txt", "Banana.txt"]
+    assert names("sort=name&order=desc&limit=2&offset=1") == ["cherry.txt", "apple.txt"]
+    for query in ("sort=size", "sort=name&order=up", "sort=created_at&cursor=YQ"):
+        assert s.get(f"/files/list/docs?path=ls&{query}").json()["error"]["statusCode"] == "400", query
 
 
 def test_copy_and_move_refuse_an_existing_destination_unless_upsert(host):

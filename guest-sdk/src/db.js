@@ -20,9 +20,14 @@ export class DocumentsError extends Error {
   }
 }
 
-const OPERATORS = new Set(['eq', 'neq', 'gt', 'gte', 'lt', 'lte', 'in', 'like', 'ilike', 'is', 'contains']);
+const OPERATORS = new Set([
+  'eq', 'neq', 'gt', 'gte', 'lt', 'lte', 'in', 'like', 'ilike', 'is', 'contains', 'containedBy', 'overlaps',
+]);
 // PostgREST's short names, as they appear in or()/filter() strings.
-const ALIASES = { cs: 'contains' };
+const ALIASES = { cs: 'contains', cd: 'containedBy', ov: 'overlaps' };
+// Operators whose value is a list, written (a,b) or {a,b} in strings; the JSON ones also take JSON.
+const LIST_OPERATORS = new Set(['in', 'contains', 'containedBy', 'overlaps']);
+const JSON_OPERATORS = new Set(['contains', 'containedBy', 'overlaps']);
 
 function likePattern(op, value) {
   // PostgREST takes `*` for `%` in like patterns; so do we.
@@ -64,7 +69,7 @@ function splitTop(text, sep = ',') {
 function parseList(op, text) {
   if (typeof text !== 'string') return text;
   const t = text.trim();
-  if (op === 'contains' && (t.startsWith('[') || t.startsWith('{"'))) {
+  if (JSON_OPERATORS.has(op) && (t.startsWith('[') || t.startsWith('{"'))) {
     try { return JSON.parse(t); } catch { /* fall through to the {a,b} form */ }
   }
   if ((t.startsWith('(') && t.endsWith(')')) || (t.startsWith('{') && t.endsWith('}'))) {
@@ -79,7 +84,7 @@ function term(field, op, value) {
   if (!OPERATORS.has(op)) {
     throw new DocumentsError({ message: `unknown operator ${String(op).slice(0, 40)}`, code: 'PGRST100' });
   }
-  if (op === 'in' || op === 'contains') value = typeof value === 'string' ? parseList(op, value) : value;
+  if (LIST_OPERATORS.has(op) && typeof value === 'string') value = parseList(op, value);
   if (op === 'is' && typeof value === 'string') value = parseText(value);
   return [op, field, likePattern(op, value)];
 }
@@ -110,7 +115,7 @@ function parseFilter(item) {
     if (op === 'not') { negate = !negate; op = rest[0]; rest = rest.slice(1); }
     const raw = rest.join('.');
     op = ALIASES[op] ?? op;
-    const value = op === 'in' || op === 'contains' ? parseList(op, raw) : parseText(raw);
+    const value = LIST_OPERATORS.has(op) ? parseList(op, raw) : parseText(raw);
     t = term(field, op, value);
   }
   return negate ? ['not', t] : t;
@@ -168,6 +173,8 @@ class QueryBuilder {
   ilike(f, v) { return this.add(() => term(f, 'ilike', v)); }
   is(f, v) { return this.add(() => term(f, 'is', v)); }
   contains(f, v) { return this.add(() => term(f, 'contains', v)); }
+  containedBy(f, v) { return this.add(() => term(f, 'containedBy', v)); }
+  overlaps(f, v) { return this.add(() => term(f, 'overlaps', v)); }
   match(obj) { for (const [f, v] of Object.entries(obj)) this.eq(f, v); return this; }
   not(f, op, v) { return this.add(() => ['not', term(f, op, v)]); }
   filter(f, op, v) {

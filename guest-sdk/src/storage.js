@@ -38,12 +38,12 @@ function entry(o, prefix) {
   // The storage-js list shape: names relative to the listed folder, metadata with size and type.
   return {
     name: o.key.slice(prefix.length),
-    id: o.etag,
+    id: o.id,
     updated_at: iso(o.updatedAt),
     created_at: iso(o.createdAt),
     last_accessed_at: null,
     metadata: {
-      size: o.size, mimetype: o.contentType, eTag: `"${o.etag}"`,
+      size: o.size, mimetype: o.contentType, eTag: `"${o.etag}"`, cacheControl: o.cacheControl,
       lastModified: iso(o.updatedAt), ...o.metadata,
     },
   };
@@ -69,8 +69,9 @@ class Bucket {
   }
 
   // body: string, bytes, Blob, a ReadableStream of bytes, or the request (or request.body) to pipe it.
-  async upload(path, body, { contentType, upsert = false, metadata = {} } = {}) {
-    const op = { bucket: this.bucket, key: path, upsert, metadata };
+  // cacheControl: seconds, served as `Cache-Control: max-age=N` (storage-js's default, 3600).
+  async upload(path, body, { contentType, upsert = false, metadata = {}, cacheControl = '3600' } = {}) {
+    const op = { bucket: this.bucket, key: path, upsert, metadata, cacheControl: String(cacheControl) };
     if (contentType) op.contentType = contentType;
     if (claimRequestBody(body)) return this.reply(ask(uploadRequest, op), path);
     let stream = null;
@@ -107,7 +108,7 @@ class Bucket {
 
   reply(r, path) {
     if (r.error) return r;
-    return { data: { path, id: r.data.etag, fullPath: `${this.bucket}/${path}` }, error: null };
+    return { data: { path, id: r.data.id, fullPath: `${this.bucket}/${path}` }, error: null };
   }
 
   update(path, body, options = {}) {
@@ -123,11 +124,15 @@ class Bucket {
 
   // Lists one "folder": objects directly under `path` and its subfolders (as
   // entries with id null), like storage-js. `offset` skips that many entries;
-  // `cursor` continues a listing that replied with `cursor`.
-  async list(path = '', { limit = 100, offset = 0, cursor, search = '' } = {}) {
+  // `cursor` continues a listing by name (ascending, without search) that replied with `cursor`.
+  // `search` keeps the entries whose name starts with it, ignoring case; `sortBy` orders the objects
+  // (subfolders come first, by name).
+  async list(path = '', { limit = 100, offset = 0, cursor, search = '', sortBy } = {}) {
     const prefix = folderPrefix(path);
+    const { column = 'name', order = 'asc' } = sortBy ?? {};
     const r = ask(call, {
-      op: 'list', bucket: this.bucket, prefix: prefix + search, delimiter: '/', limit, offset, start: cursor ?? '',
+      op: 'list', bucket: this.bucket, prefix, delimiter: '/', limit, offset, start: cursor ?? '',
+      search, sortColumn: column, sortOrder: order,
     });
     if (r.error) return r;
     const folders = r.data.prefixes.map((p) => ({
@@ -150,8 +155,9 @@ class Bucket {
     const o = r.data;
     return {
       data: {
-        id: o.etag, name: o.key, bucketId: o.bucket, size: o.size, contentType: o.contentType,
-        etag: `"${o.etag}"`, metadata: o.metadata, createdAt: iso(o.createdAt), lastModified: iso(o.updatedAt),
+        id: o.id, name: o.key, bucketId: o.bucket, size: o.size, contentType: o.contentType,
+        etag: `"${o.etag}"`, metadata: o.metadata, cacheControl: o.cacheControl,
+        createdAt: iso(o.createdAt), lastModified: iso(o.updatedAt),
       },
       error: null,
     };
@@ -220,6 +226,36 @@ class Bucket {
   }
 }
 
+// storage-js's Bucket shape (times ISO 8601; limits null when unset).
+function bucketEntry(b) {
+  return {
+    id: b.name, name: b.name, public: b.public, file_size_limit: b.fileSizeLimit,
+    allowed_mime_types: b.allowedMimeTypes, created_at: iso(b.createdAt), updated_at: iso(b.updatedAt),
+  };
+}
+
+function bucketCall(op, id, data, settings = {}) {
+  const r = ask(call, { op, bucket: id, ...settings });
+  return r.error ? r : { data: data(r.data), error: null };
+}
+
+// The settings storage-js sends: undefined ones are left out (as they are when it sends them).
+function bucketSettings({ public: isPublic, fileSizeLimit, allowedMimeTypes } = {}) {
+  return { public: isPublic, fileSizeLimit, allowedMimeTypes };
+}
+
 export const storage = {
   from(bucket) { return new Bucket(bucket); },
+  async listBuckets() { return bucketCall('listBuckets', '', (list) => list.map(bucketEntry)); },
+  async getBucket(id) { return bucketCall('getBucket', id, bucketEntry); },
+  // Refused with BucketAlreadyExists (409) if it exists. Uploads to a bucket that does not exist create it.
+  async createBucket(id, options = { public: false }) {
+    return bucketCall('createBucket', id, () => ({ name: id }), bucketSettings(options));
+  },
+  async updateBucket(id, options) {
+    return bucketCall('updateBucket', id, () => ({ message: 'Successfully updated' }), bucketSettings(options));
+  },
+  // Refused with ResourceNotEmpty (409) while the bucket holds objects: emptyBucket first.
+  async deleteBucket(id) { return bucketCall('deleteBucket', id, () => ({ message: 'Successfully deleted' })); },
+  async emptyBucket(id) { return bucketCall('emptyBucket', id, () => ({ message: 'Successfully emptied' })); },
 };

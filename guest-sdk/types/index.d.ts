@@ -95,7 +95,9 @@ export interface Reply<T> {
 }
 
 type Scalar = string | number | boolean;
-type Operator = 'eq' | 'neq' | 'gt' | 'gte' | 'lt' | 'lte' | 'in' | 'like' | 'ilike' | 'is' | 'contains' | 'cs';
+type Operator =
+  | 'eq' | 'neq' | 'gt' | 'gte' | 'lt' | 'lte' | 'in' | 'like' | 'ilike' | 'is'
+  | 'contains' | 'cs' | 'containedBy' | 'cd' | 'overlaps' | 'ov';
 
 export interface QueryBuilder<T = Document> extends PromiseLike<Reply<T[]>> {
   select(columns?: string, options?: { count?: 'exact' | 'estimated' | 'planned'; head?: boolean }): QueryBuilder<T>;
@@ -127,6 +129,10 @@ export interface QueryBuilder<T = Document> extends PromiseLike<Reply<T[]>> {
   is(field: string, value: null | boolean): QueryBuilder<T>;
   /** Array field holds every element, or object field matches every key. */
   contains(field: string, value: Scalar[] | Record<string, unknown> | string): QueryBuilder<T>;
+  /** jsonb's <@: an array field whose every element is in `value` (or a scalar field in it), or an object field whose every key matches. */
+  containedBy(field: string, value: Scalar[] | Record<string, unknown> | string): QueryBuilder<T>;
+  /** An array field holding at least one of the values. */
+  overlaps(field: string, value: Scalar[] | string): QueryBuilder<T>;
   match(query: Record<string, Scalar>): QueryBuilder<T>;
   not(field: string, operator: Operator, value: unknown): QueryBuilder<T>;
   filter(field: string, operator: Operator | `not.${Operator}`, value: unknown): QueryBuilder<T>;
@@ -167,7 +173,7 @@ export interface StorageErrorShape {
   statusCode: string;
   /** The same status as a number, e.g. `404`. */
   status: number;
-  /** A code: `not_found`, `Duplicate`, `InvalidKey`, `InvalidBucketName`, `QuotaExceeded`, ... */
+  /** A code: `not_found`, `Duplicate`, `InvalidKey`, `InvalidBucketName`, `NoSuchBucket`, `QuotaExceeded`, `EntityTooLarge`, `InvalidMimeType`, ... */
   error: string;
 }
 
@@ -183,17 +189,21 @@ export interface FileObject {
   updated_at: string | null;
   created_at: string | null;
   last_accessed_at: null;
-  metadata: { size: number; mimetype: string; eTag: string; lastModified: string; [key: string]: unknown } | null;
+  metadata: { size: number; mimetype: string; eTag: string; cacheControl: string | null; lastModified: string; [key: string]: unknown } | null;
 }
 
 export interface ObjectInfo {
   bucket: string;
   key: string;
+  /** This stored version's id, a UUID (a new one for every upload or copy; a move keeps it). */
+  id: string;
   size: number;
   /** MD5 of the bytes, hex. */
   etag: string;
   contentType: string;
   metadata: Record<string, string>;
+  /** The Cache-Control header it is served with, e.g. `max-age=3600`. */
+  cacheControl: string | null;
   /** Seconds since the epoch. */
   createdAt: number;
   updatedAt: number;
@@ -201,7 +211,7 @@ export interface ObjectInfo {
 
 /** What info() gives: storage-js's shape. */
 export interface FileInfo {
-  /** MD5 of the bytes, hex (storage-js: the object's id). */
+  /** This stored version's id, a UUID (a new one for every upload or copy; a move keeps it). */
   id: string;
   /** The whole key. */
   name: string;
@@ -211,6 +221,7 @@ export interface FileInfo {
   /** The MD5 in quotes, as the ETag header has it. */
   etag: string;
   metadata: Record<string, string>;
+  cacheControl: string | null;
   /** ISO 8601. */
   createdAt: string;
   lastModified: string;
@@ -225,14 +236,27 @@ export interface Bucket {
   upload(
     path: string,
     body: string | ArrayBuffer | ArrayBufferView | Blob | ReadableStream | Request,
-    options?: { contentType?: string; upsert?: boolean; metadata?: Record<string, string> },
+    options?: {
+      contentType?: string; upsert?: boolean; metadata?: Record<string, string>;
+      /** Seconds; the object is served with `Cache-Control: max-age=<seconds>`. Default `'3600'`. */
+      cacheControl?: string | number;
+    },
   ): Promise<StorageReply<{ path: string; id: string; fullPath: string }>>;
   update(path: string, body: Parameters<Bucket['upload']>[1], options?: { contentType?: string }): ReturnType<Bucket['upload']>;
   download(path: string): Promise<StorageReply<Blob>>;
   /** A Response the host fills from storage (ETag, Last-Modified, 304, Range): the bytes skip the sandbox. */
   stream(path: string, options?: { range?: string | null; status?: number; headers?: HeadersInit }): Response;
-  /** One folder: objects directly under `path`, and its subfolders; `offset` skips that many entries. */
-  list(path?: string, options?: { limit?: number; offset?: number; cursor?: string; search?: string }): Promise<StorageReply<FileObject[]> & { cursor?: string }>;
+  /**
+   * One folder: its subfolders, then the objects directly under `path`; `offset` skips that many entries.
+   * `search`: names starting with it, ignoring ASCII case. `cursor` pages the default order (name, ascending) only.
+   */
+  list(
+    path?: string,
+    options?: {
+      limit?: number; offset?: number; cursor?: string; search?: string;
+      sortBy?: { column?: 'name' | 'created_at' | 'updated_at' | 'last_accessed_at'; order?: 'asc' | 'desc' };
+    },
+  ): Promise<StorageReply<FileObject[]> & { cursor?: string }>;
   head(path: string): Promise<StorageReply<ObjectInfo>>;
   info(path: string): Promise<StorageReply<FileInfo>>;
   exists(path: string): Promise<StorageReply<boolean>>;
@@ -251,6 +275,38 @@ export interface Bucket {
   getPublicUrl(path: string, options?: { download?: string | boolean }): { data: { publicUrl: string } };
 }
 
+/** A bucket, as storage-js's listBuckets/getBucket give it. */
+export interface BucketInfo {
+  id: string;
+  name: string;
+  public: boolean;
+  /** Bytes; null: no limit. */
+  file_size_limit: number | null;
+  /** Types such as `image/png` or `image/*`; null: any. */
+  allowed_mime_types: string[] | null;
+  /** ISO 8601. */
+  created_at: string;
+  updated_at: string;
+}
+
+export interface BucketOptions {
+  public?: boolean;
+  /** Bytes, or text such as `'20MB'` (decimal units: GB, MB, KB, B); null lifts the limit. */
+  fileSizeLimit?: number | string | null;
+  /** Types such as `'image/png'` or `'image/*'`; null or [] allows any. */
+  allowedMimeTypes?: string[] | null;
+}
+
 export const storage: {
   from(bucket: string): Bucket;
+  listBuckets(): Promise<StorageReply<BucketInfo[]>>;
+  getBucket(id: string): Promise<StorageReply<BucketInfo>>;
+  /** Refused with `BucketAlreadyExists` (409) if it exists. */
+  createBucket(id: string, options?: BucketOptions): Promise<StorageReply<{ name: string }>>;
+  /** Changes the options given; the others stay. */
+  updateBucket(id: string, options: BucketOptions): Promise<StorageReply<{ message: string }>>;
+  /** Refused with `ResourceNotEmpty` (409) while the bucket holds objects. */
+  deleteBucket(id: string): Promise<StorageReply<{ message: string }>>;
+  /** Removes every object in the bucket. */
+  emptyBucket(id: string): Promise<StorageReply<{ message: string }>>;
 };

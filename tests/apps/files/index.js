@@ -1,11 +1,12 @@
 // Storage through the SDK, driven by tests over HTTP:
-//   PUT  /pipe/BUCKET/KEY    uploads the request body host-side (never in the sandbox)
+//   PUT  /pipe/BUCKET/KEY?upsert=1&meta=&cache=   uploads the request body host-side (never in the sandbox)
 //   PUT  /bytes/BUCKET/KEY   reads the body in the guest, uploads the bytes
 //   PUT  /chunks/BUCKET/KEY?n=N&size=S  uploads a ReadableStream of N generated chunks
 //   GET  /get/BUCKET/KEY     downloads and returns the bytes
-//   GET  /list/BUCKET?path=&cursor=&limit=&offset=   GET /head|info|exists/BUCKET/KEY
+//   GET  /list/BUCKET?path=&cursor=&limit=&offset=&search=&sort=COLUMN&order=   GET /head|info|exists/BUCKET/KEY
 //   GET  /sign/BUCKET/KEY?expires=&download=   GET /signs/BUCKET?keys=a,b   GET /public/BUCKET/KEY?download
 //   DELETE /o/BUCKET?keys=a,b   POST /copy|move/BUCKET {from, to, destinationBucket, upsert}
+//   POST /buckets/METHOD/ID {options}   storage.METHOD(ID, options): listBuckets, createBucket...
 import { storage } from 'fazt';
 
 function json(value, status = 200) {
@@ -22,7 +23,12 @@ export default {
       contentType: request.headers.get('content-type') ?? undefined,
       upsert: url.searchParams.get('upsert') === '1',
       metadata: url.searchParams.has('meta') ? { note: url.searchParams.get('meta') } : {},
+      cacheControl: url.searchParams.get('cache') ?? undefined,
     };
+    if (action === 'buckets') {
+      const options = request.headers.get('content-length') > 0 ? await request.json() : undefined;
+      return json(await storage[bucket](key, options));
+    }
     if (action === 'pipe') return json(await b.upload(key, request.body, options));
     if (action === 'bytes') return json(await b.upload(key, new Uint8Array(await request.arrayBuffer()), options));
     if (action === 'chunks') {
@@ -46,7 +52,9 @@ export default {
       const cursor = url.searchParams.get('cursor') ?? undefined;
       const limit = Number(url.searchParams.get('limit') ?? 100);
       const offset = Number(url.searchParams.get('offset') ?? 0);
-      return json(await b.list(url.searchParams.get('path') ?? '', { limit, offset, cursor }));
+      const q = (name) => url.searchParams.get(name) ?? undefined;
+      const sortBy = url.searchParams.has('sort') ? { column: q('sort'), order: q('order') } : undefined;
+      return json(await b.list(q('path') ?? '', { limit, offset, cursor, search: q('search'), sortBy }));
     }
     if (action === 'head') return json(await b.head(key));
     if (action === 'info') return json(await b.info(key));

@@ -1,11 +1,15 @@
 /** @module Interface fazt:host/storage@0.1.0 **/
 /**
- * Metadata operations: JSON `{"op": "head"|"list"|"remove"|"copy"|"move", "bucket",
- * "key", "keys", "to", "toBucket", "prefix", "delimiter", "limit", "start"}`.
+ * Metadata operations: JSON `{"op": "head"|"list"|"remove"|"copy"|"move"|"sign"|"listBuckets"|
+ * "getBucket"|"createBucket"|"updateBucket"|"deleteBucket"|"emptyBucket", "bucket",
+ * "key", "keys", "to", "toBucket", "prefix", "delimiter", "limit", "offset", "start", "search",
+ * "sortColumn", "sortOrder",
+ * "public", "fileSizeLimit", "allowedMimeTypes"}`.
  */
 export function call(operation: string): string;
 /**
- * Starts an upload: JSON `{"bucket", "key", "contentType", "metadata", "upsert"}`;
+ * Starts an upload: JSON `{"bucket", "key", "contentType", "metadata", "upsert", "cacheControl"}`
+ * (`cacheControl` in seconds, served as `max-age`);
  * replies `{"data": {"handle"}}`. Nothing is visible until `upload-finish`.
  */
 export function uploadBegin(operation: string): string;

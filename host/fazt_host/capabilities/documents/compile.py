@@ -188,6 +188,10 @@ class Filter:
             raise DocError(f"is on {field!r} takes null, true or false", "22P02")
         if op == "contains":
             return self.contains(parse_path(field), value, field)
+        if op == "containedBy":
+            return self.contained_by(parse_path(field), value, field)
+        if op == "overlaps":
+            return self.overlaps(parse_path(field), value, field)
         raise DocError(f"unknown operator {op[:40]!r}", "PGRST100")
 
     def contains(self, parts: tuple, value: Any, field: str) -> str:
@@ -221,6 +225,54 @@ class Filter:
                     conds.append(" AND ".join([f"{x} = ?", *type_guards([v], x, type_at(sub_parts))]))
             return "(" + " AND ".join(conds) + ")"
         raise DocError(f"contains on {field!r} takes an array or an object", "22P02")
+
+
+    def scalar_match(self, values: list[Any], op: str, field: str, x: str = "value", type_sql: str = "type") -> str:
+        """`x` is one of these scalars, of its JSON type (true is not 1); `x`/`type_sql` default to json_each's."""
+        matches = []
+        for v in values:
+            if isinstance(v, (list, dict)) or v is None:
+                raise DocError(f"{op} on {field!r}: array elements must be strings, numbers or booleans", "22P02")
+            self.params.append(_bindable(v, op, field))
+            matches.append(" AND ".join([f"{x} = ?", *type_guards([v], x, type_sql)]))
+        return "(" + " OR ".join(matches) + ")" if matches else "0"
+
+    def overlaps(self, parts: tuple, value: Any, field: str) -> str:
+        """An array field holding at least one of the values (as jsonb's ?| does for strings)."""
+        if not isinstance(value, list) or len(value) > MAX_IN_VALUES:
+            raise DocError(f"overlaps on {field!r} takes an array of at most {MAX_IN_VALUES} values", "22P02")
+        match = self.scalar_match(value, "overlaps", field)
+        return f"({type_at(parts)} = 'array' AND EXISTS (SELECT 1 FROM json_each(body, '{json_path(parts)}') WHERE {match}))"
+
+    def contained_by(self, parts: tuple, value: Any, field: str) -> str:
+        """jsonb's <@: every element of an array field is in the array pattern (a scalar field counts as
+        one element, as in jsonb), or every key of an object field matches the object pattern."""
+        path = json_path(parts)
+        if isinstance(value, list):
+            if len(value) > MAX_IN_VALUES:
+                raise DocError(f"containedBy on {field!r} takes an array of at most {MAX_IN_VALUES} values", "22P02")
+            # IFNULL: a null element is contained by no array of scalars.
+            each = self.scalar_match(value, "containedBy", field)
+            itself = self.scalar_match(value, "containedBy", field, f"(body ->> '{path}')", type_at(parts))
+            return (f"(({type_at(parts)} = 'array' AND NOT EXISTS (SELECT 1 FROM json_each(body, '{path}') "
+                    f"WHERE NOT IFNULL({each}, 0))) OR ({type_at(parts)} NOT IN ('array', 'object') AND {itself}))")
+        if isinstance(value, dict):
+            keys = []
+            for key, v in value.items():
+                sub = ".".join(str(p) for p in parts) + "." + key
+                sub_parts = parse_path(sub)
+                self.params.append(str(sub_parts[-1]))
+                if isinstance(v, (list, dict)):
+                    cond = self.contained_by(sub_parts, v, sub)
+                elif v is None:
+                    cond = "type = 'null'"
+                else:
+                    cond = self.scalar_match([v], "containedBy", sub)
+                keys.append(f"(key = ? AND {cond})")
+            matched = " OR ".join(keys) or "0"
+            return (f"({type_at(parts)} = 'object' AND NOT EXISTS (SELECT 1 FROM json_each(body, '{path}') "
+                    f"WHERE NOT IFNULL({matched}, 0)))")
+        raise DocError(f"containedBy on {field!r} takes an array or an object", "22P02")
 
 
 def projection(columns: str | list[str]) -> str:

@@ -121,7 +121,7 @@ class Operation(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 
     `where` is a list of terms combined with AND; a term is
     `[op, field, value]` for op in eq neq gt gte lt lte in like ilike is
-    contains, `["not", term]`, `["or", [term, ...]]` or `["and", [term, ...]]`.
+    contains containedBy overlaps, `["not", term]`, `["or", [term, ...]]` or `["and", [term, ...]]`.
     """
 
     op: Literal["select", "insert", "update", "upsert", "delete", "batch"] = "select"

@@ -26,7 +26,7 @@ from .store import StorageError
 
 
 class Call(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
-    bucket: str
+    bucket: str = ""
     op: str = ""
     key: str = ""
     keys: list[str] = []
@@ -42,9 +42,22 @@ class Call(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     upsert: bool = False
     expires_in: int = 3600
     upload: bool = False
+    search: str = ""
+    cache_control: str = ""  # seconds, as storage-js's option: served as max-age
+    sort_column: str = "name"
+    sort_order: str = "asc"
+    # Bucket settings (createBucket, updateBucket): UNSET leaves one as it is.
+    public: bool | msgspec.UnsetType = msgspec.UNSET
+    file_size_limit: int | str | None | msgspec.UnsetType = msgspec.UNSET
+    allowed_mime_types: list[str] | None | msgspec.UnsetType = msgspec.UNSET
 
 
 _decode_call = msgspec.json.Decoder(Call).decode
+BUCKET_OPS = ("listBuckets", "getBucket", "createBucket", "updateBucket", "deleteBucket", "emptyBucket")
+
+
+def _given(value: Any) -> Any:
+    return None if value is msgspec.UNSET else value
 
 
 class Handles:
@@ -157,6 +170,12 @@ class Storage(Capability):
             if c.op == "list":
                 if c.limit < 1 or c.offset < 0:
                     raise StorageError("limit must be a positive integer, offset a non-negative one")
+                if c.search or (c.sort_column, c.sort_order) != ("name", "asc"):
+                    if c.start:
+                        raise StorageError("a cursor continues a listing by name without search: page with offset")
+                    objects, prefixes = store.sorted_listing(conn, app, c.bucket, c.prefix, min(c.limit, 1000),
+                                                             c.offset, c.search, c.sort_column, c.sort_order)
+                    return reply({"objects": objects, "prefixes": prefixes, "next": None})
                 objects, prefixes, more = store.listing(
                     conn, app, c.bucket, c.prefix, min(c.limit, 1000), store.decode_cursor(c.start), c.delimiter,
                     c.offset,
@@ -168,6 +187,8 @@ class Storage(Capability):
                 quota = invocation.limits.storage_mb * MIB
                 return reply(store.copy(conn, app, c.bucket, c.key, c.to, c.to_bucket or None, quota, c.op == "move",
                                         c.upsert))
+            if c.op in BUCKET_OPS:
+                return reply(self._bucket_op(c, app))
             if c.op == "sign":
                 if not 1 <= c.expires_in <= 7 * 24 * 3600:
                     raise StorageError("expiresIn must be between 1 and 604800 seconds")
@@ -183,10 +204,28 @@ class Storage(Capability):
         except StorageError as e:
             return reply(error=e)
 
+    def _bucket_op(self, c: Call, app: str) -> Any:
+        """storage-js's bucket API, on the buckets the S3 endpoint and fazt.json also see."""
+        conn = self.conn
+        if c.op == "listBuckets":
+            return [{k: v for k, v in b.items() if k not in ("objects", "bytes")} for b in store.buckets(conn, app)]
+        if c.op == "getBucket":
+            return store.bucket(conn, app, c.bucket)
+        if c.op == "createBucket":
+            store.create_bucket(conn, app, c.bucket, c.public is True, _given(c.file_size_limit),
+                                _given(c.allowed_mime_types))
+        elif c.op == "updateBucket":
+            store.update_bucket(conn, app, c.bucket, c.public, c.file_size_limit, c.allowed_mime_types)
+        elif c.op == "deleteBucket":
+            store.delete_bucket(conn, app, c.bucket)
+        else:
+            store.empty_bucket(conn, app, c.bucket)
+        return {"name": c.bucket}
+
     def _begin(self, invocation: Invocation, c: Call) -> store.Upload:
         return store.Upload(
             self.conn, invocation.app, c.bucket, c.key, c.content_type, c.metadata, c.upsert,
-            invocation.limits.storage_mb * MIB,
+            invocation.limits.storage_mb * MIB, cache_control=store.max_age(c.cache_control) if c.cache_control else None,
         )
 
     def upload_begin(self, invocation: Invocation, raw: str) -> str:

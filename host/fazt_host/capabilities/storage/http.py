@@ -82,12 +82,15 @@ async def send_object(proto, conn: apsw.Connection, app: str, bucket: str, key: 
     instead of an empty reply."""
     meta, data = store.head(conn, app, bucket, key)
     etag = f'"{meta["etag"]}"'
+    headers = headers or []
     out = [
         ("content-type", meta["contentType"]),
         ("etag", etag),
         ("last-modified", formatdate(meta["updatedAt"], usegmt=True)),
         ("accept-ranges", "bytes"),
-    ] + [h for h in headers or [] if h[0].lower() not in ("content-type", "etag", "last-modified", "accept-ranges", "content-range")]
+    ] + [h for h in headers if h[0].lower() not in ("content-type", "etag", "last-modified", "accept-ranges", "content-range")]
+    if meta["cacheControl"] and not any(h[0].lower() == "cache-control" for h in headers):  # the handler's wins
+        out.append(("cache-control", meta["cacheControl"]))
     negotiated, start, end, extra = static.negotiate(etag, meta["size"], method, req_headers, meta["updatedAt"])
     out += extra
     if negotiated in (412, 416) and refuse is not None:
@@ -200,7 +203,8 @@ async def pipe_upload(trigger, scope, proto, deployed, bucket: str, key: str) ->
     def run() -> dict:
         body = FormFile(exchange, form.group(1)) if form else exchange
         upload = store.Upload(trigger.host.conn, deployed.name, bucket, key,
-                              body.content_type if form else content_type, {}, upsert, limits.storage_mb << 20)
+                              body.content_type if form else content_type, {}, upsert, limits.storage_mb << 20,
+                              cache_control=scope.headers.get("cache-control"))
         store.pipe(body, upload)
         return upload.finish()
 
@@ -233,7 +237,7 @@ async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
                 "SELECT public FROM blob_buckets WHERE app = ? AND name = ?", (app, store.check_bucket(bucket))
             ).fetchone()
             if not row or not row[0]:
-                raise StorageError("Bucket not found", 404, "not_found")  # private buckets are not revealed
+                raise store.no_bucket()  # private buckets are not revealed
             return await send_object(proto, conn, app, bucket, key, method, scope.headers, headers=disposition(query))
         if kind == "sign" and method in ("GET", "HEAD"):
             check_token(conn, token, "download", app, bucket, key)
@@ -241,7 +245,7 @@ async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
         if signed_upload and method in ("PUT", "POST"):
             check_token(conn, token, "upload", app, bucket, key)
             meta = await pipe_upload(trigger, scope, proto, deployed, bucket, key)
-            body = {"Key": f"{bucket}/{key}", "Id": meta["etag"], "data": meta}
+            body = {"Key": f"{bucket}/{key}", "Id": meta["id"], "data": meta}
             proto.response_bytes(200, [("content-type", "application/json")], msgspec.json.encode(body))
             return
         raise StorageError(f"no storage route {method} {inner[:120]}", 404, "not_found")

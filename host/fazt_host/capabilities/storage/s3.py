@@ -60,6 +60,9 @@ _FROM_STORAGE = {
     "IncompleteBody": ("IncompleteBody", 400),
     "Duplicate": ("PreconditionFailed", 412),
     "ServiceUnavailable": ("ServiceUnavailable", 503),
+    "NoSuchBucket": ("NoSuchBucket", 404),
+    "BucketAlreadyExists": ("BucketAlreadyOwnedByYou", 409),
+    "ResourceNotEmpty": ("BucketNotEmpty", 409),
 }
 
 
@@ -470,17 +473,10 @@ async def _bucket_op(trigger, scope, proto, deployed, auth, method, bucket, para
     def write():
         if method == "PUT":
             _read_all(raw, auth, scope.headers)  # a CreateBucketConfiguration says nothing we use
-            with transaction(conn):
-                if store.bucket_id(conn, app, bucket) is not None:
-                    raise S3Error("BucketAlreadyOwnedByYou", "Your previous request to create the named bucket succeeded and you already own it.", 409)
-                store.bucket_id(conn, app, bucket, create=True)
+            store.create_bucket(conn, app, bucket)
             return ("empty", 200, [("location", f"/{bucket}")])
         if method == "DELETE":
-            with transaction(conn):
-                bid = _need_bucket(conn, app, bucket)
-                if conn.execute("SELECT 1 FROM blob_objects WHERE bucket = ? LIMIT 1", (bid,)).fetchone():
-                    raise S3Error("BucketNotEmpty", "The bucket you tried to delete is not empty", 409)
-                conn.execute("DELETE FROM blob_buckets WHERE id = ?", (bid,))
+            store.delete_bucket(conn, app, bucket)
             return ("empty", 204, [])
         if method == "POST" and "delete" in params:
             _need_bucket(conn, app, bucket)
@@ -586,7 +582,7 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
             replace = {}
             if directive == "REPLACE":  # as AWS: the copy takes the request's content type and metadata
                 replace = {"content_type": headers.get("content-type") or "binary/octet-stream",
-                           "metadata": _metadata(headers)}
+                           "metadata": _metadata(headers), "cache_control": headers.get("cache-control")}
             copied = store.copy(conn, app, src_bucket, src_key, key, bucket, limits.storage_mb << 20,
                                 upsert=True, **replace)
             inner = _tag("ETag", f'"{copied["etag"]}"') + _tag("LastModified", _iso(copied["updatedAt"]))
@@ -594,7 +590,8 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
         if method == "PUT":
             _need_bucket(conn, app, bucket)
             upload = store.Upload(conn, app, bucket, key, headers.get("content-type") or "binary/octet-stream",
-                                  _metadata(headers), upsert, limits.storage_mb << 20)
+                                  _metadata(headers), upsert, limits.storage_mb << 20,
+                                  cache_control=headers.get("cache-control"))
             _receive(raw, auth, headers, upload)
             meta = upload.finish()
             return ("empty", 200, [("etag", f'"{meta["etag"]}"')])
@@ -607,12 +604,15 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
             return ("empty", 204, [])
         if method == "POST" and "uploads" in params:
             _need_bucket(conn, app, bucket)
+            store.check_content_type(conn, app, bucket, headers.get("content-type") or "binary/octet-stream")
+            cache_control = store.check_cache_control(headers.get("cache-control"))
             upload_id = secrets.token_urlsafe(24)
             with transaction(conn):
                 conn.execute(
-                    "INSERT INTO s3_uploads(id, app, bucket, key, content_type, metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO s3_uploads(id, app, bucket, key, content_type, metadata, created_at, cache_control) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (upload_id, app, bucket, key, headers.get("content-type") or "binary/octet-stream",
-                     msgspec.json.encode(_metadata(headers)).decode(), time.time()),
+                     msgspec.json.encode(_metadata(headers)).decode(), time.time(), cache_control),
                 )
             inner = _tag("Bucket", bucket) + _tag("Key", key) + _tag("UploadId", upload_id)
             return ("xml", 200, "InitiateMultipartUploadResult", inner)
@@ -625,7 +625,7 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
 
 def _upload_row(conn, app: str, bucket: str, key: str, upload_id: str):
     row = conn.execute(
-        "SELECT content_type, metadata FROM s3_uploads WHERE id = ? AND app = ? AND bucket = ? AND key = ?",
+        "SELECT content_type, metadata, cache_control FROM s3_uploads WHERE id = ? AND app = ? AND bucket = ? AND key = ?",
         (upload_id, app, bucket, key),
     ).fetchone()
     if row is None:
@@ -673,7 +673,7 @@ def _upload_part(conn, app, raw, auth, headers, params, limits):
     source = None
     if headers.get("x-amz-copy-source"):
         source = store.head(conn, app, *_copy_source(conn, app, headers))
-    part = store.Upload(conn, app, upload_row[0], upload_row[1], "", {}, True, limits.storage_mb << 20)
+    part = store.Upload(conn, app, upload_row[0], upload_row[1], "", {}, True, limits.storage_mb << 20, part=True)
     if source is None:
         _receive(raw, auth, headers, part)
     else:
@@ -705,7 +705,7 @@ def _complete(conn, app, bucket, key, upload_id, xml: bytes, limits, upsert: boo
         raise S3Error("InvalidPartOrder", "The list of parts was not in ascending order. Parts must be ordered by part number.")
     # Under the write lock: a part re-uploaded or an abort meanwhile cannot slip between the check and the switch.
     with transaction(conn):
-        content_type, metadata = _upload_row(conn, app, bucket, key, upload_id)
+        content_type, metadata, cache_control = _upload_row(conn, app, bucket, key, upload_id)
         metadata = msgspec.json.decode(metadata)
         chosen = _chosen_parts(conn, upload_id, wanted)
         digest = hashlib.md5(b"".join(bytes.fromhex(etag) for _, _, etag, _ in chosen))
@@ -713,7 +713,7 @@ def _complete(conn, app, bucket, key, upload_id, xml: bytes, limits, upsert: boo
         internal = all(location is None for _, _, _, location in chosen)
         if internal:  # the object is made of the parts' chunks as they are: nothing is copied
             store.assemble(conn, app, bucket, key, [(data, size) for data, size, _, _ in chosen], etag,
-                           content_type, metadata, upsert)
+                           content_type, metadata, upsert, cache_control)
             conn.executemany("DELETE FROM s3_parts WHERE upload = ? AND data = ?",
                              [(upload_id, data) for data, _, _, _ in chosen])
             _forget_upload(conn, upload_id)
@@ -721,7 +721,7 @@ def _complete(conn, app, bucket, key, upload_id, xml: bytes, limits, upsert: boo
         store.sweep(conn)
     else:  # external parts are separate objects there: their bytes are copied into one
         upload = store.Upload(conn, app, bucket, key, content_type, metadata, upsert,
-                              (limits.storage_mb << 20) + sum(size for _, size, _, _ in chosen))
+                              (limits.storage_mb << 20) + sum(size for _, size, _, _ in chosen), cache_control=cache_control)
         for data, _, _, _ in chosen:
             _copy_into(conn, upload, data)
         upload.finish(etag)

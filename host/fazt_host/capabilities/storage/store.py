@@ -23,6 +23,7 @@ import hashlib
 import re
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -126,6 +127,25 @@ MIGRATIONS = [
         PRIMARY KEY(data, start)
     ) STRICT;
     """,
+    """
+    -- What storage-js's createBucket/updateBucket set: NULL is no limit.
+    ALTER TABLE blob_buckets ADD COLUMN updated_at REAL;
+    UPDATE blob_buckets SET updated_at = created_at;
+    ALTER TABLE blob_buckets ADD COLUMN file_size_limit INTEGER;
+    ALTER TABLE blob_buckets ADD COLUMN allowed_mime_types TEXT; -- a JSON array
+    """,
+    """
+    -- Each object version's own id (storage-js's id), a UUID v4; objects stored before get one here.
+    ALTER TABLE blob_objects ADD COLUMN id TEXT;
+    UPDATE blob_objects SET id = lower(
+        hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) || '-'
+        || substr('89ab', 1 + abs(random() % 4), 1) || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6)));
+    """,
+    """
+    -- The Cache-Control header an object is served with (NULL: none).
+    ALTER TABLE blob_objects ADD COLUMN cache_control TEXT;
+    ALTER TABLE s3_uploads ADD COLUMN cache_control TEXT;
+    """,
 ]
 
 BACKENDS = ("internal", "s3")
@@ -146,6 +166,14 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 # What an object's content type and metadata must be to go out as HTTP headers (x-amz-meta-NAME: VALUE).
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 MAX_KEY_BYTES = 1024
+# A bucket's fileSizeLimit as Supabase takes it in text: decimal units.
+_SIZE_TEXT = re.compile(r"([0-9]+(?:\.[0-9]+)?)(gb|mb|kb|b)", re.I)
+_SIZE_UNITS = {"gb": 10**9, "mb": 10**6, "kb": 10**3, "b": 1}
+MAX_SIZE_LIMIT = 1 << 53
+# allowedMimeTypes entries: type/subtype or type/* (RFC 6838 names).
+_MIME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/(\*|[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126})")
+MAX_MIME_TYPES = 100
+MAX_CACHE_CONTROL = 256
 
 
 class StorageError(Exception):
@@ -164,6 +192,10 @@ class StorageError(Exception):
 def duplicate() -> StorageError:
     """The error storage-js gives a write onto an existing key without upsert."""
     return StorageError("The resource already exists", 409, "Duplicate")
+
+
+def no_bucket() -> StorageError:
+    return StorageError("Bucket not found", 404, "NoSuchBucket")
 
 
 def check_bucket(name: Any) -> str:
@@ -204,6 +236,23 @@ def check_headers(content_type: str, metadata: dict[str, str]) -> None:
                                "'-', '_'...), values printable ASCII")
 
 
+def check_cache_control(value: str | None) -> str | None:
+    """A Cache-Control value to serve an object with (None or "": none)."""
+    if not value:
+        return None
+    if len(value) > MAX_CACHE_CONTROL or not _HEADER_VALUE.fullmatch(value):
+        raise StorageError(f"cacheControl must be a header value of printable ASCII, at most {MAX_CACHE_CONTROL} "
+                           "characters")
+    return value
+
+
+def max_age(seconds: str) -> str:
+    """storage-js's cacheControl (seconds, '3600' by default) as the header Supabase serves: max-age=N."""
+    if not re.fullmatch(r"[0-9]{1,10}", seconds):
+        raise StorageError(f"cacheControl must be a number of seconds, not {seconds[:40]!r}")
+    return f"max-age={int(seconds)}"
+
+
 def usage(conn: apsw.Connection, app: str) -> int:
     """Bytes the app's live objects, uploads in progress and multipart parts take (pieces count in their whole)."""
     return conn.execute(
@@ -219,7 +268,8 @@ def bucket_id(conn: apsw.Connection, app: str, bucket: str, create: bool = False
     if not create:
         return None
     return conn.execute(
-        "INSERT INTO blob_buckets(app, name, created_at) VALUES (?, ?, ?) RETURNING id", (app, bucket, time.time())
+        "INSERT INTO blob_buckets(app, name, created_at, updated_at) VALUES (?, ?, ?3, ?3) RETURNING id",
+        (app, bucket, time.time()),
     ).fetchone()[0]
 
 
@@ -319,13 +369,12 @@ def new_data(conn: apsw.Connection, app: str, where: str):
     return data, (external.Sink(ext, conn, data, location) if ext else Chunks(conn, data))
 
 
-def _point(conn, bid: int, key: str, data: int, size: int, etag: str, content_type: str,
-           metadata: dict[str, str], created: float, updated: float) -> None:
-    """Makes `key` the object of `data` (replacing what it was)."""
+def _point(conn, bid: int, data: int, o: dict[str, Any]) -> None:
+    """Makes the object `o` (a `describe`) the one of `data` at its key (replacing what it was)."""
     conn.execute(
-        "INSERT OR REPLACE INTO blob_objects(bucket, key, data, size, etag, content_type, metadata, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (bid, key, data, size, etag, content_type, msgspec.json.encode(metadata).decode(), created, updated),
+        f"INSERT OR REPLACE INTO blob_objects(bucket, key, data, {OBJECT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (bid, o["key"], data, o["id"], o["size"], o["etag"], o["contentType"], msgspec.json.encode(o["metadata"]).decode(),
+         o["createdAt"], o["updatedAt"], o["cacheControl"]),
     )
 
 
@@ -333,11 +382,17 @@ class Upload:
     """Bytes going into a new object; visible only once `finish` commits."""
 
     def __init__(self, conn: apsw.Connection, app: str, bucket: str, key: str, content_type: str,
-                 metadata: dict[str, str], upsert: bool, quota: int):
+                 metadata: dict[str, str], upsert: bool, quota: int, *, part: bool = False,
+                 cache_control: str | None = None):
+        """`part`: the bytes of one multipart part, whose whole's type was checked when it began."""
         self.conn = conn
         self.app, self.bucket, self.key = app, check_bucket(bucket), check_key(key)
         check_headers(content_type, metadata)
+        self.cache_control = check_cache_control(cache_control)
         self.content_type = content_type or "application/octet-stream"
+        if not part:
+            check_content_type(conn, app, self.bucket, self.content_type)
+        self.size_limit = size_limit_of(conn, app, self.bucket)
         self.metadata = metadata
         self.upsert = upsert
         self.quota = quota
@@ -353,6 +408,9 @@ class Upload:
         if self.size + len(data) > self.room:
             self.abort()
             raise StorageError(f"the app's storage quota ({self.quota >> 20} MiB) is used up", 413, "QuotaExceeded")
+        if self.size_limit is not None and self.size + len(data) > self.size_limit:
+            self.abort()
+            raise too_large()
         self.md5.update(data)
         self.size += len(data)
         try:
@@ -400,10 +458,11 @@ class Upload:
                 "UPDATE blob_data SET state = 'live', size = ?, pending = NULL, changed_at = ? WHERE id = ?",
                 (self.size, now, self.data),
             )
-            _point(self.conn, bid, self.key, self.data, self.size, etag, self.content_type, self.metadata,
-                   old[1] if old else now, now)
+            made = describe(self.bucket, self.key, new_id(), self.size, etag, self.content_type, self.metadata,
+                            old[1] if old else now, now, self.cache_control)
+            _point(self.conn, bid, self.data, made)
         sweep(self.conn)
-        return describe(self.bucket, self.key, self.size, etag, self.content_type, self.metadata, now, now)
+        return made
 
     def abort(self) -> None:
         """Forgets the bytes written so far (no reader can see an upload in progress)."""
@@ -444,24 +503,40 @@ def pipe(body, upload: Upload, check=None, piece: int = 1 << 20) -> None:
         raise
 
 
-def describe(bucket, key, size, etag, content_type, metadata, created, updated) -> dict[str, Any]:
+def new_id() -> str:
+    """A stored object version's id: unique, as Supabase's object ids are (the ETag is the content's)."""
+    return str(uuid.uuid4())
+
+
+def describe(bucket, key, object_id, size, etag, content_type, metadata, created, updated,
+             cache_control=None) -> dict[str, Any]:
     return {
-        "bucket": bucket, "key": key, "size": size, "etag": etag, "contentType": content_type,
-        "metadata": metadata, "createdAt": created, "updatedAt": updated,
+        "bucket": bucket, "key": key, "id": object_id, "size": size, "etag": etag, "contentType": content_type,
+        "metadata": metadata, "createdAt": created, "updatedAt": updated, "cacheControl": cache_control,
     }
+
+
+# An object row's columns in the order `described` reads them.
+OBJECT_COLUMNS = "id, size, etag, content_type, metadata, created_at, updated_at, cache_control"
+
+
+def described(bucket: str, key: str, row) -> dict[str, Any]:
+    """`describe` of a row of OBJECT_COLUMNS."""
+    object_id, size, etag, content_type, metadata, created, updated, cache_control = row
+    return describe(bucket, key, object_id, size, etag, content_type, msgspec.json.decode(metadata), created, updated,
+                    cache_control)
 
 
 def head(conn: apsw.Connection, app: str, bucket: str, key: str) -> tuple[dict[str, Any], int]:
     """The object's description and its data id, or StorageError 404."""
     row = conn.execute(
-        "SELECT o.data, o.size, o.etag, o.content_type, o.metadata, o.created_at, o.updated_at "
+        f"SELECT o.data, {', '.join('o.' + c for c in OBJECT_COLUMNS.split(', '))} "
         "FROM blob_objects o JOIN blob_buckets b ON b.id = o.bucket WHERE b.app = ? AND b.name = ? AND o.key = ?",
         (app, check_bucket(bucket), check_key(key)),
     ).fetchone()
     if row is None:
         raise StorageError("Object not found", 404, "not_found")
-    data, size, etag, ctype, meta, created, updated = row
-    return describe(bucket, key, size, etag, ctype, msgspec.json.decode(meta), created, updated), data
+    return described(bucket, key, row[1:]), row[0]
 
 
 def _location(conn: apsw.Connection, data: int) -> str | None:
@@ -563,7 +638,7 @@ def listing(conn: apsw.Connection, app: str, bucket: str, prefix: str = "", limi
     lower = max(start, prefix)
     items: list[tuple[str, Any]] = []
     query = (
-        "SELECT key, size, etag, content_type, metadata, created_at, updated_at FROM blob_objects "
+        f"SELECT key, {OBJECT_COLUMNS} FROM blob_objects "
         "WHERE bucket = ? AND key >= ? AND (?3 IS NULL OR key < ?3) ORDER BY key LIMIT ?"
     )
     skip = offset
@@ -592,13 +667,53 @@ def listing(conn: apsw.Connection, app: str, bucket: str, prefix: str = "", limi
     more = len(items) > limit
     items = items[:limit]
     objects = [
-        describe(bucket, r[0], r[1], r[2], r[3], msgspec.json.decode(r[4]), r[5], r[6]) for _, r in items if r is not None
+        described(bucket, r[0], r[1:]) for _, r in items if r is not None
     ]
     prefixes = [name for name, r in items if r is None]
     if not more:
         return objects, prefixes, None
     name, row = items[-1]
     return objects, prefixes, _after(name) if row is not None else _past_prefix(name)
+
+
+# storage-js's sortBy columns; last_accessed_at is not kept (always null), so it sorts as name.
+SORT_COLUMNS = {"name": "key", "created_at": "created_at", "updated_at": "updated_at", "last_accessed_at": "key"}
+
+
+def _like_prefix(text: str) -> str:
+    """A LIKE pattern (ESCAPE '\\') matching what starts with `text`."""
+    return re.sub(r"([\\%_])", r"\\\1", text) + "%"
+
+
+def sorted_listing(conn: apsw.Connection, app: str, bucket: str, prefix: str, limit: int, offset: int,
+                   search: str = "", column: str = "name", order: str = "asc") -> tuple[list[dict[str, Any]], list[str]]:
+    """One folder as Supabase lists it with `search` and `sortBy`: its subfolders first (by name), then its
+    objects by `column`; `search` keeps the entries whose name (after the folder) starts with it, ignoring
+    ASCII case. Reads the whole folder: the listing by name ascending without search is the one that pages by keys.
+
+    Returns (objects, common prefixes)."""
+    if column not in SORT_COLUMNS:
+        raise StorageError(f"sortBy.column must be one of {', '.join(SORT_COLUMNS)}, not {column[:40]!r}")
+    if order.lower() not in ("asc", "desc"):
+        raise StorageError(f"sortBy.order must be 'asc' or 'desc', not {order[:40]!r}")
+    bid = bucket_id(conn, app, bucket)
+    if bid is None:
+        return [], []
+    direction = order.upper()
+    # ?4 is where an entry's name starts in its key; names of subfolders hold a '/'.
+    where = ("bucket = ?1 AND key >= ?2 AND (?3 IS NULL OR key < ?3) AND substr(key, ?4) LIKE ?5 ESCAPE '\\' "
+             "AND instr(substr(key, ?4), '/')")
+    params = (bid, prefix, _past_prefix(prefix) if prefix else None, len(prefix) + 1, _like_prefix(search))
+    folders = [f for (f,) in conn.execute(
+        f"SELECT DISTINCT substr(key, 1, ?4 - 1 + instr(substr(key, ?4), '/')) AS f FROM blob_objects "
+        f"WHERE {where} > 0 ORDER BY f {direction}", params)]
+    shown = folders[offset : offset + limit]
+    rows = conn.execute(
+        f"SELECT key, {OBJECT_COLUMNS} FROM blob_objects WHERE {where} = 0 "
+        f"ORDER BY {SORT_COLUMNS[column]} {direction}, key {direction} LIMIT ?6 OFFSET ?7",
+        (*params, limit - len(shown), max(offset - len(folders), 0)),
+    ).fetchall()
+    return [described(bucket, r[0], r[1:]) for r in rows], shown
 
 
 def remove(conn: apsw.Connection, app: str, bucket: str, keys: list[str]) -> list[dict[str, Any]]:
@@ -612,23 +727,24 @@ def remove(conn: apsw.Connection, app: str, bucket: str, keys: list[str]) -> lis
         for key in keys:
             row = conn.execute(
                 "DELETE FROM blob_objects WHERE bucket = ? AND key = ? "
-                "RETURNING data, size, etag, content_type, metadata, created_at, updated_at",
+                f"RETURNING data, {OBJECT_COLUMNS}",
                 (bid, check_key(key)),
             ).fetchone()
             if row:
                 orphan(conn, row[0], now)
-                removed.append(describe(bucket, key, row[1], row[2], row[3], msgspec.json.decode(row[4]), row[5], row[6]))
+                removed.append(described(bucket, key, row[1:]))
     return removed
 
 
 def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, dest_bucket: str | None = None,
          quota: int | None = None, move: bool = False, upsert: bool = False,
-         content_type: str | None = None, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+         content_type: str | None = None, metadata: dict[str, str] | None = None,
+         cache_control: Any = msgspec.UNSET) -> dict[str, Any]:
     """Copies (inside SQLite or the external bucket: no bytes through Python) or renames an object.
 
     An existing destination is refused with Duplicate (409) unless `upsert`,
     as uploads are. `content_type`/`metadata`, when given, replace the
-    source's on the copy; a copy of an object onto itself changes only those
+    source's on the copy (and `cache_control`, unless UNSET); a copy of an object onto itself changes only those
     (in place, the bytes stay)."""
     dest_bucket = check_bucket(dest_bucket or bucket)
     meta, data = head(conn, app, bucket, source)
@@ -637,6 +753,10 @@ def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, d
         meta["contentType"] = content_type
     if metadata is not None:
         meta["metadata"] = metadata
+    if cache_control is not msgspec.UNSET:
+        meta["cacheControl"] = check_cache_control(cache_control)
+    check_content_type(conn, app, dest_bucket, meta["contentType"])  # the destination's rules, as for an upload
+    check_size(conn, app, dest_bucket, meta["size"])
     now = time.time()
     if dest_bucket == bucket and dest == source:
         if not upsert:
@@ -645,9 +765,9 @@ def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, d
             return meta
         with transaction(conn):
             conn.execute(
-                "UPDATE blob_objects SET content_type = ?, metadata = ?, updated_at = ? "
+                "UPDATE blob_objects SET content_type = ?, metadata = ?, cache_control = ?, updated_at = ? "
                 "WHERE bucket = ? AND key = ? AND data = ?",
-                (meta["contentType"], msgspec.json.encode(meta["metadata"]).decode(), now,
+                (meta["contentType"], msgspec.json.encode(meta["metadata"]).decode(), meta["cacheControl"], now,
                  bucket_id(conn, app, bucket), source, data),
             )
         return {**meta, "updatedAt": now}
@@ -717,8 +837,11 @@ def _copy_rows(conn, app, bucket, source, dest, dest_bucket, meta, data, copied,
         old = conn.execute("SELECT data FROM blob_objects WHERE bucket = ? AND key = ?", (bid, dest)).fetchone()
         if old and old[0] != new:
             orphan(conn, old[0], now)
-        _point(conn, bid, dest, new, meta["size"], meta["etag"], meta["contentType"], meta["metadata"], now, now)
-    return describe(dest_bucket, dest, meta["size"], meta["etag"], meta["contentType"], meta["metadata"], now, now)
+        # A copy is a new object; a moved one keeps its id, as in Supabase.
+        made = {**meta, "bucket": dest_bucket, "key": dest, "id": meta["id"] if move else new_id(),
+                "createdAt": now, "updatedAt": now}
+        _point(conn, bid, new, made)
+    return made
 
 
 def _copy_chunks(conn: apsw.Connection, source: int, dest: int) -> None:
@@ -729,7 +852,8 @@ def _copy_chunks(conn: apsw.Connection, source: int, dest: int) -> None:
 
 
 def assemble(conn: apsw.Connection, app: str, bucket: str, key: str, parts: list[tuple[int, int]], etag: str,
-             content_type: str, metadata: dict[str, str], upsert: bool = True) -> dict[str, Any]:
+             content_type: str, metadata: dict[str, str], upsert: bool = True,
+             cache_control: str | None = None) -> dict[str, Any]:
     """Makes `key` the object made of these part uploads ((data id, size), in order, in the cartridge),
     inside the caller's transaction: the parts' chunks become the object's without being copied.
     An existing object is refused with Duplicate unless `upsert`, as uploads are."""
@@ -739,6 +863,7 @@ def assemble(conn: apsw.Connection, app: str, bucket: str, key: str, parts: list
     if old and not upsert:
         raise duplicate()
     size = sum(n for _, n in parts)
+    check_size(conn, app, bucket, size)
     whole = conn.execute(
         "INSERT INTO blob_data(app, size, state, changed_at) VALUES (?, ?, 'live', ?) RETURNING id", (app, size, now)
     ).fetchone()[0]
@@ -753,19 +878,161 @@ def assemble(conn: apsw.Connection, app: str, bucket: str, key: str, parts: list
     if old:
         orphan(conn, old[0], now)
     created = old[1] if old else now
-    _point(conn, bid, key, whole, size, etag, content_type, metadata, created, now)
-    return describe(bucket, key, size, etag, content_type, metadata, created, now)
+    made = describe(bucket, key, new_id(), size, etag, content_type, metadata, created, now, cache_control)
+    _point(conn, bid, whole, made)
+    return made
+
+
+_BUCKET_COLUMNS = "b.name, b.public, b.created_at, b.updated_at, b.file_size_limit, b.allowed_mime_types"
+
+
+def _bucket_of(row) -> dict[str, Any]:
+    name, public, created, updated, size_limit, mime_types = row[:6]
+    return {"name": name, "public": bool(public), "createdAt": created, "updatedAt": updated,
+            "fileSizeLimit": size_limit, "allowedMimeTypes": msgspec.json.decode(mime_types) if mime_types else None}
 
 
 def buckets(conn: apsw.Connection, app: str) -> list[dict[str, Any]]:
+    """The app's buckets: their settings and what they hold (`objects`, `bytes`)."""
     return [
-        {"name": name, "public": bool(public), "objects": n, "bytes": size, "createdAt": created}
-        for name, public, created, n, size in conn.execute(
-            "SELECT b.name, b.public, b.created_at, count(o.key), coalesce(sum(o.size), 0) FROM blob_buckets b "
+        {**_bucket_of(row), "objects": row[6], "bytes": row[7]}
+        for row in conn.execute(
+            f"SELECT {_BUCKET_COLUMNS}, count(o.key), coalesce(sum(o.size), 0) FROM blob_buckets b "
             "LEFT JOIN blob_objects o ON o.bucket = b.id WHERE b.app = ? GROUP BY b.id ORDER BY b.name",
             (app,),
         )
     ]
+
+
+def bucket(conn: apsw.Connection, app: str, name: str) -> dict[str, Any]:
+    row = conn.execute(f"SELECT {_BUCKET_COLUMNS} FROM blob_buckets b WHERE b.app = ? AND b.name = ?",
+                       (app, check_bucket(name))).fetchone()
+    if row is None:
+        raise no_bucket()
+    return _bucket_of(row)
+
+
+def size_limit(value: Any) -> int | None:
+    """A bucket's fileSizeLimit: bytes, Supabase's text form ('20MB', '1.5GB', '30KB', '3B'), or None (no limit)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = _SIZE_TEXT.fullmatch(value.strip())
+        if text is None:
+            raise StorageError("Invalid file size format, hint: use 20GB / 20MB / 30KB / 3B")
+        amount = float(text[1]) * _SIZE_UNITS[text[2].lower()]
+        value = round(amount) if amount <= MAX_SIZE_LIMIT else MAX_SIZE_LIMIT + 1
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_SIZE_LIMIT:
+        raise StorageError(f"fileSizeLimit must be a positive whole number of bytes, at most {MAX_SIZE_LIMIT}, "
+                           "or a size like '20MB'")
+    return value
+
+
+def mime_types(value: Any) -> list[str] | None:
+    """A bucket's allowedMimeTypes: types like 'image/png' or 'image/*'; None or [] allows every type."""
+    if value is None or value == []:
+        return None
+    if (not isinstance(value, list) or len(value) > MAX_MIME_TYPES
+            or not all(isinstance(t, str) and _MIME_PATTERN.fullmatch(t) for t in value)):
+        raise StorageError(f"allowedMimeTypes must be a list of at most {MAX_MIME_TYPES} types like 'image/png' "
+                           "or 'image/*'")
+    return [t.lower() for t in value]
+
+
+def _types_json(types: list[str] | None) -> str | None:
+    return None if types is None else msgspec.json.encode(types).decode()
+
+
+def check_content_type(conn: apsw.Connection, app: str, bucket: str, content_type: str) -> None:
+    """Refuses a type the bucket's allowedMimeTypes leave out (parameters such as charset aside)."""
+    row = conn.execute("SELECT allowed_mime_types FROM blob_buckets WHERE app = ? AND name = ?", (app, bucket)).fetchone()
+    if not row or not row[0]:
+        return
+    essence = content_type.partition(";")[0].strip().lower()
+    if not any(essence == t or (t.endswith("/*") and essence.startswith(t[:-1])) for t in msgspec.json.decode(row[0])):
+        raise StorageError(f"mime type {content_type[:100]} is not supported", 415, "InvalidMimeType")
+
+
+def size_limit_of(conn: apsw.Connection, app: str, bucket: str) -> int | None:
+    row = conn.execute("SELECT file_size_limit FROM blob_buckets WHERE app = ? AND name = ?", (app, bucket)).fetchone()
+    return row[0] if row else None
+
+
+def too_large() -> StorageError:
+    return StorageError("The object exceeded the maximum allowed size", 413, "EntityTooLarge")
+
+
+def check_size(conn: apsw.Connection, app: str, bucket: str, size: int) -> None:
+    limit = size_limit_of(conn, app, bucket)
+    if limit is not None and size > limit:
+        raise too_large()
+
+
+def create_bucket(conn: apsw.Connection, app: str, name: str, public: bool = False, file_size_limit: Any = None,
+                  allowed_mime_types: Any = None) -> None:
+    """A new bucket; an existing one is refused (409), as Supabase and S3 do."""
+    check_bucket(name)
+    limit, types = size_limit(file_size_limit), mime_types(allowed_mime_types)
+    with transaction(conn):
+        if bucket_id(conn, app, name) is not None:
+            raise StorageError("The resource already exists", 409, "BucketAlreadyExists")
+        conn.execute(
+            "INSERT INTO blob_buckets(app, name, public, created_at, updated_at, file_size_limit, allowed_mime_types) "
+            "VALUES (?, ?, ?, ?4, ?4, ?, ?)",
+            (app, name, int(public), time.time(), limit, _types_json(types)),
+        )
+
+
+def update_bucket(conn: apsw.Connection, app: str, name: str, public: Any = msgspec.UNSET,
+                  file_size_limit: Any = msgspec.UNSET, allowed_mime_types: Any = msgspec.UNSET) -> None:
+    """Changes the settings given (UNSET leaves one as it is; None clears a limit)."""
+    changes: dict[str, Any] = {"updated_at": time.time()}
+    if public is not msgspec.UNSET:
+        changes["public"] = int(public)
+    if file_size_limit is not msgspec.UNSET:
+        changes["file_size_limit"] = size_limit(file_size_limit)
+    if allowed_mime_types is not msgspec.UNSET:
+        changes["allowed_mime_types"] = _types_json(mime_types(allowed_mime_types))
+    assignments = ", ".join(f"{column} = ?" for column in changes)
+    with transaction(conn):
+        updated = conn.execute(f"UPDATE blob_buckets SET {assignments} WHERE app = ? AND name = ? RETURNING id",
+                               (*changes.values(), app, check_bucket(name))).fetchone()
+    if updated is None:
+        raise no_bucket()
+
+
+def delete_bucket(conn: apsw.Connection, app: str, name: str) -> None:
+    """Deletes an empty bucket; one holding objects is refused (409), as Supabase and S3 do."""
+    with transaction(conn):
+        bid = bucket_id(conn, app, name)
+        if bid is None:
+            raise no_bucket()
+        if conn.execute("SELECT 1 FROM blob_objects WHERE bucket = ? LIMIT 1", (bid,)).fetchone():
+            raise StorageError("The bucket you tried to delete is not empty", 409, "ResourceNotEmpty")
+        conn.execute("DELETE FROM blob_buckets WHERE id = ?", (bid,))
+
+
+# Objects emptyBucket removes per transaction: other writers wait milliseconds, not the whole bucket.
+EMPTY_BATCH = 1000
+
+
+def empty_bucket(conn: apsw.Connection, app: str, name: str) -> None:
+    """Removes every object of the bucket (their bytes are swept as any removed object's)."""
+    bid = bucket_id(conn, app, name)
+    if bid is None:
+        raise no_bucket()
+    while True:
+        now = time.time()
+        with transaction(conn):
+            removed = conn.execute(
+                "DELETE FROM blob_objects WHERE rowid IN (SELECT rowid FROM blob_objects WHERE bucket = ? LIMIT ?) "
+                "RETURNING data",
+                (bid, EMPTY_BATCH),
+            ).fetchall()
+            for (data,) in removed:
+                orphan(conn, data, now)
+        if len(removed) < EMPTY_BATCH:
+            return
 
 
 def configure_buckets(conn: apsw.Connection, app: str, declared: dict[str, Any]) -> list[str]:
