@@ -263,6 +263,15 @@ def test_listing_copy_move_remove_through_the_sdk(host):
     assert sorted(r["name"] for r in removed) == ["l/a.txt", "l/a2.txt"]
 
 
+def test_paths_are_cleaned_as_storage_js_cleans_them(host):
+    # An upload drops leading, trailing and repeated slashes; reads drop leading ones.
+    _, s = host
+    assert ok(s.request("PUT", "/files/bytes/docs/k?key=/clean//up/a.txt/", content=b"c"))["path"] == "clean/up/a.txt"
+    assert s.get("/files/get/docs/k?key=/clean/up/a.txt").content == b"c"
+    assert [e["name"] for e in s.get("/files/list/docs?path=clean/up").json()["data"]] == ["a.txt"]
+    assert ok(s.get("/files/sign/docs/k?key=//clean/up/a.txt"))["signedUrl"]
+
+
 def buckets(s, method, bucket="", options=None):
     """storage.METHOD(bucket, options) in the app."""
     return s.request("POST", f"/files/buckets/{method}/{bucket}", json=options)

@@ -59,6 +59,17 @@ function downloadQuery(download, sep) {
   return `${sep}download=${download === true ? '' : encodeURIComponent(download)}`;
 }
 
+// storage-js's own clean-ups of a path, so that a ported app finds its objects
+// where Supabase keeps them: an upload drops leading, trailing and repeated
+// slashes ('/u//a.png/' is 'u/a.png'); reads and signed URLs drop leading ones.
+function uploadPath(path) {
+  return typeof path === 'string' ? path.replace(/^\/|\/$/g, '').replace(/\/+/g, '/') : path;
+}
+
+function readPath(path) {
+  return typeof path === 'string' ? path.replace(/^\/+/, '') : path;
+}
+
 function folderPrefix(path) {
   return !path ? '' : path.endsWith('/') ? path : `${path}/`;
 }
@@ -71,6 +82,7 @@ class Bucket {
   // body: string, bytes, Blob, a ReadableStream of bytes, or the request (or request.body) to pipe it.
   // cacheControl: seconds, served as `Cache-Control: max-age=N` (storage-js's default, 3600).
   async upload(path, body, { contentType, upsert = false, metadata = {}, cacheControl = '3600' } = {}) {
+    path = uploadPath(path);
     const op = { bucket: this.bucket, key: path, upsert, metadata, cacheControl: String(cacheControl) };
     if (contentType) op.contentType = contentType;
     if (claimRequestBody(body)) return this.reply(ask(uploadRequest, op), path);
@@ -116,6 +128,7 @@ class Bucket {
   }
 
   async download(path) {
+    path = readPath(path);
     const begun = ask(downloadBegin, { bucket: this.bucket, key: path });
     if (begun.error) return begun;
     const bytes = readAll(() => downloadRead(begun.data.handle, READ_CHUNK), begun.data.size);
@@ -144,6 +157,7 @@ class Bucket {
   }
 
   async head(path) {
+    path = readPath(path);
     const r = ask(call, { op: 'head', bucket: this.bucket, key: path });
     return r.error ? r : { data: r.data, error: null };
   }
@@ -186,6 +200,7 @@ class Bucket {
   // request's own Range header applies. The object is looked up when the
   // response is sent: a missing one gives 404.
   stream(path, { range, status = 200, headers } = {}) {
+    path = readPath(path);
     const object = { bucket: this.bucket, key: path };
     if (arguments[1] && 'range' in arguments[1]) object.range = range ?? null;
     return hostResponse({ object }, { status, headers });
@@ -193,6 +208,7 @@ class Bucket {
 
   // `download`: true, or a file name, makes the URL serve the object as an attachment (as storage-js).
   async createSignedUrl(path, expiresIn, { download } = {}) {
+    path = readPath(path);
     const r = ask(call, { op: 'sign', bucket: this.bucket, key: path, expiresIn });
     return r.error ? r : { data: { signedUrl: r.data.signedUrl + downloadQuery(download, '&') }, error: null };
   }
@@ -209,12 +225,14 @@ class Bucket {
   }
 
   async createSignedUploadUrl(path, { expiresIn = 7200 } = {}) {
+    path = readPath(path);
     const r = ask(call, { op: 'sign', bucket: this.bucket, key: path, expiresIn, upload: true });
     return r.error ? r : { data: r.data, error: null };
   }
 
   // The URL of an object in a public bucket (fazt.json storage.buckets.NAME.public).
   getPublicUrl(path, { download } = {}) {
+    path = readPath(path);
     const url = `${mountPrefix()}/storage/v1/object/public/${this.bucket}/${encodeKey(path)}`;
     return { data: { publicUrl: url + downloadQuery(download, '?') } };
   }

@@ -1,4 +1,5 @@
 // Storage through the SDK, driven by tests over HTTP:
+//   (KEY may also come as ?key=, for keys a URL path cannot carry, such as '/a//b/')
 //   PUT  /pipe/BUCKET/KEY?upsert=1&meta=&cache=   uploads the request body host-side (never in the sandbox)
 //   PUT  /bytes/BUCKET/KEY   reads the body in the guest, uploads the bytes
 //   PUT  /chunks/BUCKET/KEY?n=N&size=S  uploads a ReadableStream of N generated chunks
@@ -17,7 +18,7 @@ export default {
   async fetch(request) {
     const url = new URL(request.url);
     const [, action, bucket, ...rest] = url.pathname.split('/');
-    const key = decodeURIComponent(rest.join('/'));
+    const key = url.searchParams.get('key') ?? decodeURIComponent(rest.join('/')); // ?key= for keys a path cannot carry
     const b = storage.from(bucket);
     const options = {
       contentType: request.headers.get('content-type') ?? undefined,
