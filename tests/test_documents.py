@@ -267,6 +267,10 @@ def test_projection_order_range_count_single(db):
         {"name": "Bob", "town": None}, {"name": "Eve%_", "town": None},
     ]  # NULL sorts after every value, as in PostgreSQL: first descending, last ascending
     assert names(db.select(order=[{"field": "age"}])) == ["Bob", "Eve%_", "ada", "cy", "dee"]
+    # `*` among other columns: the whole document, with those added (PostgREST's select=*,alias:field).
+    whole = db.select(columns="*, town:address.city, gone:nope", order=[{"field": "age", "ascending": False}], limit=1)
+    assert whole[0]["name"] == "dee" and whole[0]["town"] == "Lyon" and whole[0]["gone"] is None
+    assert whole[0]["address"]["city"] == "Lyon"
     assert names(db.select(order=[{"field": "age", "nullsFirst": True}])) == ["dee", "Bob", "Eve%_", "ada", "cy"]
     assert names(db.select(order=[{"field": "name"}], offset=1, limit=2)) == ["Eve%_", "ada"]
     reply = db.ok(collection="notes", where=[["eq", "city", "Paris"]], count="exact", limit=1)

@@ -276,20 +276,26 @@ class Filter:
 
 
 def projection(columns: str | list[str]) -> str:
-    """`*` -> the whole document; `'id,title,a:address.city'` -> an object of those (alias:field)."""
+    """`*` -> the whole document; `'id,title,a:address.city'` -> an object of those (alias:field);
+    `'*,a:address.city'` -> the whole document with those added, as PostgREST's `*` among columns."""
     if isinstance(columns, str):
         columns = [c.strip() for c in columns.split(",") if c.strip()]
-    if not columns or columns == ["*"]:
+    fields = [c for c in columns if c != "*"]
+    if not fields:
         return "json(body)"
+    whole = len(fields) < len(columns)
     pairs = []
-    for col in columns:
+    for col in fields:
         alias, _, field = col.rpartition(":")
         parts = parse_path(field)
         key = alias or str(parts[-1])
-        if not key or "'" in key or len(key) > 128:
+        if not key or "'" in key or len(key) > 128 or (whole and '"' in key):  # '"' would end the path label
             raise DocError(f"invalid column alias {key[:40]!r}", "42703")
-        pairs.append(f"'{key}', {json_of(field)}")
-    return f"json_object({', '.join(pairs)})"
+        pairs.append((key, json_of(field)))
+    if whole:
+        sets = ", ".join(f"'$.\"{key}\"', {value}" for key, value in pairs)
+        return f"json_set(json(body), {sets})"
+    return "json_object(" + ", ".join(f"'{key}', {value}" for key, value in pairs) + ")"
 
 
 def nulls_first(o: Order) -> bool:
