@@ -168,6 +168,21 @@ def test_signed_and_public_urls(host):
     assert s.get("/files/exists/docs/fileless.bin").json()["data"] is False
 
 
+def test_a_refused_signed_upload_reads_the_body_so_the_client_gets_the_answer(host):
+    _, s = host
+    url = ok(s.get("/files/sign-upload/docs/refused.bin"))["signedUrl"]
+    for path in (url.replace("refused", "other"), "/files/storage/v1/object/docs/refused.bin"):  # bad token, no route
+        with socket.create_connection(("127.0.0.1", s.port)) as sock:
+            sock.sendall(f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n".encode())
+            time.sleep(0.2)  # a client (Node's fetch sending a form) writes the body after the headers
+            for _ in range(2):  # before: the host had answered and closed, so the second write failed (EPIPE)
+                sock.sendall(b"x" * 1000)
+                time.sleep(0.1)
+            sock.settimeout(10)
+            reply = sock.recv(4096).decode(errors="replace")
+        assert reply.startswith(("HTTP/1.1 400", "HTTP/1.1 404")), (path, reply)
+
+
 def test_bad_input(host):
     cart, s = host
     for key in ["..%2Fx", "a%00b", "x" * 1025]:
