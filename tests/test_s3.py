@@ -274,6 +274,10 @@ def test_multipart(s3):
     e2 = s3.upload_part(Bucket="docs", Key="mp.bin", UploadId=up, PartNumber=2, Body=part2)["ETag"]
     e1 = s3.upload_part(Bucket="docs", Key="mp.bin", UploadId=up, PartNumber=1, Body=part1)["ETag"]
     assert [p["PartNumber"] for p in s3.list_parts(Bucket="docs", Key="mp.bin", UploadId=up)["Parts"]] == [1, 2]
+    page = s3.list_parts(Bucket="docs", Key="mp.bin", UploadId=up, MaxParts=1)
+    assert [p["PartNumber"] for p in page["Parts"]] == [1] and page["IsTruncated"] and page["NextPartNumberMarker"] == 1
+    rest = s3.list_parts(Bucket="docs", Key="mp.bin", UploadId=up, PartNumberMarker=1)  # before: the marker and
+    assert [p["PartNumber"] for p in rest["Parts"]] == [2] and not rest["IsTruncated"]  # max-parts were ignored
     out_of_order = {"Parts": [{"PartNumber": 2, "ETag": e2}, {"PartNumber": 1, "ETag": e1}]}
     assert code(lambda: s3.complete_multipart_upload(Bucket="docs", Key="mp.bin", UploadId=up, MultipartUpload=out_of_order)) == "InvalidPartOrder"
     wrong = {"Parts": [{"PartNumber": 1, "ETag": e2}, {"PartNumber": 2, "ETag": e2}]}

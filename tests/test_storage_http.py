@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -157,15 +158,40 @@ def test_signed_and_public_urls(host):
     assert s.request("PUT", upload.replace("via-url", "other"), content=b"x").status_code == 400
     # supabase-js's uploadToSignedUrl sends a Blob as a form: a cacheControl field, then the file
     form = ok(s.get("/files/sign-upload/docs/via-form.png"))["signedUrl"]
-    sent = s.request("PUT", form, data={"cacheControl": "3600"}, files={"": ("blob", DATA, "image/png")})
+    sent = s.request("PUT", form, data={"cacheControl": "3600", "metadata": '{"owner": "ann"}'},
+                     files={"": ("blob", DATA, "image/png")})
     assert sent.status_code == 200, sent.text
     back = s.get("/files/stream/docs/via-form.png")  # before: the whole form, boundaries and all
     assert back.content == DATA and back.headers["content-type"] == "image/png"
+    kept = ok(s.get("/files/info/docs/via-form.png"))  # before: the form's settings were dropped
+    assert kept["cacheControl"] == "max-age=3600" and kept["metadata"] == {"owner": "ann"}
+    raw = ok(s.get("/files/sign-upload/docs/via-raw.bin"))["signedUrl"]  # a body that is no Blob: headers
+    meta = base64.b64encode(b'{"owner": "bo"}').decode()
+    assert s.request("PUT", raw, content=b"raw", headers={"cache-control": "max-age=60", "x-metadata": meta}).status_code == 200
+    kept = ok(s.get("/files/info/docs/via-raw.bin"))
+    assert kept["cacheControl"] == "max-age=60" and kept["metadata"] == {"owner": "bo"}
+    bad = s.request("PUT", raw, content=b"raw", headers={"x-upsert": "true", "x-metadata": "not base64!"})
+    assert bad.status_code == 400 and bad.json()["error"] == "InvalidRequest"
     fileless = ok(s.get("/files/sign-upload/docs/fileless.bin"))["signedUrl"]
     refused = s.request("PUT", fileless, content=b"--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1\r\n--b--\r\n",
                         headers={"content-type": "multipart/form-data; boundary=b"})
     assert refused.status_code == 400 and "no file part" in refused.text
     assert s.get("/files/exists/docs/fileless.bin").json()["data"] is False
+
+
+def test_a_refused_signed_upload_reads_the_body_so_the_client_gets_the_answer(host):
+    _, s = host
+    url = ok(s.get("/files/sign-upload/docs/refused.bin"))["signedUrl"]
+    for path in (url.replace("refused", "other"), "/files/storage/v1/object/docs/refused.bin"):  # bad token, no route
+        with socket.create_connection(("127.0.0.1", s.port)) as sock:
+            sock.sendall(f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n".encode())
+            time.sleep(0.2)  # a client (Node's fetch sending a form) writes the body after the headers
+            for _ in range(2):  # before: the host had answered and closed, so the second write failed (EPIPE)
+                sock.sendall(b"x" * 1000)
+                time.sleep(0.1)
+            sock.settimeout(10)
+            reply = sock.recv(4096).decode(errors="replace")
+        assert reply.startswith(("HTTP/1.1 400", "HTTP/1.1 404")), (path, reply)
 
 
 def test_bad_input(host):

@@ -106,6 +106,12 @@ def has_body(scope) -> bool:
     )
 
 
+def unread_body(scope) -> bool:
+    """Whether a body nothing read is on its way: a client that sent Expect: 100-continue
+    waits for the answer instead, and must not be asked for the body by draining it."""
+    return has_body(scope) and "100-continue" not in scope.headers.get("expect", "").lower()
+
+
 def _to_folder(proto, scope, path: str) -> None:
     """Redirects a folder named without its trailing slash (its relative links resolve inside it)."""
     qs = f"?{scope.query_string}" if scope.query_string else ""
@@ -480,17 +486,22 @@ class HttpTrigger:
             return
         proto = Tagged(proto)
         token = _exchanges.set([])
+        drained = False
         try:
             await self.handle(scope, proto)
         except HttpError as e:
             if e.unread:
                 await drain(proto.__aiter__())
+                drained = True
             json_error(proto, e.status, str(e))
         except Exception as e:  # noqa: BLE001 - a JSON error, never a bare traceback to the client
             json_error(proto, 500, f"internal error: {type(e).__name__}")
         finally:
-            for exchange in _exchanges.get():
+            exchanges = _exchanges.get()
+            for exchange in exchanges:
                 await exchange.drain_rest()
+            if not exchanges and not drained and unread_body(scope):
+                await drain(proto.__aiter__())  # answered before reading it (a refused token, a wrong path)
             _exchanges.reset(token)
 
     async def handle(self, scope, proto) -> None:

@@ -29,6 +29,7 @@ from . import store
 from .store import StorageError
 
 OBJECT_ROUTES = "/storage/v1/object/"
+FORM_FIELD_MAX = 16 << 10  # a form field kept as a setting (cacheControl, metadata)
 
 
 def signing_key(conn: apsw.Connection, create: bool = True) -> bytes | None:
@@ -137,7 +138,8 @@ class FormFile:
     """The first file of a multipart/form-data body, read as it streams in.
 
     supabase-js's uploadToSignedUrl sends a Blob as a form (a cacheControl
-    field, then the file): the object is the file part's bytes, with its type.
+    field, a metadata field, then the file): the object is the file part's
+    bytes, with its type; the small fields before it are kept in `fields`.
     """
 
     def __init__(self, body, boundary: str):
@@ -146,6 +148,7 @@ class FormFile:
         self.delimiter = b"\r\n--" + boundary.encode("latin-1")
         self.buffer = b"\r\n"  # the first boundary line has no line break before it
         self.done = False
+        self.fields: dict[str, str] = {}
         self.content_type = self._to_file()
 
     def _more(self) -> None:
@@ -155,11 +158,18 @@ class FormFile:
         self.buffer += data
 
     def _to_file(self) -> str:
-        """Skips to the first part with a filename; returns its content type."""
+        """Skips to the first part with a filename, keeping the fields before it; returns its content type."""
+        field, value = None, b""  # the field part being read, and its bytes so far
         while True:
             while (at := self.buffer.find(self.delimiter)) < 0:
+                if field is not None:
+                    value += self.buffer[:-len(self.delimiter)]
+                    field = field if len(value) <= FORM_FIELD_MAX else None  # too long to be a setting
                 self.buffer = self.buffer[-len(self.delimiter):]
                 self._more()
+            if field is not None and len(value) + at <= FORM_FIELD_MAX:
+                self.fields[field] = (value + self.buffer[:at]).decode("utf-8", "replace")
+            field, value = None, b""
             self.buffer = self.buffer[at + len(self.delimiter):]
             while len(self.buffer) < 2:
                 self._more()
@@ -172,10 +182,13 @@ class FormFile:
             head, self.buffer = self.buffer[:end].decode("latin-1"), self.buffer[end + 4:]
             fields = {}
             for line in head.split("\r\n")[1:]:
-                name, _, value = line.partition(":")
-                fields[name.strip().lower()] = value.strip()
-            if "filename=" in fields.get("content-disposition", ""):
+                name, _, value_text = line.partition(":")
+                fields[name.strip().lower()] = value_text.strip()
+            disposition = fields.get("content-disposition", "")
+            if "filename=" in disposition:
                 return fields.get("content-type") or "application/octet-stream"
+            named = re.search(r'\bname="([^"]*)"', disposition)
+            field = named.group(1) if named else None
 
     def read_bytes(self, n: int) -> bytes:
         """The file's next bytes (b"" at its end): held back until no delimiter can start in them."""
@@ -192,6 +205,29 @@ class FormFile:
         return b""
 
 
+def upload_settings(headers, fields: dict[str, str] | None) -> tuple[str | None, dict[str, str]]:
+    """The Cache-Control and metadata of a signed upload, as storage-js sends them: a form's
+    cacheControl (seconds) and metadata (JSON) fields, else the cache-control and x-metadata
+    (base64 of the JSON) headers."""
+    cache_control = headers.get("cache-control")
+    metadata_text = headers.get("x-metadata")
+    if fields is not None:
+        cache_control = store.max_age(fields["cacheControl"]) if "cacheControl" in fields else cache_control
+        metadata_text = fields.get("metadata")
+    elif metadata_text:
+        try:
+            metadata_text = base64.b64decode(metadata_text, validate=True).decode()
+        except ValueError:
+            raise StorageError("x-metadata must be the base64 of a JSON object", 400, "InvalidRequest") from None
+    if not metadata_text:
+        return cache_control, {}
+    try:
+        metadata = msgspec.json.decode(metadata_text, type=dict[str, str])
+    except msgspec.DecodeError:
+        raise StorageError("metadata must be a JSON object of strings", 400, "InvalidRequest") from None
+    return cache_control, metadata
+
+
 async def pipe_upload(trigger, scope, proto, deployed, bucket: str, key: str) -> dict:
     """Streams the request body (or the file of a form) into a new object on the process's writer thread."""
     exchange = trigger.body_reader(scope, proto, deployed)
@@ -202,9 +238,10 @@ async def pipe_upload(trigger, scope, proto, deployed, bucket: str, key: str) ->
 
     def run() -> dict:
         body = FormFile(exchange, form.group(1)) if form else exchange
+        cache_control, metadata = upload_settings(scope.headers, body.fields if form else None)
         upload = store.Upload(trigger.host.conn, deployed.name, bucket, key,
-                              body.content_type if form else content_type, {}, upsert, limits.storage_mb << 20,
-                              cache_control=scope.headers.get("cache-control"))
+                              body.content_type if form else content_type, metadata, upsert, limits.storage_mb << 20,
+                              cache_control=cache_control)
         store.pipe(body, upload)
         return upload.finish()
 

@@ -562,7 +562,7 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
 
         return await http.send_object(proto, reader, app, bucket, key, method, scope.headers, 200, extra, refuse)
     if method == "GET":
-        return _list_parts(proto, reader, app, bucket, key, params["uploadId"])
+        return _list_parts(proto, reader, app, bucket, key, params["uploadId"], params)
     raw = trigger.body_reader(scope, proto, deployed)
     conn = trigger.host.conn
     limits = deployed.manifest.limits
@@ -762,11 +762,22 @@ def _abort_upload(conn, app, bucket, key, upload_id) -> None:
     _drop_upload(conn, upload_id)
 
 
-def _list_parts(proto, conn, app, bucket, key, upload_id) -> None:
+def _list_parts(proto, conn, app, bucket, key, upload_id, params: dict[str, str]) -> None:
+    """One page of the upload's parts: those after part-number-marker, at most max-parts (1000)."""
     _upload_row(conn, app, bucket, key, upload_id)
+    marker_text, max_text = params.get("part-number-marker", "0") or "0", params.get("max-parts", "1000")
+    if not (marker_text.isdigit() and max_text.isdigit()):
+        raise S3Error("InvalidArgument", "part-number-marker and max-parts must be integers")
+    marker, max_parts = int(marker_text), min(int(max_text), 1000)
+    rows = conn.execute(
+        "SELECT number, size, etag FROM s3_parts WHERE upload = ? AND number > ? ORDER BY number LIMIT ?",
+        (upload_id, marker, max_parts + 1),
+    ).fetchall()
+    more, rows = len(rows) > max_parts, rows[:max_parts]
     parts = "".join(
-        "<Part>" + _tag("PartNumber", n) + _tag("ETag", f'"{etag}"') + _tag("Size", size) + "</Part>"
-        for n, size, etag in conn.execute("SELECT number, size, etag FROM s3_parts WHERE upload = ? ORDER BY number", (upload_id,))
+        "<Part>" + _tag("PartNumber", n) + _tag("ETag", f'"{etag}"') + _tag("Size", size) + "</Part>" for n, size, etag in rows
     )
-    inner = _tag("Bucket", bucket) + _tag("Key", key) + _tag("UploadId", upload_id) + "<IsTruncated>false</IsTruncated>" + parts
+    inner = (_tag("Bucket", bucket) + _tag("Key", key) + _tag("UploadId", upload_id) + _tag("PartNumberMarker", marker)
+             + (_tag("NextPartNumberMarker", rows[-1][0]) if rows else "") + _tag("MaxParts", max_parts)
+             + _tag("IsTruncated", "true" if more else "false") + parts)
     _xml(proto, 200, "ListPartsResult", inner)
