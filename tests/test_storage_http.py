@@ -333,6 +333,14 @@ def test_the_bucket_api_and_its_rules(host):
     assert buckets(s, "getBucket", "photos").json()["error"]["statusCode"] == "404"
 
 
+def test_an_unchanged_deploy_applies_the_declared_buckets_again(host):
+    cart, s = host
+    ok(buckets(s, "updateBucket", "avatars", {"public": False}))
+    done = cart.deploy(FILES)
+    assert "already live" in done.stdout + done.stderr  # no new version
+    assert ok(buckets(s, "getBucket", "avatars"))["public"] is True  # fazt.json declares it public
+
+
 @pytest.mark.parametrize("options", [{"fileSizeLimit": "lots"}, {"fileSizeLimit": -1}, {"fileSizeLimit": 1.5},
                                      {"allowedMimeTypes": ["image"]}, {"allowedMimeTypes": ["a/b\r\nx: y"]},
                                      {"allowedMimeTypes": "image/png"}, {"public": "yes"}])

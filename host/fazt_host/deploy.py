@@ -176,6 +176,11 @@ def deploy(host: Host, path: Path, manifest_path: Path | None = None, limits: di
             )
         except ValueError as e:
             raise DeployError(f"{manifest.name}: {e}; the live version keeps serving") from None
+    else:
+        # No new version, but fazt.json's declarations apply again: a declared bucket
+        # made private or deleted since is as declared once more.
+        with cartridge.transaction(host.conn):
+            apps.configure(host.conn, manifest, host.capabilities, notes)
     for note in notes:
         progress.write(f"  {note}\n")
     phase("store")
