@@ -217,6 +217,8 @@ def test_build_then_deploy_prebuilt_component(cartridge, tmp_path):
     assert "@app.js:" in thrown_stack(cartridge, server)
     cartridge.deploy(TEST_APPS / "probe")  # from the build cache, its map with it
     assert thrown_stack(cartridge, server).startswith("raise@fail.js:3:9\n")
+    cartridge.deploy(TEST_APPS / "probe", "--timeout-ms", "3000")  # the cartridge's component, and its map
+    assert thrown_stack(cartridge, server).startswith("raise@fail.js:3:9\n")
 
 
 def thrown_stack(cartridge, server) -> str:
