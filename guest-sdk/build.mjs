@@ -2,13 +2,15 @@
 // Builds an app's JS into a component of the fazt:host `app` world:
 //   node build.mjs ENTRY.js OUT.wasm [--wit DIR] [--cron NAME=FILE ...]
 // Bundles the app with the SDK (esbuild), then componentizes it with
-// StarlingMonkey (componentize-js). Outbound `http` stays disabled: apps reach
-// the network only through the host's allow-listed imports. `random` and
-// `clocks` stay enabled so every instance gets fresh entropy and the real time.
+// StarlingMonkey (componentize-js); writes OUT.wasm and OUT.wasm.map, the
+// bundle's source map (its paths relative to the folder node runs in, the
+// app's). Outbound `http` stays disabled: apps reach the network only through
+// the host's allow-listed imports. `random` and `clocks` stay enabled so every
+// instance gets fresh entropy and the real time.
 import { build } from 'esbuild';
-import { register } from 'node:module';
+import { register, SourceMap } from 'node:module';
 import { writeFile, mkdtemp, rm } from 'node:fs/promises';
-import { dirname, join, resolve, relative } from 'node:path';
+import { dirname, join, resolve, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 
@@ -108,9 +110,39 @@ function step(message) {
   process.stderr.write(`progress: ${message}\n`);
 }
 
+// The bundle's source map: the app's files by their path in the app folder, the
+// SDK's as guest-sdk/src/..., which (with the generated entry) ignoreList marks
+// as not the app's own, so the host leaves their frames out of logged stacks.
+const BUNDLE = 'app.js';
+const ENTRY_NAME = '<fazt entry>';
+
+function sourceMap(json) {
+  const map = JSON.parse(json);
+  map.ignoreList = [];
+  map.sources = map.sources.map((url, i) => {
+    const source = decodeURIComponent(url); // esbuild writes them as URLs: '<fazt entry>' as '%3Cfazt entry%3E'
+    const path = resolve(process.cwd(), source);
+    const ofSdk = path.startsWith(sdk + sep);
+    if (ofSdk || source === ENTRY_NAME) map.ignoreList.push(i);
+    return ofSdk ? relative(dirname(sdk), path).split(sep).join('/') : source;
+  });
+  return map;
+}
+
+// `app.js:L:C` (the bundle, as the engine names it) -> the original FILE:L:C.
+function originalPositions(text, map) {
+  const lookup = new SourceMap(map);
+  return text.replace(/(?:[^\s@()]*\/)?app\.js:(\d+):(\d+)/g, (whole, line, column) => {
+    const found = lookup.findEntry(Number(line) - 1, Number(column) - 1);
+    if (!found?.originalSource) return whole; // between mapped code
+    return `${found.originalSource}:${found.originalLine + 1}:${found.originalColumn + 1}`;
+  });
+}
+
 const entryPath = resolve(entry);
 step(`bundling ${relative(process.cwd(), entryPath) || entryPath}`);
 let bundle;
+let map;
 try {
   const result = await build({
     stdin: {
@@ -121,8 +153,11 @@ try {
         `export const handler = handlerFor(app, {${crons.map(([name], i) => `${JSON.stringify(name)}: cron${i}`).join(', ')}});`,
       ].join('\n'),
       resolveDir: dirname(entryPath),
-      sourcefile: '<fazt entry>',
+      sourcefile: ENTRY_NAME,
     },
+    outfile: join(process.cwd(), BUNDLE), // not written: it places the map's paths
+    sourcemap: 'external',
+    sourcesContent: false,
     bundle: true,
     format: 'esm',
     platform: 'neutral',
@@ -132,7 +167,8 @@ try {
     external: ['fazt:host/*'],
     alias: { fazt: join(sdk, 'src', 'index.js') },
   });
-  bundle = result.outputFiles[0].text;
+  bundle = result.outputFiles.find((f) => f.path.endsWith('.js')).text;
+  map = sourceMap(result.outputFiles.find((f) => f.path.endsWith('.map')).text);
 } catch (e) {
   for (const err of e.errors ?? []) {
     const loc = err.location;
@@ -146,7 +182,7 @@ try {
 step('componentizing (StarlingMonkey + wizer snapshot)');
 const work = await mkdtemp(join(tmpdir(), 'fazt-build-'));
 try {
-  const source = join(work, 'app.js');
+  const source = join(work, BUNDLE);
   await writeFile(source, bundle);
   const { component } = await componentize({
     sourcePath: source,
@@ -155,9 +191,10 @@ try {
     disableFeatures: ['http', 'fetch-event', 'stdio'],
   });
   await writeFile(out, component);
+  await writeFile(`${out}.map`, JSON.stringify(map));
   step(`wrote ${out} (${(component.byteLength / 1048576).toFixed(1)} MiB)`);
 } catch (e) {
-  console.error(`error: ${e.message ?? e}`);
+  console.error(`error: ${originalPositions(String(e.message ?? e), map)}`);
   process.exit(1);
 } finally {
   await rm(work, { recursive: true, force: true });

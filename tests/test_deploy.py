@@ -107,6 +107,12 @@ def test_syntax_error_names_file_and_line_and_live_version_keeps_serving(cartrid
     proc = cartridge.cli("deploy", str(broken), check=False)
     assert proc.returncode == 1
     assert "index.js:4:" in proc.stderr, proc.stderr
+    # A throw at top level, run when the build snapshots the module, names the app's file too.
+    (broken / "index.js").write_text("import './boot.js';\nexport default { fetch() { return new Response('x'); } };\n")
+    (broken / "boot.js").write_text("// reads its settings at startup\nthrow new Error('no settings');\n")
+    proc = cartridge.cli("deploy", str(broken), check=False)
+    assert proc.returncode == 1
+    assert "boot.js:2:7" in proc.stderr and "no settings" in proc.stderr and "app.js" not in proc.stderr, proc.stderr
     assert server.get("/hello/hello").json()["hello"] == "world"
     assert json.loads(cartridge.cli("apps", "--json").stdout)[0]["version"] == 1
 
@@ -207,6 +213,19 @@ def test_build_then_deploy_prebuilt_component(cartridge, tmp_path):
     server = cartridge.serve()
     assert server.get("/probe/global").json() == {"counter": 1}
     assert server.get("/probe/file.txt").text == "static probe file\n"
+    # Without a source map (a .wasm deploy has none) the stack is logged as the engine gave it.
+    assert "@app.js:" in thrown_stack(cartridge, server)
+    cartridge.deploy(TEST_APPS / "probe")  # from the build cache, its map with it
+    assert thrown_stack(cartridge, server).startswith("raise@fail.js:3:9\n")
+    cartridge.deploy(TEST_APPS / "probe", "--timeout-ms", "3000")  # the cartridge's component, and its map
+    assert thrown_stack(cartridge, server).startswith("raise@fail.js:3:9\n")
+
+
+def thrown_stack(cartridge, server) -> str:
+    """The stack logged for a request to /probe/throw."""
+    rid = server.get("/probe/throw").json()["requestId"]
+    logs = cartridge.cli("logs", "probe", "--json", "-n", "50").stdout
+    return [json.loads(line)["message"] for line in logs.splitlines() if rid in line][-1].partition("\n")[2]
 
 
 def test_limits_from_the_command_line(cartridge):

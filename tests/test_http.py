@@ -131,9 +131,15 @@ def test_thrown_error_gives_500_json_and_stack_in_logs(served):
     assert r.status_code == 500
     body = r.json()
     assert "boom from probe" in body["error"] and body["requestId"]
+    assert set(body) == {"error", "requestId"}  # the stack is for the log only
     logs = served.cart.cli("logs", "probe", "--json", "-n", "50").stdout
-    lines = [line for line in logs.splitlines() if body["requestId"] in line]
-    assert lines and "boom from probe" in lines[-1] and "at " in lines[-1] or "@" in lines[-1]
+    lines = [json.loads(line)["message"] for line in logs.splitlines() if body["requestId"] in line]
+    assert lines and "boom from probe" in lines[-1]
+    # The frames are the app's own files and lines (through the build's source map), the SDK's
+    # and componentize-js's collapsed into one line.
+    stack = lines[-1].splitlines()[1:]
+    assert stack[:2] == ["raise@fail.js:3:9", "/throw@index.js:103:5"], lines[-1]
+    assert "(fazt runtime)" in stack and not any("app.js" in s or "initializer.js" in s for s in stack)
 
 
 def test_console_goes_to_the_app_log_with_request_id(served):

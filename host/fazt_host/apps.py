@@ -1,8 +1,9 @@
 """Apps and their versions in the cartridge: store, activate, roll back, list.
 
-A deploy writes the whole version (component, sources, static files) and
-switches the app's active version in one transaction, then bumps the
-cartridge's generation so every worker picks it up on its next request.
+A deploy writes the whole version (component, sources, static files, the
+source map of a component built from JS) and switches the app's active
+version in one transaction, then bumps the cartridge's generation so every
+worker picks it up on its next request.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class Deployed:
     static: dict[str, tuple[str, int]]  # path (no leading '/') -> (object hash, size)
 
 
+# The bundle's source map, a file of kind 'map' in a built version (guest-sdk/build.mjs).
+SOURCE_MAP = "app.js.map"
+
+
 @dataclass(frozen=True)
 class FileEntry:
     path: str
@@ -51,6 +56,7 @@ def store_version(
     static: list[FileEntry],
     capabilities: Sequence[Capability] = (),
     notes: list[str] | None = None,
+    source_map: FileEntry | None = None,
 ) -> int:
     """Stores a new version and makes it active; returns its number.
 
@@ -67,7 +73,7 @@ def store_version(
             "INSERT INTO versions(app, version, manifest, source_hash, component, created_at) VALUES (?,?,?,?,?,?)",
             (manifest.name, version, msgspec.json.encode(manifest).decode(), source_hash, component_hash, now),
         )
-        for kind, entries in (("source", sources), ("static", static)):
+        for kind, entries in (("source", sources), ("static", static), ("map", [source_map] if source_map else [])):
             for entry in entries:
                 cartridge.put_object(conn, entry.digest, entry.data)
                 conn.execute(
@@ -118,6 +124,25 @@ def component_for_source(conn: apsw.Connection, source_hash: str) -> str | None:
     """The component already built from exactly this source, if the cartridge still has it."""
     row = conn.execute(
         "SELECT component FROM versions WHERE source_hash = ? ORDER BY created_at DESC LIMIT 1", (source_hash,)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def source_map_for(conn: apsw.Connection, component_hash: str) -> bytes | None:
+    """The source map stored with a component built from JS (a prebuilt one has none)."""
+    row = conn.execute(
+        "SELECT f.object FROM versions v JOIN files f ON f.app = v.app AND f.version = v.version "
+        "WHERE v.component = ? AND f.kind = 'map' ORDER BY v.created_at DESC LIMIT 1",
+        (component_hash,),
+    ).fetchone()
+    return cartridge.get_object(conn, row[0]) if row else None
+
+
+def source_map_of(conn: apsw.Connection, app: str, version: int) -> str | None:
+    """The object hash of a version's source map, if it has one."""
+    row = conn.execute(
+        "SELECT object FROM files WHERE app = ? AND version = ? AND kind = 'map' AND path = ?",
+        (app, version, SOURCE_MAP),
     ).fetchone()
     return row[0] if row else None
 

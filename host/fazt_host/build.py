@@ -122,8 +122,10 @@ def _die_with_parent():
     return arm
 
 
-def build_component(folder: Path, entry: str, progress=sys.stderr, cron: dict[str, str] | None = None) -> bytes:
-    """Runs the JS build and returns the component's bytes. Errors name file:line.
+def build_component(
+    folder: Path, entry: str, progress=sys.stderr, cron: dict[str, str] | None = None
+) -> tuple[bytes, bytes | None]:
+    """Runs the JS build: (the component's bytes, its bundle's source map). Errors name file:line.
 
     `cron` maps cron entry names to their files: built into the same component.
     """
@@ -155,4 +157,5 @@ def build_component(folder: Path, entry: str, progress=sys.stderr, cron: dict[st
                 errors.append(line.rstrip("\n").removeprefix("error: "))
         if proc.wait() != 0 or not out.exists():
             raise BuildError("\n".join(errors) or f"the build of {entry_path} failed")
-        return out.read_bytes()
+        source_map = out.with_name(out.name + ".map")
+        return out.read_bytes(), source_map.read_bytes() if source_map.is_file() else None

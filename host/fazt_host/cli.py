@@ -126,7 +126,7 @@ def cmd_build(args) -> int:
         print(f"error: {out}: the folder {out.parent} does not exist", file=sys.stderr)
         return EXIT_FAILED
     try:
-        wasm = build_component(folder, manifest.entry, cron=cron_files(manifest))
+        wasm, _ = build_component(folder, manifest.entry, cron=cron_files(manifest))  # a .wasm deploys without a map
     except BuildError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED

@@ -78,30 +78,54 @@ def resolve(path: Path, manifest_path: Path | None = None) -> AppSource:
     return src
 
 
-def component_bytes(host: Host, src: AppSource, progress) -> tuple[bytes | None, str, str, list[FileEntry], bool]:
-    """(component or None if the cartridge has it, its hash, source hash, sources, built?)."""
+@dataclass
+class Built:
+    wasm: bytes | None  # None: the cartridge has it
+    digest: str
+    source_hash: str
+    sources: list[FileEntry]
+    fresh: bool  # built by this deploy, not found in a cache
+    source_map: FileEntry | None = None  # a prebuilt component has none
+
+
+def component_bytes(host: Host, src: AppSource, progress) -> Built:
     if src.prebuilt is not None:
         wasm = src.prebuilt.read_bytes()
         digest = sha256(wasm)
-        return wasm, digest, digest, [], False
+        return Built(wasm, digest, digest, [], False)
     sources = build.app_sources(src.folder, src.manifest)
     source_hash = build.source_hash(sources, msgspec.json.encode([src.manifest.entry, cron.cron_files(src.manifest)]).decode())
     known = apps.component_for_source(host.conn, source_hash)
     if known is not None:
         progress.write(f"  unchanged source: reusing component {known[:12]}\n")
-        return None, known, source_hash, sources, False
+        return Built(None, known, source_hash, sources, False, map_entry(apps.source_map_for(host.conn, known)))
     cached = host.settings.cache_dir / "builds" / f"{source_hash}.wasm"
+    cached_map = cached.with_suffix(".map")
     if cached.is_file():
         progress.write(f"  unchanged source: reusing the build in {cached.parent}\n")
         wasm = cached.read_bytes()
-        return wasm, sha256(wasm), source_hash, sources, False
+        return Built(wasm, sha256(wasm), source_hash, sources, False, map_entry(read_if_there(cached_map)))
     progress.write(f"  building {src.manifest.name} from {src.manifest.entry}\n")
-    wasm = build.build_component(src.folder, src.manifest.entry, progress, cron.cron_files(src.manifest))
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_bytes(wasm)
-    tmp.replace(cached)
-    return wasm, sha256(wasm), source_hash, sources, True
+    wasm, source_map = build.build_component(src.folder, src.manifest.entry, progress, cron.cron_files(src.manifest))
+    if source_map is not None:  # before the component: a cached component finds its map beside it
+        write_atomically(cached_map, source_map)
+    write_atomically(cached, wasm)
+    return Built(wasm, sha256(wasm), source_hash, sources, True, map_entry(source_map))
+
+
+def map_entry(data: bytes | None) -> FileEntry | None:
+    return FileEntry(apps.SOURCE_MAP, sha256(data), data) if data is not None else None
+
+
+def read_if_there(path: Path) -> bytes | None:
+    return path.read_bytes() if path.is_file() else None
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 def compile_checked(host: Host, digest: str, wasm: bytes | None, progress) -> None:
@@ -156,23 +180,24 @@ def deploy(host: Host, path: Path, manifest_path: Path | None = None, limits: di
         mark = now
 
     try:
-        wasm, digest, source_hash, sources, built = component_bytes(host, src, progress)
+        built = component_bytes(host, src, progress)
         static = build.read_files(static_dir, dot_dirs=build.STATIC_DOT_DIRS) if static_dir.is_dir() else []
     except BuildError as e:
         raise DeployError(str(e)) from None
     phase("build")
-    compile_checked(host, digest, wasm, progress)
-    if manifest.cron and not cron.exports_scheduled(host.guest(digest)):
+    compile_checked(host, built.digest, built.wasm, progress)
+    if manifest.cron and not cron.exports_scheduled(host.guest(built.digest)):
         raise DeployError("the component does not export handler#scheduled, which its cron entries need")
     phase("compile")
-    version = apps.same_as_active(host.conn, manifest, source_hash, digest, static)
+    version = apps.same_as_active(host.conn, manifest, built.source_hash, built.digest, static)
     unchanged = version is not None
     notes: list[str] = []
     if not unchanged:
-        component = FileEntry("component.wasm", digest, wasm) if wasm is not None else None
+        component = FileEntry("component.wasm", built.digest, built.wasm) if built.wasm is not None else None
         try:
             version = apps.store_version(
-                host.conn, manifest, source_hash, digest, component, sources, static, host.capabilities, notes
+                host.conn, manifest, built.source_hash, built.digest, component, built.sources, static,
+                host.capabilities, notes, built.source_map,
             )
         except ValueError as e:
             raise DeployError(f"{manifest.name}: {e}; the live version keeps serving") from None
@@ -185,5 +210,5 @@ def deploy(host: Host, path: Path, manifest_path: Path | None = None, limits: di
         progress.write(f"  {note}\n")
     phase("store")
     return Deployment(
-        manifest.name, version, digest, built, len(static), time.perf_counter() - started, unchanged, phases
+        manifest.name, version, built.digest, built.fresh, len(static), time.perf_counter() - started, unchanged, phases
     )

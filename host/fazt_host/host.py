@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from . import cartridge
+from . import apps, cartridge
 from .apps import Deployed
 from .capabilities import Capability
 from .capabilities.documents import Documents
@@ -18,6 +18,7 @@ from .capabilities.storage import Storage
 from .config import HostSettings
 from .runtime import ComponentCache, EpochTicker, Guest, GuestError, Invocation, Runtime, make_engine
 from .server import HTTP_INTERFACE, HttpTrigger, http_functions
+from .sourcemap import StackMapper
 
 
 def capabilities(conn) -> list[Capability]:
@@ -44,6 +45,10 @@ class Host:
         self.runtime = Runtime(self.engine, interfaces)
         self.cache = ComponentCache(self.engine, settings.cache_dir)
         self._guests: dict[str, Guest] = {}
+        self.stacks = StackMapper(
+            lambda app, version: apps.source_map_of(self.conn, app, version),
+            lambda digest: cartridge.get_object(self.conn, digest),
+        )
         self._ticker: EpochTicker | None = None
         self.checkpointer: cartridge.Checkpointer | None = None
 
@@ -73,7 +78,7 @@ class Host:
         """Runs one export in a fresh instance and returns its decoded JSON result.
 
         A handler that threw (`{"error", "stack"}`), trapped or broke a limit is
-        logged with its stack and raised as GuestError.
+        logged with its stack (read through the app's source map) and raised as GuestError.
         """
         try:
             raw = self.runtime.call(self.guest(deployed.component), interface, name, payload, invocation)
@@ -82,7 +87,8 @@ class Host:
             except msgspec.DecodeError:
                 raise GuestError("the app returned a malformed result", raw[:200]) from None
             if "error" in result:
-                raise GuestError(f"the handler threw {result['error']}", str(result.get("stack", "")))
+                stack = self.stacks.map(deployed.name, deployed.version, str(result.get("stack", "")))
+                raise GuestError(f"the handler threw {result['error']}", stack)
             return result
         except GuestError as e:
             self.log.record(invocation, "error", f"{e}\n{e.detail}".rstrip(), host=True)

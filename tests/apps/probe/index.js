@@ -1,5 +1,6 @@
 // Exercises the host contract from inside the sandbox; tests/ drives it over HTTP.
 import { requestId } from 'fazt';
+import { raise } from './fail.js';
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -99,7 +100,7 @@ const routes = {
     return Response.json({ requestId: requestId() });
   },
   async '/throw'() {
-    throw new Error('boom from probe');
+    raise('boom from probe');
   },
   async '/loop'() {
     for (;;) {}
