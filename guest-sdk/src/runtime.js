@@ -369,10 +369,10 @@ function cronHandler(app, crons, name) {
 }
 
 // Answers a request: the export's result, or a promise of it. Every promise
-// costs the engine a capture of the JS stack (a tenth of the whole call for the
-// few an async handler needs), so the usual path makes none of its own: the
-// handler's promise is followed with one `then`, and a response made from a
-// string is sent without awaiting anything.
+// costs the engine a capture of the JS stack (together a quarter of a trivial
+// request's guest call when the SDK made its own), so the usual path makes
+// none of its own: the handler's promise is followed with one `then`, and a
+// response made from a string is sent without awaiting anything.
 function serveFetch(app, json) {
   const head = JSON.parse(json);
   startClock(head.timeoutMs);
@@ -478,23 +478,14 @@ export function mountPrefix() {
 // Wizer, and every request starts from that snapshot in a fresh instance, so
 // whatever the engine creates lazily on first use (standard constructors and
 // prototypes, object shapes, atoms) is paid by every request unless it exists
-// at build time. Two realms need it: this one, warmed by serving one request to
-// a built-in app through the SDK's own path (inline response: no host call),
-// and the realm in which componentize-js evaluates its export/import bindings
-// (each export call there builds a promise and typed-array and DataView views
-// of memory), reached through the Function constructor of an imported function.
-// Build-time warm-up. componentize-js snapshots the module's top level with
-// Wizer, and every request starts from that snapshot in a fresh instance, so
-// whatever the engine creates lazily on first use (standard constructors and
-// prototypes, object shapes, atoms, the stack frames each promise records) is
-// paid by every request unless it exists at build time. So one request is served
-// at build time through the whole export path, componentize-js's glue included
-// (guest-sdk/build.mjs calls the export once the bindings are bound), by this
-// built-in app instead of the app's own (no app code runs at build time, and
-// nothing reaches the host: the response is inline). The realm in which
-// componentize-js evaluates its bindings (each export call there builds a
-// promise and typed-array and DataView views of memory) is reached here through
-// the Function constructor of an imported function.
+// at build time. So one request is served at build time through the whole
+// export path, componentize-js's glue included (guest-sdk/build.mjs calls the
+// export once the bindings are bound), by this built-in app instead of the
+// app's own (no app code runs at build time, and nothing reaches the host: the
+// response is inline). The realm in which componentize-js evaluates its
+// bindings (each export call there builds a promise and typed-array and
+// DataView views of memory) is reached here through the Function constructor
+// of an imported function.
 const warmUpApp = {
   async fetch(request) {
     new URL(request.url).searchParams.get('q');
