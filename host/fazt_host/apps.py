@@ -147,6 +147,15 @@ def source_map_of(conn: apsw.Connection, app: str, version: int) -> str | None:
     return row[0] if row else None
 
 
+def active_manifest(conn: apsw.Connection, app: str) -> Manifest | None:
+    """The manifest of the app's active version (None for an app not deployed)."""
+    row = conn.execute(
+        "SELECT v.manifest FROM apps a JOIN versions v ON v.app = a.name AND v.version = a.active WHERE a.name = ?",
+        (app,),
+    ).fetchone()
+    return decode_manifest(row[0].encode()) if row else None
+
+
 def same_as_active(
     conn: apsw.Connection, manifest: Manifest, source_hash: str, component_hash: str, static: list[FileEntry]
 ) -> int | None:

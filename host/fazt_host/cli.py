@@ -334,14 +334,11 @@ def cmd_docs(args) -> int:
 
 def _limits_of(args, conn, app: str):
     """The app's limits as deployed (an import of its own export must fit them), flags winning."""
-    from .config import Limits, decode_manifest
+    from .apps import active_manifest
+    from .config import Limits
 
-    row = conn.execute(
-        "SELECT v.manifest FROM apps a JOIN versions v ON v.app = a.name AND v.version = a.active WHERE a.name = ?",
-        (app,),
-    ).fetchone()
-    limits = decode_manifest(row[0].encode()).limits if row else Limits()
-    return limits.merged(_limits(args))
+    manifest = active_manifest(conn, app)
+    return (manifest.limits if manifest else Limits()).merged(_limits(args))
 
 
 def cmd_import(args) -> int:
