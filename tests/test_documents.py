@@ -118,6 +118,10 @@ def test_insert_assigns_sortable_ids_and_stamps(db):
         ([["contains", "tags", ["code"]]], ["ada", "dee"]),
         ([["contains", "tags", ["code", "math"]]], ["ada"]),
         ([["contains", "address", {"city": "Lyon"}]], ["dee"]),
+        ([["not", ["contains", "tags", ["code"]]]], ["Bob", "cy"]),  # Eve%_ has no tags: NULL, as in jsonb
+        ([["not", ["contains", "address", {"city": "Lyon"}]]], ["ada"]),
+        ([["not", ["overlaps", "tags", ["code"]]]], ["Bob", "cy"]),
+        ([["or", [["contains", "tags", ["art"]], ["not", ["overlaps", "tags", ["art", "code"]]]]]], ["Bob", "cy"]),
         ([["eq", "address.city", "London"]], ["ada"]),
         ([["containedBy", "tags", ["code", "math", "x"]]], ["ada", "cy", "dee"]),
         ([["containedBy", "tags", ["code"]]], ["cy", "dee"]),
@@ -276,7 +280,17 @@ def test_projection_order_range_count_single(db):
     reply = db.ok(collection="notes", where=[["eq", "city", "Paris"]], count="exact", limit=1)
     assert reply["count"] == 2 and len(reply["data"]) == 1
     head = db.ok(collection="notes", count="exact", head=True)
-    assert head["data"] is None and head["count"] == 5
+    assert head["data"] is None and head["count"] == 5 and head["status"] == 200
+    # A counted page that holds part of the matches is 206, an offset past them 416 (PostgREST's statuses).
+    assert reply["status"] == 206 and reply["statusText"] == "Partial Content"
+    assert db.ok(collection="notes", count="exact", offset=1)["status"] == 206
+    assert db.ok(collection="notes", count="exact", limit=5)["status"] == 200
+    assert db.ok(collection="notes", count="exact", head=True, limit=2)["status"] == 206
+    assert db.ok(collection="notes", limit=1)["status"] == 200  # no count: the total is not known
+    past = db.run(collection="notes", count="exact", offset=6)
+    assert past["status"] == 416 and past["error"]["code"] == "PGRST103" and past["data"] is None
+    assert "only 5 rows" in past["error"]["details"]
+    assert db.ok(collection="notes", count="exact", offset=5)["data"] == []
     assert db.ok(collection="notes", count="estimated", head=True)["count"] == 5
     one = db.ok(collection="notes", where=[["eq", "name", "cy"]], single="one")
     assert one["data"]["name"] == "cy"

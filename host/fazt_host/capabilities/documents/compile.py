@@ -129,9 +129,10 @@ class Filter:
     def all(self, terms: list[Any]) -> str:
         if not isinstance(terms, list):
             raise DocError("where must be a list of terms", "PGRST100")
-        return " AND ".join(self.term(t) for t in terms) if terms else "1"
+        return " AND ".join(self.term(t, top=True) for t in terms) if terms else "1"
 
-    def term(self, term: Any) -> str:
+    def term(self, term: Any, top: bool = False) -> str:
+        """`top`: a conjunct of the whole condition, where NULL and false both drop the row."""
         self.terms += 1
         if self.terms > MAX_FILTER_TERMS:
             raise DocError(f"a filter may have at most {MAX_FILTER_TERMS} terms", "54001")
@@ -141,7 +142,7 @@ class Filter:
         if op in ("and", "or"):
             if len(term) != 2 or not isinstance(term[1], list) or not term[1]:
                 raise DocError(f"{op} takes a non-empty list of terms", "PGRST100")
-            return "(" + f" {op.upper()} ".join(self.term(t) for t in term[1]) + ")"
+            return "(" + f" {op.upper()} ".join(self.term(t, top and op == "and") for t in term[1]) + ")"
         if op == "not":
             if len(term) != 2:
                 raise DocError("not takes one term", "PGRST100")
@@ -186,12 +187,15 @@ class Filter:
                 # IS TRUE/FALSE is false, never NULL, on a missing field, so not.is.true keeps it.
                 return f"IFNULL({json_of(field)} = '{'true' if value else 'false'}', 0)"
             raise DocError(f"is on {field!r} takes null, true or false", "22P02")
-        if op == "contains":
-            return self.contains(parse_path(field), value, field)
-        if op == "containedBy":
-            return self.contained_by(parse_path(field), value, field)
-        if op == "overlaps":
-            return self.overlaps(parse_path(field), value, field)
+        if op in ("contains", "containedBy", "overlaps"):
+            parts = parse_path(field)
+            method = {"contains": self.contains, "containedBy": self.contained_by, "overlaps": self.overlaps}[op]
+            match = method(parts, value, field)
+            if top:  # left bare, so an index on a field inside can serve it
+                return match
+            # A missing or null field is SQL NULL, as a NULL column is to jsonb's operators:
+            # it matches neither the term nor its negation.
+            return f"(CASE WHEN IFNULL({type_at(parts)}, 'null') = 'null' THEN NULL ELSE {match} END)"
         raise DocError(f"unknown operator {op[:40]!r}", "PGRST100")
 
     def contains(self, parts: tuple, value: Any, field: str) -> str:

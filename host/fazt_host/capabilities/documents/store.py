@@ -138,9 +138,9 @@ class Result:
         )
 
 
-STATUS_TEXT = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 404: "Not Found",
-               406: "Not Acceptable", 409: "Conflict", 413: "Payload Too Large", 500: "Internal Server Error",
-               504: "Gateway Timeout"}
+STATUS_TEXT = {200: "OK", 201: "Created", 204: "No Content", 206: "Partial Content", 400: "Bad Request",
+               404: "Not Found", 406: "Not Acceptable", 409: "Conflict", 413: "Payload Too Large",
+               416: "Range Not Satisfiable", 500: "Internal Server Error", 504: "Gateway Timeout"}
 
 
 def error_json(e: DocError) -> str:
@@ -148,6 +148,19 @@ def error_json(e: DocError) -> str:
         {"data": None, "error": e.to_json(), "count": None, "status": e.status,
          "statusText": STATUS_TEXT.get(e.status, ""), "cursor": None}
     ).decode()
+
+
+def range_status(op: Operation, shown: int | None, total: int | None) -> int:
+    """PostgREST's status for a counted read: 206 when the page holds part of the matches,
+    416 (an error) when the offset is past them all; 200 when no count was asked."""
+    if total is None or shown is None:
+        return 200
+    if op.offset > total:
+        raise DocError(
+            "Requested range not satisfiable", "PGRST103", 416,
+            f"An offset of {op.offset} was requested, but there are only {total} rows.",
+        )
+    return 206 if shown < total else 200
 
 
 class Store:
@@ -230,11 +243,13 @@ class Store:
             sql.Filter().all(op.where)
             if op.single:
                 return self._single([], op)
-            return Result("null" if op.head else "[]", 0 if op.count else None)
+            count = 0 if op.count else None
+            return Result("null" if op.head else "[]", count, range_status(op, 0, count))
         table = table_name(cid)
         count = self._count(cid, table, op) if op.count else None
         if op.head:
-            return Result("null", count)
+            shown = None if count is None else max(0, min(count - op.offset, op.limit if op.limit is not None else count))
+            return Result("null", count, range_status(op, shown, count))
         arms, nkeys = compile_select(self.conn, table, op)
         rows: list[str] = []
         size = 0
@@ -252,7 +267,7 @@ class Store:
             cursor = None
         if op.single:
             return self._single(rows, op)
-        return Result("[" + ",".join(rows) + "]", count, 200, cursor)
+        return Result("[" + ",".join(rows) + "]", count, range_status(op, len(rows), count), cursor)
 
     @staticmethod
     def _single(rows: list[str], op: Operation, status: int = 200) -> Result:
