@@ -56,6 +56,10 @@ def test_three_ways_in_and_two_ways_out(host):
     assert info["createdAt"].endswith("Z") and time.time() - datetime.fromisoformat(info["lastModified"]).timestamp() < 60
     assert ok(s.request("PUT", "/files/text/docs/t.txt"))["path"] == "t.txt"
     assert s.get("/files/get/docs/t.txt").text == "hello text"
+    missing = s.get("/files/get/docs/nothing.txt")
+    assert missing.status_code == 404 and missing.json()["classed"] is True
+    assert missing.json()["error"] == {"name": "StorageApiError", "message": missing.json()["error"]["message"],
+                                       "status": 404, "statusCode": "404", "error": "not_found"}
 
 
 def test_every_stored_version_has_an_id_of_its_own(host):
@@ -136,7 +140,7 @@ def test_signed_and_public_urls(host):
     time.sleep(2.1)
     assert s.get(short).json()["error"] == "ExpiredToken"
     assert s.get("/files/sign/docs/none.txt").json()["error"] == {
-        "message": "Object not found", "statusCode": "404", "status": 404, "error": "not_found"}
+        "name": "StorageApiError", "message": "Object not found", "statusCode": "404", "status": 404, "error": "not_found"}
     public = ok(s.get("/files/public/avatars/pub.png"))["publicUrl"]
     assert s.get(public).content == b"public bytes"
     ok(s.request("PUT", "/files/pipe/avatars/u/q%3Fx%3D1%23frag%25?upsert=1", content=b"odd key"))  # u/q?x=1#frag%

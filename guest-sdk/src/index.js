@@ -2,4 +2,4 @@
 // host grows them.
 export { requestId } from './runtime.js';
 export { db, DocumentsError } from './db.js';
-export { storage } from './storage.js';
+export { storage, StorageError, StorageApiError, isStorageError } from './storage.js';

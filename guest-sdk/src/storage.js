@@ -4,8 +4,8 @@
 //   await b.upload('u/42.png', request.body, { contentType: 'image/png', upsert: true });
 //   const { data } = await b.list('u/', { limit: 100 });
 //
-// Replies are `{ data, error }`; errors are values (`error.message`,
-// `error.statusCode`, `error.status`, `error.error`). Uploading the request's
+// Replies are `{ data, error }`; errors are values, storage-js's `StorageApiError`
+// (`error.message`, `error.statusCode`, `error.status`, `error.error`; `isStorageError(error)`). Uploading the request's
 // own body pipes it from the socket into storage on the host: it never enters
 // the sandbox.
 import {
@@ -15,12 +15,46 @@ import { claimRequestBody, hostResponse, mountPrefix, readAll, wordChunks } from
 
 const READ_CHUNK = 16 << 20;
 
+// storage-js's error classes, so `error instanceof StorageError` and `isStorageError(error)` hold.
+export class StorageError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'StorageError';
+    this.__isStorageError = true;
+  }
+}
+
+export class StorageApiError extends StorageError {
+  constructor(message, status, statusCode, error) {
+    super(message);
+    this.name = 'StorageApiError';
+    this.status = status;
+    this.statusCode = statusCode;
+    this.error = error;
+  }
+
+  toJSON() {
+    return { name: this.name, message: this.message, status: this.status, statusCode: this.statusCode, error: this.error };
+  }
+}
+
+export function isStorageError(error) {
+  return typeof error === 'object' && error !== null && '__isStorageError' in error;
+}
+
+// A host reply (`{data, error}` JSON), its error as a StorageApiError.
+function parseReply(text) {
+  const r = JSON.parse(text);
+  if (r.error) r.error = new StorageApiError(r.error.message, r.error.status, r.error.statusCode, r.error.error);
+  return r;
+}
+
 function ask(fn, op) {
-  return JSON.parse(fn(JSON.stringify(op)));
+  return parseReply(fn(JSON.stringify(op)));
 }
 
 function failed(message, statusCode = '400', error = 'InvalidRequest') {
-  return { data: null, error: { message, statusCode, status: Number(statusCode), error } };
+  return { data: null, error: new StorageApiError(message, Number(statusCode), statusCode, error) };
 }
 
 async function toBytes(body) {
@@ -99,7 +133,7 @@ class Bucket {
     const write = (u8) => {
       for (const [words, n] of wordChunks(u8)) {
         const err = uploadWrite(handle, words, n);
-        if (err) return JSON.parse(err);
+        if (err) return parseReply(err);
       }
       return null;
     };
@@ -115,7 +149,7 @@ class Bucket {
       const err = write(bytes);
       if (err) return err;
     }
-    return this.reply(JSON.parse(uploadFinish(handle)), path);
+    return this.reply(parseReply(uploadFinish(handle)), path);
   }
 
   reply(r, path) {

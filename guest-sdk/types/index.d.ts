@@ -177,9 +177,24 @@ export interface StorageErrorShape {
   error: string;
 }
 
+/** storage-js's base error class: `isStorageError(e)` tells storage errors from others. */
+export class StorageError extends Error {
+  readonly __isStorageError: true;
+}
+
+/** The class of every `error` in a storage reply. */
+export class StorageApiError extends StorageError implements StorageErrorShape {
+  statusCode: string;
+  status: number;
+  error: string;
+  toJSON(): { name: string } & StorageErrorShape;
+}
+
+export function isStorageError(error: unknown): error is StorageError;
+
 export interface StorageReply<T> {
   data: T | null;
-  error: StorageErrorShape | null;
+  error: StorageApiError | null;
 }
 
 /** A listed object (or a folder, with `id: null`), as storage-js lists them. */

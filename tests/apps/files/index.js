@@ -3,12 +3,12 @@
 //   PUT  /pipe/BUCKET/KEY?upsert=1&meta=&cache=   uploads the request body host-side (never in the sandbox)
 //   PUT  /bytes/BUCKET/KEY   reads the body in the guest, uploads the bytes
 //   PUT  /chunks/BUCKET/KEY?n=N&size=S  uploads a ReadableStream of N generated chunks
-//   GET  /get/BUCKET/KEY     downloads and returns the bytes
+//   GET  /get/BUCKET/KEY     downloads and returns the bytes (an error with `classed`: its class is storage-js's)
 //   GET  /list/BUCKET?path=&cursor=&limit=&offset=&search=&sort=COLUMN&order=   GET /head|info|exists/BUCKET/KEY
 //   GET  /sign/BUCKET/KEY?expires=&download=   GET /signs/BUCKET?keys=a,b   GET /public/BUCKET/KEY?download
 //   DELETE /o/BUCKET?keys=a,b   POST /copy|move/BUCKET {from, to, destinationBucket, upsert}
 //   POST /buckets/METHOD/ID {options}   storage.METHOD(ID, options): listBuckets, createBucket...
-import { storage } from 'fazt';
+import { storage, StorageError, StorageApiError, isStorageError } from 'fazt';
 
 function json(value, status = 200) {
   return Response.json(value, { status });
@@ -46,7 +46,8 @@ export default {
     }
     if (action === 'get') {
       const { data, error } = await b.download(key);
-      if (error) return json({ error }, Number(error.statusCode));
+      const classed = error instanceof StorageApiError && error instanceof StorageError && isStorageError(error);
+      if (error) return json({ error, classed }, Number(error.statusCode));
       return new Response(data, { headers: { 'content-type': data.type } });
     }
     if (action === 'list') {
