@@ -148,7 +148,10 @@ def test_console_goes_to_the_app_log_with_request_id(served):
     mine = [line for line in out.splitlines() if rid in line]
     assert any("info" in line and 'hello from the log {"n":1}' in line for line in mine)
     assert any("warn" in line and "a warning" in line for line in mine)
-    assert any("error" in line and "an error" in line for line in mine)
+    # An error the app logs itself names its own files too, as a thrown one does.
+    logged = [json.loads(line)["message"] for line in served.cart.cli("logs", "probe", "--json", "-n", "20").stdout.splitlines()
+              if rid in line and "caught and logged" in line]
+    assert logged and logged[0].splitlines()[:3] == ["Error: caught and logged", "raise@fail.js:3:9", "/log@index.js:99:11"], logged
 
 
 def test_log_lines_cannot_forge_lines_or_drive_the_terminal():

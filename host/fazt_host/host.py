@@ -97,6 +97,7 @@ class Host:
             self.log.record(invocation, "error", str(e) or type(e).__name__, host=True)
             raise
         finally:
+            self.log.map_frames(invocation, lambda text: self.stacks.map(deployed.name, deployed.version, text))
             for cap in self.capabilities:
                 cap.finish(invocation)
 

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 BUNDLE = "app.js"  # the bundle's name in the engine's stacks (guest-sdk/build.mjs)
+BUNDLE_FRAME = f"@{BUNDLE}:"  # in any text holding a frame of the bundle
 RUNTIME_FRAMES = "(fazt runtime)"
 _FRAME = re.compile(r"^(\s*)(.*)@(.+):(\d+):(\d+)$")
 _BASE64 = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}

@@ -96,7 +96,7 @@ const routes = {
   async '/log'() {
     console.log('hello from the log', { n: 1 });
     console.warn('a warning');
-    console.error('an error');
+    try { raise('caught and logged'); } catch (e) { console.error(e); }
     return Response.json({ requestId: requestId() });
   },
   async '/throw'() {

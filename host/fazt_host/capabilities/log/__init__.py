@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 
 import apsw
 
 from ...cartridge import transaction
 from ...runtime import Invocation
+from ...sourcemap import BUNDLE_FRAME
 from .. import Capability
 
 KEEP_LINES_PER_APP = 10_000
@@ -68,6 +70,14 @@ class Log(Capability):
             return
         buf.bytes += 0 if host else size
         buf.lines.append((time.time(), level if level in LEVELS else "info", message))
+
+    @staticmethod
+    def map_frames(invocation: Invocation, map_stack: Callable[[str], str]) -> None:
+        """Passes the app's lines that hold frames of its bundle (`console.error(err)` logs the
+        stack) through `map_stack`, so they name the app's own files as thrown errors do."""
+        buf: LogBuffer | None = invocation.state.get("log")
+        if buf and any(BUNDLE_FRAME in msg for _, _, msg in buf.lines):
+            buf.lines = [(ts, lvl, map_stack(msg) if BUNDLE_FRAME in msg else msg) for ts, lvl, msg in buf.lines]
 
     def forget(self, conn: apsw.Connection, app: str) -> None:
         conn.execute("DELETE FROM logs WHERE app = ?", (app,))
