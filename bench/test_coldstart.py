@@ -30,6 +30,7 @@ def test_cold_start_breakdown(hello):
     """Where the time goes: store + instantiate, the guest call, dropping the store."""
     from wasmtime import Store, WasiConfig
 
+    from fazt_host.runtime.abi import call_export
     from fazt_host.runtime.engine import ticks_for
 
     runtime, guest = hello.host.runtime, hello.host.guest(hello.deployed.component)
@@ -49,8 +50,7 @@ def test_cold_start_breakdown(hello):
         instance = runtime.linker.instantiate(store, guest.component)
         func = instance.get_func(store, guest.export(HANDLER_INTERFACE, "fetch"))
         t1 = time.perf_counter()
-        func(store, payload)
-        func.post_return(store)
+        call_export(func, store, payload)
         t2 = time.perf_counter()
         del func, instance, store
         t3 = time.perf_counter()

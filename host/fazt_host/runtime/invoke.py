@@ -10,10 +10,8 @@ from wasmtime import Engine, Store, WasiConfig, WasmtimeError
 from wasmtime.component import Component, Linker
 
 from ..config import MIB, Limits
-from . import words
+from .abi import add_host_function, call_export
 from .engine import ticks_for
-
-words.install()
 
 WORLD_EXPORTS = {"fazt:host/handler@0.1.0": ("fetch",)}
 
@@ -62,10 +60,10 @@ class Runtime:
             for name, funcs in interfaces.items():
                 with root.add_instance(name) as instance:
                     for fname, fn in funcs.items():
-                        instance.add_func(fname, self._bind(fn))
+                        add_host_function(instance, fname, self._bind(fn))
 
     def _bind(self, fn: HostFunction):
-        def host_function(_store, *args):
+        def host_function(*args):
             return fn(self.current, *args)
 
         return host_function
@@ -126,10 +124,7 @@ class Runtime:
         self.current = invocation
         try:
             instance = self.linker.instantiate(store, guest.component)
-            func = instance.get_func(store, guest.export(interface, name))
-            result = func(store, arg)
-            func.post_return(store)
-            return result
+            return call_export(instance.get_func(store, guest.export(interface, name)), store, arg)
         except WasmtimeError as e:
             message = str(e)
             if "wasm trap: interrupt" in message:
