@@ -300,6 +300,78 @@ def test_multipart(s3):
     assert code(lambda: s3.list_parts(Bucket="docs", Key="small", UploadId=small)) == "NoSuchUpload"
 
 
+def test_list_multipart_uploads(s3):
+    s3.create_bucket(Bucket="mpu-listing")
+
+    def start(key):
+        return s3.create_multipart_upload(Bucket="mpu-listing", Key=key)["UploadId"]
+
+    def listed(**args):
+        page = s3.list_multipart_uploads(Bucket="mpu-listing", **args)
+        return [(u["Key"], u["UploadId"]) for u in page.get("Uploads", [])], [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+
+    # Three uploads of one key, between others: listed by key, then by initiation (not by upload id).
+    ids = {}
+    for key in ("d", "b/one", "a", "b/one", "c/x/1", "b/one", "b/two"):
+        ids.setdefault(key, []).append(start(key))
+    everything = [(k, u) for k in sorted(ids) for u in ids[k]]
+    page = s3.list_multipart_uploads(Bucket="mpu-listing")
+    assert listed() == (everything, []) and not page["IsTruncated"] and page["MaxUploads"] == 1000
+    upload = page["Uploads"][0]
+    assert upload["StorageClass"] == "STANDARD" and upload["Owner"]["ID"] == upload["Initiator"]["ID"] == "files"
+    assert abs((upload["Initiated"] - datetime.now(timezone.utc)).total_seconds()) < 60
+    assert listed(Prefix="b/") == ([e for e in everything if e[0].startswith("b/")], [])
+    assert listed(Delimiter="/") == ([("a", ids["a"][0]), ("d", ids["d"][0])], ["b/", "c/"])
+    assert listed(Prefix="c/", Delimiter="/") == ([], ["c/x/"])
+    assert listed(KeyMarker="b/one") == (everything[4:], [])  # past every upload of the key
+    assert listed(KeyMarker="b/", Delimiter="/") == ([("d", ids["d"][0])], ["c/"])  # past the folder
+
+    # Pages of two, the second starting inside b/one's uploads.
+    first = s3.list_multipart_uploads(Bucket="mpu-listing", MaxUploads=2)
+    assert first["IsTruncated"] and (first["NextKeyMarker"], first["NextUploadIdMarker"]) == everything[1]
+    seen, markers = [], {}
+    while True:
+        page = s3.list_multipart_uploads(Bucket="mpu-listing", MaxUploads=2, **markers)
+        seen += [(u["Key"], u["UploadId"]) for u in page["Uploads"]]
+        if not page["IsTruncated"]:
+            break
+        markers = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+    assert seen == everything
+    paginator = s3.get_paginator("list_multipart_uploads")
+    pages = list(paginator.paginate(Bucket="mpu-listing", PaginationConfig={"PageSize": 3}))
+    assert [(u["Key"], u["UploadId"]) for p in pages for u in p["Uploads"]] == everything and len(pages) == 3
+    folders = list(paginator.paginate(Bucket="mpu-listing", Delimiter="/", PaginationConfig={"PageSize": 1}))
+    assert [c["Prefix"] for p in folders for c in p.get("CommonPrefixes", [])] == ["b/", "c/"]
+    assert [u["Key"] for p in folders for u in p.get("Uploads", [])] == ["a", "d"]
+
+    # A completed or aborted upload is no longer in progress; the key's others still are.
+    done = ids["b/one"][1]
+    etag = s3.upload_part(Bucket="mpu-listing", Key="b/one", UploadId=done, PartNumber=1, Body=b"done")["ETag"]
+    s3.complete_multipart_upload(Bucket="mpu-listing", Key="b/one", UploadId=done,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    s3.abort_multipart_upload(Bucket="mpu-listing", Key="a", UploadId=ids["a"][0])
+    assert listed() == ([e for e in everything if e[1] not in (done, ids["a"][0])], [])
+    # A marker upload completed since its page: the next page lists the key's uploads from its first.
+    assert listed(KeyMarker="b/one", UploadIdMarker=done) == ([e for e in everything if e[0] >= "b/one" and e[1] != done], [])
+
+
+def test_list_multipart_uploads_arguments(host, s3):
+    cart, server = host
+    unchecked = client(new_key(cart, server), parameter_validation=False)  # sends max-uploads as given
+    s3.create_bucket(Bucket="mpu-args")
+    up = s3.create_multipart_upload(Bucket="mpu-args", Key="with space~/k")["UploadId"]
+    for value, message in ((-1, "Argument max-uploads must be an integer between 0 and 2147483647"),
+                           ("abc", "Provided max-uploads not an integer or within integer range"),
+                           (2 ** 31, "Provided max-uploads not an integer or within integer range")):
+        assert error(lambda: unchecked.list_multipart_uploads(Bucket="mpu-args", MaxUploads=value)) == (400, "InvalidArgument", message)
+    assert s3.list_multipart_uploads(Bucket="mpu-args", MaxUploads=5000)["MaxUploads"] == 1000  # served at the cap
+    assert error(lambda: s3.list_multipart_uploads(Bucket="mpu-args", EncodingType="base64"))[:2] == (400, "InvalidArgument")
+    assert code(lambda: s3.list_multipart_uploads(Bucket="mpu-none")) == "NoSuchBucket"
+    encoded = s3.list_multipart_uploads(Bucket="mpu-args", EncodingType="url", Prefix="with ")
+    assert (encoded["EncodingType"], encoded["Prefix"], encoded["Uploads"][0]["Key"]) == ("url", "with+", "with+space%7E/k")
+    assert encoded["Uploads"][0]["UploadId"] == up
+
+
 def test_upload_part_copy(s3):
     data = os.urandom(12 << 20)
     s3.put_object(Bucket="docs", Key="upc/src", Body=data)
@@ -381,6 +453,10 @@ def test_a_key_sees_only_its_app(host, tmp_path, s3):
     twin_s3.create_bucket(Bucket="twin-bucket")
     twin_s3.put_object(Bucket="twin-bucket", Key="k", Body=b"t")
     up = s3.create_multipart_upload(Bucket="docs", Key="stolen")["UploadId"]
+    twin_up = twin_s3.create_multipart_upload(Bucket="docs", Key="stolen")["UploadId"]
+    assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket="docs", Prefix="stolen")["Uploads"]] == [up]
+    assert [u["UploadId"] for u in twin_s3.list_multipart_uploads(Bucket="docs", Prefix="stolen")["Uploads"]] == [twin_up]
+    assert code(lambda: s3.list_multipart_uploads(Bucket="twin-bucket")) == "NoSuchBucket"
     for source, expected in (({"Bucket": "twin-bucket", "Key": "k"}, "NoSuchBucket"), ({"Bucket": "docs", "Key": "twin-only"}, "NoSuchKey")):
         assert code(lambda: s3.copy_object(Bucket="docs", Key="stolen", CopySource=source)) == expected
         assert code(lambda: s3.upload_part_copy(Bucket="docs", Key="stolen", UploadId=up, PartNumber=1, CopySource=source)) == expected

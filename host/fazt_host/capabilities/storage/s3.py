@@ -12,13 +12,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import time
 import zlib
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import parse_qsl, quote, quote_plus, unquote
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
@@ -34,6 +35,7 @@ S3_ROUTES = "/storage/v1/s3"
 MAX_SKEW_S = 15 * 60
 MIN_PART = 5 << 20
 MAX_XML = 1 << 20
+MAX_INT32 = (1 << 31) - 1
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
 SELF_COPY = (
@@ -461,12 +463,15 @@ async def _bucket_op(trigger, scope, proto, deployed, auth, method, bucket, para
         _need_bucket(reader, app, bucket)
         proto.response_empty(200, [])
         return
-    if method == "GET" and "uploads" not in params and "location" not in params:
+    if method == "GET" and "uploads" in params:
         _need_bucket(reader, app, bucket)
-        return _list_objects(proto, reader, app, bucket, params)
+        return _list_uploads(proto, reader, app, bucket, params)
     if method == "GET" and "location" in params:
         _need_bucket(reader, app, bucket)
         return _xml(proto, 200, "LocationConstraint", "")
+    if method == "GET":
+        _need_bucket(reader, app, bucket)
+        return _list_objects(proto, reader, app, bucket, params)
     raw = trigger.body_reader(scope, proto, deployed)
     conn = trigger.host.conn
 
@@ -781,3 +786,83 @@ def _list_parts(proto, conn, app, bucket, key, upload_id, params: dict[str, str]
              + (_tag("NextPartNumberMarker", rows[-1][0]) if rows else "") + _tag("MaxParts", max_parts)
              + _tag("IsTruncated", "true" if more else "false") + parts)
     _xml(proto, 200, "ListPartsResult", inner)
+
+
+def _url_encoded(text: str) -> str:
+    """encoding-type=url as S3 answers it: Java's URLEncoder (a space is +) with / kept."""
+    return quote_plus(text, safe="/*").replace("~", "%7E")
+
+
+def _max_uploads(params: dict[str, str]) -> int:
+    """max-uploads, refused with S3's messages when it is not a 32-bit count; served at most 1000."""
+    match = re.fullmatch(r"(-?)0*([0-9]{1,10})", params.get("max-uploads") or "1000")
+    if match and match[1]:
+        raise S3Error("InvalidArgument", f"Argument max-uploads must be an integer between 0 and {MAX_INT32}")
+    if not match or int(match[2]) > MAX_INT32:
+        raise S3Error("InvalidArgument", "Provided max-uploads not an integer or within integer range")
+    return min(int(match[2]), 1000)
+
+
+def _uploads(conn, app: str, bucket: str, prefix: str, delimiter: str, lower: tuple, limit: int) -> list[tuple]:
+    """Up to `limit` + 1 of the bucket's uploads past `lower` (key, initiated, id) in that order:
+    (key, id, initiated), or (common prefix, None, 0) for a folder when there is a delimiter."""
+    query = (
+        "SELECT key, id, created_at FROM s3_uploads WHERE app = ? AND bucket = ? AND (key, created_at, id) > (?, ?, ?) "
+        "AND (?6 IS NULL OR key < ?6) ORDER BY key, created_at, id LIMIT ?"
+    )
+    upper = store.past_prefix(prefix) if prefix else None
+    items: list[tuple] = []
+    while len(items) <= limit:
+        for key, upload_id, created in conn.execute(query, (app, bucket, *lower, upper, limit + 1 - len(items))).fetchall():
+            cut = key.find(delimiter, len(prefix)) if delimiter else -1
+            if cut >= 0:
+                items.append((key[: cut + len(delimiter)], None, 0.0))
+                lower = (store.past_prefix(items[-1][0]), -1.0, "")
+                break  # the rest of this folder is skipped by the next query
+            items.append((key, upload_id, created))
+            lower = (key, created, upload_id)
+        else:
+            break
+    return items
+
+
+def _list_uploads(proto, conn, app: str, bucket: str, params: dict[str, str]) -> None:
+    """One page of the bucket's uploads in progress, by key then initiation (as S3 orders them):
+    those after key-marker (and, of that key, after upload-id-marker), at most max-uploads."""
+    prefix, delimiter = params.get("prefix", ""), params.get("delimiter", "")
+    key_marker, id_marker = params.get("key-marker", ""), params.get("upload-id-marker", "")
+    encoding = params.get("encoding-type")
+    if encoding not in (None, "url"):
+        raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request")
+    max_uploads = _max_uploads(params)
+    marked = conn.execute(
+        "SELECT created_at FROM s3_uploads WHERE id = ? AND app = ? AND bucket = ? AND key = ?",
+        (id_marker, app, bucket, key_marker),
+    ).fetchone() if key_marker and id_marker else None
+    lower = (prefix, -1.0, "")  # (key, initiated, id) the page starts after
+    if marked:
+        lower = max(lower, (key_marker, marked[0], id_marker))
+    elif key_marker:  # past the key's uploads; from its first if the upload-id-marker has completed or aborted since
+        lower = max(lower, (key_marker, -1.0 if id_marker else math.inf, ""))
+    cut = key_marker.find(delimiter, len(prefix)) if delimiter and key_marker.startswith(prefix) else -1
+    if cut >= 0:  # the folder key-marker is in was listed already (a page ending on a folder names it as NextKeyMarker)
+        lower = max(lower, (store.past_prefix(key_marker[: cut + len(delimiter)]), -1.0, ""))
+    items = _uploads(conn, app, bucket, prefix, delimiter, lower, max_uploads) if max_uploads else []
+    more, items = len(items) > max_uploads, items[:max_uploads]
+    name = _url_encoded if encoding else str
+    owner = _tag("ID", app) + _tag("DisplayName", app)
+    uploads = "".join(
+        "<Upload>" + _tag("Key", name(key)) + _tag("UploadId", upload_id) + f"<Initiator>{owner}</Initiator>"
+        + f"<Owner>{owner}</Owner><StorageClass>STANDARD</StorageClass>" + _tag("Initiated", _iso(created)) + "</Upload>"
+        for key, upload_id, created in items if upload_id
+    )
+    prefixes = "".join(f"<CommonPrefixes>{_tag('Prefix', name(p))}</CommonPrefixes>" for p, upload_id, _ in items if not upload_id)
+    next_key, next_id = (items[-1][0], items[-1][1] or "") if more else ("", "")
+    inner = (
+        _tag("Bucket", bucket) + _tag("KeyMarker", name(key_marker)) + _tag("UploadIdMarker", id_marker)
+        + _tag("NextKeyMarker", name(next_key)) + _tag("NextUploadIdMarker", next_id)
+        + (_tag("Delimiter", name(delimiter)) if delimiter else "") + (_tag("Prefix", name(prefix)) if prefix else "")
+        + _tag("MaxUploads", max_uploads) + (_tag("EncodingType", encoding) if encoding else "")
+        + _tag("IsTruncated", "true" if more else "false") + uploads + prefixes
+    )
+    _xml(proto, 200, "ListMultipartUploadsResult", inner)

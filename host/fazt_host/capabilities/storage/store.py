@@ -146,6 +146,10 @@ MIGRATIONS = [
     ALTER TABLE blob_objects ADD COLUMN cache_control TEXT;
     ALTER TABLE s3_uploads ADD COLUMN cache_control TEXT;
     """,
+    """
+    -- ListMultipartUploads pages a bucket's uploads in this order.
+    CREATE INDEX s3_uploads_by_key ON s3_uploads(app, bucket, key, created_at, id);
+    """,
 ]
 
 BACKENDS = ("internal", "s3")
@@ -619,7 +623,7 @@ def _after(text: str) -> str:
     return text + "\x00"
 
 
-def _past_prefix(prefix: str) -> str:
+def past_prefix(prefix: str) -> str:
     """The smallest key greater than every key that starts with `prefix`."""
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
@@ -634,7 +638,7 @@ def listing(conn: apsw.Connection, app: str, bucket: str, prefix: str = "", limi
     bid = bucket_id(conn, app, bucket)
     if bid is None:
         return [], [], None
-    upper = _past_prefix(prefix) if prefix else None
+    upper = past_prefix(prefix) if prefix else None
     lower = max(start, prefix)
     items: list[tuple[str, Any]] = []
     query = (
@@ -654,7 +658,7 @@ def listing(conn: apsw.Connection, app: str, bucket: str, prefix: str = "", limi
                     skip -= 1
                 else:
                     items.append((common, None))
-                lower = _past_prefix(common)
+                lower = past_prefix(common)
                 break  # the rest of this "folder" is skipped by the next query
             if skip:
                 skip -= 1
@@ -673,7 +677,7 @@ def listing(conn: apsw.Connection, app: str, bucket: str, prefix: str = "", limi
     if not more:
         return objects, prefixes, None
     name, row = items[-1]
-    return objects, prefixes, _after(name) if row is not None else _past_prefix(name)
+    return objects, prefixes, _after(name) if row is not None else past_prefix(name)
 
 
 # storage-js's sortBy columns; last_accessed_at is not kept (always null), so it sorts as name.
@@ -703,7 +707,7 @@ def sorted_listing(conn: apsw.Connection, app: str, bucket: str, prefix: str, li
     # ?4 is where an entry's name starts in its key; names of subfolders hold a '/'.
     where = ("bucket = ?1 AND key >= ?2 AND (?3 IS NULL OR key < ?3) AND substr(key, ?4) LIKE ?5 ESCAPE '\\' "
              "AND instr(substr(key, ?4), '/')")
-    params = (bid, prefix, _past_prefix(prefix) if prefix else None, len(prefix) + 1, _like_prefix(search))
+    params = (bid, prefix, past_prefix(prefix) if prefix else None, len(prefix) + 1, _like_prefix(search))
     folders = [f for (f,) in conn.execute(
         f"SELECT DISTINCT substr(key, 1, ?4 - 1 + instr(substr(key, ?4), '/')) AS f FROM blob_objects "
         f"WHERE {where} > 0 ORDER BY f {direction}", params)]
