@@ -354,6 +354,15 @@ def test_list_multipart_uploads(s3):
     # A marker upload completed since its page: the next page lists the key's uploads from its first.
     assert listed(KeyMarker="b/one", UploadIdMarker=done) == ([e for e in everything if e[0] >= "b/one" and e[1] != done], [])
 
+    # Deleting the bucket aborts what is in progress: made again, it has no uploads.
+    s3.upload_part(Bucket="mpu-listing", Key="d", UploadId=ids["d"][0], PartNumber=1, Body=b"part")
+    s3.delete_object(Bucket="mpu-listing", Key="b/one")
+    s3.delete_bucket(Bucket="mpu-listing")
+    s3.create_bucket(Bucket="mpu-listing")
+    assert listed() == ([], [])
+    with pytest.raises(ClientError, match="NoSuchUpload"):
+        s3.upload_part(Bucket="mpu-listing", Key="d", UploadId=ids["d"][0], PartNumber=2, Body=b"part")
+
 
 def test_list_multipart_uploads_arguments(host, s3):
     cart, server = host

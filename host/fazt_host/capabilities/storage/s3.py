@@ -721,7 +721,7 @@ def _complete(conn, app, bucket, key, upload_id, xml: bytes, limits, upsert: boo
                            content_type, metadata, upsert, cache_control)
             conn.executemany("DELETE FROM s3_parts WHERE upload = ? AND data = ?",
                              [(upload_id, data) for data, _, _, _ in chosen])
-            _forget_upload(conn, upload_id)
+            store.forget_upload(conn, upload_id)
     if internal:
         store.sweep(conn)
     else:  # external parts are separate objects there: their bytes are copied into one
@@ -748,17 +748,9 @@ def _chosen_parts(conn, upload_id: str, wanted: list[tuple[int, str]]) -> list[t
     return [tuple(parts[n]) for n, _ in wanted]
 
 
-def _forget_upload(conn, upload_id: str) -> None:
-    """Drops the upload and the parts it still has (inside the caller's transaction)."""
-    for (data,) in conn.execute("SELECT data FROM s3_parts WHERE upload = ?", (upload_id,)).fetchall():
-        store.drop_data(conn, data)
-    conn.execute("DELETE FROM s3_parts WHERE upload = ?", (upload_id,))
-    conn.execute("DELETE FROM s3_uploads WHERE id = ?", (upload_id,))
-
-
 def _drop_upload(conn, upload_id: str) -> None:
     with transaction(conn):
-        _forget_upload(conn, upload_id)
+        store.forget_upload(conn, upload_id)
     store.reap(conn)
 
 

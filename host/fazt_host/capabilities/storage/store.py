@@ -282,6 +282,14 @@ def orphan(conn: apsw.Connection, data: int, now: float) -> None:
     conn.execute("UPDATE blob_data SET state = 'orphan', changed_at = ? WHERE id = ?", (now, data))
 
 
+def forget_upload(conn: apsw.Connection, upload_id: str) -> None:
+    """Drops an S3 multipart upload and the parts it still has (inside the caller's transaction)."""
+    for (data,) in conn.execute("SELECT data FROM s3_parts WHERE upload = ?", (upload_id,)).fetchall():
+        drop_data(conn, data)
+    conn.execute("DELETE FROM s3_parts WHERE upload = ?", (upload_id,))
+    conn.execute("DELETE FROM s3_uploads WHERE id = ?", (upload_id,))
+
+
 def drop_data(conn: apsw.Connection, data: int) -> None:
     """Deletes an upload's bytes, with its pieces if it is made of parts."""
     conn.execute(
@@ -1006,13 +1014,16 @@ def update_bucket(conn: apsw.Connection, app: str, name: str, public: Any = msgs
 
 
 def delete_bucket(conn: apsw.Connection, app: str, name: str) -> None:
-    """Deletes an empty bucket; one holding objects is refused (409), as Supabase and S3 do."""
+    """Deletes an empty bucket, aborting its multipart uploads in progress (a bucket made again
+    under the name starts with none); one holding objects is refused (409), as Supabase and S3 do."""
     with transaction(conn):
         bid = bucket_id(conn, app, name)
         if bid is None:
             raise no_bucket()
         if conn.execute("SELECT 1 FROM blob_objects WHERE bucket = ? LIMIT 1", (bid,)).fetchone():
             raise StorageError("The bucket you tried to delete is not empty", 409, "ResourceNotEmpty")
+        for (upload,) in conn.execute("SELECT id FROM s3_uploads WHERE app = ? AND bucket = ?", (app, name)).fetchall():
+            forget_upload(conn, upload)
         conn.execute("DELETE FROM blob_buckets WHERE id = ?", (bid,))
 
 
