@@ -8,6 +8,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -482,3 +483,17 @@ def test_deploy_with_a_relative_path(cartridge, tmp_path):
     proc = subprocess.run([FAZT, "deploy", "rel"], cwd=tmp_path, env=cartridge.env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert cartridge.serve().get("/rel/hello").json()["hello"] == "relative"
+
+
+def test_builds_killed_outright_leave_no_work_folders_behind(tmp_path, monkeypatch):
+    from fazt_host import build
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stale, fresh, other = tmp_path / "fazt-build-stale", tmp_path / "fazt-build-fresh", tmp_path / "unrelated"
+    for folder in (stale, fresh, other):
+        (folder / "inner").mkdir(parents=True)
+    old = time.time() - build.STALE_WORK_S - 60
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    build.sweep_stale_work()  # run by every build, before its own
+    assert not stale.exists() and fresh.exists() and other.exists()

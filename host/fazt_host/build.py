@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from .apps import FileEntry
@@ -122,6 +123,21 @@ def _die_with_parent():
     return arm
 
 
+WORK_PREFIX = "fazt-build-"
+STALE_WORK_S = 3600  # a build takes a minute or two: a work folder untouched for an hour is a killed one's
+
+
+def sweep_stale_work() -> None:
+    """Removes the work folders of builds that were killed (kill -9 leaves no chance to clean up)."""
+    cutoff = time.time() - STALE_WORK_S
+    for work in Path(tempfile.gettempdir()).glob(WORK_PREFIX + "*"):
+        try:
+            if work.is_dir() and work.stat().st_mtime < cutoff:
+                shutil.rmtree(work, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def build_component(
     folder: Path, entry: str, progress=sys.stderr, cron: dict[str, str] | None = None
 ) -> tuple[bytes, bytes | None]:
@@ -134,7 +150,8 @@ def build_component(
     entry_path = folder / entry
     if not entry_path.is_file():
         raise BuildError(f"{entry_path}: entry file not found (set \"entry\" in fazt.json)")
-    with tempfile.TemporaryDirectory(prefix="fazt-build-") as tmp:
+    sweep_stale_work()
+    with tempfile.TemporaryDirectory(prefix=WORK_PREFIX) as tmp:
         out = Path(tmp) / "app.wasm"
         proc = subprocess.Popen(
             ["node", str(SDK / "build.mjs"), str(entry_path), str(out), "--wit", str(WIT),
