@@ -28,6 +28,11 @@ EPOCH_TICK_S = 0.005
 _ENGINE_FINGERPRINT = f"wasmtime{importlib.metadata.version('wasmtime')}-epoch1"
 
 
+def artifact_path(cache_folder: Path, component_hash: str) -> Path:
+    """Where a component compiled by this wasmtime and engine configuration is cached."""
+    return Path(cache_folder) / f"{component_hash}-{_ENGINE_FINGERPRINT}.cwasm"
+
+
 def make_engine() -> Engine:
     config = Config()
     config.epoch_interruption = True
@@ -75,7 +80,7 @@ class ComponentCache:
                 leftover.unlink(missing_ok=True)
 
     def path_for(self, component_hash: str) -> Path:
-        return self.folder / f"{component_hash}-{_ENGINE_FINGERPRINT}.cwasm"
+        return artifact_path(self.folder, component_hash)
 
     def load(self, component_hash: str, fetch_component) -> Component:
         """Maps the compiled component, compiling it first when missing or damaged.
