@@ -11,12 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import apsw
 import msgspec
 
 from . import cartridge
+from .artifacts import artifact_path
 from .cartridge import transaction
 from .config import Manifest, decode_manifest
 
@@ -266,6 +268,11 @@ def load_active(conn: apsw.Connection) -> dict[str, Deployed]:
         }
         deployed[name] = Deployed(name, version, decode_manifest(manifest.encode()), component, static)
     return deployed
+
+
+def missing_artifacts(conn: apsw.Connection, cache_folder: Path) -> bool:
+    """Whether an active app's compiled code is missing from the cache (`up` asks before it forks)."""
+    return any(not artifact_path(cache_folder, d.component).exists() for d in load_active(conn).values())
 
 
 class Registry:

@@ -21,10 +21,10 @@ import msgspec
 from . import apps, build, cartridge
 from .apps import FileEntry
 from .build import BuildError
-from .config import HostSettings, Manifest, ManifestError, load_manifest
+from .config import Manifest, ManifestError, load_manifest
 from .host import Host
 from .runtime import ValidationError
-from .runtime.engine import artifact_path, sha256
+from .runtime.engine import sha256
 from .triggers.cron import checks as cron
 
 
@@ -159,16 +159,6 @@ def compile_if_missing(host: Host, digest: str, label: str, progress) -> bool:
     progress.write(f"compiling {label}: its compiled code is missing from {host.cache.folder}\n")
     compile_checked(host, digest, None, progress)
     return True
-
-
-def missing_artifacts(settings: HostSettings) -> bool:
-    """Whether an active app's compiled code is missing from the cache; cheap (no engine): `up` asks first."""
-    conn = cartridge.connect(settings.cartridge)
-    try:
-        active = apps.load_active(conn)
-    finally:
-        conn.close()
-    return any(not artifact_path(settings.cache_dir, d.component).exists() for d in active.values())
 
 
 def compile_missing(host: Host, progress=sys.stderr) -> int:
