@@ -52,14 +52,14 @@ class Cartridge:
     def deploy(self, folder: Path, *flags: str) -> subprocess.CompletedProcess:
         return self.cli("deploy", str(folder), *flags)
 
-    def serve(self, *flags: str, workers: int = 2) -> Server:
-        server = Server(self, workers, flags)
+    def serve(self, *flags: str, workers: int = 2, ready_timeout: float = 30) -> Server:
+        server = Server(self, workers, flags, ready_timeout)
         self.servers.append(server)
         return server
 
 
 class Server:
-    def __init__(self, cart: Cartridge, workers: int, flags: tuple[str, ...]):
+    def __init__(self, cart: Cartridge, workers: int, flags: tuple[str, ...], ready_timeout: float = 30):
         self.cart = cart
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -71,7 +71,7 @@ class Server:
             start_new_session=True,
         )
         self.client = httpx.Client(base_url=self.base, timeout=30)
-        self.wait_ready()
+        self.wait_ready(ready_timeout)
 
     def wait_ready(self, timeout: float = 30) -> float:
         start = time.monotonic()

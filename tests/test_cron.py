@@ -558,6 +558,7 @@ def wait_for(predicate, timeout: float = 20, step: float = 0.2):
         ({"name": "digest", "schedule": "0 7 * * 1-5", "timezone": "Europe/Berlln"}, "cron entry 'digest': unknown timezone", 2),
         ({"name": "digest", "schedule": "0 25 * * *"}, "cron entry 'digest': invalid cron expression", 2),
         ({"name": "nofile", "schedule": "@daily", "file": "cron/missing.js"}, "cron entry 'nofile': file cron/missing.js not found", 2),
+        ({"name": "far", "schedule": "every 99999999999d"}, "cron entry 'far': invalid interval 'every 99999999999d': an interval is at most 3650d", 2),
         # Refused by this host's settings: a failed deploy (exit 1).
         ({"name": "fast", "schedule": "every 0.5s"}, "cron entry 'fast': 'every 0.5s' fires every 0.5s, below the minimum interval of 1s", 1),
         ({"name": "fast", "schedule": "*/0.5 * * * * *"}, "cron entry 'fast'", None),

@@ -157,6 +157,11 @@ def test_not_json_manifest_and_missing_folder(cartridge, tmp_path):
     assert proc.returncode == 2 and "the key 'name' is given twice" in proc.stderr, proc.stderr
     proc = cartridge.cli("deploy", str(tmp_path / "nowhere"), check=False)
     assert proc.returncode == 1 and "not an app folder" in proc.stderr
+    # An entry that is not there is the manifest's error too, for deploy and build alike.
+    (app / "fazt.json").write_text('{"name": "first", "entry": "missing.js"}')
+    for command in ("deploy", "build"):
+        proc = cartridge.cli(command, str(app), check=False)
+        assert proc.returncode == 2 and "entry 'missing.js'" in proc.stderr and "not found" in proc.stderr, proc.stderr
 
 
 def test_a_static_folder_or_entry_linked_out_of_the_app_folder_is_refused(cartridge, tmp_path):
@@ -405,10 +410,19 @@ def test_cache_deleted_or_corrupted_while_serving(cartridge, tmp_path, cache_dir
     # The first request recompiles the component (seconds, more on a busy machine).
     assert server.get("/hello/hello", timeout=180).json()["hello"] == "world"
     server.stop()
+    # A missing artifact is compiled by `up` before it serves, not by the first request.
     shutil.rmtree(private)
-    server = cartridge.serve()
-    assert server.get("/hello/hello", timeout=180).json()["hello"] == "world"
-    assert list(private.glob("*.cwasm")), "the missing artifact was not rebuilt"
+    server = cartridge.serve(ready_timeout=180)
+    assert list(private.glob("*.cwasm")), "the missing artifact was not compiled before serving"
+    assert server.get("/hello/hello").json()["hello"] == "world"
+    server.stop()
+    assert "compiling hello v1: its compiled code is missing" in server.proc.stderr.read().decode()
+    # So does a rollback, for the version it activates, before switching to it.
+    cartridge.deploy(APPS / "hello", "--timeout-ms", "5000")  # v2, the same component
+    shutil.rmtree(private)
+    rolled = cartridge.cli("rollback", "hello")
+    assert "compiling hello v1: its compiled code is missing" in rolled.stderr and rolled.stdout == "hello now serves v1\n"
+    assert list(private.glob("*.cwasm"))
 
 
 def test_remove_app_and_its_log(cartridge):

@@ -234,7 +234,14 @@ def test_body_over_limit_is_413_before_reading_it(served):
         s.settimeout(5)
         reply = s.recv(4096).decode()
     assert reply.startswith("HTTP/1.1 413"), reply
-    assert "limit" in reply
+    assert "limit" in reply and '"requestId"' in reply
+    # A client that waits on 100-continue is answered without being asked for the body (the
+    # drain would have waited for it up to its time limit, 2 s).
+    with socket.create_connection(("127.0.0.1", served.port)) as s:
+        s.sendall(b"POST /probe/digest HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 209715200\r\n\r\n")
+        s.settimeout(1.5)
+        reply = s.recv(4096).decode()
+    assert reply.startswith("HTTP/1.1 413"), reply
 
 
 def test_malformed_http_gets_400_and_server_survives(served):
@@ -364,6 +371,11 @@ def test_guest_cannot_set_framing_headers_or_forge_the_request_id(served):
 def test_client_cannot_forge_the_mount_prefix(served):
     r = served.get("/probe/url", headers={"x-forwarded-prefix": "/evil"}).json()
     assert r["prefix"] == "/probe"
+
+
+def test_client_cannot_forge_the_request_id_the_app_sees(served):
+    r = served.get("/probe/url", headers={"x-fazt-request-id": "forged"})
+    assert r.json()["requestId"] is None and r.headers["x-fazt-request-id"] != "forged"
 
 
 def test_if_range_with_another_etag_sends_the_whole_file(served):

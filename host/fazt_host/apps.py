@@ -11,12 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import apsw
 import msgspec
 
 from . import cartridge
+from .artifacts import artifact_path
 from .cartridge import transaction
 from .config import Manifest, decode_manifest
 
@@ -178,23 +180,28 @@ def same_as_active(
     return row[0] if files == sorted((e.path, e.digest) for e in static) else None
 
 
+def rollback_target(conn: apsw.Connection, app: str, version: int | None = None) -> tuple[int, str]:
+    """The version a rollback activates (`version`, or the newest one older than the active one)
+    and its component's hash."""
+    row = conn.execute("SELECT active FROM apps WHERE name = ?", (app,)).fetchone()
+    if row is None:
+        raise LookupError(f"no app named {app!r}")
+    if version is None:
+        version = conn.execute("SELECT max(version) FROM versions WHERE app = ? AND version < ?", (app, row[0])).fetchone()[0]
+        if version is None:
+            raise LookupError(f"{app} has no version older than {row[0]} to roll back to")
+    found = conn.execute("SELECT component FROM versions WHERE app = ? AND version = ?", (app, version)).fetchone()
+    if found is None:
+        raise LookupError(f"{app} has no version {version}")
+    return version, found[0]
+
+
 def rollback(
     conn: apsw.Connection, app: str, version: int | None = None, capabilities: Sequence[Capability] = ()
 ) -> int:
     """Activates `version`, or the newest one older than the active one."""
     with transaction(conn):
-        row = conn.execute("SELECT active FROM apps WHERE name = ?", (app,)).fetchone()
-        if row is None:
-            raise LookupError(f"no app named {app!r}")
-        if version is None:
-            prev = conn.execute(
-                "SELECT max(version) FROM versions WHERE app = ? AND version < ?", (app, row[0])
-            ).fetchone()[0]
-            if prev is None:
-                raise LookupError(f"{app} has no version older than {row[0]} to roll back to")
-            version = prev
-        elif not conn.execute("SELECT 1 FROM versions WHERE app = ? AND version = ?", (app, version)).fetchone():
-            raise LookupError(f"{app} has no version {version}")
+        version, _ = rollback_target(conn, app, version)
         conn.execute("UPDATE apps SET active = ?, updated_at = ? WHERE name = ?", (version, time.time(), app))
         manifest = conn.execute("SELECT manifest FROM versions WHERE app = ? AND version = ?", (app, version)).fetchone()[0]
         configure(conn, decode_manifest(manifest.encode()), capabilities)
@@ -261,6 +268,11 @@ def load_active(conn: apsw.Connection) -> dict[str, Deployed]:
         }
         deployed[name] = Deployed(name, version, decode_manifest(manifest.encode()), component, static)
     return deployed
+
+
+def missing_artifacts(conn: apsw.Connection, cache_folder: Path) -> bool:
+    """Whether an active app's compiled code is missing from the cache (`up` asks before it forks)."""
+    return any(not artifact_path(cache_folder, d.component).exists() for d in load_active(conn).values())
 
 
 class Registry:

@@ -111,16 +111,20 @@ def cmd_deploy(args) -> int:
 
 def cmd_build(args) -> int:
     from .build import BuildError, build_component
-    from .config import ManifestError, load_manifest
+    from .config import ManifestError
+    from .deploy import DeployError, resolve
     from .triggers.cron.checks import cron_files
 
     folder = Path(args.path)
     manifest_path = folder / "fazt.json"
     try:
-        manifest = load_manifest(manifest_path)
-    except ManifestError as e:
+        src = resolve(folder)
+        if src.prebuilt is not None:
+            raise DeployError(f"{src.prebuilt} is a component already: build makes one from an app's JS")
+    except (ManifestError, DeployError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    manifest = src.manifest
     out = Path(args.output or f"{manifest.name}.wasm")
     if not out.parent.is_dir():  # said before the build, not after it
         print(f"error: {out}: the folder {out.parent} does not exist", file=sys.stderr)
@@ -182,10 +186,16 @@ def _app_change(args, change) -> int:
 
 def cmd_rollback(args) -> int:
     from . import apps
+    from .deploy import DeployError, compile_if_missing
     from .host import capabilities
 
     def rollback(conn):
-        return f"{args.app} now serves v{apps.rollback(conn, args.app, args.to, capabilities(conn))}"
+        version, digest = apps.rollback_target(conn, args.app, args.to)
+        try:  # before the switch: the version's first requests must not wait on the compiler
+            compile_if_missing(_host(args), digest, f"{args.app} v{version}", sys.stderr)
+        except DeployError as e:
+            raise LookupError(f"{args.app} v{version} cannot be compiled: {e}") from None
+        return f"{args.app} now serves v{apps.rollback(conn, args.app, version, capabilities(conn))}"
 
     return _app_change(args, rollback)
 

@@ -63,9 +63,9 @@ def resolve(path: Path, manifest_path: Path | None = None) -> AppSource:
         src = AppSource(manifest_path.parent, load_manifest(manifest_path), path)
     elif path.is_dir():
         manifest = load_manifest(manifest_path or path / "fazt.json")
+        if not (path / manifest.entry).is_file():
+            raise ManifestError(f"entry {manifest.entry!r}: {path / manifest.entry} not found (set \"entry\" in fazt.json)")
         prebuilt = path / manifest.entry if manifest.entry.endswith(".wasm") else None
-        if prebuilt is not None and not prebuilt.is_file():
-            raise DeployError(f"{prebuilt}: the entry component was not found")
         src = AppSource(path, manifest, prebuilt)
     else:
         raise DeployError(f"{path}: not an app folder or a .wasm component")
@@ -149,6 +149,29 @@ def compile_checked(host: Host, digest: str, wasm: bytes | None, progress) -> No
         raise DeployError(f"not a WebAssembly component of the fazt:host world: {first}") from None
     except ValidationError as e:
         raise DeployError(str(e)) from None
+
+
+def compile_if_missing(host: Host, digest: str, label: str, progress) -> bool:
+    """Compiles a stored component whose artifact is not in the cache (a deleted cache folder),
+    so that no request waits on the compiler."""
+    if host.cache.path_for(digest).exists():
+        return False
+    progress.write(f"compiling {label}: its compiled code is missing from {host.cache.folder}\n")
+    compile_checked(host, digest, None, progress)
+    return True
+
+
+def compile_missing(host: Host, progress=sys.stderr) -> int:
+    """Compiles every active app's missing artifact; the number that could not be compiled
+    (each said on `progress`: those apps answer with an error until deployed again)."""
+    failed = 0
+    for name, d in apps.load_active(host.conn).items():
+        try:
+            compile_if_missing(host, d.component, f"{name} v{d.version}", progress)
+        except DeployError as e:
+            progress.write(f"error: {name} v{d.version}: {e}\n")
+            failed += 1
+    return failed
 
 
 def deploy(host: Host, path: Path, manifest_path: Path | None = None, limits: dict | None = None, progress=sys.stderr) -> Deployment:

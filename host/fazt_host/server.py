@@ -26,7 +26,7 @@ import msgspec
 
 from . import cartridge, static
 from .apps import Deployed, Registry
-from .config import MIB
+from .config import MIB, Limits
 from .runtime import GuestError, GuestTimeout, Invocation, pieces
 
 HTTP_INTERFACE = "fazt:host/http@0.1.0"
@@ -41,14 +41,19 @@ DRAIN_MAX = 64 * MIB
 DRAIN_S = 2.0
 
 
+# Request headers the host writes itself: the cookies joined into one, and two a client's
+# own copy of would pass for the host's (the invocation's id is the handler's ctx.requestId).
+HOST_SET_HEADERS = frozenset({"cookie", "x-forwarded-prefix", "x-fazt-request-id"})
+
 BROKEN_BODY = "the request body ended before it was complete (the client went away, or its chunked framing is malformed)"
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str, unread: bool = False):
+    def __init__(self, status: int, message: str, unread: bool = False, rid: str = ""):
         super().__init__(message)
         self.status = status
         self.unread = unread  # the request body is still to be drained
+        self.rid = rid  # the invocation's id, when one was given
 
 
 class BrokenBody(HttpError):
@@ -104,6 +109,18 @@ def has_body(scope) -> bool:
     return scope.method.upper() not in ("GET", "HEAD") and (
         (length is not None and length.isdigit() and int(length) > 0) or "transfer-encoding" in scope.headers
     )
+
+
+def body_length(scope, limits: Limits, rid: str = "") -> int | None:
+    """The request's Content-Length, refused when malformed or over the app's body limit."""
+    length = scope.headers.get("content-length")
+    if length is None:
+        return None
+    if not (length.isascii() and length.isdigit()):
+        raise HttpError(400, "invalid content-length", rid=rid)
+    if int(length) > limits.body_mb * MIB:
+        raise HttpError(413, f"the request body exceeds the limit of {limits.body_mb} MiB", unread=True, rid=rid)
+    return int(length)
 
 
 def unread_body(scope) -> bool:
@@ -491,9 +508,10 @@ class HttpTrigger:
             await self.handle(scope, proto)
         except HttpError as e:
             if e.unread:
-                await drain(proto.__aiter__())
-                drained = True
-            json_error(proto, e.status, str(e))
+                drained = True  # now or never: a client waiting on 100-continue is not asked for the body
+                if unread_body(scope):
+                    await drain(proto.__aiter__())
+            json_error(proto, e.status, str(e), e.rid)
         except Exception as e:  # noqa: BLE001 - a JSON error, never a bare traceback to the client
             json_error(proto, 500, f"internal error: {type(e).__name__}")
         finally:
@@ -553,14 +571,9 @@ class HttpTrigger:
     def body_reader(self, scope, proto, deployed: Deployed) -> Exchange:
         """The request body of a host route, read from the wasm thread with the app's limits."""
         limits = deployed.manifest.limits
-        length = scope.headers.get("content-length")
-        if length is not None and not (length.isascii() and length.isdigit()):
-            raise HttpError(400, "invalid content-length")
-        if length is not None and int(length) > limits.body_mb * MIB:
-            raise HttpError(413, f"the request body exceeds the limit of {limits.body_mb} MiB", unread=True)
+        length = body_length(scope, limits)
         deadline = time.monotonic() + limits.timeout_ms / 1000
-        return Exchange(asyncio.get_running_loop(), proto, limits.body_mb * MIB, 0, deadline,
-                        int(length) if length is not None else None)
+        return Exchange(asyncio.get_running_loop(), proto, limits.body_mb * MIB, 0, deadline, length)
 
     def host_endpoint(self, inner: str, proto) -> None:
         if inner == "/health":
@@ -575,13 +588,7 @@ class HttpTrigger:
         rid = request_id()
         headers = scope.headers
         body_limit = limits.body_mb * MIB
-        length = headers.get("content-length")
-        if length is not None:
-            if not (length.isascii() and length.isdigit()):
-                return json_error(proto, 400, "invalid content-length", rid)
-            if int(length) > body_limit:
-                await drain(proto.__aiter__())
-                return json_error(proto, 413, f"the request body exceeds the limit of {limits.body_mb} MiB", rid)
+        length = body_length(scope, limits, rid)
         with_body = has_body(scope)
         authority = headers.get("host") or scope.authority or "localhost"
         if not _AUTHORITY.fullmatch(authority):  # the guest's URL parser would throw on it
@@ -594,7 +601,7 @@ class HttpTrigger:
             "method": method,
             # Granian hands over the path percent-decoded: encoded again, `%41` stays `%41` for the app.
             "url": f"{scope.scheme}://{authority}{quote(inner, safe=PATH_SAFE)}{query}",
-            "headers": [[k, v] for k, v in headers.items() if k not in ("cookie", "x-forwarded-prefix")]
+            "headers": [[k, v] for k, v in headers.items() if k not in HOST_SET_HEADERS]
             + [["cookie", "; ".join(cookies)]] * bool(cookies)
             + [["x-forwarded-prefix", base]],  # "" on the app's own host name (--domain)
             "requestId": rid,
@@ -606,9 +613,7 @@ class HttpTrigger:
             request["env"] = deployed.manifest.env
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + limits.timeout_ms / 1000
-        exchange = Exchange(
-            loop, proto, body_limit, limits.response_mb * MIB, deadline, int(length) if length is not None else None
-        )
+        exchange = Exchange(loop, proto, body_limit, limits.response_mb * MIB, deadline, length)
         exchange.ended = not with_body
         invocation = Invocation(deployed.name, rid, limits, {"http": exchange, "base": base})
         payload = msgspec.json.encode(request).decode()

@@ -10,7 +10,6 @@ from the component in the cartridge whenever missing or damaged.
 from __future__ import annotations
 
 import fcntl
-import importlib.metadata
 import hashlib
 import os
 import secrets
@@ -22,13 +21,14 @@ import wasmtime
 from wasmtime import Config, Engine
 from wasmtime.component import Component
 
+from ..artifacts import artifact_path
+
 # Epoch interruption ticks this often; wall-time limits round up to it.
 EPOCH_TICK_S = 0.005
-# Bump the suffix whenever make_engine's Config changes: a .cwasm loads only into an equal engine.
-_ENGINE_FINGERPRINT = f"wasmtime{importlib.metadata.version('wasmtime')}-epoch1"
 
 
 def make_engine() -> Engine:
+    # A change here needs a new ENGINE_FINGERPRINT (artifacts.py): cached artifacts are for one Config.
     config = Config()
     config.epoch_interruption = True
     return Engine(config)
@@ -75,7 +75,7 @@ class ComponentCache:
                 leftover.unlink(missing_ok=True)
 
     def path_for(self, component_hash: str) -> Path:
-        return self.folder / f"{component_hash}-{_ENGINE_FINGERPRINT}.cwasm"
+        return artifact_path(self.folder, component_hash)
 
     def load(self, component_hash: str, fetch_component) -> Component:
         """Maps the compiled component, compiling it first when missing or damaged.

@@ -128,12 +128,15 @@ class Runtime:
         except WasmtimeError as e:
             message = str(e)
             if "wasm trap: interrupt" in message:
-                raise GuestTimeout(f"the handler ran past its time limit of {limits.timeout_ms} ms") from None
+                raise GuestTimeout(
+                    f"the handler ran past its time limit of {limits.timeout_ms} ms "
+                    "(its ctx.waitUntil promises, after the response, included)"
+                ) from None
             if "unreachable" in message:  # the engine aborted: out of memory, or nothing left to wait for
                 raise GuestError(
                     f"the handler stopped the engine: it ran out of memory (limit {limits.memory_mb} MiB) or awaited "
-                    "something that can never settle, such as fetch() (apps reach the network only through the "
-                    "host's imports)",
+                    "a promise that can never settle: fetch() (apps reach the network only through the host's "
+                    "imports), or one nothing resolves (a ctx.waitUntil promise too, after the response)",
                     message,
                 ) from None
             raise GuestError(

@@ -145,7 +145,9 @@ const routes = {
     return Response.json(ctx.env);
   },
   async '/url'(request) {
-    return Response.json({ url: request.url, prefix: request.headers.get('x-forwarded-prefix') });
+    return Response.json({
+      url: request.url, prefix: request.headers.get('x-forwarded-prefix'), requestId: request.headers.get('x-fazt-request-id'),
+    });
   },
   async '/wait-until'(request, url, ctx) {
     const ms = Number(url.searchParams.get('ms'));

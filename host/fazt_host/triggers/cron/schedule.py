@@ -199,6 +199,9 @@ class Cron(Schedule):
         return self._step(t, False)
 
 
+MAX_PERIOD_MS = 3650 * DAY_MS
+
+
 def parse(schedule: str, tz_name: str = "UTC", anchor: int = 0) -> Schedule:
     """The schedule of an entry; `anchor` is where unaligned intervals count from."""
     tz = zone(tz_name)
@@ -208,6 +211,8 @@ def parse(schedule: str, tz_name: str = "UTC", anchor: int = 0) -> Schedule:
         period = round(float(m.group(1)) * _UNIT_MS[m.group(2).lower()])
         if period <= 0:
             raise ScheduleError(f"invalid interval {schedule!r}: it must be longer than zero")
+        if period > MAX_PERIOD_MS:  # past that, slots soon leave the calendar (year 9999)
+            raise ScheduleError(f"invalid interval {schedule!r}: an interval is at most {MAX_PERIOD_MS // DAY_MS}d")
         if m.group(3):
             if period > DAY_MS:
                 raise ScheduleError(f"invalid interval {schedule!r}: an aligned interval is at most 1d")
