@@ -130,6 +130,24 @@ def test_filter_and_not_read_a_string_value_as_or_does(host):
         assert bad["error"]["code"] == "22003" and "out of range for a number" in bad["error"]["message"], calls
 
 
+def test_like_escapes_come_before_stars(host):
+    _, server = host
+    chain(server, ("from", "stars"), ("insert", [
+        {"name": "star*", "n": 1}, {"name": "starry", "n": 2}, {"name": "st%r", "n": 3}, {"name": "a\\b", "n": 4},
+    ]))
+
+    def stars(*calls):
+        return names(server, "stars", *calls)
+
+    assert stars(("like", "name", "star\\*")) == ["star*"]  # an escaped * is a literal *
+    assert stars(("like", "name", "star*")) == ["star*", "starry"]
+    assert stars(("ilike", "name", "STAR\\*")) == ["star*"]
+    assert stars(("like", "name", "st\\%*")) == ["st%r"]
+    assert stars(("like", "name", "*\\\\*")) == ["a\\b"]  # an escaped backslash, then a star: any run
+    assert stars(("or", 'name.like."star\\\\*"')) == ["star*"]  # in quotes, \\ is one backslash
+    assert stars(("filter", "name", "like", "star\\*")) == ["star*"]
+
+
 def test_errors_come_back_as_values_or_throw_on_request(host):
     _, server = host
     chain(server, ("from", "err"), ("insert", {"email": "a@x"}))

@@ -34,8 +34,10 @@ const LIKE_OPERATORS = new Set(['like', 'ilike']);
 const JSON_NUMBER = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/;
 
 function likePattern(op, value) {
-  // PostgREST takes `*` for `%` in like patterns; so do we.
-  return LIKE_OPERATORS.has(op) && typeof value === 'string' ? value.replaceAll('*', '%') : value;
+  // PostgREST takes `*` for `%` in like patterns; so do we, but an escaped `\*` stays a literal `*`.
+  return LIKE_OPERATORS.has(op) && typeof value === 'string'
+    ? value.replace(/\\[^]|\*/g, (m) => (m === '*' ? '%' : m))
+    : value;
 }
 
 // JSON has no Infinity or NaN (JSON.stringify would send null): name the number instead.

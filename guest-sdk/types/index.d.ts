@@ -122,7 +122,7 @@ export interface QueryBuilder<T = Document> extends PromiseLike<Reply<T[]>> {
   lt(field: string, value: Scalar): QueryBuilder<T>;
   lte(field: string, value: Scalar): QueryBuilder<T>;
   in(field: string, values: Scalar[] | string): QueryBuilder<T>;
-  /** `%` (or `*`) matches any run, `_` one character; case-sensitive. */
+  /** `%` (or `*`) matches any run, `_` one character, `\` escapes the next (`\*` is a `*`); case-sensitive. */
   like(field: string, pattern: string): QueryBuilder<T>;
   /** like, ignoring ASCII case. */
   ilike(field: string, pattern: string): QueryBuilder<T>;
