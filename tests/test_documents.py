@@ -186,6 +186,45 @@ def test_booleans_and_numbers_keep_their_json_type(db, where, expected):
     assert sorted(names(db.select(where=where))) == sorted(expected)
 
 
+
+MIXED = [
+    {"name": "zero", "n": 0}, {"name": "three", "n": 3}, {"name": "five", "n": 5}, {"name": "text3", "n": "3"},
+    {"name": "textz", "n": "z"}, {"name": "true", "n": True}, {"name": "false", "n": False},
+    {"name": "list", "n": [9]}, {"name": "object", "n": {"a": 9}}, {"name": "null", "n": None}, {"name": "missing"},
+]
+
+
+@pytest.mark.parametrize(
+    "where, expected",
+    [
+        ([["gt", "n", 4]], ["five"]),  # not "3": SQLite ranks every text above every number
+        ([["gte", "n", 0]], ["zero", "three", "five"]),  # not true or false, read as 1 and 0
+        ([["lt", "n", 4]], ["zero", "three"]),
+        ([["lte", "n", 1.5]], ["zero"]),
+        ([["lt", "n", "4"]], ["text3"]),
+        ([["gt", "n", "a"]], ["textz"]),  # not the object, whose JSON text starts with {
+        ([["gte", "n", ""]], ["text3", "textz"]),
+        ([["gt", "n", False]], ["true"]),
+        ([["lte", "n", True]], ["true", "false"]),
+        ([["lt", "n", True]], ["false"]),
+        # A field of another type is not greater, so not() keeps it; a null or missing one stays NULL.
+        ([["not", ["gt", "n", 4]]], ["zero", "three", "text3", "textz", "true", "false", "list", "object"]),
+        ([["or", [["lt", "n", 1], ["gt", "n", "y"]]]], ["zero", "textz"]),
+    ],
+)
+def test_ranges_compare_only_values_of_the_same_json_type(db, where, expected):
+    db.declare("a", {"notes": ["n"]})
+    db.insert(MIXED)
+    assert sorted(names(db.select(where=where))) == sorted(expected)
+
+
+def test_typed_ranges_still_use_the_index(db):
+    db.declare("a", {"notes": ["n"]})
+    db.insert(MIXED)
+    for op, value in (("gt", 4), ("lte", "4"), ("gte", False)):
+        plan = db.plan(where=[[op, "n", value]])
+        assert ("(<expr>>?)" in plan or "(<expr><?)" in plan) and "SCAN" not in plan, (op, value, plan)
+
 @pytest.mark.parametrize(
     "op, pattern, expected",
     [

@@ -72,6 +72,26 @@ def type_guards(values: list[Any], x: str, type_sql: str) -> list[str]:
     return guards
 
 
+def same_type(value: Any, type_sql: str) -> str:
+    """The condition that keeps a range comparison within the value's JSON type.
+
+    SQLite ranks every text above every number, and `->>` reads true and
+    false as 1 and 0, so `x > 4` alone also matches "3", an array's JSON
+    text and true. As in jsonpath, a number compares only with numbers, a
+    string with strings and a boolean with booleans. It leaves `x > ?` as the
+    term the index serves, and it is never false where `x` is NULL (a null
+    field's type is 'null', a missing one's NULL), so negations keep SQL's
+    NULL semantics.
+    """
+    if isinstance(value, bool):
+        kinds = "'true', 'false'"
+    elif isinstance(value, str):
+        kinds = "'text'"
+    else:
+        kinds = "'integer', 'real'"
+    return f"{type_sql} IN ({kinds}, 'null')"
+
+
 def index_ddl(name: str, table: str, fields: tuple[str, ...], unique: bool) -> str:
     kind = "UNIQUE INDEX" if unique else "INDEX"
     return f'CREATE {kind} "{name}" ON "{table}"({", ".join(value_of(f) for f in fields)})'
@@ -160,7 +180,7 @@ class Filter:
             return f"({equal})" if op == "eq" else f"NOT ({equal})"
         if op in COMPARE:
             self.params.append(_bindable(value, op, field))
-            return f"{x} {COMPARE[op]} ?"
+            return f"({x} {COMPARE[op]} ? AND {same_type(value, type_of(field))})"
         if op == "in":
             if not isinstance(value, list) or len(value) > MAX_IN_VALUES:
                 raise DocError(f"in on {field!r} takes a list of at most {MAX_IN_VALUES} values", "22P02")
