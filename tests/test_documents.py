@@ -422,6 +422,29 @@ def test_upsert_on_a_compound_unique_key(db):
     assert db.ok(collection="members", count="planned", head=True)["count"] == 3
 
 
+
+def test_upsert_refuses_one_key_twice_as_postgresql_does(db):
+    db.declare("a", {"users": [{"unique": "email"}]})
+    db.insert({"id": "u1", "email": "a", "n": 0}, collection="users")
+    for values, on_conflict in (
+        ([{"email": "a", "n": 1}, {"email": "a", "n": 2}], "email"),  # twice an existing row
+        ([{"email": "b", "n": 1}, {"email": "c"}, {"email": "b", "n": 2}], "email"),  # twice a new one
+        ([{"id": "u2", "n": 1}, {"id": "u2", "n": 2}], "id"),
+        ([{"email": 1}, {"email": True}], "email"),  # one value to the unique index
+    ):
+        reply = db.run(op="upsert", collection="users", onConflict=on_conflict, values=values, returning=True)
+        assert reply["status"] == 400 and reply["error"]["code"] == "21000", reply
+        assert reply["error"]["message"] == "ON CONFLICT DO UPDATE command cannot affect row a second time"
+        assert reply["error"]["hint"].startswith("Ensure that no rows proposed for insertion")
+    assert [(d["id"], d["email"], d["n"]) for d in db.select(collection="users")] == [("u1", "a", 0)]  # nothing written
+    # ignoreDuplicates (ON CONFLICT DO NOTHING) is no error: the first proposed row wins.
+    reply = db.ok(op="upsert", collection="users", onConflict="email", ignoreDuplicates=True, returning=True,
+                  values=[{"email": "b", "n": 1}, {"email": "b", "n": 2}, {"email": "a", "n": 3}])
+    assert [(d["email"], d["n"]) for d in reply["data"]] == [("b", 1)]
+    # Values SQLite tells apart are two keys: the number 1 and the text "1".
+    db.ok(op="upsert", collection="users", values=[{"id": 1, "email": "n"}, {"id": "1", "email": "t"}])
+    assert len(db.select(collection="users")) == 4
+
 def test_unique_violations_name_the_key(db):
     db.declare("a", {"users": [{"unique": "email"}]})
     db.insert({"id": "u1", "email": "a@x"}, collection="users")

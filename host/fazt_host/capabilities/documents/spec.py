@@ -37,14 +37,17 @@ def json_type(value) -> str:
 class DocError(Exception):
     """A request the store refuses: becomes `{"error": {"message", "code"}}` for the app."""
 
-    def __init__(self, message: str, code: str = "22023", status: int = 400, details: str | None = None):
+    def __init__(
+        self, message: str, code: str = "22023", status: int = 400, details: str | None = None, hint: str | None = None
+    ):
         super().__init__(message)
         self.code = code
         self.status = status
         self.details = details
+        self.hint = hint
 
     def to_json(self) -> dict[str, Any]:
-        return {"message": str(self), "code": self.code, "details": self.details, "hint": None}
+        return {"message": str(self), "code": self.code, "details": self.details, "hint": self.hint}
 
 
 def check_collection(name: Any) -> str:

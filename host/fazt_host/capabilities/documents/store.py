@@ -387,6 +387,7 @@ class Store:
         now = timestamp()
         rows: list[str] = []
         added = touched = 0
+        proposed: set[tuple] = set()  # the keys seen in this call, as SQLite compares them
         for i, doc in enumerate(self._values(op)):
             what = f"document {i}"
             if not isinstance(doc, dict):
@@ -396,7 +397,11 @@ class Store:
                 raise DocError(f"{what} lacks {', '.join(keys)}, the upsert's conflict key", "23502")
             found = None
             if None not in values:
-                found = self.conn.execute(find, [sql._bindable(v, "upsert", k) for v, k in zip(values, keys)]).fetchone()
+                key = tuple(sql._bindable(v, "upsert", k) for v, k in zip(values, keys))
+                if key in proposed and not op.ignore_duplicates:
+                    raise second_time(keys, values)
+                proposed.add(key)
+                found = self.conn.execute(find, key).fetchone()
             if found is None:
                 self._run(cid, insert, (prepare_new(doc, limits, now, what, ulid()),), rows)
                 added += 1
@@ -520,6 +525,17 @@ def unique_violation(conn: apsw.Connection, cid: int, message: str, text: str) -
         "23505",
         409,
         f"Key ({', '.join(fields)})=({', '.join(map(_as_text, values))}) already exists.",
+    )
+
+
+def second_time(keys: list[str], values: list[Any]) -> DocError:
+    """PostgreSQL's error for an upsert that proposes one conflict key twice (the whole call is undone):
+    it would update the row it has just written. ON CONFLICT DO NOTHING just skips the second."""
+    return DocError(
+        "ON CONFLICT DO UPDATE command cannot affect row a second time",
+        "21000",
+        details=f"Key ({', '.join(keys)})=({', '.join(map(_as_text, values))}) is proposed more than once.",
+        hint="Ensure that no rows proposed for insertion within the same command have duplicate constrained values.",
     )
 
 
