@@ -737,6 +737,34 @@ def test_import_export_round_trip_and_bad_lines(db, tmp_path):
         docstore.import_documents(db.conn, "a", "more2", [b"{}\n", b"[1]\n"])
 
 
+
+def test_import_checks_stamps_and_writes_them_as_the_host_does(db, tmp_path, capsys):
+    lines = [
+        b'{"n": 1, "createdAt": "2020-01-01T02:00:00+02:00", "updatedAt": "2020-01-01T00:00:00.123456Z"}\n',
+        b'{"n": 2, "createdAt": "2021-05-06T07:08:09.010Z"}\n',  # as the host writes it: kept as it is
+        b'{"n": 3, "id": "x", "updatedAt": "2020-06-30T23:30-01:00", "meta": {"createdAt": 5}}\n',
+        b'{"n": 4}\n',
+    ]
+    assert docstore.import_documents(db.conn, "a", "stamps", lines) == 4
+    rows = db.select(collection="stamps", order=[{"field": "n"}])
+    assert [(r["createdAt"], r["updatedAt"]) for r in rows[:1]] == [("2020-01-01T00:00:00.000Z", "2020-01-01T00:00:00.123Z")]
+    assert rows[1]["createdAt"] == "2021-05-06T07:08:09.010Z" and rows[2]["updatedAt"] == "2020-07-01T00:30:00.000Z"
+    assert rows[2]["meta"] == {"createdAt": 5}  # only the document's own stamps are the host's
+    assert rows[3]["createdAt"] == rows[3]["updatedAt"] and rows[3]["createdAt"].endswith("Z")  # missing: filled in
+    assert rows[1]["updatedAt"] == rows[3]["updatedAt"]
+    for bad in (12345, "garbage", None, True, "2020-01-01T02:00:00", "2020-01-01", "2020-13-01T00:00:00Z", "0001-01-01T00:00+01:00"):
+        doc = msgspec.json.encode({"n": 5, "updatedAt": bad})
+        with pytest.raises(docstore.DocError, match="^line 2: updatedAt must be an ISO 8601 date-time with a time zone") as e:
+            docstore.import_documents(db.conn, "a", "bad", [b'{"n": 1}', doc])
+        assert e.value.code == "22007" and "1 documents before it were imported" in str(e.value), bad
+    # From the command line: exit 1 and the line, as for other bad lines.
+    manifest = decode_manifest(b'{"name": "a"}')
+    apps.store_version(db.conn, manifest, "source", "c0", apps.FileEntry("component.wasm", "c0", b"\0asm"), [], [])
+    src = tmp_path / "in.ndjson"
+    src.write_text('{"n": 1}\n{"createdAt": 12345}\n')
+    assert cli.main(["import", "a", "cli", str(src), "--cartridge", str(tmp_path / "fazt.db")]) == 1
+    assert "error: line 2: createdAt must be an ISO 8601 date-time with a time zone" in capsys.readouterr().err
+
 def test_cli_refuses_the_documents_of_an_app_that_does_not_exist(db, tmp_path):
     src = tmp_path / "in.ndjson"
     src.write_text('{"n": 1}\n')

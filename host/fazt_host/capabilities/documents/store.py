@@ -24,7 +24,7 @@ import msgspec
 from ...cartridge import transaction
 from ...config import Limits
 from . import compile as sql
-from .ids import timestamp, ulid, ulids
+from .ids import as_timestamp, timestamp, ulid, ulids
 from .spec import (
     DocError,
     Operation,
@@ -730,7 +730,9 @@ def import_documents(
     collection drops its non-unique indexes first and rebuilds them at the
     end, in one sorted pass (much faster than keeping them up to date).
     A document keeps the `id`, `createdAt` and `updatedAt` it carries (an
-    export imports back as it was); missing ones are filled in.
+    export imports back as it was); missing ones are filled in. A stamp must
+    be an ISO 8601 date-time with a time zone, and is kept as the host
+    writes stamps (UTC, to the millisecond).
     """
     check_collection(collection)
     with transaction(conn):
@@ -793,16 +795,23 @@ def import_documents(
             or len(line) > max_bytes
             or line.count(b"{") + line.count(b"[") > limits.document_depth
             or b'"id"' in line
+            or b'"createdAt"' in line
+            or b'"updatedAt"' in line
         ):
             try:
                 doc = msgspec.json.decode(line)
-                check_document(doc, limits, "the document")
+                restamped = isinstance(doc, dict) and restamp(doc)
+                text = check_document(doc, limits, "the document")
+                if restamped:
+                    line = text
                 if "id" in doc:
                     _check_id(doc["id"])
             except (DocError, msgspec.DecodeError) as e:
                 if pending:
                     flush()
-                raise stop(number, f"not JSON ({e})" if isinstance(e, msgspec.DecodeError) else str(e)) from None
+                if isinstance(e, msgspec.DecodeError):
+                    raise stop(number, f"not JSON ({e})") from None
+                raise stop(number, str(e), e.code) from None
         try:
             pending.append(line.decode())
         except UnicodeDecodeError:
@@ -816,6 +825,21 @@ def import_documents(
         flush()
     restore_indexes_now(conn, app)
     return total
+
+
+def restamp(doc: dict[str, Any]) -> bool:
+    """Checks the stamps an imported document carries and writes them as the host does
+    (an offset or microseconds become UTC to the millisecond); True if one changed."""
+    changed = False
+    for name in ("createdAt", "updatedAt"):
+        if name in doc:
+            stamp = as_timestamp(doc[name])
+            if stamp is None:
+                shown = _encode(doc[name]).decode()[:60]
+                raise DocError(f"{name} must be an ISO 8601 date-time with a time zone, e.g. 2026-01-02T03:04:05.678Z, not {shown}", "22007")
+            changed |= stamp != doc[name]
+            doc[name] = stamp
+    return changed
 
 
 def restore_indexes_now(conn: apsw.Connection, app: str) -> None:
