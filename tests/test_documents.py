@@ -790,6 +790,20 @@ def test_cli_import_keeps_to_the_apps_own_limits(db, tmp_path, capsys):
     assert "error: cannot read" in capsys.readouterr().err  # a message, not a FileNotFoundError
 
 
+
+def test_cli_a_query_it_cannot_read_is_a_usage_error(db, tmp_path, capsys):
+    manifest = decode_manifest(b'{"name": "a"}')
+    apps.store_version(db.conn, manifest, "source", "c0", apps.FileEntry("component.wasm", "c0", b"\0asm"), [], [])
+    db.insert({"n": 1})
+    cartridge_flag = ["--cartridge", str(tmp_path / "fazt.db")]
+    for args, message in ((["docs", "a", "notes", "--query", "{broken"], "the query is not valid JSON"),
+                          (["docs", "a", "notes", "--query", '{"limit": "ten"}'], "invalid query"),
+                          (["docs", "explain", "a", "notes", "{broken"], "the query is not valid JSON")):
+        assert cli.main([*args, *cartridge_flag]) == 2, args  # usage errors exit 2
+        assert capsys.readouterr().err.startswith(f"error: {message}"), args
+    assert cli.main(["docs", "a", "notes", "--query", '{"where": [["eq", "n", 1]]}', *cartridge_flag]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 1
+
 def test_a_dropped_table_is_looked_up_again(db):
     db.insert({"name": "x"})
     other = docstore.Store(db.conn)

@@ -257,9 +257,12 @@ def test_cli_lists_explains_imports_and_exports(host, tmp_path):
     bad.write_text('{"ok": 1}\n[1, 2]\n')
     failed = cart.cli("import", "dbproxy", "bad", str(bad), check=False)
     assert failed.returncode == 1 and "line 2" in failed.stderr and "1 documents before it were imported" in failed.stderr
-    for args in (["docs", "dbproxy", "a/b"], ["docs", "explain", "dbproxy", "notes", "{not json"], ["export", "dbproxy", "nope"]):
+    for args in (["docs", "dbproxy", "a/b"], ["export", "dbproxy", "nope"]):
         r = cart.cli(*args, check=False)
         assert r.returncode == 1 and r.stderr.startswith("error: "), args
+    for args in (["docs", "explain", "dbproxy", "notes", "{not json"], ["docs", "dbproxy", "notes", "--query", "{not json"]):
+        r = cart.cli(*args, check=False)
+        assert r.returncode == 2 and r.stderr.startswith("error: the query is not valid JSON"), args  # usage errors
 
 
 def test_unique_index_over_duplicates_refuses_the_deploy(host, tmp_path):
