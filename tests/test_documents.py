@@ -342,6 +342,70 @@ def test_projection_order_range_count_single(db):
     assert db.ok(collection="never", count="exact", head=True)["data"] is None  # head: never rows
 
 
+
+ARROWS = [
+    {"name": "ada", "address": {"city": "London", "zip": 7, "no": 10, "geo": {"lat": 51.5}}, "tags": ["math"], "on": {"x": True}},
+    {"name": "bob", "address": {"city": "Paris", "zip": "75", "no": 9}, "tags": ["art"], "on": {"x": "true"}},
+    {"name": "cy", "address": {"city": None}, "tags": []},
+]
+
+
+def test_json_arrows_select_as_postgrest_names_them(db):
+    db.insert(ARROWS)
+    rows = db.select(columns="name,address->>city,tags->0,zip:address->>zip,address->geo,g:address->>geo,on->>x")
+    # The key is the last key in the path (tags->0 is tags); ->> gives text, -> the JSON value.
+    assert rows == [
+        {"name": "ada", "city": "London", "tags": "math", "zip": "7", "geo": {"lat": 51.5}, "g": '{"lat":51.5}', "x": "true"},
+        {"name": "bob", "city": "Paris", "tags": "art", "zip": "75", "geo": None, "g": None, "x": "true"},
+        {"name": "cy", "city": None, "tags": None, "zip": None, "geo": None, "g": None, "x": None},
+    ]
+    assert db.select(columns="*,city:address->>city", limit=1)[0]["city"] == "London"
+    assert db.select(columns="tags.0", limit=1) == [{"tags": "math"}]  # dots name a path the same way
+
+
+@pytest.mark.parametrize(
+    "where, expected",
+    [
+        ([["eq", "address->>city", "Paris"]], ["bob"]),
+        ([["eq", "address->city", "Paris"]], ["bob"]),
+        ([["eq", "address->>zip", "7"]], ["ada"]),  # ->> compares text: the number 7 reads "7"
+        ([["eq", "address->>zip", 7]], ["ada"]),
+        ([["eq", "address->zip", 7]], ["ada"]),  # -> keeps the JSON type
+        ([["eq", "address->zip", "7"]], []),
+        ([["lt", "address->>zip", "8"]], ["ada", "bob"]),  # "75" < "8" as text
+        ([["lt", "address->zip", 8]], ["ada"]),
+        ([["gt", "address->>no", 8]], ["bob"]),  # as text, "10" < "8"
+        ([["in", "address->>zip", [7, "75"]]], ["ada", "bob"]),
+        ([["eq", "on->>x", True]], ["ada", "bob"]),  # true and "true" read the same as text
+        ([["eq", "on->x", True]], ["ada"]),
+        ([["like", "address->>zip", "7%"]], ["ada", "bob"]),
+        ([["is", "address->>city", None]], ["cy"]),
+        ([["not", ["eq", "address->>city", "Paris"]]], ["ada"]),
+        ([["contains", "tags->0", "math"]], None),  # a scalar pattern: an error, as without the arrow
+        ([["overlaps", "address->>geo", ["x"]]], None),  # ->> gives text, not JSON
+    ],
+)
+def test_json_arrows_filter_as_postgresql_reads_them(db, where, expected):
+    db.insert(ARROWS)
+    if expected is None:
+        assert db.run(collection="notes", where=where)["error"]["code"] in ("22P02", "42883")
+    else:
+        assert names(db.select(where=where)) == expected
+
+
+def test_json_arrows_order_and_page_and_use_indexes(db):
+    db.declare("a", {"notes": ["address.city"]})
+    db.insert(ARROWS)
+    assert names(db.select(order=[{"field": "address->>no"}])) == ["ada", "bob", "cy"]  # text: "10" < "9"
+    assert names(db.select(order=[{"field": "address->no"}])) == ["bob", "ada", "cy"]
+    first = db.ok(collection="notes", order=[{"field": "address->>no"}], limit=1)
+    assert names(db.select(order=[{"field": "address->>no"}], after=first["cursor"])) == ["bob", "cy"]
+    plan = db.plan(where=[["eq", "address->city", "Paris"]])  # the same path as address.city: its index serves it
+    assert "(<expr>=?)" in plan and "SCAN" not in plan, plan
+    for bad in ("address->>city->x", "address->>city.x", "->city", "address->", "a->>"):
+        reply = db.run(collection="notes", where=[["eq", bad, 1]])
+        assert reply["error"]["code"] == "42703", bad
+
 def test_estimated_count_is_close_on_a_large_filtered_collection(db):
     db.ok(op="insert", collection="big", values=[{"k": i % 4} for i in range(24_000)])
     exact = db.ok(collection="big", where=[["eq", "k", 1]], count="exact", head=True)["count"]

@@ -148,6 +148,25 @@ def test_like_escapes_come_before_stars(host):
     assert stars(("filter", "name", "like", "star\\*")) == ["star*"]
 
 
+
+def test_json_arrows_through_the_sdk(host):
+    _, server = host
+    chain(server, ("from", "arrows"), ("insert", [
+        {"name": "a", "n": 1, "address": {"city": "Oslo", "zip": 7}},
+        {"name": "b", "n": 2, "address": {"city": "Rome", "zip": "75"}},
+    ]))
+    rows = chain(server, ("from", "arrows"), ("select", "name,address->>city,zip:address->zip"),
+                 ("order", "address->>city", {"ascending": False}))
+    assert rows["data"] == [{"name": "b", "city": "Rome", "zip": "75"}, {"name": "a", "city": "Oslo", "zip": 7}]
+
+    def arrows(*calls):
+        return names(server, "arrows", *calls)
+
+    assert arrows(("eq", "address->>city", "Oslo")) == ["a"]
+    assert arrows(("or", "address->>zip.eq.7,address->city.eq.Rome")) == ["a", "b"]
+    assert arrows(("filter", "address->>zip", "like", "7*")) == ["a", "b"]
+    assert arrows(("filter", "address->zip", "like", "7*")) == ["a", "b"]  # like reads text either way
+
 def test_errors_come_back_as_values_or_throw_on_request(host):
     _, server = host
     chain(server, ("from", "err"), ("insert", {"email": "a@x"}))

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from .spec import MAX_FILTER_TERMS, MAX_IN_VALUES, DocError, Order, json_type, parse_path
+from .spec import MAX_FILTER_TERMS, MAX_IN_VALUES, DocError, Order, as_text, json_type, parse_path
 
 Scalar = (str, int, float, bool)
 INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -27,12 +27,23 @@ def json_path(parts: tuple[str | int, ...]) -> str:
 
 
 def value_of(field: str) -> str:
-    """The SQL value of a field: what filters compare, orders sort and indexes hold."""
-    return f"(body ->> '{json_path(parse_path(field))}')"
+    """The SQL value of a field: what filters compare, orders sort and indexes hold (text after `->>`)."""
+    parts = parse_path(field)
+    if as_text(field):
+        return text_at(parts)
+    return f"(body ->> '{json_path(parts)}')"
+
+
+def text_at(parts: tuple[str | int, ...]) -> str:
+    """The value at a parsed path as PostgreSQL's ->> gives it: a string itself, a number,
+    boolean, array or object its JSON text, null NULL (SQLite's ->> reads true as 1)."""
+    path = json_path(parts)
+    # `'' ||` leaves plain text, which a projection holds as a string, not as JSON.
+    return f"(CASE WHEN json_type(body, '{path}') IN ('text', 'null') THEN body ->> '{path}' ELSE '' || (body -> '{path}') END)"
 
 
 def json_of(field: str) -> str:
-    """The field as JSON text (objects and arrays whole): what projections return."""
+    """The field as JSON text (objects and arrays whole): what projections return, but after `->>`."""
     return f"(body -> '{json_path(parse_path(field))}')"
 
 
@@ -136,6 +147,17 @@ def _glob(pattern: str) -> str:
     return "".join(out)
 
 
+def _text_of(value: Any, op: str, field: str) -> Any:
+    """A value compared with a `->>` field, as PostgreSQL compares text: a number or boolean as its JSON text."""
+    if op in ("contains", "containedBy", "overlaps"):
+        raise DocError(f"{op} on {field!r}: ->> gives text, not JSON; use ->", "42883")
+    if isinstance(value, list):
+        return [_text_of(v, op, field) for v in value]
+    if isinstance(value, (int, float)):  # booleans too
+        return msgspec.json.encode(value).decode()
+    return value
+
+
 COMPARE = {"eq": "=", "neq": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
@@ -171,6 +193,8 @@ class Filter:
             raise DocError(f"{op} takes a field and a value", "PGRST100")
         field, value = term[1], term[2]
         x = value_of(field)
+        if as_text(field) and op != "is":
+            value = _text_of(value, op, field)
         if op in ("eq", "neq"):
             self.params.append(_bindable(value, op, field))
             guards = type_guards([value], x, type_of(field))
@@ -180,7 +204,8 @@ class Filter:
             return f"({equal})" if op == "eq" else f"NOT ({equal})"
         if op in COMPARE:
             self.params.append(_bindable(value, op, field))
-            return f"({x} {COMPARE[op]} ? AND {same_type(value, type_of(field))})"
+            compare = f"{x} {COMPARE[op]} ?"
+            return compare if as_text(field) else f"({compare} AND {same_type(value, type_of(field))})"
         if op == "in":
             if not isinstance(value, list) or len(value) > MAX_IN_VALUES:
                 raise DocError(f"in on {field!r} takes a list of at most {MAX_IN_VALUES} values", "22P02")
@@ -299,9 +324,16 @@ class Filter:
         raise DocError(f"containedBy on {field!r} takes an array or an object", "22P02")
 
 
+def column_name(parts: tuple[str | int, ...]) -> str:
+    """A selected path's key, as PostgREST names it: the last key in the path (`address->>city` is
+    city, `tags->0` is tags)."""
+    return next((p for p in reversed(parts) if isinstance(p, str)), str(parts[0]))
+
+
 def projection(columns: str | list[str]) -> str:
-    """`*` -> the whole document; `'id,title,a:address.city'` -> an object of those (alias:field);
-    `'*,a:address.city'` -> the whole document with those added, as PostgREST's `*` among columns."""
+    """`*` -> the whole document; `'id,title,a:address.city'` -> an object of those (alias:field;
+    `address->>city` gives the value as text); `'*,a:address.city'` -> the whole document with those
+    added, as PostgREST's `*` among columns."""
     if isinstance(columns, str):
         columns = [c.strip() for c in columns.split(",") if c.strip()]
     fields = [c for c in columns if c != "*"]
@@ -311,11 +343,10 @@ def projection(columns: str | list[str]) -> str:
     pairs = []
     for col in fields:
         alias, _, field = col.rpartition(":")
-        parts = parse_path(field)
-        key = alias or str(parts[-1])
+        key = alias or column_name(parse_path(field))
         if not key or "'" in key or len(key) > 128 or (whole and '"' in key):  # '"' would end the path label
             raise DocError(f"invalid column alias {key[:40]!r}", "42703")
-        pairs.append((key, json_of(field)))
+        pairs.append((key, value_of(field) if as_text(field) else json_of(field)))
     if whole:
         sets = ", ".join(f"'$.\"{key}\"', {value}" for key, value in pairs)
         return f"json_set(json(body), {sets})"
