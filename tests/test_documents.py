@@ -190,7 +190,8 @@ def test_booleans_and_numbers_keep_their_json_type(db, where, expected):
 MIXED = [
     {"name": "zero", "n": 0}, {"name": "three", "n": 3}, {"name": "five", "n": 5}, {"name": "text3", "n": "3"},
     {"name": "textz", "n": "z"}, {"name": "true", "n": True}, {"name": "false", "n": False},
-    {"name": "list", "n": [9]}, {"name": "object", "n": {"a": 9}}, {"name": "null", "n": None}, {"name": "missing"},
+    {"name": "bracket", "n": "[x"}, {"name": "list", "n": [9]}, {"name": "object", "n": {"a": 9}},
+    {"name": "null", "n": None}, {"name": "missing"},
 ]
 
 
@@ -203,12 +204,13 @@ MIXED = [
         ([["lte", "n", 1.5]], ["zero"]),
         ([["lt", "n", "4"]], ["text3"]),
         ([["gt", "n", "a"]], ["textz"]),  # not the object, whose JSON text starts with {
-        ([["gte", "n", ""]], ["text3", "textz"]),
+        ([["gte", "n", ""]], ["text3", "textz", "bracket"]),
+        ([["gt", "n", "Z"]], ["textz", "bracket"]),  # a string starting with [ is still a string
         ([["gt", "n", False]], ["true"]),
         ([["lte", "n", True]], ["true", "false"]),
         ([["lt", "n", True]], ["false"]),
         # A field of another type is not greater, so not() keeps it; a null or missing one stays NULL.
-        ([["not", ["gt", "n", 4]]], ["zero", "three", "text3", "textz", "true", "false", "list", "object"]),
+        ([["not", ["gt", "n", 4]]], ["zero", "three", "text3", "textz", "bracket", "true", "false", "list", "object"]),
         ([["or", [["lt", "n", 1], ["gt", "n", "y"]]]], ["zero", "textz"]),
     ],
 )

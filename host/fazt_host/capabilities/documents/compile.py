@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import math
+import operator
 from typing import Annotated, Any
 
 import msgspec
@@ -83,24 +84,27 @@ def type_guards(values: list[Any], x: str, type_sql: str) -> list[str]:
     return guards
 
 
-def same_type(value: Any, type_sql: str) -> str:
-    """The condition that keeps a range comparison within the value's JSON type.
+def same_type(op: str, value: Any, x: str, type_sql: str) -> list[str]:
+    """Conditions that keep a range comparison within the value's JSON type, as jsonpath compares:
+    a number only with numbers, a string with strings, a boolean with booleans.
 
-    SQLite ranks every text above every number, and `->>` reads true and
-    false as 1 and 0, so `x > 4` alone also matches "3", an array's JSON
-    text and true. As in jsonpath, a number compares only with numbers, a
-    string with strings and a boolean with booleans. It leaves `x > ?` as the
-    term the index serves, and it is never false where `x` is NULL (a null
-    field's type is 'null', a missing one's NULL), so negations keep SQL's
-    NULL semantics.
+    SQLite ranks every text above every number, and `->>` reads true and false
+    as 1 and 0 and an array or object as its JSON text, so `x > 4` alone also
+    matches "3" and `x > 'a'` an object. Most rows are told apart by `x`
+    itself, which an index on the field holds, so a counted range reads only
+    the documents that might be a boolean, an array or an object. `+x` keeps
+    a check off the index's range, which stays `x > ?`. Each condition is
+    NULL, never false, where `x` is NULL, so negations keep SQL's NULL semantics.
     """
     if isinstance(value, bool):
-        kinds = "'true', 'false'"
-    elif isinstance(value, str):
-        kinds = "'text'"
-    else:
-        kinds = "'integer', 'real'"
-    return f"{type_sql} IN ({kinds}, 'null')"
+        return [f"{type_sql} IN ('true', 'false', 'null')"]
+    upward = op in ("gt", "gte")  # texts rank above every number: only an upward range reaches them
+    if isinstance(value, str):
+        # An array's or object's JSON text starts with [ or {.
+        return ([] if upward else [f"+{x} >= ''"]) + [f"(unicode({x}) NOT IN (91, 123) OR {type_sql} = 'text')"]
+    # Of the numbers, only 0 and 1 may be false or true: told apart as in an equality test.
+    booleans = type_guards([k for k in (0, 1) if RANGE[op](k, value)], x, type_sql)
+    return ([f"+{x} < ''"] if upward else []) + booleans
 
 
 def index_ddl(name: str, table: str, fields: tuple[str, ...], unique: bool) -> str:
@@ -159,6 +163,7 @@ def _text_of(value: Any, op: str, field: str) -> Any:
 
 
 COMPARE = {"eq": "=", "neq": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+RANGE = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
 
 
 class Filter:
@@ -205,7 +210,9 @@ class Filter:
         if op in COMPARE:
             self.params.append(_bindable(value, op, field))
             compare = f"{x} {COMPARE[op]} ?"
-            return compare if as_text(field) else f"({compare} AND {same_type(value, type_of(field))})"
+            if as_text(field):
+                return compare
+            return "(" + " AND ".join([compare, *same_type(op, value, x, type_of(field))]) + ")"
         if op == "in":
             if not isinstance(value, list) or len(value) > MAX_IN_VALUES:
                 raise DocError(f"in on {field!r} takes a list of at most {MAX_IN_VALUES} values", "22P02")
