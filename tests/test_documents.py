@@ -186,6 +186,47 @@ def test_booleans_and_numbers_keep_their_json_type(db, where, expected):
     assert sorted(names(db.select(where=where))) == sorted(expected)
 
 
+
+MIXED = [
+    {"name": "zero", "n": 0}, {"name": "three", "n": 3}, {"name": "five", "n": 5}, {"name": "text3", "n": "3"},
+    {"name": "textz", "n": "z"}, {"name": "true", "n": True}, {"name": "false", "n": False},
+    {"name": "bracket", "n": "[x"}, {"name": "list", "n": [9]}, {"name": "object", "n": {"a": 9}},
+    {"name": "null", "n": None}, {"name": "missing"},
+]
+
+
+@pytest.mark.parametrize(
+    "where, expected",
+    [
+        ([["gt", "n", 4]], ["five"]),  # not "3": SQLite ranks every text above every number
+        ([["gte", "n", 0]], ["zero", "three", "five"]),  # not true or false, read as 1 and 0
+        ([["lt", "n", 4]], ["zero", "three"]),
+        ([["lte", "n", 1.5]], ["zero"]),
+        ([["lt", "n", "4"]], ["text3"]),
+        ([["gt", "n", "a"]], ["textz"]),  # not the object, whose JSON text starts with {
+        ([["gte", "n", ""]], ["text3", "textz", "bracket"]),
+        ([["gt", "n", "Z"]], ["textz", "bracket"]),  # a string starting with [ is still a string
+        ([["gt", "n", False]], ["true"]),
+        ([["lte", "n", True]], ["true", "false"]),
+        ([["lt", "n", True]], ["false"]),
+        # A field of another type is not greater, so not() keeps it; a null or missing one stays NULL.
+        ([["not", ["gt", "n", 4]]], ["zero", "three", "text3", "textz", "bracket", "true", "false", "list", "object"]),
+        ([["or", [["lt", "n", 1], ["gt", "n", "y"]]]], ["zero", "textz"]),
+    ],
+)
+def test_ranges_compare_only_values_of_the_same_json_type(db, where, expected):
+    db.declare("a", {"notes": ["n"]})
+    db.insert(MIXED)
+    assert sorted(names(db.select(where=where))) == sorted(expected)
+
+
+def test_typed_ranges_still_use_the_index(db):
+    db.declare("a", {"notes": ["n"]})
+    db.insert(MIXED)
+    for op, value in (("gt", 4), ("lte", "4"), ("gte", False)):
+        plan = db.plan(where=[[op, "n", value]])
+        assert ("(<expr>>?)" in plan or "(<expr><?)" in plan) and "SCAN" not in plan, (op, value, plan)
+
 @pytest.mark.parametrize(
     "op, pattern, expected",
     [
@@ -303,6 +344,70 @@ def test_projection_order_range_count_single(db):
     assert db.ok(collection="never", count="exact", head=True)["data"] is None  # head: never rows
 
 
+
+ARROWS = [
+    {"name": "ada", "address": {"city": "London", "zip": 7, "no": 10, "geo": {"lat": 51.5}}, "tags": ["math"], "on": {"x": True}},
+    {"name": "bob", "address": {"city": "Paris", "zip": "75", "no": 9}, "tags": ["art"], "on": {"x": "true"}},
+    {"name": "cy", "address": {"city": None}, "tags": []},
+]
+
+
+def test_json_arrows_select_as_postgrest_names_them(db):
+    db.insert(ARROWS)
+    rows = db.select(columns="name,address->>city,tags->0,zip:address->>zip,address->geo,g:address->>geo,on->>x")
+    # The key is the last key in the path (tags->0 is tags); ->> gives text, -> the JSON value.
+    assert rows == [
+        {"name": "ada", "city": "London", "tags": "math", "zip": "7", "geo": {"lat": 51.5}, "g": '{"lat":51.5}', "x": "true"},
+        {"name": "bob", "city": "Paris", "tags": "art", "zip": "75", "geo": None, "g": None, "x": "true"},
+        {"name": "cy", "city": None, "tags": None, "zip": None, "geo": None, "g": None, "x": None},
+    ]
+    assert db.select(columns="*,city:address->>city", limit=1)[0]["city"] == "London"
+    assert db.select(columns="tags.0", limit=1) == [{"tags": "math"}]  # dots name a path the same way
+
+
+@pytest.mark.parametrize(
+    "where, expected",
+    [
+        ([["eq", "address->>city", "Paris"]], ["bob"]),
+        ([["eq", "address->city", "Paris"]], ["bob"]),
+        ([["eq", "address->>zip", "7"]], ["ada"]),  # ->> compares text: the number 7 reads "7"
+        ([["eq", "address->>zip", 7]], ["ada"]),
+        ([["eq", "address->zip", 7]], ["ada"]),  # -> keeps the JSON type
+        ([["eq", "address->zip", "7"]], []),
+        ([["lt", "address->>zip", "8"]], ["ada", "bob"]),  # "75" < "8" as text
+        ([["lt", "address->zip", 8]], ["ada"]),
+        ([["gt", "address->>no", 8]], ["bob"]),  # as text, "10" < "8"
+        ([["in", "address->>zip", [7, "75"]]], ["ada", "bob"]),
+        ([["eq", "on->>x", True]], ["ada", "bob"]),  # true and "true" read the same as text
+        ([["eq", "on->x", True]], ["ada"]),
+        ([["like", "address->>zip", "7%"]], ["ada", "bob"]),
+        ([["is", "address->>city", None]], ["cy"]),
+        ([["not", ["eq", "address->>city", "Paris"]]], ["ada"]),
+        ([["contains", "tags->0", "math"]], None),  # a scalar pattern: an error, as without the arrow
+        ([["overlaps", "address->>geo", ["x"]]], None),  # ->> gives text, not JSON
+    ],
+)
+def test_json_arrows_filter_as_postgresql_reads_them(db, where, expected):
+    db.insert(ARROWS)
+    if expected is None:
+        assert db.run(collection="notes", where=where)["error"]["code"] in ("22P02", "42883")
+    else:
+        assert names(db.select(where=where)) == expected
+
+
+def test_json_arrows_order_and_page_and_use_indexes(db):
+    db.declare("a", {"notes": ["address.city"]})
+    db.insert(ARROWS)
+    assert names(db.select(order=[{"field": "address->>no"}])) == ["ada", "bob", "cy"]  # text: "10" < "9"
+    assert names(db.select(order=[{"field": "address->no"}])) == ["bob", "ada", "cy"]
+    first = db.ok(collection="notes", order=[{"field": "address->>no"}], limit=1)
+    assert names(db.select(order=[{"field": "address->>no"}], after=first["cursor"])) == ["bob", "cy"]
+    plan = db.plan(where=[["eq", "address->city", "Paris"]])  # the same path as address.city: its index serves it
+    assert "(<expr>=?)" in plan and "SCAN" not in plan, plan
+    for bad in ("address->>city->x", "address->>city.x", "->city", "address->", "a->>"):
+        reply = db.run(collection="notes", where=[["eq", bad, 1]])
+        assert reply["error"]["code"] == "42703", bad
+
 def test_estimated_count_is_close_on_a_large_filtered_collection(db):
     db.ok(op="insert", collection="big", values=[{"k": i % 4} for i in range(24_000)])
     exact = db.ok(collection="big", where=[["eq", "k", 1]], count="exact", head=True)["count"]
@@ -382,6 +487,29 @@ def test_upsert_on_a_compound_unique_key(db):
     assert db.run(op="upsert", collection="members", onConflict="email", values={"email": "a@x"})["error"]["code"] == "42P10"
     assert db.ok(collection="members", count="planned", head=True)["count"] == 3
 
+
+
+def test_upsert_refuses_one_key_twice_as_postgresql_does(db):
+    db.declare("a", {"users": [{"unique": "email"}]})
+    db.insert({"id": "u1", "email": "a", "n": 0}, collection="users")
+    for values, on_conflict in (
+        ([{"email": "a", "n": 1}, {"email": "a", "n": 2}], "email"),  # twice an existing row
+        ([{"email": "b", "n": 1}, {"email": "c"}, {"email": "b", "n": 2}], "email"),  # twice a new one
+        ([{"id": "u2", "n": 1}, {"id": "u2", "n": 2}], "id"),
+        ([{"email": 1}, {"email": True}], "email"),  # one value to the unique index
+    ):
+        reply = db.run(op="upsert", collection="users", onConflict=on_conflict, values=values, returning=True)
+        assert reply["status"] == 400 and reply["error"]["code"] == "21000", reply
+        assert reply["error"]["message"] == "ON CONFLICT DO UPDATE command cannot affect row a second time"
+        assert reply["error"]["hint"].startswith("Ensure that no rows proposed for insertion")
+    assert [(d["id"], d["email"], d["n"]) for d in db.select(collection="users")] == [("u1", "a", 0)]  # nothing written
+    # ignoreDuplicates (ON CONFLICT DO NOTHING) is no error: the first proposed row wins.
+    reply = db.ok(op="upsert", collection="users", onConflict="email", ignoreDuplicates=True, returning=True,
+                  values=[{"email": "b", "n": 1}, {"email": "b", "n": 2}, {"email": "a", "n": 3}])
+    assert [(d["email"], d["n"]) for d in reply["data"]] == [("b", 1)]
+    # Values SQLite tells apart are two keys: the number 1 and the text "1".
+    db.ok(op="upsert", collection="users", values=[{"id": 1, "email": "n"}, {"id": "1", "email": "t"}])
+    assert len(db.select(collection="users")) == 4
 
 def test_unique_violations_name_the_key(db):
     db.declare("a", {"users": [{"unique": "email"}]})
@@ -675,6 +803,34 @@ def test_import_export_round_trip_and_bad_lines(db, tmp_path):
         docstore.import_documents(db.conn, "a", "more2", [b"{}\n", b"[1]\n"])
 
 
+
+def test_import_checks_stamps_and_writes_them_as_the_host_does(db, tmp_path, capsys):
+    lines = [
+        b'{"n": 1, "createdAt": "2020-01-01T02:00:00+02:00", "updatedAt": "2020-01-01T00:00:00.123456Z"}\n',
+        b'{"n": 2, "createdAt": "2021-05-06T07:08:09.010Z"}\n',  # as the host writes it: kept as it is
+        b'{"n": 3, "id": "x", "updatedAt": "2020-06-30T23:30-01:00", "meta": {"createdAt": 5}}\n',
+        b'{"n": 4}\n',
+    ]
+    assert docstore.import_documents(db.conn, "a", "stamps", lines) == 4
+    rows = db.select(collection="stamps", order=[{"field": "n"}])
+    assert [(r["createdAt"], r["updatedAt"]) for r in rows[:1]] == [("2020-01-01T00:00:00.000Z", "2020-01-01T00:00:00.123Z")]
+    assert rows[1]["createdAt"] == "2021-05-06T07:08:09.010Z" and rows[2]["updatedAt"] == "2020-07-01T00:30:00.000Z"
+    assert rows[2]["meta"] == {"createdAt": 5}  # only the document's own stamps are the host's
+    assert rows[3]["createdAt"] == rows[3]["updatedAt"] and rows[3]["createdAt"].endswith("Z")  # missing: filled in
+    assert rows[1]["updatedAt"] == rows[3]["updatedAt"]
+    for bad in (12345, "garbage", None, True, "2020-01-01T02:00:00", "2020-01-01", "2020-13-01T00:00:00Z", "0001-01-01T00:00+01:00"):
+        doc = msgspec.json.encode({"n": 5, "updatedAt": bad})
+        with pytest.raises(docstore.DocError, match="^line 2: updatedAt must be an ISO 8601 date-time with a time zone") as e:
+            docstore.import_documents(db.conn, "a", "bad", [b'{"n": 1}', doc])
+        assert e.value.code == "22007" and "1 documents before it were imported" in str(e.value), bad
+    # From the command line: exit 1 and the line, as for other bad lines.
+    manifest = decode_manifest(b'{"name": "a"}')
+    apps.store_version(db.conn, manifest, "source", "c0", apps.FileEntry("component.wasm", "c0", b"\0asm"), [], [])
+    src = tmp_path / "in.ndjson"
+    src.write_text('{"n": 1}\n{"createdAt": 12345}\n')
+    assert cli.main(["import", "a", "cli", str(src), "--cartridge", str(tmp_path / "fazt.db")]) == 1
+    assert "error: line 2: createdAt must be an ISO 8601 date-time with a time zone" in capsys.readouterr().err
+
 def test_cli_refuses_the_documents_of_an_app_that_does_not_exist(db, tmp_path):
     src = tmp_path / "in.ndjson"
     src.write_text('{"n": 1}\n')
@@ -699,6 +855,20 @@ def test_cli_import_keeps_to_the_apps_own_limits(db, tmp_path, capsys):
     assert cli.main(["import", "big", "notes", str(tmp_path / "missing.ndjson"), *cartridge_flag]) == 1
     assert "error: cannot read" in capsys.readouterr().err  # a message, not a FileNotFoundError
 
+
+
+def test_cli_a_query_it_cannot_read_is_a_usage_error(db, tmp_path, capsys):
+    manifest = decode_manifest(b'{"name": "a"}')
+    apps.store_version(db.conn, manifest, "source", "c0", apps.FileEntry("component.wasm", "c0", b"\0asm"), [], [])
+    db.insert({"n": 1})
+    cartridge_flag = ["--cartridge", str(tmp_path / "fazt.db")]
+    for args, message in ((["docs", "a", "notes", "--query", "{broken"], "the query is not valid JSON"),
+                          (["docs", "a", "notes", "--query", '{"limit": "ten"}'], "invalid query"),
+                          (["docs", "explain", "a", "notes", "{broken"], "the query is not valid JSON")):
+        assert cli.main([*args, *cartridge_flag]) == 2, args  # usage errors exit 2
+        assert capsys.readouterr().err.startswith(f"error: {message}"), args
+    assert cli.main(["docs", "a", "notes", "--query", '{"where": [["eq", "n", 1]]}', *cartridge_flag]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 1
 
 def test_a_dropped_table_is_looked_up_again(db):
     db.insert({"name": "x"})

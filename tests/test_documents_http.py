@@ -31,6 +31,13 @@ def chain(server, *calls, app="dbproxy"):
     return r.json()
 
 
+def names(server, collection, *calls):
+    """The names of the documents a filter chain matches, in `n` order."""
+    reply = chain(server, ("from", collection), ("select", "name"), *calls, ("order", "n"))
+    assert reply["error"] is None, reply
+    return [d["name"] for d in reply["data"]]
+
+
 def test_the_issue_example_works(host):
     _, server = host
     uid = "u-42"
@@ -68,31 +75,97 @@ def test_postgrest_string_filters(host):
         {"name": "d", "n": 3, "tags": [], "s": "set"},
     ]))
 
-    def names(*calls):
-        reply = chain(server, ("from", "pg"), ("select", "name"), *calls, ("order", "n"))
-        assert reply["error"] is None, reply
-        return [d["name"] for d in reply["data"]]
+    def pg(*calls):
+        return names(server, "pg", *calls)
 
-    assert names(("or", "n.eq.1,name.eq.d")) == ["a", "d"]
-    assert names(("or", 'name.eq."b.c",and(n.gt.2,s.eq.set)')) == ["b.c", "d"]
-    assert names(("or", "n.in.(1,3),not.tags.cs.{y}")) == ["a", "d"]
-    assert names(("not", "n", "in", "(1,2)")) == ["d"]
-    assert names(("not", "s", "is", None)) == ["d"]
-    assert names(("filter", "tags", "cs", '["x"]')) == ["a"]
-    assert names(("filter", "n", "not.eq", 2)) == ["a", "d"]
-    assert names(("match", {"n": 2, "name": "b.c"})) == ["b.c"]
-    assert names(("contains", "tags", ["y"])) == ["a", "b.c"]
-    assert names(("containedBy", "tags", ["y", "z"])) == ["b.c", "d"]
-    assert names(("overlaps", "tags", "{x,z}")) == ["a"]
-    assert names(("or", "tags.cd.{y},tags.ov.(x)")) == ["a", "b.c", "d"]
-    assert names(("not", "tags", "cd", '["y"]')) == ["a"]
-    assert names(("filter", "tags", "ov", ["y"])) == ["a", "b.c"]
-    assert names(("like", "name", "*.*")) == ["b.c"]
-    assert names(("range", 1, 2)) == ["b.c", "d"]
+    assert pg(("or", "n.eq.1,name.eq.d")) == ["a", "d"]
+    assert pg(("or", 'name.eq."b.c",and(n.gt.2,s.eq.set)')) == ["b.c", "d"]
+    assert pg(("or", "n.in.(1,3),not.tags.cs.{y}")) == ["a", "d"]
+    assert pg(("not", "n", "in", "(1,2)")) == ["d"]
+    assert pg(("not", "s", "is", None)) == ["d"]
+    assert pg(("filter", "tags", "cs", '["x"]')) == ["a"]
+    assert pg(("filter", "n", "not.eq", 2)) == ["a", "d"]
+    assert pg(("match", {"n": 2, "name": "b.c"})) == ["b.c"]
+    assert pg(("contains", "tags", ["y"])) == ["a", "b.c"]
+    assert pg(("containedBy", "tags", ["y", "z"])) == ["b.c", "d"]
+    assert pg(("overlaps", "tags", "{x,z}")) == ["a"]
+    assert pg(("or", "tags.cd.{y},tags.ov.(x)")) == ["a", "b.c", "d"]
+    assert pg(("not", "tags", "cd", '["y"]')) == ["a"]
+    assert pg(("filter", "tags", "ov", ["y"])) == ["a", "b.c"]
+    assert pg(("like", "name", "*.*")) == ["b.c"]
+    assert pg(("range", 1, 2)) == ["b.c", "d"]
     for malformed in ("n.regex.1", "(n.eq.1)", "and(n.eq.1", "n.eq.1)", 'name.eq."a'):
         bad = chain(server, ("from", "pg"), ("select",), ("or", malformed))
         assert bad["data"] is None and bad["error"]["code"] == "PGRST100", malformed  # as PostgREST, not an empty match
 
+
+
+def test_filter_and_not_read_a_string_value_as_or_does(host):
+    # postgrest-js sends filter()/not() values as they are, in PostgREST's syntax: '4' is the number 4.
+    _, server = host
+    chain(server, ("from", "txt"), ("insert", [
+        {"name": "a", "n": 3, "ok": True, "zip": "007", "s": "4"},
+        {"name": "b", "n": 5, "ok": False, "zip": "7", "s": 4},
+        {"name": "c", "n": 6, "zip": 7},
+    ]))
+
+    def txt(*calls):
+        return names(server, "txt", *calls)
+
+    assert txt(("filter", "n", "gt", "4")) == ["b", "c"]  # as .gt('n', 4)
+    assert txt(("filter", "n", "not.gt", "4")) == ["a"]
+    assert txt(("not", "ok", "eq", "true")) == ["b"]  # c has no ok: NULL, as in SQL
+    assert txt(("filter", "s", "eq", '"4"')) == ["a"]  # "quoted" stays text
+    assert txt(("filter", "s", "eq", 4)) == ["b"]  # a value that is not a string keeps its type
+    assert txt(("filter", "ok", "is", "true")) == ["a"]
+    assert txt(("filter", "zip", "like", "00*")) == ["a"]
+    assert txt(("or", "zip.like.7")) == ["b", "c"]  # a like pattern is text, even one that reads as a number
+    # JSON's number grammar: 007 is no number, so it stays the text "007".
+    assert txt(("or", "zip.eq.007")) == ["a"]
+    assert txt(("filter", "zip", "eq", "007")) == ["a"]
+    assert txt(("filter", "zip", "eq", "7")) == ["c"]
+    assert txt(("or", "n.eq.-0,n.eq.6.0,n.lt.3e0")) == ["c"]
+    for calls in (("or", "n.gt.1e400"), ("filter", "n", "lt", "-1e400"), ("in", "n", "(1,1e999)")):
+        bad = chain(server, ("from", "txt"), ("select",), calls)
+        assert bad["error"]["code"] == "22003" and "out of range for a number" in bad["error"]["message"], calls
+
+
+def test_like_escapes_come_before_stars(host):
+    _, server = host
+    chain(server, ("from", "stars"), ("insert", [
+        {"name": "star*", "n": 1}, {"name": "starry", "n": 2}, {"name": "st%r", "n": 3}, {"name": "a\\b", "n": 4},
+    ]))
+
+    def stars(*calls):
+        return names(server, "stars", *calls)
+
+    assert stars(("like", "name", "star\\*")) == ["star*"]  # an escaped * is a literal *
+    assert stars(("like", "name", "star*")) == ["star*", "starry"]
+    assert stars(("ilike", "name", "STAR\\*")) == ["star*"]
+    assert stars(("like", "name", "st\\%*")) == ["st%r"]
+    assert stars(("like", "name", "*\\\\*")) == ["a\\b"]  # an escaped backslash, then a star: any run
+    assert stars(("or", 'name.like."star\\\\*"')) == ["star*"]  # in quotes, \\ is one backslash
+    assert stars(("filter", "name", "like", "star\\*")) == ["star*"]
+
+
+
+def test_json_arrows_through_the_sdk(host):
+    _, server = host
+    chain(server, ("from", "arrows"), ("insert", [
+        {"name": "a", "n": 1, "address": {"city": "Oslo", "zip": 7}},
+        {"name": "b", "n": 2, "address": {"city": "Rome", "zip": "75"}},
+    ]))
+    rows = chain(server, ("from", "arrows"), ("select", "name,address->>city,zip:address->zip"),
+                 ("order", "address->>city", {"ascending": False}))
+    assert rows["data"] == [{"name": "b", "city": "Rome", "zip": "75"}, {"name": "a", "city": "Oslo", "zip": 7}]
+
+    def arrows(*calls):
+        return names(server, "arrows", *calls)
+
+    assert arrows(("eq", "address->>city", "Oslo")) == ["a"]
+    assert arrows(("or", "address->>zip.eq.7,address->city.eq.Rome")) == ["a", "b"]
+    assert arrows(("filter", "address->>zip", "like", "7*")) == ["a", "b"]
+    assert arrows(("filter", "address->zip", "like", "7*")) == ["a", "b"]  # like reads text either way
 
 def test_errors_come_back_as_values_or_throw_on_request(host):
     _, server = host
@@ -203,9 +276,12 @@ def test_cli_lists_explains_imports_and_exports(host, tmp_path):
     bad.write_text('{"ok": 1}\n[1, 2]\n')
     failed = cart.cli("import", "dbproxy", "bad", str(bad), check=False)
     assert failed.returncode == 1 and "line 2" in failed.stderr and "1 documents before it were imported" in failed.stderr
-    for args in (["docs", "dbproxy", "a/b"], ["docs", "explain", "dbproxy", "notes", "{not json"], ["export", "dbproxy", "nope"]):
+    for args in (["docs", "dbproxy", "a/b"], ["export", "dbproxy", "nope"]):
         r = cart.cli(*args, check=False)
         assert r.returncode == 1 and r.stderr.startswith("error: "), args
+    for args in (["docs", "explain", "dbproxy", "notes", "{not json"], ["docs", "dbproxy", "notes", "--query", "{not json"]):
+        r = cart.cli(*args, check=False)
+        assert r.returncode == 2 and r.stderr.startswith("error: the query is not valid JSON"), args  # usage errors
 
 
 def test_unique_index_over_duplicates_refuses_the_deploy(host, tmp_path):

@@ -29,21 +29,41 @@ const ALIASES = { cs: 'contains', cd: 'containedBy', ov: 'overlaps' };
 const LIST_OPERATORS = new Set(['in', 'contains', 'containedBy', 'overlaps']);
 const JSON_OPERATORS = new Set(['contains', 'containedBy', 'overlaps']);
 
+const LIKE_OPERATORS = new Set(['like', 'ilike']);
+// JSON's number grammar: `007` or `1.` is text, not a number.
+const JSON_NUMBER = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/;
+
 function likePattern(op, value) {
-  // PostgREST takes `*` for `%` in like patterns; so do we.
-  return (op === 'like' || op === 'ilike') && typeof value === 'string' ? value.replaceAll('*', '%') : value;
+  // PostgREST takes `*` for `%` in like patterns; so do we, but an escaped `\*` stays a literal `*`.
+  return LIKE_OPERATORS.has(op) && typeof value === 'string'
+    ? value.replace(/\\[^]|\*/g, (m) => (m === '*' ? '%' : m))
+    : value;
+}
+
+// JSON has no Infinity or NaN (JSON.stringify would send null): name the number instead.
+function finite(value, shown = String(value)) {
+  if (typeof value === 'number' && !Number.isFinite(value)) {
+    throw new DocumentsError({ message: `${shown.slice(0, 40)} is out of range for a number`, code: '22003' });
+  }
+  return value;
+}
+
+function isQuoted(text) {
+  return text.length >= 2 && text.startsWith('"') && text.endsWith('"');
+}
+
+function unquote(text) {
+  return text.slice(1, -1).replace(/\\(.)/g, '$1');
 }
 
 // A value written in PostgREST's text syntax: "quoted" stays a string,
-// numbers/true/false/null become JSON values, (a,b) and {a,b} become lists.
+// JSON numbers/true/false/null become JSON values.
 function parseText(text) {
-  if (text.length >= 2 && text.startsWith('"') && text.endsWith('"')) {
-    return text.slice(1, -1).replace(/\\(.)/g, '$1');
-  }
+  if (isQuoted(text)) return unquote(text);
   if (text === 'null') return null;
   if (text === 'true') return true;
   if (text === 'false') return false;
-  if (/^-?\d+(\.\d+)?([eE][+-]?\d+)?$/.test(text)) return Number(text);
+  if (JSON_NUMBER.test(text)) return finite(Number(text), text);
   return text;
 }
 
@@ -84,9 +104,19 @@ function term(field, op, value) {
   if (!OPERATORS.has(op)) {
     throw new DocumentsError({ message: `unknown operator ${String(op).slice(0, 40)}`, code: 'PGRST100' });
   }
-  if (LIST_OPERATORS.has(op) && typeof value === 'string') value = parseList(op, value);
-  if (op === 'is' && typeof value === 'string') value = parseText(value);
+  [value].flat().forEach((v) => finite(v));
   return [op, field, likePattern(op, value)];
+}
+
+// One filter term whose value, if a string, is in PostgREST's text syntax, as postgrest-js
+// sends it for or(), filter() and not(): `.filter('n', 'gt', '4')` is `.gt('n', 4)`.
+function textTerm(field, op, value) {
+  op = ALIASES[op] ?? op;
+  if (typeof value !== 'string') return term(field, op, value);
+  if (LIST_OPERATORS.has(op)) return term(field, op, parseList(op, value));
+  // A pattern is text even when it reads as a number.
+  if (LIKE_OPERATORS.has(op)) return term(field, op, isQuoted(value) ? unquote(value) : value);
+  return term(field, op, parseText(value));
 }
 
 // `a.eq.1,b.in.(2,3),and(c.gt.1,not.d.is.null)` -> filter terms.
@@ -113,10 +143,7 @@ function parseFilter(item) {
     let op = parts[i];
     let rest = parts.slice(i + 1);
     if (op === 'not') { negate = !negate; op = rest[0]; rest = rest.slice(1); }
-    const raw = rest.join('.');
-    op = ALIASES[op] ?? op;
-    const value = LIST_OPERATORS.has(op) ? parseList(op, raw) : parseText(raw);
-    t = term(field, op, value);
+    t = textTerm(field, op, rest.join('.'));
   }
   return negate ? ['not', t] : t;
 }
@@ -168,18 +195,18 @@ class QueryBuilder {
   gte(f, v) { return this.add(() => term(f, 'gte', v)); }
   lt(f, v) { return this.add(() => term(f, 'lt', v)); }
   lte(f, v) { return this.add(() => term(f, 'lte', v)); }
-  in(f, v) { return this.add(() => term(f, 'in', v)); }
+  in(f, v) { return this.add(() => textTerm(f, 'in', v)); }
   like(f, v) { return this.add(() => term(f, 'like', v)); }
   ilike(f, v) { return this.add(() => term(f, 'ilike', v)); }
-  is(f, v) { return this.add(() => term(f, 'is', v)); }
-  contains(f, v) { return this.add(() => term(f, 'contains', v)); }
-  containedBy(f, v) { return this.add(() => term(f, 'containedBy', v)); }
-  overlaps(f, v) { return this.add(() => term(f, 'overlaps', v)); }
+  is(f, v) { return this.add(() => textTerm(f, 'is', v)); }
+  contains(f, v) { return this.add(() => textTerm(f, 'contains', v)); }
+  containedBy(f, v) { return this.add(() => textTerm(f, 'containedBy', v)); }
+  overlaps(f, v) { return this.add(() => textTerm(f, 'overlaps', v)); }
   match(obj) { for (const [f, v] of Object.entries(obj)) this.eq(f, v); return this; }
-  not(f, op, v) { return this.add(() => ['not', term(f, op, v)]); }
+  not(f, op, v) { return this.add(() => ['not', textTerm(f, op, v)]); }
   filter(f, op, v) {
     if (typeof op === 'string' && op.startsWith('not.')) return this.not(f, op.slice(4), v);
-    return this.add(() => term(f, op, v));
+    return this.add(() => textTerm(f, op, v));
   }
   or(filters) { return this.add(() => ['or', parseFilters(filters)]); }
   // A filter that cannot be read becomes the reply's error when awaited, as

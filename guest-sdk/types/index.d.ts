@@ -122,7 +122,7 @@ export interface QueryBuilder<T = Document> extends PromiseLike<Reply<T[]>> {
   lt(field: string, value: Scalar): QueryBuilder<T>;
   lte(field: string, value: Scalar): QueryBuilder<T>;
   in(field: string, values: Scalar[] | string): QueryBuilder<T>;
-  /** `%` (or `*`) matches any run, `_` one character; case-sensitive. */
+  /** `%` (or `*`) matches any run, `_` one character, `\` escapes the next (`\*` is a `*`); case-sensitive. */
   like(field: string, pattern: string): QueryBuilder<T>;
   /** like, ignoring ASCII case. */
   ilike(field: string, pattern: string): QueryBuilder<T>;
@@ -134,7 +134,9 @@ export interface QueryBuilder<T = Document> extends PromiseLike<Reply<T[]>> {
   /** An array field holding at least one of the values. */
   overlaps(field: string, value: Scalar[] | string): QueryBuilder<T>;
   match(query: Record<string, Scalar>): QueryBuilder<T>;
+  /** A string value is in PostgREST's syntax, as in or(): `'4'` is the number 4, `'"4"'` the text. */
   not(field: string, operator: Operator, value: unknown): QueryBuilder<T>;
+  /** As not() for a string value; `operator` may be `not.eq` and the like. */
   filter(field: string, operator: Operator | `not.${Operator}`, value: unknown): QueryBuilder<T>;
   /** PostgREST syntax: `'status.eq.open,and(n.gt.2,n.lt.5)'`. */
   or(filters: string): QueryBuilder<T>;

@@ -285,9 +285,20 @@ def _documents(args):
     return conn
 
 
+def _query(text: str):
+    """The query JSON given on the command line, or None (after saying why) when it cannot be read: a usage error."""
+    from .capabilities.documents.spec import DocError, decode_operation
+
+    try:
+        return decode_operation(text)
+    except DocError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+
+
 def cmd_docs(args) -> int:
     from .capabilities.documents import store
-    from .capabilities.documents.spec import DocError, decode_operation
+    from .capabilities.documents.spec import DocError
 
     conn = _documents(args)
     words = args.args
@@ -297,7 +308,10 @@ def cmd_docs(args) -> int:
                 print("usage: fazt-host docs explain APP COLLECTION QUERY_JSON", file=sys.stderr)
                 return EXIT_USAGE
             _existing_app(conn, words[1])
-            plan = store.explain(conn, words[1], words[2], decode_operation(words[3]))
+            op = _query(words[3])
+            if op is None:
+                return EXIT_USAGE
+            plan = store.explain(conn, words[1], words[2], op)
             if args.json:
                 _print_json(plan)
             else:
@@ -320,7 +334,9 @@ def cmd_docs(args) -> int:
         if len(words) != 2:
             print("usage: fazt-host docs APP [COLLECTION] | docs explain APP COLLECTION QUERY_JSON", file=sys.stderr)
             return EXIT_USAGE
-        op = decode_operation(args.query or "{}")
+        op = _query(args.query or "{}")
+        if op is None:
+            return EXIT_USAGE
         op.collection = words[1]
         if op.op != "select":
             raise DocError("docs only reads; change documents through the app", "PGRST100")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import base64
 import math
+import operator
 from typing import Annotated, Any
 
 import msgspec
 
-from .spec import MAX_FILTER_TERMS, MAX_IN_VALUES, DocError, Order, json_type, parse_path
+from .spec import MAX_FILTER_TERMS, MAX_IN_VALUES, DocError, Order, as_text, json_type, parse_path
 
 Scalar = (str, int, float, bool)
 INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -27,12 +28,23 @@ def json_path(parts: tuple[str | int, ...]) -> str:
 
 
 def value_of(field: str) -> str:
-    """The SQL value of a field: what filters compare, orders sort and indexes hold."""
-    return f"(body ->> '{json_path(parse_path(field))}')"
+    """The SQL value of a field: what filters compare, orders sort and indexes hold (text after `->>`)."""
+    parts = parse_path(field)
+    if as_text(field):
+        return text_at(parts)
+    return f"(body ->> '{json_path(parts)}')"
+
+
+def text_at(parts: tuple[str | int, ...]) -> str:
+    """The value at a parsed path as PostgreSQL's ->> gives it: a string itself, a number,
+    boolean, array or object its JSON text, null NULL (SQLite's ->> reads true as 1)."""
+    path = json_path(parts)
+    # `'' ||` leaves plain text, which a projection holds as a string, not as JSON.
+    return f"(CASE WHEN json_type(body, '{path}') IN ('text', 'null') THEN body ->> '{path}' ELSE '' || (body -> '{path}') END)"
 
 
 def json_of(field: str) -> str:
-    """The field as JSON text (objects and arrays whole): what projections return."""
+    """The field as JSON text (objects and arrays whole): what projections return, but after `->>`."""
     return f"(body -> '{json_path(parse_path(field))}')"
 
 
@@ -70,6 +82,29 @@ def type_guards(values: list[Any], x: str, type_sql: str) -> list[str]:
             kind = "IN" if as_bool else "NOT IN"
             guards.append(f"({x} != {k} OR {type_sql} {kind} {BOOLEAN_TYPES})")
     return guards
+
+
+def same_type(op: str, value: Any, x: str, type_sql: str) -> list[str]:
+    """Conditions that keep a range comparison within the value's JSON type, as jsonpath compares:
+    a number only with numbers, a string with strings, a boolean with booleans.
+
+    SQLite ranks every text above every number, and `->>` reads true and false
+    as 1 and 0 and an array or object as its JSON text, so `x > 4` alone also
+    matches "3" and `x > 'a'` an object. Most rows are told apart by `x`
+    itself, which an index on the field holds, so a counted range reads only
+    the documents that might be a boolean, an array or an object. `+x` keeps
+    a check off the index's range, which stays `x > ?`. Each condition is
+    NULL, never false, where `x` is NULL, so negations keep SQL's NULL semantics.
+    """
+    if isinstance(value, bool):
+        return [f"{type_sql} IN ('true', 'false', 'null')"]
+    upward = op in ("gt", "gte")  # texts rank above every number: only an upward range reaches them
+    if isinstance(value, str):
+        # An array's or object's JSON text starts with [ or {.
+        return ([] if upward else [f"+{x} >= ''"]) + [f"(unicode({x}) NOT IN (91, 123) OR {type_sql} = 'text')"]
+    # Of the numbers, only 0 and 1 may be false or true: told apart as in an equality test.
+    booleans = type_guards([k for k in (0, 1) if RANGE[op](k, value)], x, type_sql)
+    return ([f"+{x} < ''"] if upward else []) + booleans
 
 
 def index_ddl(name: str, table: str, fields: tuple[str, ...], unique: bool) -> str:
@@ -116,7 +151,19 @@ def _glob(pattern: str) -> str:
     return "".join(out)
 
 
+def _text_of(value: Any, op: str, field: str) -> Any:
+    """A value compared with a `->>` field, as PostgreSQL compares text: a number or boolean as its JSON text."""
+    if op in ("contains", "containedBy", "overlaps"):
+        raise DocError(f"{op} on {field!r}: ->> gives text, not JSON; use ->", "42883")
+    if isinstance(value, list):
+        return [_text_of(v, op, field) for v in value]
+    if isinstance(value, (int, float)):  # booleans too
+        return msgspec.json.encode(value).decode()
+    return value
+
+
 COMPARE = {"eq": "=", "neq": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+RANGE = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
 
 
 class Filter:
@@ -151,6 +198,8 @@ class Filter:
             raise DocError(f"{op} takes a field and a value", "PGRST100")
         field, value = term[1], term[2]
         x = value_of(field)
+        if as_text(field) and op != "is":
+            value = _text_of(value, op, field)
         if op in ("eq", "neq"):
             self.params.append(_bindable(value, op, field))
             guards = type_guards([value], x, type_of(field))
@@ -160,7 +209,10 @@ class Filter:
             return f"({equal})" if op == "eq" else f"NOT ({equal})"
         if op in COMPARE:
             self.params.append(_bindable(value, op, field))
-            return f"{x} {COMPARE[op]} ?"
+            compare = f"{x} {COMPARE[op]} ?"
+            if as_text(field):
+                return compare
+            return "(" + " AND ".join([compare, *same_type(op, value, x, type_of(field))]) + ")"
         if op == "in":
             if not isinstance(value, list) or len(value) > MAX_IN_VALUES:
                 raise DocError(f"in on {field!r} takes a list of at most {MAX_IN_VALUES} values", "22P02")
@@ -279,9 +331,16 @@ class Filter:
         raise DocError(f"containedBy on {field!r} takes an array or an object", "22P02")
 
 
+def column_name(parts: tuple[str | int, ...]) -> str:
+    """A selected path's key, as PostgREST names it: the last key in the path (`address->>city` is
+    city, `tags->0` is tags)."""
+    return next((p for p in reversed(parts) if isinstance(p, str)), str(parts[0]))
+
+
 def projection(columns: str | list[str]) -> str:
-    """`*` -> the whole document; `'id,title,a:address.city'` -> an object of those (alias:field);
-    `'*,a:address.city'` -> the whole document with those added, as PostgREST's `*` among columns."""
+    """`*` -> the whole document; `'id,title,a:address.city'` -> an object of those (alias:field;
+    `address->>city` gives the value as text); `'*,a:address.city'` -> the whole document with those
+    added, as PostgREST's `*` among columns."""
     if isinstance(columns, str):
         columns = [c.strip() for c in columns.split(",") if c.strip()]
     fields = [c for c in columns if c != "*"]
@@ -291,11 +350,10 @@ def projection(columns: str | list[str]) -> str:
     pairs = []
     for col in fields:
         alias, _, field = col.rpartition(":")
-        parts = parse_path(field)
-        key = alias or str(parts[-1])
+        key = alias or column_name(parse_path(field))
         if not key or "'" in key or len(key) > 128 or (whole and '"' in key):  # '"' would end the path label
             raise DocError(f"invalid column alias {key[:40]!r}", "42703")
-        pairs.append((key, json_of(field)))
+        pairs.append((key, value_of(field) if as_text(field) else json_of(field)))
     if whole:
         sets = ", ".join(f"'$.\"{key}\"', {value}" for key, value in pairs)
         return f"json_set(json(body), {sets})"

@@ -7,7 +7,10 @@ process (a second id in the same millisecond increments the random part).
 from __future__ import annotations
 
 import os
+import re
 import time
+from datetime import datetime, timezone
+from typing import Any
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # Two base32 digits per 10 bits: ids are made per document on bulk imports, so they must be cheap.
@@ -59,3 +62,22 @@ def timestamp(now: float | None = None) -> str:
         _stamp_second = second
         _stamp_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
     return f"{_stamp_prefix}.{int((now - second) * 1000):03d}Z"
+
+
+# How `timestamp` writes one: an import of an export meets these by the million.
+_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+def as_timestamp(value: Any) -> str | None:
+    """An ISO 8601 date-time with a time zone, written as `timestamp` writes one
+    (UTC, to the millisecond); None for anything else."""
+    try:
+        moment = datetime.fromisoformat(value)
+        if _TIMESTAMP.fullmatch(value):
+            return value
+        if moment.tzinfo is None:
+            return None
+        utc = moment.astimezone(timezone.utc)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return utc.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import msgspec
 
 COLLECTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
+# A step into a field: `.`, or PostgREST's `->` and `->>` (the value as text, as PostgreSQL's ->> gives it).
+STEP = re.compile(r"->>|->|\.")
 # A path segment: anything but quotes, backslash, dots, brackets, `$`, `*` and
 # control characters, so it can sit inside a quoted JSON path label as is.
 SEGMENT = re.compile(r"^[^\x00-\x1f\x7f\"'\\.\[\]$*]{1,128}$")
@@ -37,14 +39,17 @@ def json_type(value) -> str:
 class DocError(Exception):
     """A request the store refuses: becomes `{"error": {"message", "code"}}` for the app."""
 
-    def __init__(self, message: str, code: str = "22023", status: int = 400, details: str | None = None):
+    def __init__(
+        self, message: str, code: str = "22023", status: int = 400, details: str | None = None, hint: str | None = None
+    ):
         super().__init__(message)
         self.code = code
         self.status = status
         self.details = details
+        self.hint = hint
 
     def to_json(self) -> dict[str, Any]:
-        return {"message": str(self), "code": self.code, "details": self.details, "hint": None}
+        return {"message": str(self), "code": self.code, "details": self.details, "hint": self.hint}
 
 
 def check_collection(name: Any) -> str:
@@ -58,12 +63,15 @@ def check_collection(name: Any) -> str:
 
 
 def parse_path(path: Any) -> tuple[str | int, ...]:
-    """`'address.city'` -> ('address', 'city'); a segment of digits is an array index."""
+    """`'address.city'` (or `'address->city'`, `'address->>city'`) -> ('address', 'city');
+    a segment of digits is an array index."""
     if not isinstance(path, str) or not path:
         raise DocError(f"a field must be a non-empty string, not {_show(path)}", "42703")
-    parts = path.split(".")
+    parts = STEP.split(path)
     if len(parts) > MAX_PATH_SEGMENTS:
         raise DocError(f"field {path[:80]!r} is nested deeper than {MAX_PATH_SEGMENTS} levels", "42703")
+    if "->>" in STEP.findall(path)[:-1]:
+        raise DocError(f"field {path[:80]!r}: ->> gives text, so it can only be the last step", "42703")
     out: list[str | int] = []
     for part in parts:
         if not SEGMENT.match(part):
@@ -71,6 +79,11 @@ def parse_path(path: Any) -> tuple[str | int, ...]:
             raise DocError(f"field {path[:80]!r}: segment {part[:40]!r} is {reason}", "42703")
         out.append(int(part) if part.isdigit() and len(part) < 10 else part)
     return tuple(out)
+
+
+def as_text(path: str) -> bool:
+    """Whether a path that `parse_path` took ends in `->>`: its value is text."""
+    return "->>" in path
 
 
 def _show(value: Any) -> str:

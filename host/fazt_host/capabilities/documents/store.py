@@ -24,7 +24,7 @@ import msgspec
 from ...cartridge import transaction
 from ...config import Limits
 from . import compile as sql
-from .ids import timestamp, ulid, ulids
+from .ids import as_timestamp, timestamp, ulid, ulids
 from .spec import (
     DocError,
     Operation,
@@ -387,6 +387,7 @@ class Store:
         now = timestamp()
         rows: list[str] = []
         added = touched = 0
+        proposed: set[tuple] = set()  # the keys seen in this call, as SQLite compares them
         for i, doc in enumerate(self._values(op)):
             what = f"document {i}"
             if not isinstance(doc, dict):
@@ -396,7 +397,11 @@ class Store:
                 raise DocError(f"{what} lacks {', '.join(keys)}, the upsert's conflict key", "23502")
             found = None
             if None not in values:
-                found = self.conn.execute(find, [sql._bindable(v, "upsert", k) for v, k in zip(values, keys)]).fetchone()
+                key = tuple(sql._bindable(v, "upsert", k) for v, k in zip(values, keys))
+                if key in proposed and not op.ignore_duplicates:
+                    raise second_time(keys, values)
+                proposed.add(key)
+                found = self.conn.execute(find, key).fetchone()
             if found is None:
                 self._run(cid, insert, (prepare_new(doc, limits, now, what, ulid()),), rows)
                 added += 1
@@ -520,6 +525,17 @@ def unique_violation(conn: apsw.Connection, cid: int, message: str, text: str) -
         "23505",
         409,
         f"Key ({', '.join(fields)})=({', '.join(map(_as_text, values))}) already exists.",
+    )
+
+
+def second_time(keys: list[str], values: list[Any]) -> DocError:
+    """PostgreSQL's error for an upsert that proposes one conflict key twice (the whole call is undone):
+    it would update the row it has just written. ON CONFLICT DO NOTHING just skips the second."""
+    return DocError(
+        "ON CONFLICT DO UPDATE command cannot affect row a second time",
+        "21000",
+        details=f"Key ({', '.join(keys)})=({', '.join(map(_as_text, values))}) is proposed more than once.",
+        hint="Ensure that no rows proposed for insertion within the same command have duplicate constrained values.",
     )
 
 
@@ -714,7 +730,9 @@ def import_documents(
     collection drops its non-unique indexes first and rebuilds them at the
     end, in one sorted pass (much faster than keeping them up to date).
     A document keeps the `id`, `createdAt` and `updatedAt` it carries (an
-    export imports back as it was); missing ones are filled in.
+    export imports back as it was); missing ones are filled in. A stamp must
+    be an ISO 8601 date-time with a time zone, and is kept as the host
+    writes stamps (UTC, to the millisecond).
     """
     check_collection(collection)
     with transaction(conn):
@@ -777,16 +795,23 @@ def import_documents(
             or len(line) > max_bytes
             or line.count(b"{") + line.count(b"[") > limits.document_depth
             or b'"id"' in line
+            or b'"createdAt"' in line
+            or b'"updatedAt"' in line
         ):
             try:
                 doc = msgspec.json.decode(line)
-                check_document(doc, limits, "the document")
+                restamped = isinstance(doc, dict) and restamp(doc)
+                text = check_document(doc, limits, "the document")
+                if restamped:
+                    line = text
                 if "id" in doc:
                     _check_id(doc["id"])
             except (DocError, msgspec.DecodeError) as e:
                 if pending:
                     flush()
-                raise stop(number, f"not JSON ({e})" if isinstance(e, msgspec.DecodeError) else str(e)) from None
+                if isinstance(e, msgspec.DecodeError):
+                    raise stop(number, f"not JSON ({e})") from None
+                raise stop(number, str(e), e.code) from None
         try:
             pending.append(line.decode())
         except UnicodeDecodeError:
@@ -800,6 +825,21 @@ def import_documents(
         flush()
     restore_indexes_now(conn, app)
     return total
+
+
+def restamp(doc: dict[str, Any]) -> bool:
+    """Checks the stamps an imported document carries and writes them as the host does
+    (an offset or microseconds become UTC to the millisecond); True if one changed."""
+    changed = False
+    for name in ("createdAt", "updatedAt"):
+        if name in doc:
+            stamp = as_timestamp(doc[name])
+            if stamp is None:
+                shown = _encode(doc[name]).decode()[:60]
+                raise DocError(f"{name} must be an ISO 8601 date-time with a time zone, e.g. 2026-01-02T03:04:05.678Z, not {shown}", "22007")
+            changed |= stamp != doc[name]
+            doc[name] = stamp
+    return changed
 
 
 def restore_indexes_now(conn: apsw.Connection, app: str) -> None:
