@@ -16,6 +16,7 @@ import pytest
 from fazt_host import apps, cartridge, cli
 from fazt_host.capabilities.documents import store as docstore
 from fazt_host.capabilities.documents.compile import encode_cursor
+from fazt_host.capabilities.documents.spec import Order
 from fazt_host.capabilities.documents.spec import convert_operation
 from fazt_host.config import Limits, ManifestError, decode_manifest
 from fazt_host.host import capabilities
@@ -441,6 +442,11 @@ def test_keyset_pages_visit_every_row_once_in_order(db, order):
         if cursor is None:
             break
     assert seen == everything and len(seen) == 97
+    # A cursor is refused by a query with another order, even one with as many keys.
+    first = db.ok(collection="notes", order=order, limit=10)["cursor"]
+    other = [{**o, "ascending": not o.get("ascending", True)} for o in order] or [{"field": "g"}]
+    refused = db.run(collection="notes", order=other, limit=10, after=first)
+    assert refused["error"]["code"] == "PGRST103" and "another order" in refused["error"]["message"]
     # The previous page's last row works as a cursor too.
     page = db.select(order=order, limit=10)
     assert db.select(order=order, limit=10, after={"id": page[-1]["id"]}) == db.select(order=order, limit=10, offset=10)
@@ -647,8 +653,8 @@ def test_unicode_and_long_field_names_work(db):
         ({"collection": "notes", "sneaky": 1}, "PGRST100"),
         ({"collection": "notes", "order": [{"field": "age", "ascending": "no"}]}, "PGRST100"),
         ({"collection": "notes", "after": "garbage!!"}, "PGRST103"),
-        ({"collection": "notes", "after": encode_cursor([], 1 << 63)}, "PGRST103"),  # past int64: never made by the store
-        ({"collection": "notes", "order": [{"field": "age"}], "after": encode_cursor([1 << 70], 1)}, "PGRST103"),
+        ({"collection": "notes", "after": encode_cursor([], 1 << 63, [])}, "PGRST103"),  # past int64: never made by the store
+        ({"collection": "notes", "order": [{"field": "age"}], "after": encode_cursor([1 << 70], 1, [Order("age")])}, "PGRST103"),
         ({"op": "insert", "collection": "notes", "values": [1, 2]}, "22P02"),
         ({"op": "insert", "collection": "notes", "values": "text"}, "22P02"),
         ({"op": "insert", "collection": "notes", "values": {"id": {"a": 1}}}, "22P02"),
@@ -714,8 +720,8 @@ def test_indexes_serve_filters_orders_and_pages(db):
     assert "(<expr>>?)" in ranged and "TEMP B-TREE" not in ranged
     page = db.ok(collection="notes", where=[["eq", "city", "London"]], order=[{"field": "age"}], limit=0)
     assert page["cursor"] is None
-    page = db.ok(collection="notes", where=[["eq", "city", "Paris"]], order=[{"field": "age"}], limit=1)
-    for order in ([{"field": "age"}], [{"field": "age", "ascending": False}]):
+    for order in ([{"field": "age"}], [{"field": "age", "ascending": False, "nullsFirst": False}]):
+        page = db.ok(collection="notes", where=[["eq", "city", "Paris"]], order=order, limit=1)
         deep = db.plan(where=[["eq", "city", "Paris"]], order=order, limit=1, after=page["cursor"])
         assert ("(<expr>=? AND <expr>>?)" in deep or "(<expr>=? AND <expr><?)" in deep) and "TEMP B-TREE" not in deep
     assert "SCAN" in db.plan(where=[["eq", "unindexed", 1]])  # still works, by a scan

@@ -9,6 +9,7 @@ they get here; values are always bound parameters.
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 import operator
 from typing import Annotated, Any
@@ -436,16 +437,21 @@ def _then_null(keys, values, i: int, params: list[Any]) -> str:
     return _prefix_equal(keys, values, i, params, f"{keys[i][0]} IS NULL")
 
 
-def encode_cursor(values: list[Any], rowid: int) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode([values, rowid])).decode().rstrip("=")
+def order_tag(order: list[Any]) -> str:
+    """A short digest of a query's order, carried in its cursors: another order's cursor is refused."""
+    return hashlib.sha256(msgspec.json.encode(order)).hexdigest()[:8]
 
 
-def decode_cursor(cursor: str, keys: int) -> tuple[list[Any], int]:
+def encode_cursor(values: list[Any], rowid: int, order: list[Any]) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode([values, rowid, order_tag(order)])).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, keys: int, order: list[Any]) -> tuple[list[Any], int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        values, rowid = msgspec.json.decode(raw, type=tuple[list[str | Int64 | float | None], Int64])
+        values, rowid, tag = msgspec.json.decode(raw, type=tuple[list[str | Int64 | float | None], Int64, str])
     except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
         raise DocError("invalid cursor: pass the cursor of the previous page", "PGRST103") from None
-    if len(values) != keys:
+    if len(values) != keys or tag != order_tag(order):
         raise DocError("the cursor belongs to a query with another order", "PGRST103")
     return values, rowid

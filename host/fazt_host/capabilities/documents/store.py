@@ -257,7 +257,7 @@ class Store:
         for row in chain.from_iterable(self.conn.execute(text, params) for text, params in arms):
             if op.limit is not None and len(rows) == op.limit:
                 # The row past the page only says there is a next page: its cursor is the page's last row.
-                cursor = sql.encode_cursor(list(last[2 : 2 + nkeys]), last[1]) if last else None
+                cursor = sql.encode_cursor(list(last[2 : 2 + nkeys]), last[1], op.order) if last else None
                 break
             rows.append(row[0])
             size += len(row[0])
@@ -565,7 +565,7 @@ def compile_select(conn: apsw.Connection, table: str, op: Operation) -> tuple[li
     if op.after is None:
         return [select(where, f.params)], len(keys)
     if isinstance(op.after, str):
-        values, rowid = sql.decode_cursor(op.after, len(keys))
+        values, rowid = sql.decode_cursor(op.after, len(keys), op.order)
     else:
         if "id" not in op.after:
             raise DocError("after takes a cursor or a row with its id", "PGRST103")
