@@ -571,6 +571,16 @@ def test_deploy_refuses_bad_cron_entries(cartridge, tmp_path, entry, message, co
     assert not cartridge.path.exists() or "cronapp" not in cartridge.cli("apps", check=False).stdout
 
 
+def test_an_entry_without_file_needs_the_apps_scheduled_export(cartridge, tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "index.js").write_text("export default { async fetch() { return new Response('no scheduled here'); } };")
+    write_manifest(app, {"name": "nightly", "schedule": "@daily"}, name="plain")
+    proc = cartridge.cli("deploy", str(app), check=False)  # before: deployed, and every run failed
+    assert proc.returncode == 2 and "cron entry 'nightly' has no handler" in proc.stderr, proc.stderr
+    assert json.loads(cartridge.cli("apps", "--json").stdout) == []
+
+
 def test_a_prebuilt_component_with_cron_files_is_a_manifest_error(cartridge, tmp_path):
     (tmp_path / "app.wasm").write_bytes(b"\0asm")  # refused before the component is read
     path = write_manifest(tmp_path, {"name": "nightly", "schedule": "@daily", "file": "cron/nightly.js"})

@@ -427,10 +427,24 @@ function respond(response, extended) {
   }
 }
 
+// The cron entries among `names` without a handler, looked up in the exports only (no app code runs).
+function handlersMissing(app, crons, names) {
+  const missing = names.filter((name) => {
+    try {
+      cronHandler(app, crons, name);
+      return false;
+    } catch {
+      return true;
+    }
+  });
+  return JSON.stringify({ missing });
+}
+
 export function handlerFor(app, crons = {}) {
   return {
     async scheduled(json) {
       const ev = JSON.parse(json);
+      if (Array.isArray(ev.handlers)) return handlersMissing(app, crons, ev.handlers); // a deploy's check
       startClock(ev.timeoutMs);
       currentRequestId = ev.requestId;
       try {

@@ -211,6 +211,13 @@ def deploy(host: Host, path: Path, manifest_path: Path | None = None, limits: di
     compile_checked(host, built.digest, built.wasm, progress)
     if manifest.cron and not cron.exports_scheduled(host.guest(built.digest)):
         raise DeployError("the component does not export handler#scheduled, which its cron entries need")
+    if manifest.cron:
+        missing = cron.missing_handlers(host, built.digest, [e.name for e in manifest.cron])
+        if missing:
+            raise InvalidManifest(
+                f"cron entry {missing[0]!r} has no handler: give it a \"file\" or export default "
+                "{ async scheduled(event, ctx) { ... } } from the entry module"
+            )
     phase("compile")
     version = apps.same_as_active(host.conn, manifest, built.source_hash, built.digest, static)
     unchanged = version is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -41,3 +42,21 @@ def exports_scheduled(guest) -> bool:
     except GuestError:
         return False
     return True
+
+
+def missing_handlers(host, component_hash: str, names: list[str]) -> list[str]:
+    """The entries the app has no handler for (no file, and no `scheduled` on its default export).
+
+    The SDK answers `{"handlers": [...]}` from the exports alone, running no app code; a component
+    that does not answer so (not built by this SDK) is not judged: [].
+    """
+    from ...config import Limits
+    from ...runtime import GuestError, Invocation
+
+    try:
+        raw = host.runtime.call(host.guest(component_hash), HANDLER_INTERFACE, "scheduled",
+                                json.dumps({"handlers": names}), Invocation("deploy", "deploy", Limits(timeout_ms=5000)))
+        missing = json.loads(raw).get("missing")
+    except (GuestError, ValueError, AttributeError):
+        return []
+    return [name for name in missing if name in names] if isinstance(missing, list) else []
