@@ -338,8 +338,10 @@ def test_projection_order_range_count_single(db):
     assert one["data"]["name"] == "cy"
     many = db.run(collection="notes", single="one")
     assert many["error"]["code"] == "PGRST116" and many["status"] == 406
+    assert many["error"]["details"] == "The result contains 5 rows"  # every match counted, as PostgREST does
     assert db.ok(collection="notes", where=[["eq", "name", "nobody"]], single="maybe")["data"] is None
-    assert db.run(collection="notes", where=[["eq", "name", "nobody"]], single="one")["error"]["code"] == "PGRST116"
+    none = db.run(collection="notes", where=[["eq", "name", "nobody"]], single="one")["error"]
+    assert none["code"] == "PGRST116" and none["details"] == "The result contains 0 rows"
     # Reading a collection that was never written is empty, not an error.
     assert db.ok(collection="never", count="exact") ["data"] == []
     assert db.ok(collection="never", count="exact", head=True)["data"] is None  # head: never rows

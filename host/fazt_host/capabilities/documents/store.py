@@ -266,18 +266,20 @@ class Store:
         else:
             cursor = None
         if op.single:
-            return self._single(rows, op)
+            # The page stops at a second row: PostgREST's error counts them all, so count on that path only.
+            matches = self._count(cid, table, msgspec.structs.replace(op, count="exact")) if len(rows) > 1 else None
+            return self._single(rows, op, matches=matches)
         return Result("[" + ",".join(rows) + "]", count, range_status(op, len(rows), count), cursor)
 
     @staticmethod
-    def _single(rows: list[str], op: Operation, status: int = 200) -> Result:
+    def _single(rows: list[str], op: Operation, status: int = 200, matches: int | None = None) -> Result:
         if len(rows) == 1:
             return Result(rows[0], None, status)
         if not rows and op.single == "maybe":
             return Result("null", None, status)
         raise DocError(
             "JSON object requested, multiple (or no) rows returned", "PGRST116", 406,
-            f"The result contains {'more than one row' if rows else '0 rows'}",
+            f"The result contains {len(rows) if matches is None else matches} rows",
         )
 
     def _count(self, cid: int, table: str, op: Operation) -> int:
