@@ -567,6 +567,8 @@ def test_batch_commits_all_or_nothing(db):
     assert [r["id"] for r in db.select(collection="a")] == ["1"]
     assert "x" not in db.select(collection="b")[0]
     assert db.run(op="batch", ops=[{"op": "batch"}])["error"]["code"] == "PGRST100"
+    assert db.ok(op="batch", ops=[])["data"] == []  # nothing to do, as insert([]) writes nothing
+    assert "at most 1000" in db.run(op="batch", ops=[{"op": "select", "collection": "a"}] * 1001)["error"]["message"]
 
 
 def test_limits_on_size_depth_result_and_time(db):

@@ -312,8 +312,8 @@ class Store:
     # ---- writes --------------------------------------------------------------------------------
 
     def _batch(self, app: str, op: Operation, limits: Limits) -> Result:
-        if not op.ops or len(op.ops) > 1000:
-            raise DocError("a batch holds 1 to 1000 operations", "PGRST100")
+        if len(op.ops) > 1000:
+            raise DocError("a batch holds at most 1000 operations", "PGRST100")
         ops = [convert_operation(o) for o in op.ops]
         if any(o.op == "batch" for o in ops):
             raise DocError("a batch cannot hold another batch", "PGRST100")
