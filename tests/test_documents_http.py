@@ -179,6 +179,8 @@ def test_errors_come_back_as_values_or_throw_on_request(host):
                         "message": "JSON object requested, multiple (or no) rows returned"}
     r = server.request("POST", "/dbproxy/throw", json={"chain": [["from", "err"], ["select"], ["eq", "email", "a@x"], ["single"]]})
     assert r.json() == {"thrown": False}
+    inverted = chain(server, ("from", "err"), ("select",), ("range", 3, 1))
+    assert inverted["error"]["code"] == "PGRST103" and "to (1) is before from (3)" in inverted["error"]["message"]
     typed = chain(server, ("from", "err"), ("select", "email"), ("eq", "email", "a@x"), ("returns",), ("overrideTypes",))
     assert typed["data"] == [{"email": "a@x"}]  # TypeScript's casts, kept in the bundle as calls
     nested = {"i": 1}

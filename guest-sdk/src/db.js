@@ -227,7 +227,14 @@ class QueryBuilder {
     return this;
   }
   limit(n) { this.op.limit = n; return this; }
-  range(from, to) { this.op.offset = from; this.op.limit = to - from + 1; return this; }
+  range(from, to) {
+    if (to < from) {
+      this.invalid ??= { message: `range: to (${to}) is before from (${from})`, code: 'PGRST103', details: null, hint: null };
+    }
+    this.op.offset = from;
+    this.op.limit = to - from + 1;
+    return this;
+  }
   // Keyset pagination: the `cursor` of the previous page's reply, or its last row (with its id).
   after(cursor) { this.op.after = cursor; return this; }
   single() { this.op.single = 'one'; return this; }
