@@ -214,6 +214,24 @@ def test_errors_are_s3_xml(host, s3):
     assert other.status_code == 400 and other.headers["content-type"].startswith("application/json")
 
 
+def test_sub_resources_not_implemented_leave_objects_alone(s3):
+    """Tagging, ACLs, policies and versions are operations of their own: taken for a plain PUT or
+    DELETE they replaced or deleted the object."""
+    s3.put_object(Bucket="docs", Key="tagged", Body=b"keep me")
+    calls = [
+        lambda: s3.put_object_tagging(Bucket="docs", Key="tagged", Tagging={"TagSet": [{"Key": "a", "Value": "b"}]}),
+        lambda: s3.delete_object_tagging(Bucket="docs", Key="tagged"),
+        lambda: s3.get_object_tagging(Bucket="docs", Key="tagged"),
+        lambda: s3.put_object_acl(Bucket="docs", Key="tagged", ACL="public-read"),
+        lambda: s3.put_bucket_policy(Bucket="docs", Policy="{}"),
+        lambda: s3.get_bucket_versioning(Bucket="docs"),
+        lambda: s3.list_object_versions(Bucket="docs"),
+    ]
+    for call in calls:
+        assert error(call)[:2] == (501, "NotImplemented")
+    assert s3.get_object(Bucket="docs", Key="tagged")["Body"].read() == b"keep me"
+
+
 def test_error_xml_parses_whatever_the_key(s3):
     url = s3.generate_presigned_url("get_object", Params={"Bucket": "docs", "Key": "a\x01b"}, ExpiresIn=60)
     refused = httpx.get(url)

@@ -36,6 +36,13 @@ MAX_SKEW_S = 15 * 60
 MIN_PART = 5 << 20
 MAX_XML = 1 << 20
 MAX_INT32 = (1 << 31) - 1
+# S3's sub-resources that this endpoint does not implement: each is an operation of its own.
+UNSUPPORTED = frozenset({
+    "accelerate", "acl", "analytics", "attributes", "cors", "encryption", "intelligent-tiering", "inventory",
+    "legal-hold", "lifecycle", "logging", "metrics", "notification", "object-lock", "ownershipControls", "policy",
+    "policyStatus", "publicAccessBlock", "replication", "requestPayment", "restore", "retention", "select",
+    "tagging", "torrent", "versioning", "versions", "website",
+})
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
 SELF_COPY = (
@@ -424,6 +431,10 @@ async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
             store.check_key(key)
         auth = authenticate(trigger.reader, scope, app)
         params = dict(parse_qsl(scope.query_string, keep_blank_values=True))
+        unsupported = UNSUPPORTED.intersection(params)
+        if unsupported:  # taken for a plain GET, PUT or DELETE, ?tagging would replace or delete the object
+            raise S3Error("NotImplemented", f"A header or query you provided implies functionality that is not "
+                          f"implemented: ?{min(unsupported)}", 501)
         if not bucket:
             if method != "GET":
                 raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.", 405)
