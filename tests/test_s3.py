@@ -260,6 +260,11 @@ def test_the_js_api_and_s3_share_one_namespace(host, s3):
     assert server.get("/files/get/docs/shared/from-s3.txt").content == b"via s3"
     assert server.request("PUT", "/files/pipe/docs/shared/from-js.txt", content=b"via js").json()["error"] is None
     assert s3.get_object(Bucket="docs", Key="shared/from-js.txt")["Body"].read() == b"via js"
+    # An object's own metadata may use any name: listed, it stays beside the object's fields, not over them.
+    s3.put_object(Bucket="docs", Key="shared/meta.txt", Body=b"m", Metadata={"size": "999", "mimetype": "evil/x"})
+    [entry] = server.get("/files/list/docs?path=shared&search=meta").json()["data"]
+    assert entry["metadata"]["size"] == 1 and entry["metadata"]["mimetype"] != "evil/x"
+    assert entry["user_metadata"] == {"size": "999", "mimetype": "evil/x"}
 
 
 def test_listing(s3):

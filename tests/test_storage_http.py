@@ -285,7 +285,8 @@ def test_listing_copy_move_remove_through_the_sdk(host):
     assert len(page["data"]) == 2 and len(rest["data"]) == 1 and "cursor" not in rest
     by_offset = [s.get(f"/files/list/docs?path=l&limit=2&offset={o}").json()["data"] for o in (0, 2, 4)]
     assert sorted(e["name"] for page in by_offset for e in page) == ["a.txt", "b.txt", "sub"] and by_offset[2] == []
-    ok(s.request("POST", "/files/copy/docs", json={"from": "l/a.txt", "to": "l/a2.txt"}))
+    copied = ok(s.request("POST", "/files/copy/docs", json={"from": "l/a.txt", "to": "l/a2.txt"}))
+    assert copied == {"path": "docs/l/a2.txt"}  # storage-js's: the server's Key, bucket first
     ok(s.request("POST", "/files/move/docs", json={"from": "l/b.txt", "to": "m/b.txt", "destinationBucket": "avatars"}))
     assert s.get("/files/get/avatars/m/b.txt").content == b"l/b.txt"
     assert s.get("/files/exists/docs/l/b.txt").json()["data"] is False

@@ -76,10 +76,12 @@ function entry(o, prefix) {
     updated_at: iso(o.updatedAt),
     created_at: iso(o.createdAt),
     last_accessed_at: null,
+    // The app's own metadata beside the object's, which it cannot overwrite (a `size` of its own, say).
     metadata: {
-      size: o.size, mimetype: o.contentType, eTag: `"${o.etag}"`, cacheControl: o.cacheControl,
-      lastModified: iso(o.updatedAt), ...o.metadata,
+      ...o.metadata, size: o.size, mimetype: o.contentType, eTag: `"${o.etag}"`, cacheControl: o.cacheControl,
+      lastModified: iso(o.updatedAt),
     },
+    user_metadata: o.metadata,
   };
 }
 
@@ -225,7 +227,8 @@ class Bucket {
   // An existing destination is refused with Duplicate unless `upsert: true`.
   async copy(from, to, { destinationBucket, upsert = false } = {}) {
     const r = ask(call, { op: 'copy', bucket: this.bucket, key: from, to, toBucket: destinationBucket ?? '', upsert });
-    return r.error ? r : { data: { path: to }, error: null };
+    // storage-js gives the server's Key: the destination with its bucket.
+    return r.error ? r : { data: { path: `${destinationBucket ?? this.bucket}/${to}` }, error: null };
   }
 
   // A Response the host fills from storage (ETag, Last-Modified, conditional

@@ -206,7 +206,10 @@ export interface FileObject {
   updated_at: string | null;
   created_at: string | null;
   last_accessed_at: null;
+  /** The object's fields, over the app's own metadata. */
   metadata: { size: number; mimetype: string; eTag: string; cacheControl: string | null; lastModified: string; [key: string]: unknown } | null;
+  /** The app's own metadata, whole (absent on folders). */
+  user_metadata?: Record<string, string>;
 }
 
 export interface ObjectInfo {
