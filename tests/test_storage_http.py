@@ -160,6 +160,12 @@ def test_signed_and_public_urls(host):
     assert put.status_code == 200 and put.json()["Key"] == "docs/via-url.bin"
     assert s.get("/files/stream/docs/via-url.bin").content == DATA
     assert s.request("PUT", upload.replace("via-url", "other"), content=b"x").status_code == 400
+    # An existing object: replaced only through a URL signed with upsert (or an x-upsert: true upload).
+    again = s.request("PUT", ok(s.get("/files/sign-upload/docs/via-url.bin"))["signedUrl"], content=b"new")
+    assert again.status_code == 409 and again.json()["error"] == "Duplicate"
+    replacing = ok(s.get("/files/sign-upload/docs/via-url.bin?upsert=1"))["signedUrl"]
+    assert s.request("PUT", replacing, content=b"new").status_code == 200
+    assert s.get("/files/stream/docs/via-url.bin").content == b"new"
     # supabase-js's uploadToSignedUrl sends a Blob as a form: a cacheControl field, then the file
     form = ok(s.get("/files/sign-upload/docs/via-form.png"))["signedUrl"]
     sent = s.request("PUT", form, data={"cacheControl": "3600", "metadata": '{"owner": "ann"}'},

@@ -261,9 +261,10 @@ class Bucket {
     return { data, error: null };
   }
 
-  async createSignedUploadUrl(path, { expiresIn = 7200 } = {}) {
+  // `upsert: true` (storage-js's option) lets the URL replace an existing object.
+  async createSignedUploadUrl(path, { expiresIn = 7200, upsert = false } = {}) {
     path = readPath(path);
-    const r = ask(call, { op: 'sign', bucket: this.bucket, key: path, expiresIn, upload: true });
+    const r = ask(call, { op: 'sign', bucket: this.bucket, key: path, expiresIn, upload: true, upsert });
     return r.error ? r : { data: r.data, error: null };
   }
 

@@ -290,7 +290,8 @@ export interface Bucket {
   /** One entry per path; a missing object gives its entry an `error` message and `signedUrl: null`. */
   createSignedUrls(paths: string[], expiresIn: number, options?: { download?: string | boolean }): Promise<StorageReply<{ error: string | null; path: string; signedUrl: string | null }[]>>;
   /** A URL that takes one PUT of the object's bytes, for two hours (or `expiresIn` seconds). */
-  createSignedUploadUrl(path: string, options?: { expiresIn?: number }): Promise<StorageReply<{ signedUrl: string; path: string; token: string }>>;
+  /** `upsert: true`: the URL may replace an existing object (else `Duplicate`, unless the upload sends `x-upsert: true`). */
+  createSignedUploadUrl(path: string, options?: { expiresIn?: number; upsert?: boolean }): Promise<StorageReply<{ signedUrl: string; path: string; token: string }>>;
   /** For buckets declared public in fazt.json. */
   getPublicUrl(path: string, options?: { download?: string | boolean }): { data: { publicUrl: string } };
 }

@@ -6,6 +6,7 @@
 //   GET  /get/BUCKET/KEY     downloads and returns the bytes (an error with `classed`: its class is storage-js's)
 //   GET  /list/BUCKET?path=&cursor=&limit=&offset=&search=&sort=COLUMN&order=   GET /head|info|exists/BUCKET/KEY
 //   GET  /sign/BUCKET/KEY?expires=&download=   GET /signs/BUCKET?keys=a,b   GET /public/BUCKET/KEY?download
+//   GET  /sign-upload/BUCKET/KEY?upsert=1
 //   DELETE /o/BUCKET?keys=a,b   POST /copy|move/BUCKET {from, to, destinationBucket, upsert}
 //   POST /buckets/METHOD/ID {options}   storage.METHOD(ID, options): listBuckets, createBucket...
 import { storage, StorageError, StorageApiError, isStorageError } from 'fazt';
@@ -78,7 +79,7 @@ export default {
       return json(await b.createSignedUrl(key, Number(url.searchParams.get('expires') ?? 60), { download }));
     }
     if (action === 'signs') return json(await b.createSignedUrls(url.searchParams.get('keys').split(','), 60));
-    if (action === 'sign-upload') return json(await b.createSignedUploadUrl(key));
+    if (action === 'sign-upload') return json(await b.createSignedUploadUrl(key, { upsert: options.upsert }));
     if (action === 'public') return json(b.getPublicUrl(key, { download: url.searchParams.has('download') }));
     return json({ error: 'not found' }, 404);
   },

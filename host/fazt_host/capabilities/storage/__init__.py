@@ -197,7 +197,7 @@ class Storage(Capability):
                 if not c.upload:
                     store.head(conn, app, c.bucket, c.key)  # only existing objects get download URLs
                 base = invocation.state.get("base", f"/{app}")
-                action = "upload" if c.upload else "download"
+                action = ("upsert" if c.upsert else "upload") if c.upload else "download"
                 path = http.signed_path(conn, base, action, app, c.bucket, c.key, c.expires_in)
                 return reply({"signedUrl": path, "path": c.key, "token": path.rpartition("token=")[2]})
             raise StorageError(f"unknown storage operation {c.op[:40]!r}")

@@ -50,22 +50,26 @@ def _mac(key: bytes, action: str, app: str, bucket: str, object_key: str, expire
 
 
 def signed_path(conn: apsw.Connection, base: str, action: str, app: str, bucket: str, key: str, seconds: int) -> str:
-    """`action` is "download" or "upload"; the path is under the app's mount point `base`."""
+    """`action` is "download", "upload", or "upsert" (an upload that may replace the object, as
+    storage-js's createSignedUploadUrl(path, { upsert: true })); the path is under the app's mount point `base`."""
     expires = int(time.time()) + seconds
     token = f"{expires}.{_mac(signing_key(conn), action, app, bucket, key, expires)}"
     route = "sign" if action == "download" else "upload/sign"
     return f"{base}{OBJECT_ROUTES}{route}/{bucket}/{quote(key)}?token={token}"
 
 
-def check_token(conn: apsw.Connection, token: str, action: str, app: str, bucket: str, key: str) -> None:
+def check_token(conn: apsw.Connection, token: str, actions: tuple[str, ...], app: str, bucket: str, key: str) -> str:
+    """The one of `actions` the token was signed for; refused if none, or if it has expired."""
     expires_text, _, mac = token.partition(".")
     secret = signing_key(conn, create=False)  # a reader: nothing was ever signed without one
-    if secret is None or not expires_text.isdigit() or not hmac.compare_digest(
-        mac, _mac(secret, action, app, bucket, key, int(expires_text))
-    ):
+    signed = secret is not None and expires_text.isdigit() and next(
+        (a for a in actions if hmac.compare_digest(mac, _mac(secret, a, app, bucket, key, int(expires_text)))), None
+    )
+    if not signed:
         raise StorageError("invalid signature", 400, "InvalidSignature")
     if int(expires_text) < time.time():
         raise StorageError("the signed URL has expired", 400, "ExpiredToken")
+    return signed
 
 
 def _error(proto, e: StorageError, rid: str = "") -> None:
@@ -228,12 +232,13 @@ def upload_settings(headers, fields: dict[str, str] | None) -> tuple[str | None,
     return cache_control, metadata
 
 
-async def pipe_upload(trigger, scope, proto, deployed, bucket: str, key: str) -> dict:
-    """Streams the request body (or the file of a form) into a new object on the process's writer thread."""
+async def pipe_upload(trigger, scope, proto, deployed, bucket: str, key: str, upsert: bool = False) -> dict:
+    """Streams the request body (or the file of a form) into a new object on the process's writer thread;
+    it may replace one if `upsert` (the URL's signature says so) or the request's `x-upsert: true` does."""
     exchange = trigger.body_reader(scope, proto, deployed)
     limits = deployed.manifest.limits
     content_type = scope.headers.get("content-type") or "application/octet-stream"
-    upsert = scope.headers.get("x-upsert", "").lower() == "true"
+    upsert = upsert or scope.headers.get("x-upsert", "").lower() == "true"
     form = re.match(r"multipart/form-data\s*;.*?boundary=\"?([^\";]+)", content_type, re.I)
 
     def run() -> dict:
@@ -277,11 +282,11 @@ async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
                 raise store.no_bucket()  # private buckets are not revealed
             return await send_object(proto, conn, app, bucket, key, method, scope.headers, headers=disposition(query))
         if kind == "sign" and method in ("GET", "HEAD"):
-            check_token(conn, token, "download", app, bucket, key)
+            check_token(conn, token, ("download",), app, bucket, key)
             return await send_object(proto, conn, app, bucket, key, method, scope.headers, headers=disposition(query))
         if signed_upload and method in ("PUT", "POST"):
-            check_token(conn, token, "upload", app, bucket, key)
-            meta = await pipe_upload(trigger, scope, proto, deployed, bucket, key)
+            signed = check_token(conn, token, ("upload", "upsert"), app, bucket, key)
+            meta = await pipe_upload(trigger, scope, proto, deployed, bucket, key, upsert=signed == "upsert")
             body = {"Key": f"{bucket}/{key}", "Id": meta["id"], "data": meta}
             proto.response_bytes(200, [("content-type", "application/json")], msgspec.json.encode(body))
             return
