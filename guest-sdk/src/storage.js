@@ -220,12 +220,13 @@ class Bucket {
   }
 
   async remove(paths) {
-    const r = ask(call, { op: 'remove', bucket: this.bucket, keys: paths });
+    const r = ask(call, { op: 'remove', bucket: this.bucket, keys: Array.isArray(paths) ? paths.map(readPath) : paths });
     return r.error ? r : { data: r.data.map((o) => entry(o, '')), error: null };
   }
 
   // An existing destination is refused with Duplicate unless `upsert: true`.
   async copy(from, to, { destinationBucket, upsert = false } = {}) {
+    [from, to] = [readPath(from), uploadPath(to)];
     const r = ask(call, { op: 'copy', bucket: this.bucket, key: from, to, toBucket: destinationBucket ?? '', upsert });
     // storage-js gives the server's Key: the destination with its bucket.
     return r.error ? r : { data: { path: `${destinationBucket ?? this.bucket}/${to}` }, error: null };
@@ -277,6 +278,7 @@ class Bucket {
 
   // An existing destination is refused with Duplicate unless `upsert: true`.
   async move(from, to, { destinationBucket, upsert = false } = {}) {
+    [from, to] = [readPath(from), uploadPath(to)];
     const r = ask(call, { op: 'move', bucket: this.bucket, key: from, to, toBucket: destinationBucket ?? '', upsert });
     return r.error ? r : { data: { message: 'Successfully moved' }, error: null };
   }
