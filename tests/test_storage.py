@@ -415,14 +415,19 @@ def test_checkpoints_bound_the_wal_under_writers_that_never_pause(tmp_path, monk
 def test_signed_tokens(conn):
     path = storage_http.signed_path(conn, "/a", "download", "a", "files", "k", 60)
     token = path.rpartition("token=")[2]
-    storage_http.check_token(conn, token, "download", "a", "files", "k")
-    for args in [("upload", "a", "files", "k"), ("download", "b", "files", "k"), ("download", "a", "other", "k"),
-                 ("download", "a", "files", "k2")]:
+    assert storage_http.check_token(conn, token, ("download",), "a", "files", "k") == "download"
+    for args in [(("upload", "upsert"), "a", "files", "k"), (("download",), "b", "files", "k"),
+                 (("download",), "a", "other", "k"), (("download",), "a", "files", "k2")]:
         with pytest.raises(StorageError, match="invalid signature"):
             storage_http.check_token(conn, token, *args)
     expires, _, mac = token.partition(".")
     with pytest.raises(StorageError, match="invalid signature"):
-        storage_http.check_token(conn, f"{int(expires) + 1000}.{mac}", "download", "a", "files", "k")
+        storage_http.check_token(conn, f"{int(expires) + 1000}.{mac}", ("download",), "a", "files", "k")
     old = storage_http.signed_path(conn, "/a", "download", "a", "files", "k", -10).rpartition("token=")[2]
     with pytest.raises(StorageError, match="expired"):
-        storage_http.check_token(conn, old, "download", "a", "files", "k")
+        storage_http.check_token(conn, old, ("download",), "a", "files", "k")
+    # An upload URL signed with upsert says so; one without cannot be made to.
+    upsert = storage_http.signed_path(conn, "/a", "upsert", "a", "files", "k", 60).rpartition("token=")[2]
+    assert storage_http.check_token(conn, upsert, ("upload", "upsert"), "a", "files", "k") == "upsert"
+    plain = storage_http.signed_path(conn, "/a", "upload", "a", "files", "k", 60).rpartition("token=")[2]
+    assert storage_http.check_token(conn, plain, ("upload", "upsert"), "a", "files", "k") == "upload"

@@ -12,6 +12,7 @@ import time
 import uuid
 from datetime import datetime
 from email.utils import formatdate
+from urllib.parse import urlsplit
 
 import apsw
 import pytest
@@ -129,7 +130,7 @@ def test_signed_and_public_urls(host):
     ok(s.request("PUT", "/files/pipe/avatars/pub.png?upsert=1", content=b"public bytes"))
     ok(s.request("PUT", "/files/pipe/docs/priv.txt?upsert=1", content=b"private bytes"))
     url = ok(s.get("/files/sign/docs/priv.txt?expires=60"))["signedUrl"]
-    assert url.startswith("/files/storage/v1/object/sign/docs/priv.txt?token=")
+    assert url.startswith(f"{s.base}/files/storage/v1/object/sign/docs/priv.txt?token=")  # absolute, as storage-js's
     assert s.get(url).content == b"private bytes"
     tampered = s.get(url.replace("priv.txt", "pub.png"))
     assert tampered.status_code == 400 and tampered.json()["error"] == "InvalidSignature"
@@ -432,10 +433,11 @@ def test_storage_urls_on_the_apps_own_host_name_have_no_prefix(cartridge):
     on_host = {"host": "files.apps.test"}
     ok(server.request("PUT", "/pipe/avatars/pub.png?upsert=1", content=b"public bytes", headers=on_host))
     public = ok(server.get("/public/avatars/pub.png", headers=on_host))["publicUrl"]
-    assert public == "/storage/v1/object/public/avatars/pub.png"  # before: /files/..., a 404 on this host name
-    assert server.get(public, headers=on_host).content == b"public bytes"
-    signed = ok(server.get("/sign/avatars/pub.png?expires=60", headers=on_host))["signedUrl"]
-    assert server.get(signed, headers=on_host).content == b"public bytes"
+    assert public == "http://files.apps.test/storage/v1/object/public/avatars/pub.png"  # before: /files/..., a 404 here
+    assert server.get(urlsplit(public).path, headers=on_host).content == b"public bytes"
+    signed = urlsplit(ok(server.get("/sign/avatars/pub.png?expires=60", headers=on_host))["signedUrl"])
+    assert signed.netloc == "files.apps.test"
+    assert server.get(f"{signed.path}?{signed.query}", headers=on_host).content == b"public bytes"
 
 
 class Recorder:

@@ -485,6 +485,11 @@ export function requestId() {
 }
 
 // Where the app is mounted for the current request ('/<app>', or '' on its own host name).
+// The scheme and host the current request came to (storage-js's URLs are absolute); '' in a cron run.
+export function requestOrigin() {
+  return currentRequest ? new URL(currentRequest.url).origin : '';
+}
+
 export function mountPrefix() {
   const prefix = currentRequest?.headers.get('x-forwarded-prefix');
   return prefix ?? `/${currentApp}`;

@@ -11,7 +11,7 @@
 import {
   call, uploadBegin, uploadWrite, uploadFinish, uploadRequest, downloadBegin, downloadRead,
 } from 'fazt:host/storage@0.1.0';
-import { claimRequestBody, hostResponse, mountPrefix, readAll, wordChunks } from './runtime.js';
+import { claimRequestBody, hostResponse, mountPrefix, readAll, requestOrigin, wordChunks } from './runtime.js';
 
 const READ_CHUNK = 16 << 20;
 
@@ -248,7 +248,7 @@ class Bucket {
   async createSignedUrl(path, expiresIn, { download } = {}) {
     path = readPath(path);
     const r = ask(call, { op: 'sign', bucket: this.bucket, key: path, expiresIn });
-    return r.error ? r : { data: { signedUrl: r.data.signedUrl + downloadQuery(download, '&') }, error: null };
+    return r.error ? r : { data: { signedUrl: requestOrigin() + r.data.signedUrl + downloadQuery(download, '&') }, error: null };
   }
 
   // storage-js's shape: one entry per path, a missing object as that entry's `error` (a message).
@@ -266,13 +266,13 @@ class Bucket {
   async createSignedUploadUrl(path, { expiresIn = 7200, upsert = false } = {}) {
     path = readPath(path);
     const r = ask(call, { op: 'sign', bucket: this.bucket, key: path, expiresIn, upload: true, upsert });
-    return r.error ? r : { data: r.data, error: null };
+    return r.error ? r : { data: { ...r.data, signedUrl: requestOrigin() + r.data.signedUrl }, error: null };
   }
 
   // The URL of an object in a public bucket (fazt.json storage.buckets.NAME.public).
   getPublicUrl(path, { download } = {}) {
     path = readPath(path);
-    const url = `${mountPrefix()}/storage/v1/object/public/${this.bucket}/${encodeKey(path)}`;
+    const url = `${requestOrigin()}${mountPrefix()}/storage/v1/object/public/${this.bucket}/${encodeKey(path)}`;
     return { data: { publicUrl: url + downloadQuery(download, '?') } };
   }
 
