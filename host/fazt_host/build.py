@@ -147,9 +147,7 @@ def build_component(
     """
     node_ready()
     folder = folder.resolve()  # node runs inside the app folder
-    entry_path = folder / entry
-    if not entry_path.is_file():
-        raise BuildError(f"{entry_path}: entry file not found (set \"entry\" in fazt.json)")
+    entry_path = folder / entry  # present: deploy.resolve(), which every caller runs first, checks it
     sweep_stale_work()
     with tempfile.TemporaryDirectory(prefix=WORK_PREFIX) as tmp:
         out = Path(tmp) / "app.wasm"

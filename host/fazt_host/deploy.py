@@ -209,9 +209,9 @@ def deploy(host: Host, path: Path, manifest_path: Path | None = None, limits: di
         raise DeployError(str(e)) from None
     phase("build")
     compile_checked(host, built.digest, built.wasm, progress)
-    if manifest.cron and not cron.exports_scheduled(host.guest(built.digest)):
-        raise DeployError("the component does not export handler#scheduled, which its cron entries need")
     if manifest.cron:
+        if not cron.exports_scheduled(host.guest(built.digest)):
+            raise DeployError("the component does not export handler#scheduled, which its cron entries need")
         missing = cron.missing_handlers(host, built.digest, [e.name for e in manifest.cron])
         if missing:
             raise InvalidManifest(

@@ -7,6 +7,8 @@ it. Granian imports `rsgi_app` in every worker process.
 
 from __future__ import annotations
 
+from functools import partial
+
 import msgspec
 
 from . import apps, cartridge
@@ -80,6 +82,7 @@ class Host:
         A handler that threw (`{"error", "stack"}`), trapped or broke a limit is
         logged with its stack (read through the app's source map) and raised as GuestError.
         """
+        map_stack = partial(self.stacks.map, deployed.name, deployed.version)
         try:
             raw = self.runtime.call(self.guest(deployed.component), interface, name, payload, invocation)
             try:
@@ -87,8 +90,7 @@ class Host:
             except msgspec.DecodeError:
                 raise GuestError("the app returned a malformed result", raw[:200]) from None
             if "error" in result:
-                stack = self.stacks.map(deployed.name, deployed.version, str(result.get("stack", "")))
-                raise GuestError(f"the handler threw {result['error']}", stack)
+                raise GuestError(f"the handler threw {result['error']}", map_stack(str(result.get("stack", ""))))
             return result
         except GuestError as e:
             self.log.record(invocation, "error", f"{e}\n{e.detail}".rstrip(), host=True)
@@ -97,7 +99,7 @@ class Host:
             self.log.record(invocation, "error", str(e) or type(e).__name__, host=True)
             raise
         finally:
-            self.log.map_frames(invocation, lambda text: self.stacks.map(deployed.name, deployed.version, text))
+            self.log.map_frames(invocation, map_stack)
             for cap in self.capabilities:
                 cap.finish(invocation)
 
