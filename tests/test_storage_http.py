@@ -161,12 +161,25 @@ def test_signed_and_public_urls(host):
     assert put.status_code == 200 and put.json()["Key"] == "docs/via-url.bin"
     assert s.get("/files/stream/docs/via-url.bin").content == DATA
     assert s.request("PUT", upload.replace("via-url", "other"), content=b"x").status_code == 400
-    # An existing object: replaced only through a URL signed with upsert (or an x-upsert: true upload).
-    again = s.request("PUT", ok(s.get("/files/sign-upload/docs/via-url.bin"))["signedUrl"], content=b"new")
-    assert again.status_code == 409 and again.json()["error"] == "Duplicate"
+    # An existing object: replaced only through a URL signed with upsert; the client cannot widen it.
+    plain = ok(s.get("/files/sign-upload/docs/via-url.bin"))["signedUrl"]
+    for headers in ({}, {"x-upsert": "true"}):
+        again = s.request("PUT", plain, content=b"new", headers=headers)
+        assert again.status_code == 409 and again.json()["error"] == "Duplicate", headers
     replacing = ok(s.get("/files/sign-upload/docs/via-url.bin?upsert=1"))["signedUrl"]
     assert s.request("PUT", replacing, content=b"new").status_code == 200
     assert s.get("/files/stream/docs/via-url.bin").content == b"new"
+    # The app's own uploadToSignedUrl: the token names app, bucket and key, and alone decides upsert.
+    token = ok(s.get("/files/sign-upload/docs/app-signed.bin"))["token"]
+    first = ok(s.request("PUT", f"/files/to-signed/docs/app-signed.bin?token={token}", content=b"one"))
+    assert first["path"] == "app-signed.bin" and first["fullPath"] == "docs/app-signed.bin" and uuid.UUID(first["id"])
+    again = s.request("PUT", f"/files/to-signed/docs/app-signed.bin?token={token}&upsert=1", content=b"two").json()["error"]
+    assert again["error"] == "Duplicate"
+    other = s.request("PUT", f"/files/to-signed/docs/elsewhere.bin?token={token}", content=b"x").json()["error"]
+    assert other["error"] == "InvalidSignature" and other["statusCode"] == "400"
+    token = ok(s.get("/files/sign-upload/docs/app-signed.bin?upsert=1"))["token"]
+    ok(s.request("PUT", f"/files/to-signed/docs/app-signed.bin?token={token}", content=b"two"))
+    assert s.get("/files/stream/docs/app-signed.bin").content == b"two"
     # supabase-js's uploadToSignedUrl sends a Blob as a form: a cacheControl field, then the file
     form = ok(s.get("/files/sign-upload/docs/via-form.png"))["signedUrl"]
     sent = s.request("PUT", form, data={"cacheControl": "3600", "metadata": '{"owner": "ann"}'},

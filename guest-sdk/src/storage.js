@@ -117,10 +117,11 @@ class Bucket {
 
   // body: string, bytes, Blob, a ReadableStream of bytes, or the request (or request.body) to pipe it.
   // cacheControl: seconds, served as `Cache-Control: max-age=N` (storage-js's default, 3600).
-  async upload(path, body, { contentType, upsert = false, metadata = {}, cacheControl = '3600' } = {}) {
+  async upload(path, body, { contentType, upsert = false, metadata = {}, cacheControl = '3600', token } = {}) {
     path = uploadPath(path);
     const op = { bucket: this.bucket, key: path, upsert, metadata, cacheControl: String(cacheControl) };
     if (contentType) op.contentType = contentType;
+    if (token !== undefined) op.token = String(token);
     if (claimRequestBody(body)) return this.reply(ask(uploadRequest, op), path);
     let stream = null;
     let bytes = await toBytes(body);
@@ -157,6 +158,12 @@ class Bucket {
   reply(r, path) {
     if (r.error) return r;
     return { data: { path, id: r.data.id, fullPath: `${this.bucket}/${path}` }, error: null };
+  }
+
+  // storage-js's: an upload through a token from createSignedUploadUrl (on this app, bucket and path). As on
+  // Supabase, the token alone decides whether an existing object may be replaced: `upsert` is ignored.
+  uploadToSignedUrl(path, token, body, options = {}) {
+    return this.upload(path, body, { ...options, upsert: false, token });
   }
 
   update(path, body, options = {}) {

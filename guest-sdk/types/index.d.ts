@@ -290,8 +290,11 @@ export interface Bucket {
   /** One entry per path; a missing object gives its entry an `error` message and `signedUrl: null`. */
   createSignedUrls(paths: string[], expiresIn: number, options?: { download?: string | boolean }): Promise<StorageReply<{ error: string | null; path: string; signedUrl: string | null }[]>>;
   /** A URL that takes one PUT of the object's bytes, for two hours (or `expiresIn` seconds). */
-  /** `upsert: true`: the URL may replace an existing object (else `Duplicate`, unless the upload sends `x-upsert: true`). */
+  /** `upsert: true`: the URL may replace an existing object (else `Duplicate`); the token alone decides, as on Supabase. */
   createSignedUploadUrl(path: string, options?: { expiresIn?: number; upsert?: boolean }): Promise<StorageReply<{ signedUrl: string; path: string; token: string }>>;
+  /** Uploads through a token from `createSignedUploadUrl` for this bucket and path (`InvalidSignature`, 400, otherwise);
+   * the token decides whether an existing object may be replaced. */
+  uploadToSignedUrl(path: string, token: string, body: string | ArrayBuffer | ArrayBufferView | Blob | ReadableStream | Request, options?: { contentType?: string; metadata?: Record<string, string>; cacheControl?: string | number }): Promise<StorageReply<{ path: string; id: string; fullPath: string }>>;
   /** For buckets declared public in fazt.json. */
   getPublicUrl(path: string, options?: { download?: string | boolean }): { data: { publicUrl: string } };
 }

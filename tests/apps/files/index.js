@@ -6,7 +6,7 @@
 //   GET  /get/BUCKET/KEY     downloads and returns the bytes (an error with `classed`: its class is storage-js's)
 //   GET  /list/BUCKET?path=&cursor=&limit=&offset=&search=&sort=COLUMN&order=   GET /head|info|exists/BUCKET/KEY
 //   GET  /sign/BUCKET/KEY?expires=&download=   GET /signs/BUCKET?keys=a,b   GET /public/BUCKET/KEY?download
-//   GET  /sign-upload/BUCKET/KEY?upsert=1
+//   GET  /sign-upload/BUCKET/KEY?upsert=1   PUT /to-signed/BUCKET/KEY?token=T&upsert=1   uploadToSignedUrl(body)
 //   DELETE /o/BUCKET?keys=a,b   POST /copy|move/BUCKET {from, to, destinationBucket, upsert}
 //   POST /buckets/METHOD/ID {options}   storage.METHOD(ID, options): listBuckets, createBucket...
 import { storage, StorageError, StorageApiError, isStorageError } from 'fazt';
@@ -32,6 +32,7 @@ export default {
       return json(await storage[bucket](key, options));
     }
     if (action === 'pipe') return json(await b.upload(key, request.body, options));
+    if (action === 'to-signed') return json(await b.uploadToSignedUrl(key, url.searchParams.get('token'), request.body, options));
     if (action === 'bytes') return json(await b.upload(key, new Uint8Array(await request.arrayBuffer()), options));
     if (action === 'chunks') {
       const n = Number(url.searchParams.get('n'));

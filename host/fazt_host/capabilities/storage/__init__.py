@@ -40,6 +40,7 @@ class Call(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     content_type: str = ""
     metadata: dict[str, str] = {}
     upsert: bool = False
+    token: str = ""  # uploadToSignedUrl: a token from createSignedUploadUrl, which alone decides upsert
     expires_in: int = 3600
     upload: bool = False
     search: str = ""
@@ -223,8 +224,12 @@ class Storage(Capability):
         return {"name": c.bucket}
 
     def _begin(self, invocation: Invocation, c: Call) -> store.Upload:
+        upsert = c.upsert
+        if c.token:
+            signed = http.check_token(self.conn, c.token, http.UPLOAD_ACTIONS, invocation.app, c.bucket, c.key)
+            upsert = signed == "upsert"
         return store.Upload(
-            self.conn, invocation.app, c.bucket, c.key, c.content_type, c.metadata, c.upsert,
+            self.conn, invocation.app, c.bucket, c.key, c.content_type, c.metadata, upsert,
             invocation.limits.storage_mb * MIB, cache_control=store.max_age(c.cache_control) if c.cache_control else None,
         )
 

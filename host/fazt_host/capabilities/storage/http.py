@@ -58,6 +58,9 @@ def signed_path(conn: apsw.Connection, base: str, action: str, app: str, bucket:
     return f"{base}{OBJECT_ROUTES}{route}/{bucket}/{quote(key)}?token={token}"
 
 
+UPLOAD_ACTIONS = ("upload", "upsert")
+
+
 def check_token(conn: apsw.Connection, token: str, actions: tuple[str, ...], app: str, bucket: str, key: str) -> str:
     """The one of `actions` the token was signed for; refused if none, or if it has expired."""
     expires_text, _, mac = token.partition(".")
@@ -232,13 +235,13 @@ def upload_settings(headers, fields: dict[str, str] | None) -> tuple[str | None,
     return cache_control, metadata
 
 
-async def pipe_upload(trigger, scope, proto, deployed, bucket: str, key: str, upsert: bool = False) -> dict:
+async def pipe_upload(trigger, scope, proto, deployed, bucket: str, key: str, upsert: bool) -> dict:
     """Streams the request body (or the file of a form) into a new object on the process's writer thread;
-    it may replace one if `upsert` (the URL's signature says so) or the request's `x-upsert: true` does."""
+    it may replace one only if `upsert` (the URL's signature says so: Supabase's storage ignores the request's
+    `x-upsert` here, as a client must not widen what the app signed)."""
     exchange = trigger.body_reader(scope, proto, deployed)
     limits = deployed.manifest.limits
     content_type = scope.headers.get("content-type") or "application/octet-stream"
-    upsert = upsert or scope.headers.get("x-upsert", "").lower() == "true"
     form = re.match(r"multipart/form-data\s*;.*?boundary=\"?([^\";]+)", content_type, re.I)
 
     def run() -> dict:
@@ -285,7 +288,7 @@ async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
             check_token(conn, token, ("download",), app, bucket, key)
             return await send_object(proto, conn, app, bucket, key, method, scope.headers, headers=disposition(query))
         if signed_upload and method in ("PUT", "POST"):
-            signed = check_token(conn, token, ("upload", "upsert"), app, bucket, key)
+            signed = check_token(conn, token, UPLOAD_ACTIONS, app, bucket, key)
             meta = await pipe_upload(trigger, scope, proto, deployed, bucket, key, upsert=signed == "upsert")
             body = {"Key": f"{bucket}/{key}", "Id": meta["id"], "data": meta}
             proto.response_bytes(200, [("content-type", "application/json")], msgspec.json.encode(body))
