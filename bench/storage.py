@@ -171,12 +171,25 @@ def anon_rss_mib(server: FaztServer) -> list[float]:
     return sizes
 
 
-def small_objects(s3, n: int, label: str) -> dict:
+def small_objects(s3, n: int, label: str, suffix: str = "") -> dict:
+    """PUT then GET of n 4 KiB objects, one at a time; also the client's own CPU per operation."""
     data = os.urandom(4096)
-    put_s = timed(lambda: [s3.put_object(Bucket="small", Key=f"o/{i:06}", Body=data) for i in range(n)])
-    get_s = timed(lambda: [s3.get_object(Bucket="small", Key=f"o/{i:06}")["Body"].read() for i in range(n)])
-    log(f"small objects ({label}): {n / put_s:.0f} PUT/s, {n / get_s:.0f} GET/s")
-    return {"n": n, "putPerS": round(n / put_s), "getPerS": round(n / get_s)}
+    cpu = time.process_time()
+    put_s = timed(lambda: [s3.put_object(Bucket="small", Key=f"o/{i:06}{suffix}", Body=data) for i in range(n)])
+    get_s = timed(lambda: [s3.get_object(Bucket="small", Key=f"o/{i:06}{suffix}")["Body"].read() for i in range(n)])
+    client_ms = (time.process_time() - cpu) / (2 * n) * 1000
+    log(f"small objects ({label}): {n / put_s:.0f} PUT/s, {n / get_s:.0f} GET/s, client CPU {client_ms:.2f} ms/op")
+    return {"n": n, "putPerS": round(n / put_s), "getPerS": round(n / get_s), "clientCpuMs": round(client_ms, 2)}
+
+
+def null_s3_small(n: int) -> dict:
+    """small_objects against the null S3 server (its GETs answer 4 KiB too): what boto3 reaches one at a time."""
+    port = peers.free_port()
+    proc = peers.start("null-s3", port)
+    try:
+        return small_objects(s3_client(f"http://127.0.0.1:{port}", "x", "y"), n, "null S3 server", "-null-4096")
+    finally:
+        peers.stop(proc)
 
 
 def raw_sqlite(n: int) -> dict:
@@ -273,6 +286,7 @@ def run(quick: bool = False) -> dict:
         results["small"]["moto_server"] = small_objects(s3, n, "moto_server")
     finally:
         peers.stop(moto)
+    results["small"]["null S3 server"] = null_s3_small(n)
     results["small"]["raw SQLite"] = raw_sqlite(n)
     return results
 
