@@ -221,6 +221,29 @@ def test_ranges_compare_only_values_of_the_same_json_type(db, where, expected):
     assert sorted(names(db.select(where=where))) == sorted(expected)
 
 
+@pytest.mark.parametrize(
+    "where, expected",
+    [
+        ([["eq", "n", "[9]"]], []),  # before: the list, by its JSON text
+        ([["eq", "n", '{"a":9}']], []),
+        ([["eq", "n", "[x"]], ["bracket"]),
+        ([["in", "n", ["[9]", "[x"]]], ["bracket"]),
+        ([["neq", "n", "[9]"]], ["zero", "three", "five", "text3", "textz", "true", "false", "bracket", "list", "object"]),
+        ([["like", "n", "%9%"]], []),
+        ([["ilike", "n", "%X%"]], ["bracket"]),
+        ([["not", ["like", "n", "[%"]]], ["zero", "three", "five", "text3", "textz", "true", "false", "list", "object"]),
+        ([["eq", "n->>a", "9"]], ["object"]),  # ->> reads text, as PostgreSQL's does
+        ([["like", "n->>0", "9"]], ["list"]),
+    ],
+)
+def test_strings_never_equal_or_match_an_array_or_object(db, where, expected):
+    db.declare("a", {"notes": ["n"]})
+    db.insert(MIXED)
+    assert sorted(names(db.select(where=where))) == sorted(expected)
+    if where[0][0] == "eq" and "->>" not in where[0][1]:
+        assert "SCAN" not in db.plan(where=where)
+
+
 def test_typed_ranges_still_use_the_index(db):
     db.declare("a", {"notes": ["n"]})
     db.insert(MIXED)
@@ -549,6 +572,22 @@ def test_delete_and_row_counts(db):
     assert db.run(op="delete", collection="notes")["error"]["code"] == "21000"
     assert db.ok(collection="notes", count="estimated", head=True)["count"] == 3
     assert docstore.collections(db.conn, "a")[0]["count"] == 3
+
+
+def test_limit_and_range_bound_an_update_or_delete_as_postgrest_does(db):
+    db.insert([{"name": n, "g": 1, "n": i} for i, n in enumerate("abcde")])
+    newest = db.ok(op="delete", collection="notes", where=[["eq", "g", 1]], order=[{"field": "n", "ascending": False}],
+                   limit=1, returning=True, columns="name")
+    assert names(newest["data"]) == ["e"]  # before: every match was deleted
+    bumped = db.ok(op="update", collection="notes", values={"hit": True}, where=[["gt", "n", 0]],
+                   order=[{"field": "n"}], offset=1, limit=2, returning=True, columns="name")
+    assert sorted(names(bumped["data"])) == ["c", "d"]
+    assert names(db.select(where=[["eq", "hit", True]], order=[{"field": "n"}])) == ["c", "d"]
+    db.ok(op="delete", collection="notes", where=[["eq", "g", 1]], limit=2)  # no order: the first written go first
+    assert names(db.select(order=[{"field": "n"}])) == ["c", "d"]
+    refused = db.run(op="delete", collection="notes", where=[["eq", "g", 1]], after={"id": "x"})
+    assert refused["error"]["code"] == "PGRST100"
+    assert len(db.select()) == 2
 
 
 def test_batch_commits_all_or_nothing(db):

@@ -85,6 +85,17 @@ def type_guards(values: list[Any], x: str, type_sql: str) -> list[str]:
     return guards
 
 
+def text_only(x: str, type_sql: str) -> str:
+    """`x` is a JSON string, not an array's or object's JSON text (which `->>` gives, starting with [ or {);
+    NULL where `x` is NULL, so negations keep SQL's NULL semantics. Told apart by `x` for most rows."""
+    return f"(unicode({x}) NOT IN (91, 123) OR {type_sql} = 'text')"
+
+
+def string_guards(values: list[Any], x: str, type_sql: str) -> list[str]:
+    """For an equality test: only a string value that reads like JSON text can equal an array or object."""
+    return [text_only(x, type_sql)] if any(isinstance(v, str) and v[:1] in ("[", "{") for v in values) else []
+
+
 def same_type(op: str, value: Any, x: str, type_sql: str) -> list[str]:
     """Conditions that keep a range comparison within the value's JSON type, as jsonpath compares:
     a number only with numbers, a string with strings, a boolean with booleans.
@@ -102,7 +113,7 @@ def same_type(op: str, value: Any, x: str, type_sql: str) -> list[str]:
     upward = op in ("gt", "gte")  # texts rank above every number: only an upward range reaches them
     if isinstance(value, str):
         # An array's or object's JSON text starts with [ or {.
-        return ([] if upward else [f"+{x} >= ''"]) + [f"(unicode({x}) NOT IN (91, 123) OR {type_sql} = 'text')"]
+        return ([] if upward else [f"+{x} >= ''"]) + [text_only(x, type_sql)]
     # Of the numbers, only 0 and 1 may be false or true: told apart as in an equality test.
     booleans = type_guards([k for k in (0, 1) if RANGE[op](k, value)], x, type_sql)
     return ([f"+{x} < ''"] if upward else []) + booleans
@@ -199,11 +210,12 @@ class Filter:
             raise DocError(f"{op} takes a field and a value", "PGRST100")
         field, value = term[1], term[2]
         x = value_of(field)
-        if as_text(field) and op != "is":
+        typed = not as_text(field)  # `->>` reads every value as text, as PostgreSQL's does
+        if not typed and op != "is":
             value = _text_of(value, op, field)
         if op in ("eq", "neq"):
             self.params.append(_bindable(value, op, field))
-            guards = type_guards([value], x, type_of(field))
+            guards = typed and [*type_guards([value], x, type_of(field)), *string_guards([value], x, type_of(field))]
             if not guards:
                 return f"{x} {COMPARE[op]} ?"
             equal = " AND ".join([f"{x} = ?", *guards])
@@ -211,7 +223,7 @@ class Filter:
         if op in COMPARE:
             self.params.append(_bindable(value, op, field))
             compare = f"{x} {COMPARE[op]} ?"
-            if as_text(field):
+            if not typed:
                 return compare
             return "(" + " AND ".join([compare, *same_type(op, value, x, type_of(field))]) + ")"
         if op == "in":
@@ -221,18 +233,16 @@ class Filter:
                 return "0"
             self.params.extend(_bindable(v, op, field) for v in value)
             among = f"{x} IN ({', '.join('?' * len(value))})"
-            guards = type_guards(value, x, type_of(field))
+            guards = typed and [*type_guards(value, x, type_of(field)), *string_guards(value, x, type_of(field))]
             return f"({' AND '.join([among, *guards])})" if guards else among
         if op in ("like", "ilike"):
             if not isinstance(value, str):
                 raise DocError(f"{op} on {field!r} takes a string pattern", "22P02")
             if (len(value) - len(value.rstrip("\\"))) % 2:
                 raise DocError(f"{op} on {field!r}: the pattern must not end with the escape character \\", "22025")
-            if op == "like":
-                self.params.append(_glob(value))
-                return f"{x} GLOB ?"
-            self.params.append(value)
-            return f"{x} LIKE ? ESCAPE '\\'"
+            self.params.append(_glob(value) if op == "like" else value)
+            match = f"{x} GLOB ?" if op == "like" else f"{x} LIKE ? ESCAPE '\\'"
+            return f"({match} AND {text_only(x, type_of(field))})" if typed else match
         if op == "is":
             if value is None:
                 return f"{x} IS NULL"

@@ -428,7 +428,7 @@ class Store:
         patch = {k: v for k, v in patch.items() if k not in ("createdAt", "updatedAt")}
         text = check_document(patch, limits, "the update")
         f = sql.Filter()
-        where = f.all(op.where)
+        where = limited(table, op, f.all(op.where))
         patched = "jsonb_set(jsonb_patch(body, jsonb(?)), '$.\"updatedAt\"', ?)"
         statement = (
             f'UPDATE "{table}" SET body = {patched} '
@@ -456,7 +456,7 @@ class Store:
 
     def _delete(self, table: str, op: Operation, returning: str) -> tuple[Result, int]:
         f = sql.Filter()
-        where = f.all(op.where)
+        where = limited(table, op, f.all(op.where))
         rows: list[str] = []
         for row in self.conn.execute(f'DELETE FROM "{table}" WHERE {where}{returning or " RETURNING 1"}', f.params):
             rows.append(row[0])
@@ -468,6 +468,18 @@ class Store:
                 rows.append(row[0])
         except apsw.ConstraintError as e:
             raise unique_violation(self.conn, cid, str(e), params[0]) from None
+
+
+def limited(table: str, op: Operation, where: str) -> str:
+    """An update or delete with limit() or range() touches only that page of its matches, in its
+    order (rowid breaking ties), as PostgREST's limited update/delete does."""
+    if op.after is not None:
+        raise DocError(f"after() pages selects only, not {op.op}", "PGRST100")
+    if op.limit is None and not op.offset:
+        return where
+    order, _ = sql.order_by(op.order)
+    limit = op.limit if op.limit is not None else -1
+    return f'rowid IN (SELECT rowid FROM "{table}" WHERE {where} ORDER BY {order} LIMIT {int(limit)} OFFSET {int(op.offset)})'
 
 
 def check_result_size(size: int, limits: Limits) -> None:
