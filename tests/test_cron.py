@@ -559,9 +559,9 @@ def wait_for(predicate, timeout: float = 20, step: float = 0.2):
         ({"name": "digest", "schedule": "0 25 * * *"}, "cron entry 'digest': invalid cron expression", 2),
         ({"name": "nofile", "schedule": "@daily", "file": "cron/missing.js"}, "cron entry 'nofile': file cron/missing.js not found", 2),
         ({"name": "far", "schedule": "every 99999999999d"}, "cron entry 'far': invalid interval 'every 99999999999d': an interval is at most 3650d", 2),
-        # Refused by this host's settings: a failed deploy (exit 1).
-        ({"name": "fast", "schedule": "every 0.5s"}, "cron entry 'fast': 'every 0.5s' fires every 0.5s, below the minimum interval of 1s", 1),
-        ({"name": "fast", "schedule": "*/0.5 * * * * *"}, "cron entry 'fast'", None),
+        # Below this host's minimum interval: fazt.json must change too (exit 2).
+        ({"name": "fast", "schedule": "every 0.5s"}, "cron entry 'fast': 'every 0.5s' fires every 0.5s, below the minimum interval of 1s", 2),
+        ({"name": "fast", "schedule": "*/0.5 * * * * *"}, "cron entry 'fast'", 2),
     ],
 )
 def test_deploy_refuses_bad_cron_entries(cartridge, tmp_path, entry, message, code):
@@ -592,7 +592,7 @@ def test_minimum_interval_is_configurable(cartridge, tmp_path):
     path = write_manifest(tmp_path, {"name": "often", "schedule": "*/30 * * * * *"})
     proc = subprocess.run([FAZT, "deploy", str(APP), "--manifest", str(path)], capture_output=True, text=True,
                           env={**cartridge.env, "FAZT_CRON_MIN_INTERVAL": "60"})
-    assert proc.returncode == 1 and "fires every 30s, below the minimum interval of 60s" in proc.stderr
+    assert proc.returncode == 2 and "fires every 30s, below the minimum interval of 60s" in proc.stderr
     cartridge.cli("deploy", str(APP), "--manifest", str(path))
 
 

@@ -190,6 +190,31 @@ def test_errors_come_back_as_values_or_throw_on_request(host):
     assert too_deep["error"]["code"] == "54000"  # the app's fazt.json sets documentDepth 8
 
 
+def test_a_value_or_filter_nested_past_the_engines_stack_is_an_error_value(host):
+    _, server = host
+    deep = "[" * 3000 + "1" + "]" * 3000  # as JSON text: Python's own encoder would recurse too deep
+    cases = [
+        '["insert", {"x": %s}]' % deep,
+        '["select"], ["contains", "x", %s]' % deep,
+        '["select"], ["or", "%s"]' % ("and(" * 300 + "id.eq.1" + ")" * 300),
+    ]
+    for calls in cases:
+        body = '{"chain": [["from", "err"], %s]}' % calls
+        r = server.request("POST", "/dbproxy/chain", content=body, headers={"content-type": "application/json"})
+        reply = r.json()  # before: the SDK threw "too much recursion"
+        assert reply["data"] is None and reply["error"]["code"] == "54001", (calls[:20], reply)
+
+
+def test_limit_bounds_an_update_or_delete_sent_by_the_sdk(host):
+    _, server = host
+    chain(server, ("from", "limited"), ("insert", [{"g": 1, "n": i} for i in range(5)]))
+    gone = chain(server, ("from", "limited"), ("delete",), ("eq", "g", 1), ("order", "n", {"ascending": False}),
+                 ("limit", 1), ("select", "n"))
+    assert gone["data"] == [{"n": 4}]
+    left = chain(server, ("from", "limited"), ("select", "n"), ("order", "n"))
+    assert left["data"] == [{"n": i} for i in range(4)]
+
+
 def test_batch_is_atomic(host):
     _, server = host
     r = server.request("POST", "/dbproxy/batch", json={"chains": [

@@ -148,8 +148,22 @@ function parseFilter(item) {
   return negate ? ['not', t] : t;
 }
 
+// The engine's own stack limit, met by a value or filter nested hundreds deep: SpiderMonkey's
+// "too much recursion" (InternalError), or a RangeError elsewhere.
+function tooDeep(e) {
+  return e instanceof RangeError || (e instanceof Error && e.name === 'InternalError');
+}
+
 function run(operation) {
-  const reply = JSON.parse(query(JSON.stringify(operation)));
+  let text;
+  try {
+    text = JSON.stringify(operation);
+  } catch (e) {
+    if (!tooDeep(e)) throw e;
+    const error = { message: 'a value or filter is nested too deeply to send', code: '54001', details: null, hint: null };
+    return { data: null, error, count: null, status: 400, statusText: 'Bad Request' };
+  }
+  const reply = JSON.parse(query(text));
   if (reply.cursor === null) delete reply.cursor;
   return reply;
 }
@@ -215,6 +229,7 @@ class QueryBuilder {
     try {
       this.op.where.push(makeTerm());
     } catch (e) {
+      if (tooDeep(e)) e = new DocumentsError({ message: 'a value or filter is nested too deeply to send', code: '54001' });
       if (!(e instanceof DocumentsError)) throw e;
       this.invalid ??= { message: e.message, code: e.code, details: null, hint: null };
     }

@@ -188,10 +188,8 @@ def deploy(host: Host, path: Path, manifest_path: Path | None = None, limits: di
             raise InvalidManifest(f"limits: {e}") from None
     try:
         cron.check_deploy(src.folder, manifest, src.prebuilt is not None, host.settings.cron_min_interval)
-    except ManifestError as e:
+    except ValueError as e:  # ManifestError too: either way fazt.json must change
         raise InvalidManifest(str(e)) from None
-    except ValueError as e:
-        raise DeployError(str(e)) from None
     static_dir = src.folder / manifest.static
     phases = {}
     mark = time.perf_counter()

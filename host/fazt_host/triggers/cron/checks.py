@@ -18,8 +18,8 @@ def cron_files(manifest) -> dict[str, str]:
 
 
 def check_deploy(folder: Path, manifest, prebuilt: bool, min_interval_s: float) -> None:
-    """Refuses cron files that cannot be used (ManifestError: fazt.json is wrong) and schedules below
-    this host's minimum interval (ValueError: this host's setting refuses them); messages name the entry."""
+    """Refuses cron files that cannot be used (ManifestError) and schedules below this host's
+    minimum interval (ValueError); messages name the entry."""
     now_ms = int(time.time() * 1000)
     for entry in manifest.cron:
         if entry.file is not None:
