@@ -361,6 +361,26 @@ def test_a_stalled_body_does_not_hold_up_its_worker(cartridge):
             s.recv(1)  # while the stalled request is still waiting for its body
 
 
+def test_a_request_queued_behind_a_runaway_is_answered_at_its_own_deadline(cartridge):
+    cartridge.deploy(TEST_APPS / "probe", "--timeout-ms", "8000")
+    cartridge.deploy(APPS / "hello", "--timeout-ms", "1000")
+    server = cartridge.serve(workers=1)
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(b"GET /probe/loop HTTP/1.1\r\nHost: x\r\n\r\n")  # holds the only wasm thread for 8 s
+        time.sleep(0.5)
+        start = time.monotonic()
+        queued = server.get("/hello/hello")
+        waited = time.monotonic() - start
+        # before: answered only once the loop was stopped, 7.5 s later
+        assert queued.status_code == 504 and "waited past its time limit of 1000 ms" in queued.json()["error"]
+        assert waited < 4, waited
+        s.settimeout(15)
+        assert s.recv(64).startswith(b"HTTP/1.1 504")
+    assert server.get("/hello/hello").status_code == 200
+    logged = cartridge.cli("logs", "hello", "--json").stdout
+    assert "waited past its time limit of 1000 ms" in logged and queued.json()["requestId"] in logged
+
+
 def test_guest_cannot_set_framing_headers_or_forge_the_request_id(served):
     r = served.get("/probe/framing")
     assert r.status_code == 200 and r.content == b"abc"

@@ -76,6 +76,11 @@ class Host:
             guest = self._guests[component_hash] = Guest(component)
         return guest
 
+    def note(self, invocation: Invocation, message: str) -> None:
+        """Writes a host error to the app's log for an invocation whose guest never ran."""
+        self.log.record(invocation, "error", message, host=True)
+        self.log.finish(invocation)
+
     def invoke(self, deployed: Deployed, interface: str, name: str, payload: str, invocation: Invocation) -> dict:
         """Runs one export in a fresh instance and returns its decoded JSON result.
 

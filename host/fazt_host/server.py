@@ -208,11 +208,22 @@ class Exchange:
         self.closed = False
         self.aborted = False
         self.started: float | None = None  # when the guest began running (the wasm thread may be busy)
+        self.abandoned = False  # answered 504 while still queued: the guest must not start
         self.answer = None  # (capability's handler, result) when a capability answers instead
         self.finished = False  # http.finish: the response is complete before the invocation ends
         self.response_done = loop.create_future()
 
     # -- wasm thread ---------------------------------------------------------
+    def begin(self) -> bool:
+        """Marks the guest as starting; False if its deadline passed while it queued (the client has or
+        will get its 504, and the guest must not run)."""
+        with self.lock:
+            now = time.monotonic()
+            if self.abandoned or now >= self.deadline:
+                return False
+            self.started = now
+            return True
+
     def read_body(self, max_bytes: int) -> str:
         """The next piece of the request body as base64 ("" at its end)."""
         return self._pieces.next(max_bytes)
@@ -311,6 +322,13 @@ class Exchange:
                 self.loop.call_soon_threadsafe(self.queue.put_nowait, _END)
 
     # -- event loop ------------------------------------------------------------
+    def abandon(self) -> bool:
+        """Gives up a request still queued at its deadline (True if it had not begun)."""
+        with self.lock:
+            if self.started is None and time.monotonic() >= self.deadline:
+                self.abandoned = True
+            return self.abandoned
+
     async def _read(self, n: int) -> bytes:
         ahead, self._ahead = self._ahead, None
         data = await ahead if ahead is not None else await self._collect(n)
@@ -626,10 +644,10 @@ class HttpTrigger:
                 return json_error(proto, 400, BROKEN_BODY, rid)
 
         def run() -> None:
-            exchange.started = time.monotonic()
             try:
-                if exchange.started >= deadline:
-                    raise GuestTimeout(f"the request waited past its time limit of {limits.timeout_ms} ms")
+                if not exchange.begin():
+                    self.host.note(invocation, queued_too_long)
+                    raise GuestTimeout(queued_too_long)
                 result = self.host.invoke(deployed, HANDLER_INTERFACE, "fetch", payload, invocation)
                 kind = next((k for k in self.host.results if k in result), None)
                 if kind is not None:
@@ -638,13 +656,20 @@ class HttpTrigger:
                     exchange.finish_inline(result)
             finally:
                 exchange.close()
+                invocation.spent = None  # while the event loop sends the response
 
+        queued_too_long = f"the request waited past its time limit of {limits.timeout_ms} ms (other requests held the worker)"
         future = loop.run_in_executor(self.wasm, run)
         # Stream only a response the guest has been producing for a while, not
         # one merely queued behind other requests for the wasm thread.
         waits = (future, exchange.response_done)
         done, _ = await asyncio.wait(waits, timeout=STREAM_AFTER_S, return_when=asyncio.FIRST_COMPLETED)
         while not done and (exchange.started is None or time.monotonic() - exchange.started < STREAM_AFTER_S):
+            if exchange.started is None and exchange.abandon():
+                # Still queued at its deadline (behind a runaway handler, say): answered now, not
+                # when the wasm thread frees up; the guest will not start.
+                future.add_done_callback(_retrieved)
+                return json_error(proto, 504, queued_too_long, rid)
             done, _ = await asyncio.wait(waits, timeout=STREAM_AFTER_S, return_when=asyncio.FIRST_COMPLETED)
         if not done:
             switched = exchange.start_streaming()
