@@ -61,6 +61,13 @@ def test_several_cookie_headers_reach_the_app_as_one_joined_with_semicolons(serv
     assert served.get("/probe/cookie", headers={"cookie": "only=1"}).text == "only=1"
 
 
+def test_the_app_sees_the_headers_a_server_sees_host_included(served):
+    seen = served.get("/probe/request-headers", headers={"x-in": "1", "te": "trailers"}).json()
+    # before: the engine's Request dropped what the Fetch standard forbids a browser to set
+    assert seen["host"] == f"127.0.0.1:{served.port}" and seen["te"] == "trailers" and seen["x-in"] == "1"
+    assert seen["x-forwarded-prefix"] == "/probe"
+
+
 def test_manifest_env_reaches_the_handler(served):
     assert served.get("/probe/env").json() == {"GREETING": "hi"}
     assert served.get("/hello/hello").status_code == 200  # hello declares no env
@@ -207,6 +214,8 @@ def test_memory_bomb_gives_500_and_next_request_works(served):
 def test_handler_that_never_settles_or_returns_garbage(served):
     never = served.get("/probe/never")
     assert never.status_code == 500 and "can never settle" in never.json()["error"]
+    outbound = served.get("/probe/outbound").json()  # before: a fetch() never settled, so the engine stopped
+    assert outbound["caught"] == "TypeError" and "not available" in outbound["message"]
     r = served.get("/probe/not-a-response")
     assert r.status_code == 500 and "must return a Response" in r.json()["error"]
 

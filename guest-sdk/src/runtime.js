@@ -45,6 +45,12 @@ globalThis.console = {
   trace: logger('debug'),
 };
 
+// The build leaves the engine without outbound HTTP, where fetch() would return a promise that never
+// settles (the engine then stops the handler): reject at once, so an app can catch it.
+globalThis.fetch = async function fetch() {
+  throw new TypeError("fetch() is not available: apps reach the network only through the host's imports");
+};
+
 // The time limit. A guest waiting for a timer sleeps inside the host's poll,
 // where the wall-time interrupt cannot reach it, so a timer due after the limit
 // is replaced by one at the limit that spins: the host then stops the handler
@@ -126,8 +132,19 @@ export function readAll(read, size = 0) {
   return length === bytes.byteLength ? bytes : bytes.slice(0, length);
 }
 
+// The request's headers as the client sent them: the engine's Request drops the ones the Fetch
+// standard forbids a browser script to set (host, connection, te...), which a server sees, as
+// Workers' request.headers does. Built on first use, from the head's list.
+const clientHeaders = new WeakMap(); // request -> header list, then Headers
+
 const NativeRequest = globalThis.Request;
 class Request extends NativeRequest {
+  get headers() {
+    let headers = clientHeaders.get(this);
+    if (headers === undefined) return super.headers;
+    if (Array.isArray(headers)) clientHeaders.set(this, (headers = new Headers(headers)));
+    return headers;
+  }
   // An unread body is then read through the engine's stream, which the clone tees.
   clone() {
     const state = bodies.get(this);
@@ -391,6 +408,7 @@ function serveFetch(app, json) {
       init.duplex = 'half';
     }
     const request = new Request(head.url, init);
+    clientHeaders.set(request, head.headers);
     if (head.hasBody) bodies.set(request, state);
     currentRequest = request;
     const extended = lifetime((reason) => console.error('a waitUntil promise rejected:', reason));

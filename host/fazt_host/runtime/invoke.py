@@ -45,6 +45,9 @@ class Invocation:
     limits: Limits
     # Capability state for this call, keyed by capability name (e.g. the HTTP exchange).
     state: dict[str, Any] = field(default_factory=dict)
+    # The finished instance's store: dropping it unmaps the instance's memory (~0.07 ms), which the
+    # HTTP trigger does once the response is on its way; otherwise it goes with the invocation.
+    spent: Any = None
 
 
 class Runtime:
@@ -124,7 +127,9 @@ class Runtime:
         self.current = invocation
         try:
             instance = self.linker.instantiate(store, guest.component)
-            return call_export(instance.get_func(store, guest.export(interface, name)), store, arg)
+            result = call_export(instance.get_func(store, guest.export(interface, name)), store, arg)
+            invocation.spent = store
+            return result
         except WasmtimeError as e:
             message = str(e)
             if "wasm trap: interrupt" in message:
@@ -135,8 +140,7 @@ class Runtime:
             if "unreachable" in message:  # the engine aborted: out of memory, or nothing left to wait for
                 raise GuestError(
                     f"the handler stopped the engine: it ran out of memory (limit {limits.memory_mb} MiB) or awaited "
-                    "a promise that can never settle: fetch() (apps reach the network only through the host's "
-                    "imports), or one nothing resolves (a ctx.waitUntil promise too, after the response)",
+                    "a promise that can never settle, one nothing resolves (a ctx.waitUntil promise too, after the response)",
                     message,
                 ) from None
             raise GuestError(

@@ -132,6 +132,17 @@ const routes = {
   async '/never'() {
     return new Promise(() => {});
   },
+  async '/outbound'() {
+    try {
+      await fetch('http://example.com/');
+      return Response.json({ caught: null });
+    } catch (e) {
+      return Response.json({ caught: e.name, message: e.message });
+    }
+  },
+  async '/request-headers'(request) {
+    return Response.json(Object.fromEntries(request.headers));
+  },
   async '/not-a-response'() {
     return { hello: 'plain object' };
   },
