@@ -147,9 +147,10 @@ try {
   const result = await build({
     stdin: {
       contents: [
+        // The SDK's runtime first: its console, timers and build-time guards are in place for the app's top level.
+        `import { handlerFor } from ${JSON.stringify(join(sdk, 'src', 'runtime.js'))};`,
         `import app from ${JSON.stringify(entryPath)};`,
         ...crons.map(([, file], i) => `import cron${i} from ${JSON.stringify(file)};`),
-        `import { handlerFor } from ${JSON.stringify(join(sdk, 'src', 'runtime.js'))};`,
         `export const handler = handlerFor(app, {${crons.map(([name], i) => `${JSON.stringify(name)}: cron${i}`).join(', ')}});`,
       ].join('\n'),
       resolveDir: dirname(entryPath),

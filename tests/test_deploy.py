@@ -114,6 +114,11 @@ def test_syntax_error_names_file_and_line_and_live_version_keeps_serving(cartrid
     proc = cartridge.cli("deploy", str(broken), check=False)
     assert proc.returncode == 1
     assert "boot.js:2:7" in proc.stderr and "no settings" in proc.stderr and "app.js" not in proc.stderr, proc.stderr
+    # A random value made at top level would be the same in every request: refused the same way.
+    (broken / "boot.js").write_text("// an id for this instance\nexport const ID = crypto.randomUUID();\n")
+    proc = cartridge.cli("deploy", str(broken), check=False)
+    assert proc.returncode == 1 and "boot.js:2:" in proc.stderr, proc.stderr  # before: a wasm backtrace from the build
+    assert "randomUUID() at the top level" in proc.stderr and "inside the handler" in proc.stderr, proc.stderr
     assert server.get("/hello/hello").json()["hello"] == "world"
     assert json.loads(cartridge.cli("apps", "--json").stdout)[0]["version"] == 1
 

@@ -21,6 +21,23 @@ let currentRequestId = '';
 let currentRequest = null;
 let currentApp = '';
 
+// Module top levels run once, at build time, into the snapshot every call starts from: a random value
+// made there would be the same in every request (and the build has no entropy to give). Until the
+// first call, the random sources throw an error that names the app's line.
+const randomSources = [[Math, 'random'], [crypto, 'getRandomValues'], [crypto, 'randomUUID']];
+const nativeRandom = randomSources.map(([owner, name]) => owner[name]);
+let buildTime = true;
+for (const [owner, name] of randomSources) {
+  owner[name] = function () {
+    throw new Error(`${name}() at the top level of a module would run once, at build time, for every request: call it inside the handler`);
+  };
+}
+function endBuildTime() {
+  if (!buildTime) return;
+  buildTime = false;
+  randomSources.forEach(([owner, name], i) => { owner[name] = nativeRandom[i]; });
+}
+
 function formatArg(v) {
   if (typeof v === 'string') return v;
   if (v instanceof Error) return v.stack ? `${v.name}: ${v.message}\n${v.stack}` : `${v.name}: ${v.message}`;
@@ -461,6 +478,7 @@ function handlersMissing(app, crons, names) {
 export function handlerFor(app, crons = {}) {
   return {
     async scheduled(json) {
+      endBuildTime();
       const ev = JSON.parse(json);
       if (Array.isArray(ev.handlers)) return handlersMissing(app, crons, ev.handlers); // a deploy's check
       startClock(ev.timeoutMs);
@@ -493,6 +511,7 @@ export function handlerFor(app, crons = {}) {
       }
     },
     fetch(json) {
+      endBuildTime();
       return serveFetch(app, json);
     },
   };
