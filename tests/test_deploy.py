@@ -198,8 +198,10 @@ def test_limit_flag_out_of_range_is_a_usage_error(cartridge):
 @pytest.mark.parametrize(
     "wasm, fragment",
     [
-        (b"this is not wasm at all", "not a WebAssembly component"),
-        (bytes(wasmtime.wat2wasm("(module)")), "not a WebAssembly component"),
+        (b"this is not wasm at all", "does not start with WebAssembly's \\0asm header"),
+        (b"(component)", "does not start with WebAssembly's \\0asm header"),  # before: deployed, read as text
+        (os.urandom(64).replace(b"\0asm", b""), "does not start with WebAssembly's"),  # before: "not valid utf-8"
+        (bytes(wasmtime.wat2wasm("(module)")), "a core WebAssembly module, not a component"),
         (bytes(wasmtime.wat2wasm("(component)")), "does not export fazt:host/handler"),
         (bytes(wasmtime.wat2wasm('(component (import "foo:bar/baz" (instance)))')), "imports foo:bar/baz"),
     ],
@@ -218,6 +220,8 @@ def test_build_then_deploy_prebuilt_component(cartridge, tmp_path):
     built = cartridge.cli("build", str(TEST_APPS / "probe"), "-o", str(out))
     assert out.read_bytes()[:8] == b"\0asm\r\0\x01\0"  # a component, not a core module
     # The command it suggests works: the manifest is not beside the .wasm, so it names it.
+    alone = cartridge.cli("deploy", str(out), check=False)
+    assert alone.returncode == 2 and "name one with --manifest" in alone.stderr, alone.stderr
     command = shlex.split(built.stderr.rpartition("deploy it with: ")[2])
     assert command == ["fazt-host", "deploy", str(out), "--manifest", str(TEST_APPS / "probe" / "fazt.json")]
     cartridge.cli(*command[1:])
@@ -323,6 +327,24 @@ def test_a_deploy_killed_during_its_build_stops_the_build(cartridge, tmp_path):
     for pid in orphans:
         os.kill(pid, signal.SIGKILL)
     assert not orphans
+
+
+def test_a_deploy_stopped_with_sigterm_removes_its_build_folder(cartridge, tmp_path):
+    app = copy_app(APPS / "hello", tmp_path / "stopped", name="stopped")
+    (app / "index.js").write_text((app / "index.js").read_text().replace("world", "stopped"))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    proc = subprocess.Popen([FAZT, "deploy", str(app)], env={**cartridge.env, "TMPDIR": str(scratch)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    for line in proc.stderr:
+        if "componentizing" in line:
+            break
+    builds = running_children(proc.pid)
+    assert builds and list(scratch.glob("fazt-build-*"))
+    proc.terminate()
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert not list(scratch.glob("fazt-build-*"))  # before: left behind, node's scratch files and all
+    assert not any(map(running, builds))
 
 
 def test_backup_while_serving_is_consistent(cartridge, tmp_path):
@@ -494,6 +516,16 @@ def test_up_refuses_limit_flags_with_nothing_to_deploy(cartridge):
     # They apply to the apps of --deploy; without it they would silently change nothing.
     proc = cartridge.cli("up", "--port", "1", "--timeout-ms", "500", check=False, timeout=30)
     assert proc.returncode == 2 and "--timeout-ms" in proc.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--host", "256.1.1.1"), "is not an IP address"),  # before: "serving ..." printed, then a ValueError
+    (("--host", "localhost"), "is not an IP address"),
+    (("--port", "0"), "--port 0"),  # before: "serving on http://127.0.0.1:0", the real port untold
+])
+def test_up_refuses_an_address_it_cannot_serve_on(cartridge, flags, message):
+    proc = cartridge.cli("up", *flags, check=False, timeout=30)
+    assert proc.returncode == 2 and message in proc.stderr and "serving" not in proc.stderr, proc.stderr
 
 
 def test_deploy_with_a_relative_path(cartridge, tmp_path):

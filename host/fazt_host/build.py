@@ -164,12 +164,17 @@ def build_component(
         )
         errors = []
         assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("progress: "):
-                progress.write("  " + line[len("progress: ") :])
-                progress.flush()
-            else:
-                errors.append(line.rstrip("\n").removeprefix("error: "))
+        try:
+            for line in proc.stdout:
+                if line.startswith("progress: "):
+                    progress.write("  " + line[len("progress: ") :])
+                    progress.flush()
+                else:
+                    errors.append(line.rstrip("\n").removeprefix("error: "))
+        except BaseException:  # interrupted (SIGTERM, Ctrl-C): node stops before its folder goes
+            proc.kill()
+            proc.wait()
+            raise
         if proc.wait() != 0 or not out.exists():
             raise BuildError("\n".join(errors) or f"the build of {entry_path} failed")
         source_map = out.with_name(out.name + ".map")

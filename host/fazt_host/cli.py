@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import ipaddress
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -523,6 +525,14 @@ def cmd_up(args) -> int:
     from .serve import address_in_use, serve
 
     settings = _settings(args, host=args.host, port=args.port, workers=args.workers, domain=args.domain)
+    try:
+        ipaddress.ip_address(settings.host)  # Granian binds an address, not a name
+    except ValueError:
+        print(f"error: --host {settings.host!r} is not an IP address (e.g. 127.0.0.1, 0.0.0.0 or ::1)", file=sys.stderr)
+        return EXIT_USAGE
+    if settings.port == 0:
+        print("error: --port 0 would bind a port nobody is told: pick one (1-65535)", file=sys.stderr)
+        return EXIT_USAGE
     if _limits(args) and not args.deploy:
         # Limits are stored with each deployed version: with nothing to deploy they would change nothing.
         flags = ", ".join("--" + k.replace("_", "-") for k in _limits(args))
@@ -565,7 +575,7 @@ def parser() -> argparse.ArgumentParser:
     up = command("up", "serve the deployed apps over HTTP (Granian)", cmd_up)
     up.add_argument("--host", help="address to listen on (env FAZT_HOST, default 127.0.0.1)")
     up.add_argument("--port", type=int, help="port (env FAZT_PORT, default 8080)")
-    up.add_argument("--workers", type=int, help="worker processes (env FAZT_WORKERS, default: one per core)")
+    up.add_argument("--workers", type=int, help="worker processes (env FAZT_WORKERS; 0 or unset: one per core)")
     up.add_argument("--domain", help="also route <app>.DOMAIN by Host header (env FAZT_DOMAIN)")
     up.add_argument("--deploy", nargs="*", metavar="DIR", help="deploy these app folders before serving")
     limit_flags(up)
@@ -654,8 +664,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminated(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # SIGTERM ends a command as Ctrl-C does, through its cleanups (a build's work folder, an open
+    # transaction); `up` hands the signal to Granian once it serves.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         return args.fn(args)
     except KeyboardInterrupt:

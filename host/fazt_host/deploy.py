@@ -59,6 +59,9 @@ def resolve(path: Path, manifest_path: Path | None = None) -> AppSource:
     """An app folder (fazt.json + JS entry or a .wasm entry), or a .wasm file with its fazt.json."""
     path = Path(path)
     if path.is_file() and path.suffix == ".wasm":
+        if manifest_path is None and not (path.parent / "fazt.json").is_file():
+            raise ManifestError(f"{path.parent / 'fazt.json'}: not found: a .wasm deploys with its fazt.json "
+                                "beside it, or name one with --manifest")
         manifest_path = manifest_path or path.parent / "fazt.json"
         src = AppSource(manifest_path.parent, load_manifest(manifest_path), path)
     elif path.is_dir():
@@ -128,6 +131,19 @@ def write_atomically(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
+WASM_MAGIC = b"\0asm"
+CORE_MODULE_VERSION = b"\x01\x00\x00\x00"  # a component's header has layer 1 after its version
+
+
+def not_a_component(wasm: bytes | None) -> str:
+    """Why bytes wasmtime refused are no component of our world, as far as their header tells."""
+    if wasm is not None and not wasm.startswith(WASM_MAGIC):
+        return "not a WebAssembly component: the file does not start with WebAssembly's \\0asm header"
+    if wasm is not None and wasm[4:8] == CORE_MODULE_VERSION:
+        return "a core WebAssembly module, not a component: build the app with `fazt-host build`"
+    return "not a WebAssembly component of the fazt:host world"
+
+
 def compile_checked(host: Host, digest: str, wasm: bytes | None, progress) -> None:
     """Compiles into the cache (unless there already) after checking the component fits our world."""
     host.start_ticker()
@@ -138,6 +154,8 @@ def compile_checked(host: Host, digest: str, wasm: bytes | None, progress) -> No
                 wasm = cartridge.get_object(host.conn, digest)
                 if wasm is None:
                     raise DeployError(f"component {digest[:12]} vanished from the cartridge; deploy again")
+            if not wasm.startswith(WASM_MAGIC):  # wasmtime would read it as WebAssembly text
+                raise DeployError(not_a_component(wasm))
             progress.write("  compiling to native code\n")
             component = Component(host.engine, wasm)
             host.runtime.validate(component)
@@ -146,7 +164,7 @@ def compile_checked(host: Host, digest: str, wasm: bytes | None, progress) -> No
             host.runtime.validate(component)
     except WasmtimeError as e:
         first = (str(e).strip().splitlines() or ["invalid"])[0]
-        raise DeployError(f"not a WebAssembly component of the fazt:host world: {first}") from None
+        raise DeployError(f"{not_a_component(wasm)}: {first}") from None
     except ValidationError as e:
         raise DeployError(str(e)) from None
 
