@@ -244,6 +244,9 @@ def test_body_over_limit_is_413_before_reading_it(served):
         reply = s.recv(4096).decode()
     assert reply.startswith("HTTP/1.1 413"), reply
     assert "limit" in reply and '"requestId"' in reply
+    rid = json.loads(reply.partition("\r\n\r\n")[2])["requestId"]
+    logged = [json.loads(line) for line in served.cart.cli("logs", "probe", "--json", "-n", "50").stdout.splitlines()]
+    assert any(line["requestId"] == rid and "exceeds the limit" in line["message"] for line in logged)  # before: not logged
     # A client that waits on 100-continue is answered without being asked for the body (the
     # drain would have waited for it up to its time limit, 2 s).
     with socket.create_connection(("127.0.0.1", served.port)) as s:

@@ -606,7 +606,11 @@ class HttpTrigger:
         rid = request_id()
         headers = scope.headers
         body_limit = limits.body_mb * MIB
-        length = body_length(scope, limits, rid)
+        try:
+            length = body_length(scope, limits, rid)
+        except HttpError as e:
+            self.note_refusal(deployed, rid, str(e))
+            raise
         with_body = has_body(scope)
         authority = headers.get("host") or scope.authority or "localhost"
         if not _AUTHORITY.fullmatch(authority):  # the guest's URL parser would throw on it
@@ -639,6 +643,7 @@ class HttpTrigger:
             try:
                 await exchange.prefetch()
             except HttpError as e:
+                self.note_refusal(deployed, rid, str(e))
                 return json_error(proto, e.status, str(e), rid)
             except Exception:  # noqa: BLE001 - Granian's error for a body that ended early or a client gone
                 return json_error(proto, 400, BROKEN_BODY, rid)
@@ -685,6 +690,11 @@ class HttpTrigger:
         except Exception as e:  # noqa: BLE001 - every failure becomes a JSON error
             return self.fail(proto, e, rid)
         await self.complete(scope, proto, deployed, exchange, rid)
+
+    def note_refusal(self, deployed: Deployed, rid: str, message: str) -> None:
+        """Puts a request refused before its handler ran in the app's log, from the wasm thread (the writer)."""
+        invocation = Invocation(deployed.name, rid, deployed.manifest.limits)
+        self.wasm.submit(self.host.note, invocation, message).add_done_callback(_retrieved)
 
     async def complete(self, scope, proto, deployed: Deployed, exchange: Exchange, rid: str) -> None:
         if exchange.answer is not None:
