@@ -164,6 +164,34 @@ def test_conditional_writes_and_reads(s3):
     assert code(lambda: s3.get_object(Bucket="docs", Key="cond/new", IfMatch='"0123"', IfNoneMatch=head["ETag"])) == "PreconditionFailed"
 
 
+def test_conditional_writes_copies_and_deletes_hold_or_change_nothing(s3):
+    etag = s3.put_object(Bucket="docs", Key="ifm/a", Body=b"one")["ETag"]
+    s3.put_object(Bucket="docs", Key="ifm/src", Body=b"source", ContentType="text/x-src")
+    # before: each of these was written (or deleted) whatever its condition
+    assert error(lambda: s3.put_object(Bucket="docs", Key="ifm/a", Body=b"two", IfMatch='"deadbeef"'))[:2] == (412, "PreconditionFailed")
+    assert code(lambda: s3.put_object(Bucket="docs", Key="ifm/none", Body=b"x", IfMatch=etag)) == "NoSuchKey"
+    assert code(lambda: s3.copy_object(Bucket="docs", Key="ifm/a", CopySource="docs/ifm/src", IfNoneMatch="*")) == "PreconditionFailed"
+    assert code(lambda: s3.copy_object(Bucket="docs", Key="ifm/a", CopySource="docs/ifm/src", IfMatch='"deadbeef"')) == "PreconditionFailed"
+    src_etag = s3.head_object(Bucket="docs", Key="ifm/src")["ETag"]
+    for condition in ({"CopySourceIfMatch": '"deadbeef"'}, {"CopySourceIfNoneMatch": src_etag},
+                      {"CopySourceIfUnmodifiedSince": datetime(2001, 1, 1, tzinfo=timezone.utc)},
+                      {"CopySourceIfModifiedSince": datetime(2999, 1, 1, tzinfo=timezone.utc)}):
+        assert code(lambda: s3.copy_object(Bucket="docs", Key="ifm/a", CopySource="docs/ifm/src", **condition)) == "PreconditionFailed", condition
+    assert code(lambda: s3.delete_object(Bucket="docs", Key="ifm/a", IfMatch='"deadbeef"')) == "PreconditionFailed"
+    got = s3.get_object(Bucket="docs", Key="ifm/a")
+    assert got["Body"].read() == b"one" and got["ETag"] == etag and got["ContentType"] != "text/x-src"
+    # Conditions that hold let the write through.
+    s3.copy_object(Bucket="docs", Key="ifm/a", CopySource="docs/ifm/src", IfMatch=etag, CopySourceIfMatch=src_etag)
+    assert s3.get_object(Bucket="docs", Key="ifm/a")["Body"].read() == b"source"
+    etag = s3.put_object(Bucket="docs", Key="ifm/a", Body=b"three", IfMatch=s3.head_object(Bucket="docs", Key="ifm/a")["ETag"])["ETag"]
+    s3.delete_object(Bucket="docs", Key="ifm/a", IfMatch=etag)
+    assert code(lambda: s3.head_object(Bucket="docs", Key="ifm/a")) == "404"
+    s3.delete_object(Bucket="docs", Key="ifm/a", IfMatch=etag)  # nothing there: no error, as S3 has it
+    s3.put_object(Bucket="docs", Key="ifm/b", Body=b"kept")
+    assert code(lambda: s3.delete_object(Bucket="docs", Key="ifm/b", IfMatchSize=1)) == "NotImplemented"
+    assert s3.get_object(Bucket="docs", Key="ifm/b")["Body"].read() == b"kept"
+
+
 def error(call) -> tuple[int, str, str]:
     with pytest.raises(ClientError) as e:
         call()

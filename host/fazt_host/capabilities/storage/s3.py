@@ -28,6 +28,7 @@ import msgspec
 
 from ...cartridge import transaction
 from ...server import has_body
+from ...static import negotiate
 from . import http, store
 from .store import StorageError
 
@@ -68,6 +69,7 @@ _FROM_STORAGE = {
     "EntityTooLarge": ("EntityTooLarge", 400),
     "IncompleteBody": ("IncompleteBody", 400),
     "Duplicate": ("PreconditionFailed", 412),
+    "PreconditionFailed": ("PreconditionFailed", 412),
     "ServiceUnavailable": ("ServiceUnavailable", 503),
     "NoSuchBucket": ("NoSuchBucket", 404),
     "BucketAlreadyExists": ("BucketAlreadyOwnedByYou", 409),
@@ -584,6 +586,7 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
     limits = deployed.manifest.limits
     headers = scope.headers
     upsert = (headers.get("if-none-match") or "").strip() != "*"  # If-None-Match: * writes only a new key
+    if_match = headers.get("if-match")  # the object it replaces must carry one of these ETags
 
     def write():
         if method == "PUT" and "partNumber" in params:
@@ -600,14 +603,15 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
                 replace = {"content_type": headers.get("content-type") or "binary/octet-stream",
                            "metadata": _metadata(headers), "cache_control": headers.get("cache-control")}
             copied = store.copy(conn, app, src_bucket, src_key, key, bucket, limits.storage_mb << 20,
-                                upsert=True, **replace)
+                                upsert=upsert, if_match=if_match, source_check=_copy_source_conditions(headers),
+                                **replace)
             inner = _tag("ETag", f'"{copied["etag"]}"') + _tag("LastModified", _iso(copied["updatedAt"]))
             return ("xml", 200, "CopyObjectResult", inner)
         if method == "PUT":
             _need_bucket(conn, app, bucket)
             upload = store.Upload(conn, app, bucket, key, headers.get("content-type") or "binary/octet-stream",
                                   _metadata(headers), upsert, limits.storage_mb << 20,
-                                  cache_control=headers.get("cache-control"))
+                                  cache_control=headers.get("cache-control"), if_match=if_match)
             _receive(raw, auth, headers, upload)
             meta = upload.finish()
             return ("empty", 200, [("etag", f'"{meta["etag"]}"')])
@@ -615,8 +619,11 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
             _abort_upload(conn, app, bucket, key, params["uploadId"])
             return ("empty", 204, [])
         if method == "DELETE":
+            if headers.get("x-amz-if-match-last-modified-time") or headers.get("x-amz-if-match-size"):
+                # conditions of directory buckets: refused rather than ignored
+                raise S3Error("NotImplemented", "A header you provided implies functionality that is not implemented", 501)
             _need_bucket(conn, app, bucket)
-            store.remove(conn, app, bucket, [key])
+            store.remove(conn, app, bucket, [key], if_match)
             return ("empty", 204, [])
         if method == "POST" and "uploads" in params:
             _need_bucket(conn, app, bucket)
@@ -633,7 +640,8 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
             inner = _tag("Bucket", bucket) + _tag("Key", key) + _tag("UploadId", upload_id)
             return ("xml", 200, "InitiateMultipartUploadResult", inner)
         if method == "POST" and "uploadId" in params:
-            return _complete(conn, app, bucket, key, params["uploadId"], _read_all(raw, auth, headers), limits, upsert)
+            return _complete(conn, app, bucket, key, params["uploadId"], _read_all(raw, auth, headers), limits, upsert,
+                             if_match)
         raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.", 405)
 
     _answer(proto, await trigger.on_wasm_thread(write))
@@ -647,6 +655,25 @@ def _upload_row(conn, app: str, bucket: str, key: str, upload_id: str):
     if row is None:
         raise S3Error("NoSuchUpload", "The specified multipart upload does not exist.", 404)
     return row
+
+
+COPY_CONDITIONS = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
+
+
+def _copy_source_conditions(headers):
+    """CopyObject's x-amz-copy-source-if-* as a check of the source, in RFC 9110's order as a GET's
+    conditions: any that does not hold is PreconditionFailed (412), as S3 answers."""
+    given = {name: headers.get(f"x-amz-copy-source-{name}") for name in COPY_CONDITIONS}
+    if not any(given.values()):
+        return None
+
+    def check(meta: dict) -> None:
+        wanted = {k: v for k, v in given.items() if v}
+        status = negotiate(f'"{meta["etag"]}"', meta["size"], "GET", wanted, meta["updatedAt"])[0]
+        if status in (304, 412):
+            raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412)
+
+    return check
 
 
 def _copy_source(conn, app: str, headers) -> tuple[str, str]:
@@ -708,7 +735,7 @@ def _upload_part(conn, app, raw, auth, headers, params, limits):
     return ("empty", 200, [("etag", f'"{md5}"')])
 
 
-def _complete(conn, app, bucket, key, upload_id, xml: bytes, limits, upsert: bool):
+def _complete(conn, app, bucket, key, upload_id, xml: bytes, limits, upsert: bool, if_match: str | None):
     wanted = []
     for item in _xml_items(xml, "Part"):
         number = _text(item, "PartNumber")
@@ -729,7 +756,7 @@ def _complete(conn, app, bucket, key, upload_id, xml: bytes, limits, upsert: boo
         internal = all(location is None for _, _, _, location in chosen)
         if internal:  # the object is made of the parts' chunks as they are: nothing is copied
             store.assemble(conn, app, bucket, key, [(data, size) for data, size, _, _ in chosen], etag,
-                           content_type, metadata, upsert, cache_control)
+                           content_type, metadata, upsert, cache_control, if_match)
             conn.executemany("DELETE FROM s3_parts WHERE upload = ? AND data = ?",
                              [(upload_id, data) for data, _, _, _ in chosen])
             store.forget_upload(conn, upload_id)
@@ -737,7 +764,8 @@ def _complete(conn, app, bucket, key, upload_id, xml: bytes, limits, upsert: boo
         store.sweep(conn)
     else:  # external parts are separate objects there: their bytes are copied into one
         upload = store.Upload(conn, app, bucket, key, content_type, metadata, upsert,
-                              (limits.storage_mb << 20) + sum(size for _, size, _, _ in chosen), cache_control=cache_control)
+                              (limits.storage_mb << 20) + sum(size for _, size, _, _ in chosen), cache_control=cache_control,
+                              if_match=if_match)
         for data, _, _, _ in chosen:
             _copy_into(conn, upload, data)
         upload.finish(etag)

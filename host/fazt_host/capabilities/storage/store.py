@@ -24,7 +24,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import apsw
@@ -196,6 +196,17 @@ class StorageError(Exception):
 def duplicate() -> StorageError:
     """The error storage-js gives a write onto an existing key without upsert."""
     return StorageError("The resource already exists", 409, "Duplicate")
+
+
+def check_if_match(etag: str | None, if_match: str | None) -> None:
+    """S3's If-Match on a write: the object it replaces (`etag`, None if there is none) must carry one of
+    the listed ETags (`*`: any). Refused with PreconditionFailed, or NoSuchKey where there is no object."""
+    if if_match is None:
+        return
+    if etag is None:
+        raise StorageError("Object not found", 404, "not_found")
+    if if_match.strip() != "*" and etag not in [t.strip().removeprefix("W/").strip('"') for t in if_match.split(",")]:
+        raise StorageError("At least one of the pre-conditions you specified did not hold", 412, "PreconditionFailed")
 
 
 def no_bucket() -> StorageError:
@@ -395,8 +406,9 @@ class Upload:
 
     def __init__(self, conn: apsw.Connection, app: str, bucket: str, key: str, content_type: str,
                  metadata: dict[str, str], upsert: bool, quota: int, *, part: bool = False,
-                 cache_control: str | None = None):
-        """`part`: the bytes of one multipart part, whose whole's type was checked when it began."""
+                 cache_control: str | None = None, if_match: str | None = None):
+        """`part`: the bytes of one multipart part, whose whole's type was checked when it began;
+        `if_match`: S3's If-Match, checked now and again as the object lands."""
         self.conn = conn
         self.app, self.bucket, self.key = app, check_bucket(bucket), check_key(key)
         check_headers(content_type, metadata)
@@ -407,12 +419,14 @@ class Upload:
         self.size_limit = size_limit_of(conn, app, self.bucket)
         self.metadata = metadata
         self.upsert = upsert
+        self.if_match = if_match
         self.quota = quota
         self.md5 = hashlib.md5()
         self.size = 0
-        replaced = _object_size(conn, app, self.bucket, self.key)
+        replaced, etag = _object_size_etag(conn, app, self.bucket, self.key)
         if not upsert and replaced is not None:
             raise duplicate()
+        check_if_match(etag, if_match)
         self.data, self.sink = new_data(conn, app, backend(conn, app))
         self.room = quota - usage(conn, app) + (replaced or 0)  # the replaced bytes are freed when this lands
 
@@ -459,11 +473,15 @@ class Upload:
         with transaction(self.conn):
             bid = bucket_id(self.conn, self.app, self.bucket, create=True)
             old = self.conn.execute(
-                "SELECT data, created_at FROM blob_objects WHERE bucket = ? AND key = ?", (bid, self.key)
+                "SELECT data, created_at, etag FROM blob_objects WHERE bucket = ? AND key = ?", (bid, self.key)
             ).fetchone()
-            if old and not self.upsert:
+            try:
+                if old and not self.upsert:
+                    raise duplicate()
+                check_if_match(old and old[2], self.if_match)  # replaced since the upload began
+            except StorageError:
                 self._drop()
-                raise duplicate()
+                raise
             if old:
                 orphan(self.conn, old[0], now)
             self.conn.execute(
@@ -728,8 +746,9 @@ def sorted_listing(conn: apsw.Connection, app: str, bucket: str, prefix: str, li
     return [described(bucket, r[0], r[1:]) for r in rows], shown
 
 
-def remove(conn: apsw.Connection, app: str, bucket: str, keys: list[str]) -> list[dict[str, Any]]:
-    """Removes the objects that exist; returns their descriptions."""
+def remove(conn: apsw.Connection, app: str, bucket: str, keys: list[str], if_match: str | None = None) -> list[dict[str, Any]]:
+    """Removes the objects that exist; returns their descriptions. `if_match` (S3's If-Match, one key):
+    an object there must carry that ETag (one that is not there is no error, as S3 has it)."""
     removed = []
     bid = bucket_id(conn, app, bucket)
     if bid is None:
@@ -737,6 +756,10 @@ def remove(conn: apsw.Connection, app: str, bucket: str, keys: list[str]) -> lis
     now = time.time()
     with transaction(conn):
         for key in keys:
+            if if_match is not None:
+                current = conn.execute("SELECT etag FROM blob_objects WHERE bucket = ? AND key = ?", (bid, key)).fetchone()
+                if current:
+                    check_if_match(current[0], if_match)
             row = conn.execute(
                 "DELETE FROM blob_objects WHERE bucket = ? AND key = ? "
                 f"RETURNING data, {OBJECT_COLUMNS}",
@@ -751,15 +774,20 @@ def remove(conn: apsw.Connection, app: str, bucket: str, keys: list[str]) -> lis
 def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, dest_bucket: str | None = None,
          quota: int | None = None, move: bool = False, upsert: bool = False,
          content_type: str | None = None, metadata: dict[str, str] | None = None,
-         cache_control: Any = msgspec.UNSET) -> dict[str, Any]:
+         cache_control: Any = msgspec.UNSET, if_match: str | None = None,
+         source_check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Copies (inside SQLite or the external bucket: no bytes through Python) or renames an object.
 
     An existing destination is refused with Duplicate (409) unless `upsert`,
-    as uploads are. `content_type`/`metadata`, when given, replace the
+    as uploads are; `if_match` is S3's If-Match on the destination. `source_check` sees the
+    source's description before its very bytes are copied (S3's x-amz-copy-source-if-*).
+    `content_type`/`metadata`, when given, replace the
     source's on the copy (and `cache_control`, unless UNSET); a copy of an object onto itself changes only those
     (in place, the bytes stay)."""
     dest_bucket = check_bucket(dest_bucket or bucket)
     meta, data = head(conn, app, bucket, source)
+    if source_check is not None:
+        source_check(meta)
     check_key(dest)
     if content_type is not None:
         meta["contentType"] = content_type
@@ -773,6 +801,7 @@ def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, d
     if dest_bucket == bucket and dest == source:
         if not upsert:
             raise duplicate()
+        check_if_match(meta["etag"], if_match)
         if move:
             return meta
         with transaction(conn):
@@ -783,8 +812,10 @@ def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, d
                  bucket_id(conn, app, bucket), source, data),
             )
         return {**meta, "updatedAt": now}
-    if not upsert and _object_exists(conn, app, dest_bucket, dest):
+    size, etag = _object_size_etag(conn, app, dest_bucket, dest)
+    if not upsert and size is not None:
         raise duplicate()
+    check_if_match(etag, if_match)
     location = None if move else _location(conn, data)
     copied = None
     if location is not None:  # the copy stays where its source is, copied by the external bucket itself
@@ -796,7 +827,8 @@ def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, d
         except Exception as e:  # noqa: BLE001
             raise unavailable("copying the object", e) from None
     try:
-        return _copy_rows(conn, app, bucket, source, dest, dest_bucket, meta, data, copied, quota, move, upsert, now)
+        return _copy_rows(conn, app, bucket, source, dest, dest_bucket, meta, data, copied, quota, move, upsert,
+                          if_match, now)
     except BaseException:
         if copied is not None:
             with transaction(conn):
@@ -810,20 +842,24 @@ def _check_room(conn: apsw.Connection, app: str, size: int, quota: int | None) -
         raise StorageError(f"the app's storage quota ({quota >> 20} MiB) is used up", 413, "QuotaExceeded")
 
 
-def _object_size(conn: apsw.Connection, app: str, bucket: str, key: str) -> int | None:
+def _object_size_etag(conn: apsw.Connection, app: str, bucket: str, key: str) -> tuple[int | None, str | None]:
     bid = bucket_id(conn, app, bucket)
-    row = bid is not None and conn.execute("SELECT size FROM blob_objects WHERE bucket = ? AND key = ?", (bid, key)).fetchone()
-    return row[0] if row else None
+    row = bid is not None and conn.execute(
+        "SELECT size, etag FROM blob_objects WHERE bucket = ? AND key = ?", (bid, key)).fetchone()
+    return (row[0], row[1]) if row else (None, None)
 
 
 def _object_exists(conn: apsw.Connection, app: str, bucket: str, key: str) -> bool:
-    return _object_size(conn, app, bucket, key) is not None
+    return _object_size_etag(conn, app, bucket, key)[0] is not None
 
 
-def _copy_rows(conn, app, bucket, source, dest, dest_bucket, meta, data, copied, quota, move, upsert, now) -> dict[str, Any]:
+def _copy_rows(conn, app, bucket, source, dest, dest_bucket, meta, data, copied, quota, move, upsert, if_match,
+               now) -> dict[str, Any]:
     with transaction(conn):
-        if not upsert and _object_exists(conn, app, dest_bucket, dest):  # made while the external copy ran
+        size, etag = _object_size_etag(conn, app, dest_bucket, dest)  # made or replaced while the external copy ran
+        if not upsert and size is not None:
             raise duplicate()
+        check_if_match(etag, if_match)
         if not move:
             _check_room(conn, app, meta["size"], quota)
             new = conn.execute(
@@ -865,15 +901,16 @@ def _copy_chunks(conn: apsw.Connection, source: int, dest: int) -> None:
 
 def assemble(conn: apsw.Connection, app: str, bucket: str, key: str, parts: list[tuple[int, int]], etag: str,
              content_type: str, metadata: dict[str, str], upsert: bool = True,
-             cache_control: str | None = None) -> dict[str, Any]:
+             cache_control: str | None = None, if_match: str | None = None) -> dict[str, Any]:
     """Makes `key` the object made of these part uploads ((data id, size), in order, in the cartridge),
     inside the caller's transaction: the parts' chunks become the object's without being copied.
     An existing object is refused with Duplicate unless `upsert`, as uploads are."""
     now = time.time()
     bid = bucket_id(conn, app, bucket, create=True)
-    old = conn.execute("SELECT data, created_at FROM blob_objects WHERE bucket = ? AND key = ?", (bid, key)).fetchone()
+    old = conn.execute("SELECT data, created_at, etag FROM blob_objects WHERE bucket = ? AND key = ?", (bid, key)).fetchone()
     if old and not upsert:
         raise duplicate()
+    check_if_match(old and old[2], if_match)
     size = sum(n for _, n in parts)
     check_size(conn, app, bucket, size)
     whole = conn.execute(
