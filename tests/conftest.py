@@ -137,6 +137,16 @@ def s3_env(endpoint: str, bucket: str) -> dict[str, str]:
             "FAZT_S3_ACCESS_KEY_ID": "testing", "FAZT_S3_SECRET_ACCESS_KEY": "testing", "FAZT_S3_PART_MB": "5"}
 
 
+def cut_short(port: int, path: str) -> str:
+    """PUTs 10 of a promised 1000 bytes, then half-closes: the reply."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        head = f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 1000\r\n\r\n"  # as signed
+        sock.sendall(head.encode() + b"0123456789")
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(10)
+        return sock.recv(4096).decode(errors="replace")
+
+
 def serve_apps(tmp_path_factory, cache_dir, name: str, *apps: Path, workers: int = 2):
     """A module's own host with these apps deployed: `yield from` it in a fixture."""
     cart = Cartridge(tmp_path_factory.mktemp(name) / "fazt.db", cache_dir)

@@ -10,6 +10,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
 import boto3
@@ -19,7 +20,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import TEST_APPS, serve_apps
+from conftest import TEST_APPS, cut_short, serve_apps
 
 AWS = str(Path(sys.executable).parent / "aws")
 
@@ -475,6 +476,10 @@ def test_presigned_urls(s3):
     put_url = s3.generate_presigned_url("put_object", Params={"Bucket": "docs", "Key": "up.txt"}, ExpiresIn=60)
     assert httpx.put(put_url, content=b"uploaded").status_code == 200
     assert s3.get_object(Bucket="docs", Key="up.txt")["Body"].read() == b"uploaded"
+    cut = urlsplit(s3.generate_presigned_url("put_object", Params={"Bucket": "docs", "Key": "cut.txt"}, ExpiresIn=60))
+    reply = cut_short(int(cut.port), f"{cut.path}?{cut.query}")
+    assert reply.startswith("HTTP/1.1 400") and "<Code>IncompleteBody</Code>" in reply, reply  # before: 500, as JSON
+    assert code(lambda: s3.head_object(Bucket="docs", Key="cut.txt")) == "404"
     short = s3.generate_presigned_url("get_object", Params={"Bucket": "docs", "Key": "up.txt"}, ExpiresIn=1)
     time.sleep(2.1)
     expired = httpx.get(short)

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import apsw
 import pytest
 
-from conftest import TEST_APPS, serve_apps
+from conftest import TEST_APPS, cut_short, serve_apps
 
 FILES = TEST_APPS / "files"
 DATA = os.urandom(3_000_000)
@@ -216,6 +216,14 @@ def test_a_refused_signed_upload_reads_the_body_so_the_client_gets_the_answer(ho
             sock.settimeout(10)
             reply = sock.recv(4096).decode(errors="replace")
         assert reply.startswith(("HTTP/1.1 400", "HTTP/1.1 404")), (path, reply)
+
+
+def test_a_signed_upload_cut_short_is_a_400_and_stores_nothing(host):
+    _, s = host
+    url = urlsplit(ok(s.get("/files/sign-upload/docs/cut/short.bin"))["signedUrl"])
+    reply = cut_short(s.port, f"{url.path}?{url.query}")
+    assert reply.startswith("HTTP/1.1 400") and "IncompleteBody" in reply, reply  # before: 500 RSGIProtocolClosed
+    assert s.get("/files/exists/docs/cut/short.bin").json()["data"] is False
 
 
 def test_bad_input(host):

@@ -348,7 +348,10 @@ class Exchange:
             # The whole body, collected by Granian in one call (its length is within the limit).
             self._body = _exhausted()
             self.ended = True
-            return await self.proto()
+            try:
+                return await self.proto()
+            except Exception as e:  # Granian's, for a body shorter than its Content-Length (the client went away)
+                raise BrokenBody() from e
         if self._body is None:
             self._body = self.proto.__aiter__()
         parts, size = [self._pending], len(self._pending)
@@ -359,6 +362,9 @@ class Exchange:
             except StopAsyncIteration:
                 self.ended = True
                 break
+            except Exception as e:  # as above
+                self.ended = True
+                raise BrokenBody() from e
             if not chunk:
                 # Granian's body iterator gives b"" at the end, then stops; a body that broke
                 # (a chunked body cut short or malformed) gives b"" and b"" again before stopping.
