@@ -155,12 +155,32 @@ def test_listing_by_folder_with_pages(conn):
         if start is None:
             break
     assert seen == [f"p/{i:02}" for i in range(25)]
-    seen = []  # storage-js pages by offset: each entry once, folders counted as entries
-    for offset in range(0, 8, 2):
-        objects, prefixes, _ = store.listing(conn, "a", "files", "", 2, "", "/", offset)
-        seen += [o["key"] for o in objects] + prefixes
-    assert sorted(seen) == ["a.txt", "b/", "c", "d/", "e", "p/"] and len(seen) == 6
     assert store.decode_cursor(store.encode_cursor("b/c/\x00")) == "b/c/\x00"
+
+
+def test_a_folder_pages_as_supabase_lists_it_subfolders_first(conn):
+    for k in ["Banana", "Zed", "apple", "b/1", "m/x/2", "n/", "n/in", "z/3", "z/4", "zz"]:
+        put(conn, k, b"x")
+    whole = ["b/", "m/", "n/", "z/", "Banana", "Zed", "apple", "zz"]  # folders, then objects: storage.search's order
+    objects, folders, cursor = store.folder_listing(conn, "a", "files", "", 100)
+    assert folders + [o["key"] for o in objects] == whole and cursor is None
+    for limit in (1, 2, 3, 4, 5):  # before: folders sorted first only within each page
+        seen, cursor = [], ""
+        while cursor is not None:
+            objects, folders, cursor = store.folder_listing(conn, "a", "files", "", limit, cursor)
+            assert len(objects) + len(folders) <= limit
+            seen += folders + [o["key"] for o in objects]
+        assert seen == whole, limit
+        by_offset = []
+        for offset in range(0, len(whole) + limit, limit):
+            objects, folders, _ = store.folder_listing(conn, "a", "files", "", limit, "", offset)
+            by_offset += folders + [o["key"] for o in objects]
+        assert by_offset == whole, limit
+    # A folder's own marker object (an S3 client's "n/") is no entry of it.
+    objects, folders, _ = store.folder_listing(conn, "a", "files", "n/", 10)
+    assert [o["key"] for o in objects] == ["n/in"] and folders == []
+    with pytest.raises(store.StorageError, match="invalid cursor"):
+        store.folder_listing(conn, "a", "files", "", 10, "x:y")
 
 
 def test_sorted_listing_and_search_as_supabase_lists(conn):

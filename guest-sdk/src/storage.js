@@ -187,7 +187,7 @@ class Bucket {
     const prefix = folderPrefix(path);
     const { column = 'name', order = 'asc' } = sortBy ?? {};
     const r = ask(call, {
-      op: 'list', bucket: this.bucket, prefix, delimiter: '/', limit, offset, start: cursor ?? '',
+      op: 'list', bucket: this.bucket, prefix, limit, offset, start: cursor ?? '',
       search, sortColumn: column, sortOrder: order,
     });
     if (r.error) return r;

@@ -33,7 +33,7 @@ class Call(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     to: str = ""
     to_bucket: str = ""
     prefix: str = ""
-    delimiter: str = ""
+    delimiter: str = ""  # sent by components built before list() paged folders first; ignored
     limit: int = 100
     offset: int = 0
     start: str = ""
@@ -177,9 +177,8 @@ class Storage(Capability):
                     objects, prefixes = store.sorted_listing(conn, app, c.bucket, c.prefix, min(c.limit, 1000),
                                                              c.offset, c.search, c.sort_column, c.sort_order)
                     return reply({"objects": objects, "prefixes": prefixes, "next": None})
-                objects, prefixes, more = store.listing(
-                    conn, app, c.bucket, c.prefix, min(c.limit, 1000), store.decode_cursor(c.start), c.delimiter,
-                    c.offset,
+                objects, prefixes, more = store.folder_listing(
+                    conn, app, c.bucket, c.prefix, min(c.limit, 1000), store.decode_cursor(c.start), c.offset
                 )
                 return reply({"objects": objects, "prefixes": prefixes, "next": more and store.encode_cursor(more)})
             if c.op == "remove":

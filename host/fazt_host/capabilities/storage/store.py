@@ -655,9 +655,9 @@ def past_prefix(prefix: str) -> str:
 
 
 def listing(conn: apsw.Connection, app: str, bucket: str, prefix: str = "", limit: int = 100,
-            start: str = "", delimiter: str = "", offset: int = 0) -> tuple[list[dict[str, Any]], list[str], str | None]:
-    """Objects under `prefix` in key order from `start` on; with a delimiter, folders as common prefixes.
-    The first `offset` entries (objects and folders alike) are skipped, as storage-js's `offset` asks.
+            start: str = "", delimiter: str = "") -> tuple[list[dict[str, Any]], list[str], str | None]:
+    """Objects under `prefix` in key order from `start` on, as S3 lists them; with a delimiter,
+    folders as common prefixes, in the same order.
 
     Returns (objects, common prefixes, where the next page starts or None).
     """
@@ -671,25 +671,18 @@ def listing(conn: apsw.Connection, app: str, bucket: str, prefix: str = "", limi
         f"SELECT key, {OBJECT_COLUMNS} FROM blob_objects "
         "WHERE bucket = ? AND key >= ? AND (?3 IS NULL OR key < ?3) ORDER BY key LIMIT ?"
     )
-    skip = offset
     while len(items) <= limit:
-        want = min(limit + 1 - len(items) + skip, 10_000)  # a large offset is walked, not fetched at once
+        want = limit + 1 - len(items)
         rows = conn.execute(query, (bid, lower, upper, want)).fetchall()
         for row in rows:
             key = row[0]
             cut = key.find(delimiter, len(prefix)) if delimiter else -1
             if cut >= 0:
                 common = key[: cut + len(delimiter)]
-                if skip:
-                    skip -= 1
-                else:
-                    items.append((common, None))
+                items.append((common, None))
                 lower = past_prefix(common)
                 break  # the rest of this "folder" is skipped by the next query
-            if skip:
-                skip -= 1
-            else:
-                items.append((key, row))
+            items.append((key, row))
             lower = _after(key)
         else:
             if len(rows) < want:
@@ -704,6 +697,54 @@ def listing(conn: apsw.Connection, app: str, bucket: str, prefix: str = "", limi
         return objects, prefixes, None
     name, row = items[-1]
     return objects, prefixes, _after(name) if row is not None else past_prefix(name)
+
+
+# The keys under a folder (?1 bucket, ?2 from, ?3 past the prefix or NULL); ?4 is where an entry's name
+# starts in its key (a subfolder's name holds a '/'). The folder's own marker object, the key that is
+# the prefix itself (S3 clients make them), is no entry of it.
+IN_FOLDER = "bucket = ?1 AND key >= ?2 AND (?3 IS NULL OR key < ?3) AND length(key) >= ?4"
+
+
+def folder_listing(conn: apsw.Connection, app: str, bucket: str, prefix: str, limit: int, cursor: str = "",
+                   offset: int = 0) -> tuple[list[dict[str, Any]], list[str], str | None]:
+    """One folder as storage-js's list() pages it, as Supabase's storage.search does: its subfolders
+    by name, then its objects by key, `offset` and `limit` counting both together. `cursor` is where
+    the previous page stopped ("f:KEY" among the folders, "o:KEY" among the objects).
+
+    Returns (objects, folders, the next page's cursor or None).
+    """
+    bid = bucket_id(conn, app, bucket)
+    if bid is None:
+        return [], [], None
+    phase, _, lower = cursor.partition(":") if cursor else ("f", ":", prefix)
+    if phase not in ("f", "o"):
+        raise StorageError("invalid cursor: pass the cursor of the previous page", 400, "InvalidArgument")
+    where = f"{IN_FOLDER} AND instr(substr(key, ?4), '/')"
+    params = [bid, max(lower, prefix), past_prefix(prefix) if prefix else None, len(prefix) + 1]
+    folders: list[str] = []
+    if phase == "f":
+        while len(folders) <= limit:  # one folder per query: the objects inside it are skipped
+            row = conn.execute(f"SELECT key FROM blob_objects WHERE {where} > 0 ORDER BY key LIMIT 1", params).fetchone()
+            if row is None:
+                break
+            folder = row[0][: row[0].index("/", len(prefix)) + 1]
+            params[1] = past_prefix(folder)
+            if offset:
+                offset -= 1
+            else:
+                folders.append(folder)
+        if len(folders) > limit:
+            return [], folders[:limit], "f:" + folders[limit]
+        params[1] = prefix
+    room = limit - len(folders)
+    rows = conn.execute(
+        f"SELECT key, {OBJECT_COLUMNS} FROM blob_objects WHERE {where} = 0 ORDER BY key LIMIT ?5 OFFSET ?6",
+        (*params, room + 1, offset),
+    ).fetchall()
+    objects = [described(bucket, r[0], r[1:]) for r in rows[:room]]
+    if len(rows) <= room:
+        return objects, folders, None
+    return objects, folders, "o:" + (_after(objects[-1]["key"]) if objects else prefix)
 
 
 # storage-js's sortBy columns; last_accessed_at is not kept (always null), so it sorts as name.
@@ -730,9 +771,7 @@ def sorted_listing(conn: apsw.Connection, app: str, bucket: str, prefix: str, li
     if bid is None:
         return [], []
     direction = order.upper()
-    # ?4 is where an entry's name starts in its key; names of subfolders hold a '/'.
-    where = ("bucket = ?1 AND key >= ?2 AND (?3 IS NULL OR key < ?3) AND substr(key, ?4) LIKE ?5 ESCAPE '\\' "
-             "AND instr(substr(key, ?4), '/')")
+    where = f"{IN_FOLDER} AND substr(key, ?4) LIKE ?5 ESCAPE '\\' AND instr(substr(key, ?4), '/')"
     params = (bid, prefix, past_prefix(prefix) if prefix else None, len(prefix) + 1, _like_prefix(search))
     folders = [f for (f,) in conn.execute(
         f"SELECT DISTINCT substr(key, 1, ?4 - 1 + instr(substr(key, ?4), '/')) AS f FROM blob_objects "
