@@ -218,6 +218,17 @@ def test_a_refused_signed_upload_reads_the_body_so_the_client_gets_the_answer(ho
         assert reply.startswith(("HTTP/1.1 400", "HTTP/1.1 404")), (path, reply)
 
 
+def test_keys_with_a_backslash_are_served_by_their_urls(host):
+    _, s = host
+    ok(s.request("PUT", "/files/pipe/avatars/k?key=dir%5Cback%5Cslash.txt&upsert=1", content=b"\\ kept"))
+    signed = ok(s.get("/files/sign/avatars/k?key=dir%5Cback%5Cslash.txt"))["signedUrl"]
+    public = ok(s.get("/files/public/avatars/k?key=dir%5Cback%5Cslash.txt"))["publicUrl"]
+    for url in (signed, public):  # before: 400 "invalid path", refused before the storage route saw it
+        r = s.get(url)
+        assert r.status_code == 200 and r.content == b"\\ kept", (url, r.text)
+    assert s.get("/files/storage/v1/object/public/avatars/a/%2e%2e/x").json()["error"] == "InvalidKey"
+
+
 def test_a_signed_upload_cut_short_is_a_400_and_stores_nothing(host):
     _, s = host
     url = urlsplit(ok(s.get("/files/sign-upload/docs/cut/short.bin"))["signedUrl"])

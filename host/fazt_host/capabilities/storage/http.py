@@ -296,3 +296,6 @@ async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
         raise StorageError(f"no storage route {method} {inner[:120]}", 404, "not_found")
     except StorageError as e:
         _error(proto, e)
+
+
+route.checks_path = True  # its paths name keys (a backslash is a key's character), which check_key judges
