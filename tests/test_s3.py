@@ -193,6 +193,31 @@ def test_conditional_writes_copies_and_deletes_hold_or_change_nothing(s3):
     assert s3.get_object(Bucket="docs", Key="ifm/b")["Body"].read() == b"kept"
 
 
+def test_representation_headers_are_kept_and_response_overrides_honoured(s3):
+    stored = {"ContentDisposition": 'attachment; filename="r.txt"', "ContentEncoding": "gzip",
+              "ContentLanguage": "de", "Expires": datetime(2030, 1, 1, tzinfo=timezone.utc)}
+    s3.put_object(Bucket="docs", Key="rep/a", Body=b"zipped", ContentType="text/plain", **stored)
+    def kept(key):
+        head = s3.head_object(Bucket="docs", Key=key)
+        return {k: head.get(k) for k in stored}
+    assert kept("rep/a") == stored  # before: dropped, so gzipped bytes went out unlabelled
+    s3.copy_object(Bucket="docs", Key="rep/copy", CopySource="docs/rep/a")
+    assert kept("rep/copy") == stored
+    s3.copy_object(Bucket="docs", Key="rep/copy", CopySource="docs/rep/a", MetadataDirective="REPLACE", ContentLanguage="fr")
+    assert kept("rep/copy") == {"ContentDisposition": None, "ContentEncoding": None, "ContentLanguage": "fr", "Expires": None}
+    up = s3.create_multipart_upload(Bucket="docs", Key="rep/mp", ContentEncoding="br")["UploadId"]
+    etag = s3.upload_part(Bucket="docs", Key="rep/mp", UploadId=up, PartNumber=1, Body=b"mp")["ETag"]
+    s3.complete_multipart_upload(Bucket="docs", Key="rep/mp", UploadId=up, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    assert s3.head_object(Bucket="docs", Key="rep/mp")["ContentEncoding"] == "br"
+    got = s3.get_object(Bucket="docs", Key="rep/a", ResponseContentType="application/x-over",
+                        ResponseContentDisposition="inline", ResponseCacheControl="no-store")
+    assert (got["ContentType"], got["ContentDisposition"], got["CacheControl"], got["ContentEncoding"]) == (
+        "application/x-over", "inline", "no-store", "gzip")  # before: the overrides were ignored
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "docs", "Key": "rep/copy", "ResponseContentType": "image/png"})
+    assert httpx.get(url).headers["content-type"] == "image/png"
+    assert code(lambda: s3.get_object(Bucket="docs", Key="rep/a", ResponseContentLanguage="a\nb")) == "InvalidArgument"
+
+
 def error(call) -> tuple[int, str, str]:
     with pytest.raises(ClientError) as e:
         call()

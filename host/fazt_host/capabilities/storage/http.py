@@ -83,22 +83,28 @@ def _error(proto, e: StorageError, rid: str = "") -> None:
 
 
 async def send_object(proto, conn: apsw.Connection, app: str, bucket: str, key: str, method: str, req_headers,
-                      status: int = 200, headers: list[tuple[str, str]] | None = None, refuse=None) -> None:
+                      status: int = 200, headers: list[tuple[str, str]] | None = None, refuse=None,
+                      overrides: list[tuple[str, str]] | None = None) -> None:
     """Streams an object to the client with ETag, Last-Modified, conditional GET and Range.
 
+    `headers` go with it (a handler's cache-control wins over the object's); `overrides` replace the
+    object's own content-type, cache-control and representation headers (S3's response-* parameters).
     `refuse(status, headers)`, if given, answers a failed precondition (412) or a Range past the end (416)
     instead of an empty reply."""
     meta, data = store.head(conn, app, bucket, key)
     etag = f'"{meta["etag"]}"'
-    headers = headers or []
-    out = [
-        ("content-type", meta["contentType"]),
+    given = (headers or []) + (overrides or [])
+    named = {h[0].lower() for h in given}
+    stored = [("content-type", meta["contentType"])] * ("content-type" not in {h[0] for h in overrides or []})
+    stored += [(name, value) for name, value in meta["headers"].items() if name not in named]
+    if meta["cacheControl"] and "cache-control" not in named:
+        stored.append(("cache-control", meta["cacheControl"]))
+    out = stored + [
         ("etag", etag),
         ("last-modified", formatdate(meta["updatedAt"], usegmt=True)),
         ("accept-ranges", "bytes"),
-    ] + [h for h in headers if h[0].lower() not in ("content-type", "etag", "last-modified", "accept-ranges", "content-range")]
-    if meta["cacheControl"] and not any(h[0].lower() == "cache-control" for h in headers):  # the handler's wins
-        out.append(("cache-control", meta["cacheControl"]))
+    ] + [h for h in headers or [] if h[0].lower() not in ("content-type", "etag", "last-modified", "accept-ranges", "content-range")]
+    out += overrides or []
     negotiated, start, end, extra = static.negotiate(etag, meta["size"], method, req_headers, meta["updatedAt"])
     out += extra
     if negotiated in (412, 416) and refuse is not None:

@@ -63,6 +63,7 @@ class S3Error(Exception):
 _FROM_STORAGE = {
     "not_found": ("NoSuchKey", 404),
     "InvalidKey": ("InvalidArgument", 400),
+    "InvalidArgument": ("InvalidArgument", 400),
     "KeyTooLongError": ("KeyTooLongError", 400),
     "InvalidBucketName": ("InvalidBucketName", 400),
     "QuotaExceeded": ("QuotaExceeded", 403),
@@ -566,19 +567,32 @@ def _metadata(headers) -> dict[str, str]:
     return {k[len("x-amz-meta-"):]: v for k, v in headers.items() if k.lower().startswith("x-amz-meta-")}
 
 
+def _representation(headers) -> dict[str, str]:
+    """The representation headers a PutObject, CopyObject (REPLACE) or CreateMultipartUpload stores."""
+    return {name: value for name in store.REPRESENTATION_HEADERS if (value := headers.get(name))}
+
+
+# GetObject's response-* query parameters (a signed request's): the headers of this one response.
+RESPONSE_OVERRIDES = ("content-type", "content-language", "expires", "cache-control", "content-disposition",
+                      "content-encoding")
+
+
 async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key, params, rid) -> None:
     app, reader = deployed.name, trigger.reader
     if method in ("GET", "HEAD") and "uploadId" not in params:
         _need_bucket(reader, app, bucket)
         meta, _ = store.head(reader, app, bucket, key)
         extra = [(f"x-amz-meta-{k}", v) for k, v in meta["metadata"].items()] + [("x-amz-request-id", rid)]
+        overrides = [(name, store.check_header_value(f"response-{name}", params[f"response-{name}"]))
+                     for name in RESPONSE_OVERRIDES if f"response-{name}" in params]
 
         def refuse(status, headers):  # S3 answers these with its error XML
             error = S3Error("InvalidRange", "The requested range is not satisfiable", 416) if status == 416 else \
                 S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412)
             _error(proto, error, f"/{bucket}/{key}", rid, scope, headers)
 
-        return await http.send_object(proto, reader, app, bucket, key, method, scope.headers, 200, extra, refuse)
+        return await http.send_object(proto, reader, app, bucket, key, method, scope.headers, 200, extra, refuse,
+                                      overrides)
     if method == "GET":
         return _list_parts(proto, reader, app, bucket, key, params["uploadId"], params)
     raw = trigger.body_reader(scope, proto, deployed)
@@ -601,7 +615,8 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
             replace = {}
             if directive == "REPLACE":  # as AWS: the copy takes the request's content type and metadata
                 replace = {"content_type": headers.get("content-type") or "binary/octet-stream",
-                           "metadata": _metadata(headers), "cache_control": headers.get("cache-control")}
+                           "metadata": _metadata(headers), "cache_control": headers.get("cache-control"),
+                           "headers": _representation(headers)}
             copied = store.copy(conn, app, src_bucket, src_key, key, bucket, limits.storage_mb << 20,
                                 upsert=upsert, if_match=if_match, source_check=_copy_source_conditions(headers),
                                 **replace)
@@ -611,7 +626,8 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
             _need_bucket(conn, app, bucket)
             upload = store.Upload(conn, app, bucket, key, headers.get("content-type") or "binary/octet-stream",
                                   _metadata(headers), upsert, limits.storage_mb << 20,
-                                  cache_control=headers.get("cache-control"), if_match=if_match)
+                                  cache_control=headers.get("cache-control"), if_match=if_match,
+                                  headers=_representation(headers))
             _receive(raw, auth, headers, upload)
             meta = upload.finish()
             return ("empty", 200, [("etag", f'"{meta["etag"]}"')])
@@ -629,13 +645,15 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
             _need_bucket(conn, app, bucket)
             store.check_content_type(conn, app, bucket, headers.get("content-type") or "binary/octet-stream")
             cache_control = store.check_cache_control(headers.get("cache-control"))
+            representation = store.check_representation(_representation(headers))
             upload_id = secrets.token_urlsafe(24)
             with transaction(conn):
                 conn.execute(
-                    "INSERT INTO s3_uploads(id, app, bucket, key, content_type, metadata, created_at, cache_control) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO s3_uploads(id, app, bucket, key, content_type, metadata, created_at, cache_control, "
+                    "headers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (upload_id, app, bucket, key, headers.get("content-type") or "binary/octet-stream",
-                     msgspec.json.encode(_metadata(headers)).decode(), time.time(), cache_control),
+                     msgspec.json.encode(_metadata(headers)).decode(), time.time(), cache_control,
+                     store.headers_json(representation)),
                 )
             inner = _tag("Bucket", bucket) + _tag("Key", key) + _tag("UploadId", upload_id)
             return ("xml", 200, "InitiateMultipartUploadResult", inner)
@@ -649,7 +667,8 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
 
 def _upload_row(conn, app: str, bucket: str, key: str, upload_id: str):
     row = conn.execute(
-        "SELECT content_type, metadata, cache_control FROM s3_uploads WHERE id = ? AND app = ? AND bucket = ? AND key = ?",
+        "SELECT content_type, metadata, cache_control, headers FROM s3_uploads "
+        "WHERE id = ? AND app = ? AND bucket = ? AND key = ?",
         (upload_id, app, bucket, key),
     ).fetchone()
     if row is None:
@@ -748,15 +767,16 @@ def _complete(conn, app, bucket, key, upload_id, xml: bytes, limits, upsert: boo
         raise S3Error("InvalidPartOrder", "The list of parts was not in ascending order. Parts must be ordered by part number.")
     # Under the write lock: a part re-uploaded or an abort meanwhile cannot slip between the check and the switch.
     with transaction(conn):
-        content_type, metadata, cache_control = _upload_row(conn, app, bucket, key, upload_id)
+        content_type, metadata, cache_control, representation = _upload_row(conn, app, bucket, key, upload_id)
         metadata = msgspec.json.decode(metadata)
+        representation = msgspec.json.decode(representation) if representation else None
         chosen = _chosen_parts(conn, upload_id, wanted)
         digest = hashlib.md5(b"".join(bytes.fromhex(etag) for _, _, etag, _ in chosen))
         etag = f"{digest.hexdigest()}-{len(wanted)}"
         internal = all(location is None for _, _, _, location in chosen)
         if internal:  # the object is made of the parts' chunks as they are: nothing is copied
             store.assemble(conn, app, bucket, key, [(data, size) for data, size, _, _ in chosen], etag,
-                           content_type, metadata, upsert, cache_control, if_match)
+                           content_type, metadata, upsert, cache_control, if_match, representation)
             conn.executemany("DELETE FROM s3_parts WHERE upload = ? AND data = ?",
                              [(upload_id, data) for data, _, _, _ in chosen])
             store.forget_upload(conn, upload_id)
@@ -765,7 +785,7 @@ def _complete(conn, app, bucket, key, upload_id, xml: bytes, limits, upsert: boo
     else:  # external parts are separate objects there: their bytes are copied into one
         upload = store.Upload(conn, app, bucket, key, content_type, metadata, upsert,
                               (limits.storage_mb << 20) + sum(size for _, size, _, _ in chosen), cache_control=cache_control,
-                              if_match=if_match)
+                              if_match=if_match, headers=representation)
         for data, _, _, _ in chosen:
             _copy_into(conn, upload, data)
         upload.finish(etag)

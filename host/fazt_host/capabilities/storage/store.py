@@ -150,6 +150,12 @@ MIGRATIONS = [
     -- ListMultipartUploads pages a bucket's uploads in this order.
     CREATE INDEX s3_uploads_by_key ON s3_uploads(app, bucket, key, created_at, id);
     """,
+    """
+    -- Representation headers an S3 client stored with an object (Content-Disposition, Content-Encoding,
+    -- Content-Language, Expires), served with it: a JSON object, NULL for none.
+    ALTER TABLE blob_objects ADD COLUMN headers TEXT;
+    ALTER TABLE s3_uploads ADD COLUMN headers TEXT;
+    """,
 ]
 
 BACKENDS = ("internal", "s3")
@@ -239,6 +245,24 @@ def check_key(key: Any) -> str:
     except UnicodeEncodeError:
         raise StorageError("object keys must be valid UTF-8", 400, "InvalidKey") from None
     return key
+
+
+def check_representation(headers: dict[str, str] | None) -> dict[str, str]:
+    """Representation headers to store: only REPRESENTATION_HEADERS, each a value HTTP can carry."""
+    headers = headers or {}
+    for name, value in headers.items():
+        if name not in REPRESENTATION_HEADERS:
+            raise StorageError(f"header {name[:40]!r} cannot be stored with an object", 400, "InvalidArgument")
+        check_header_value(name, value)
+    return dict(headers)
+
+
+def check_header_value(name: str, value: Any) -> str:
+    """A header value the object can be served with: printable ASCII (no CR, LF or other controls)."""
+    if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
+        raise StorageError(f"{name[:40]} must be printable ASCII (no CR, LF or other control characters)", 400,
+                           "InvalidArgument")
+    return value
 
 
 def check_headers(content_type: str, metadata: dict[str, str]) -> None:
@@ -395,9 +419,9 @@ def new_data(conn: apsw.Connection, app: str, where: str):
 def _point(conn, bid: int, data: int, o: dict[str, Any]) -> None:
     """Makes the object `o` (a `describe`) the one of `data` at its key (replacing what it was)."""
     conn.execute(
-        f"INSERT OR REPLACE INTO blob_objects(bucket, key, data, {OBJECT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT OR REPLACE INTO blob_objects(bucket, key, data, {OBJECT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (bid, o["key"], data, o["id"], o["size"], o["etag"], o["contentType"], msgspec.json.encode(o["metadata"]).decode(),
-         o["createdAt"], o["updatedAt"], o["cacheControl"]),
+         o["createdAt"], o["updatedAt"], o["cacheControl"], headers_json(o["headers"])),
     )
 
 
@@ -406,13 +430,15 @@ class Upload:
 
     def __init__(self, conn: apsw.Connection, app: str, bucket: str, key: str, content_type: str,
                  metadata: dict[str, str], upsert: bool, quota: int, *, part: bool = False,
-                 cache_control: str | None = None, if_match: str | None = None):
+                 cache_control: str | None = None, if_match: str | None = None,
+                 headers: dict[str, str] | None = None):
         """`part`: the bytes of one multipart part, whose whole's type was checked when it began;
         `if_match`: S3's If-Match, checked now and again as the object lands."""
         self.conn = conn
         self.app, self.bucket, self.key = app, check_bucket(bucket), check_key(key)
         check_headers(content_type, metadata)
         self.cache_control = check_cache_control(cache_control)
+        self.headers = check_representation(headers)
         self.content_type = content_type or "application/octet-stream"
         if not part:
             check_content_type(conn, app, self.bucket, self.content_type)
@@ -489,7 +515,7 @@ class Upload:
                 (self.size, now, self.data),
             )
             made = describe(self.bucket, self.key, new_id(), self.size, etag, self.content_type, self.metadata,
-                            old[1] if old else now, now, self.cache_control)
+                            old[1] if old else now, now, self.cache_control, self.headers)
             _point(self.conn, bid, self.data, made)
         sweep(self.conn)
         return made
@@ -539,22 +565,30 @@ def new_id() -> str:
 
 
 def describe(bucket, key, object_id, size, etag, content_type, metadata, created, updated,
-             cache_control=None) -> dict[str, Any]:
+             cache_control=None, headers=None) -> dict[str, Any]:
+    """`headers`: the representation headers it is served with (REPRESENTATION_HEADERS)."""
     return {
         "bucket": bucket, "key": key, "id": object_id, "size": size, "etag": etag, "contentType": content_type,
         "metadata": metadata, "createdAt": created, "updatedAt": updated, "cacheControl": cache_control,
+        "headers": headers or {},
     }
 
 
 # An object row's columns in the order `described` reads them.
-OBJECT_COLUMNS = "id, size, etag, content_type, metadata, created_at, updated_at, cache_control"
+OBJECT_COLUMNS = "id, size, etag, content_type, metadata, created_at, updated_at, cache_control, headers"
+# What an S3 client may store with an object beside its type and Cache-Control, served back with it.
+REPRESENTATION_HEADERS = ("content-disposition", "content-encoding", "content-language", "expires")
+
+
+def headers_json(headers: dict[str, str]) -> str | None:
+    return msgspec.json.encode(headers).decode() if headers else None
 
 
 def described(bucket: str, key: str, row) -> dict[str, Any]:
     """`describe` of a row of OBJECT_COLUMNS."""
-    object_id, size, etag, content_type, metadata, created, updated, cache_control = row
+    object_id, size, etag, content_type, metadata, created, updated, cache_control, headers = row
     return describe(bucket, key, object_id, size, etag, content_type, msgspec.json.decode(metadata), created, updated,
-                    cache_control)
+                    cache_control, msgspec.json.decode(headers) if headers else None)
 
 
 def head(conn: apsw.Connection, app: str, bucket: str, key: str) -> tuple[dict[str, Any], int]:
@@ -814,7 +848,8 @@ def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, d
          quota: int | None = None, move: bool = False, upsert: bool = False,
          content_type: str | None = None, metadata: dict[str, str] | None = None,
          cache_control: Any = msgspec.UNSET, if_match: str | None = None,
-         source_check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+         source_check: Callable[[dict[str, Any]], None] | None = None,
+         headers: dict[str, str] | None = None) -> dict[str, Any]:
     """Copies (inside SQLite or the external bucket: no bytes through Python) or renames an object.
 
     An existing destination is refused with Duplicate (409) unless `upsert`,
@@ -834,6 +869,8 @@ def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, d
         meta["metadata"] = metadata
     if cache_control is not msgspec.UNSET:
         meta["cacheControl"] = check_cache_control(cache_control)
+    if headers is not None:
+        meta["headers"] = check_representation(headers)
     check_content_type(conn, app, dest_bucket, meta["contentType"])  # the destination's rules, as for an upload
     check_size(conn, app, dest_bucket, meta["size"])
     now = time.time()
@@ -845,9 +882,10 @@ def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, d
             return meta
         with transaction(conn):
             conn.execute(
-                "UPDATE blob_objects SET content_type = ?, metadata = ?, cache_control = ?, updated_at = ? "
+                "UPDATE blob_objects SET content_type = ?, metadata = ?, cache_control = ?, headers = ?, updated_at = ? "
                 "WHERE bucket = ? AND key = ? AND data = ?",
-                (meta["contentType"], msgspec.json.encode(meta["metadata"]).decode(), meta["cacheControl"], now,
+                (meta["contentType"], msgspec.json.encode(meta["metadata"]).decode(), meta["cacheControl"],
+                 headers_json(meta["headers"]), now,
                  bucket_id(conn, app, bucket), source, data),
             )
         return {**meta, "updatedAt": now}
@@ -940,7 +978,8 @@ def _copy_chunks(conn: apsw.Connection, source: int, dest: int) -> None:
 
 def assemble(conn: apsw.Connection, app: str, bucket: str, key: str, parts: list[tuple[int, int]], etag: str,
              content_type: str, metadata: dict[str, str], upsert: bool = True,
-             cache_control: str | None = None, if_match: str | None = None) -> dict[str, Any]:
+             cache_control: str | None = None, if_match: str | None = None,
+             headers: dict[str, str] | None = None) -> dict[str, Any]:
     """Makes `key` the object made of these part uploads ((data id, size), in order, in the cartridge),
     inside the caller's transaction: the parts' chunks become the object's without being copied.
     An existing object is refused with Duplicate unless `upsert`, as uploads are."""
@@ -966,7 +1005,7 @@ def assemble(conn: apsw.Connection, app: str, bucket: str, key: str, parts: list
     if old:
         orphan(conn, old[0], now)
     created = old[1] if old else now
-    made = describe(bucket, key, new_id(), size, etag, content_type, metadata, created, now, cache_control)
+    made = describe(bucket, key, new_id(), size, etag, content_type, metadata, created, now, cache_control, headers)
     _point(conn, bid, whole, made)
     return made
 
