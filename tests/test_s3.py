@@ -218,6 +218,23 @@ def test_representation_headers_are_kept_and_response_overrides_honoured(s3):
     assert code(lambda: s3.get_object(Bucket="docs", Key="rep/a", ResponseContentLanguage="a\nb")) == "InvalidArgument"
 
 
+def test_smaller_s3_answers_as_s3_gives_them(s3):
+    assert code(lambda: s3.put_object(Bucket="docs", Key="small/md5", Body=b"x", ContentMD5="not base64!")) == "InvalidDigest"
+    for key in ("small/a", "small/b"):
+        s3.put_object(Bucket="docs", Key=key, Body=b"x")
+    listed = s3.list_objects_v2(Bucket="docs", Prefix="small/", StartAfter="small/a", FetchOwner=True)
+    assert listed["StartAfter"] == "small/a" and [o["Key"] for o in listed["Contents"]] == ["small/b"]
+    assert listed["Contents"][0]["Owner"]["ID"] == "files"
+    assert "Owner" not in s3.list_objects_v2(Bucket="docs", Prefix="small/")["Contents"][0]
+    assert s3.get_object(Bucket="docs", Key="small/a", PartNumber=1)["Body"].read() == b"x"
+    assert code(lambda: s3.get_object(Bucket="docs", Key="small/a", PartNumber=2)) == "InvalidPartNumber"
+    up = s3.create_multipart_upload(Bucket="docs", Key="small/mp")["UploadId"]
+    etag = s3.upload_part(Bucket="docs", Key="small/mp", UploadId=up, PartNumber=1, Body=b"mp")["ETag"]
+    s3.complete_multipart_upload(Bucket="docs", Key="small/mp", UploadId=up, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    # before: the whole object, as if it were part 1
+    assert code(lambda: s3.get_object(Bucket="docs", Key="small/mp", PartNumber=1)) == "NotImplemented"
+
+
 def error(call) -> tuple[int, str, str]:
     with pytest.raises(ClientError) as e:
         call()

@@ -227,6 +227,8 @@ class Body:
         self.done = False
         self.sha256 = hashlib.sha256()
         self.content_md5 = headers.get("content-md5")
+        if self.content_md5 is not None and len(_b64(self.content_md5)) != 16:
+            raise S3Error("InvalidDigest", "The Content-MD5 you specified was invalid.")
         self.md5 = md5 if md5 is not None else hashlib.md5()
         self.checks: dict[str, Any] = {}
         for name, make in (("crc32", _Crc32), ("sha1", hashlib.sha1), ("sha256", hashlib.sha256)):
@@ -378,6 +380,14 @@ def _text(e: ElementTree.Element, tag: str) -> str:
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
+def _b64(text: str) -> bytes:
+    """Base64 as S3's digest headers carry it; b"" where it is not."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        return b""
+
+
 def _escape(text: str) -> str:
     return _NOT_XML.sub("\ufffd", escape(text))
 
@@ -411,10 +421,15 @@ def _tag(name: str, value: Any) -> str:
     return f"<{name}>{_escape(str(value))}</{name}>"
 
 
-def _object_xml(o: dict[str, Any]) -> str:
+def _owner(app: str) -> str:
+    """An app's objects and uploads are its own: S3's Owner element names it."""
+    return f"<Owner>{_tag('ID', app)}{_tag('DisplayName', app)}</Owner>"
+
+
+def _object_xml(o: dict[str, Any], owner: str = "") -> str:
     return (
         "<Contents>" + _tag("Key", o["key"]) + _tag("LastModified", _iso(o["updatedAt"])) + _tag("ETag", f'"{o["etag"]}"')
-        + _tag("Size", o["size"]) + "<StorageClass>STANDARD</StorageClass></Contents>"
+        + _tag("Size", o["size"]) + owner + "<StorageClass>STANDARD</StorageClass></Contents>"
     )
 
 
@@ -460,7 +475,7 @@ def _list_buckets(proto, conn, app: str) -> None:
         "<Bucket>" + _tag("Name", b["name"]) + _tag("CreationDate", _iso(b["createdAt"])) + "</Bucket>"
         for b in store.buckets(conn, app)
     )
-    owner = f"<Owner>{_tag('ID', app)}{_tag('DisplayName', app)}</Owner>"
+    owner = _owner(app)
     _xml(proto, 200, "ListAllMyBucketsResult", f"{owner}<Buckets>{items}</Buckets>")
 
 
@@ -546,11 +561,13 @@ def _list_objects(proto, conn, app: str, bucket: str, params: dict[str, str]) ->
     inner = (
         _tag("Name", bucket) + _tag("Prefix", prefix) + (_tag("Delimiter", delimiter) if delimiter else "")
         + _tag("MaxKeys", max_keys) + _tag("IsTruncated", "true" if more else "false")
-        + "".join(_object_xml(o) for o in objects)
+        + "".join(_object_xml(o, _owner(app) if not v2 or params.get("fetch-owner") == "true" else "") for o in objects)
         + "".join(f"<CommonPrefixes>{_tag('Prefix', p)}</CommonPrefixes>" for p in prefixes)
     )
     if v2:
         inner += _tag("KeyCount", len(objects) + len(prefixes))
+        if params.get("start-after"):
+            inner += _tag("StartAfter", params["start-after"])
         if params.get("continuation-token"):
             inner += _tag("ContinuationToken", params["continuation-token"])
         if more:
@@ -582,6 +599,12 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
     if method in ("GET", "HEAD") and "uploadId" not in params:
         _need_bucket(reader, app, bucket)
         meta, _ = store.head(reader, app, bucket, key)
+        if "partNumber" in params:
+            # A single-part object is its own part 1; the parts of a multipart one are not kept apart.
+            if "-" in meta["etag"]:
+                raise S3Error("NotImplemented", "GetObject by part number of a multipart object is not implemented", 501)
+            if params["partNumber"] != "1":
+                raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable", 416)
         extra = [(f"x-amz-meta-{k}", v) for k, v in meta["metadata"].items()] + [("x-amz-request-id", rid)]
         overrides = [(name, store.check_header_value(f"response-{name}", params[f"response-{name}"]))
                      for name in RESPONSE_OVERRIDES if f"response-{name}" in params]
