@@ -218,6 +218,17 @@ def test_a_refused_signed_upload_reads_the_body_so_the_client_gets_the_answer(ho
         assert reply.startswith(("HTTP/1.1 400", "HTTP/1.1 404")), (path, reply)
 
 
+def test_signed_url_options_read_as_storage_js_sends_them(host):
+    _, s = host
+    ok(s.request("PUT", "/files/pipe/docs/opts.txt?upsert=1", content=b"opts"))
+    for expires in ("60", "31536000"):  # a string of a number; a year (before: at most 7 days)
+        assert s.get(ok(s.get(f"/files/sign/docs/opts.txt?expires={expires}"))["signedUrl"]).content == b"opts"
+    bad = s.get("/files/sign/docs/opts.txt?expires=soon").json()["error"]
+    assert bad["message"].startswith("expiresIn: Expected `int`"), bad  # before: "invalid storage request: ..."
+    many = ok(s.get("/files/signs/docs?keys=opts.txt,a/%2e%2e/x,none"))  # before: one bad path failed them all
+    assert [e["error"] is None for e in many] == [True, False, False] and many[0]["signedUrl"]
+
+
 def test_keys_with_a_backslash_are_served_by_their_urls(host):
     _, s = host
     ok(s.request("PUT", "/files/pipe/avatars/k?key=dir%5Cback%5Cslash.txt&upsert=1", content=b"\\ kept"))

@@ -106,6 +106,13 @@ function readPath(path) {
   return typeof path === 'string' ? path.replace(/^\/+/, '') : path;
 }
 
+// expiresIn as storage-js's server reads it: a number, or a string of one ('60').
+function seconds(expiresIn) {
+  return typeof expiresIn === 'string' && expiresIn.trim() !== '' && Number.isFinite(Number(expiresIn))
+    ? Number(expiresIn)
+    : expiresIn;
+}
+
 function folderPrefix(path) {
   return !path ? '' : path.endsWith('/') ? path : `${path}/`;
 }
@@ -254,16 +261,17 @@ class Bucket {
   // `download`: true, or a file name, makes the URL serve the object as an attachment (as storage-js).
   async createSignedUrl(path, expiresIn, { download } = {}) {
     path = readPath(path);
-    const r = ask(call, { op: 'sign', bucket: this.bucket, key: path, expiresIn });
+    const r = ask(call, { op: 'sign', bucket: this.bucket, key: path, expiresIn: seconds(expiresIn) });
     return r.error ? r : { data: { signedUrl: requestOrigin() + r.data.signedUrl + downloadQuery(download, '&') }, error: null };
   }
 
-  // storage-js's shape: one entry per path, a missing object as that entry's `error` (a message).
+  // storage-js's shape: one entry per path, a missing object or a bad path as that entry's `error`
+  // (a message); a bad expiresIn fails the call.
   async createSignedUrls(paths, expiresIn, options = {}) {
     const data = [];
     for (const path of paths) {
       const r = await this.createSignedUrl(path, expiresIn, options);
-      if (r.error && r.error.statusCode !== '404') return r;
+      if (r.error && /^expiresIn/.test(r.error.message)) return r;
       data.push({ error: r.error ? r.error.message : null, path, signedUrl: r.data ? r.data.signedUrl : null });
     }
     return { data, error: null };
@@ -272,7 +280,7 @@ class Bucket {
   // `upsert: true` (storage-js's option) lets the URL replace an existing object.
   async createSignedUploadUrl(path, { expiresIn = 7200, upsert = false } = {}) {
     path = readPath(path);
-    const r = ask(call, { op: 'sign', bucket: this.bucket, key: path, expiresIn, upload: true, upsert });
+    const r = ask(call, { op: 'sign', bucket: this.bucket, key: path, expiresIn: seconds(expiresIn), upload: true, upsert });
     return r.error ? r : { data: { ...r.data, signedUrl: requestOrigin() + r.data.signedUrl }, error: null };
   }
 

@@ -77,7 +77,7 @@ export default {
     }
     if (action === 'sign') {
       const download = url.searchParams.has('download') ? url.searchParams.get('download') || true : undefined;
-      return json(await b.createSignedUrl(key, Number(url.searchParams.get('expires') ?? 60), { download }));
+      return json(await b.createSignedUrl(key, url.searchParams.get('expires') ?? 60, { download })); // as given: '60'
     }
     if (action === 'signs') return json(await b.createSignedUrls(url.searchParams.get('keys').split(','), 60));
     if (action === 'sign-upload') return json(await b.createSignedUploadUrl(key, { upsert: options.upsert }));

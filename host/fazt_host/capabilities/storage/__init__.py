@@ -12,6 +12,7 @@ Buckets and objects live in `store.py`, external bytes in `external.py`.
 from __future__ import annotations
 
 import os
+import re
 from concurrent.futures import Future
 from typing import Any
 
@@ -54,6 +55,7 @@ class Call(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 
 
 _decode_call = msgspec.json.Decoder(Call).decode
+MAX_SIGNED_S = 10 * 365 * 24 * 3600
 BUCKET_OPS = ("listBuckets", "getBucket", "createBucket", "updateBucket", "deleteBucket", "emptyBucket")
 
 
@@ -160,7 +162,9 @@ class Storage(Capability):
         try:
             return _decode_call(raw)
         except msgspec.MsgspecError as e:
-            raise StorageError(f"invalid storage request: {e}") from None
+            # msgspec says "Expected `str`, got `int` - at `$.metadata.n`": name the option first.
+            m = re.fullmatch(r"(.*) - at `\$\.?(.*)`", str(e))
+            raise StorageError(f"{m[2]}: {m[1]}" if m else f"invalid storage request: {e}") from None
 
     def call(self, invocation: Invocation, raw: str) -> str:
         try:
@@ -190,8 +194,8 @@ class Storage(Capability):
             if c.op in BUCKET_OPS:
                 return reply(self._bucket_op(c, app))
             if c.op == "sign":
-                if not 1 <= c.expires_in <= 7 * 24 * 3600:
-                    raise StorageError("expiresIn must be between 1 and 604800 seconds")
+                if not 1 <= c.expires_in <= MAX_SIGNED_S:
+                    raise StorageError(f"expiresIn must be between 1 and {MAX_SIGNED_S} seconds (ten years)")
                 store.check_bucket(c.bucket)
                 store.check_key(c.key)
                 if not c.upload:
