@@ -421,6 +421,13 @@ def test_json_arrows_filter_as_postgresql_reads_them(db, where, expected):
         assert names(db.select(where=where)) == expected
 
 
+def test_select_casts_to_text_and_refuses_what_it_cannot_do(db):
+    db.insert([{"name": "a", "n": 5, "address": {"city": "Rome"}}])
+    assert db.select(columns="n::text,name,c:address::text") == [{"n": "5", "name": "a", "c": '{"city":"Rome"}'}]
+    for columns in ("n::int", "count()", "other(*)", "a:b:id", "whole:address::json"):  # before: keys like "whole:address:"
+        assert db.run(op="select", collection="notes", columns=columns)["error"]["code"] == "PGRST100", columns
+
+
 def test_json_arrows_order_and_page_and_use_indexes(db):
     db.declare("a", {"notes": ["address.city"]})
     db.insert(ARROWS)

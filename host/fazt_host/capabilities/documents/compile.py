@@ -12,6 +12,7 @@ import base64
 import hashlib
 import math
 import operator
+import re
 from typing import Annotated, Any
 
 import msgspec
@@ -360,11 +361,19 @@ def projection(columns: str | list[str]) -> str:
     whole = len(fields) < len(columns)
     pairs = []
     for col in fields:
-        alias, _, field = col.rpartition(":")
+        col, cast, to = col.partition("::")
+        if cast and to.strip().lower() != "text":
+            raise DocError(f"cannot cast {col[:40]!r} to {to[:20]!r}: select casts only to ::text", "PGRST100")
+        if re.fullmatch(r"[\w.>-]*\(.*\)", col.strip()):  # count(), other(*): anything else is a field name
+            raise DocError(f"{col[:40]!r}: select has no aggregates or embedded collections", "PGRST100")
+        alias, _, field = col.partition(":") if ":" in col else ("", "", col)
+        if ":" in field:
+            raise DocError(f"{col[:40]!r}: a column takes one alias (alias:field)", "PGRST100")
         key = alias or column_name(parse_path(field))
         if not key or "'" in key or len(key) > 128 or (whole and '"' in key):  # '"' would end the path label
             raise DocError(f"invalid column alias {key[:40]!r}", "42703")
-        pairs.append((key, value_of(field) if as_text(field) else json_of(field)))
+        text = as_text(field) or bool(cast)  # `->>` and ::text read the value as PostgreSQL's text
+        pairs.append((key, text_at(parse_path(field)) if text else json_of(field)))
     if whole:
         sets = ", ".join(f"'$.\"{key}\"', {value}" for key, value in pairs)
         return f"json_set(json(body), {sets})"
