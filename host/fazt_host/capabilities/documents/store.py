@@ -370,9 +370,11 @@ class Store:
 
     def _upsert(self, cid: int, table: str, op: Operation, limits: Limits, returning: str) -> tuple[Result, int]:
         keys = [k.strip() for k in op.on_conflict.split(",") if k.strip()]  # 'org,email': a compound key
-        if keys != ["id"] and not self.conn.execute(
-            "SELECT 1 FROM doc_indexes WHERE collection = ? AND is_unique AND fields = ?", (cid, _encode(keys).decode())
-        ).fetchone():
+        # As PostgreSQL infers its arbiter index: from the set of fields, in any order.
+        if keys != ["id"] and not any(
+            sorted(_decode_json(fields)) == sorted(keys)
+            for (fields,) in self.conn.execute("SELECT fields FROM doc_indexes WHERE collection = ? AND is_unique", (cid,))
+        ):
             shown = ", ".join(keys)[:80]
             raise DocError(
                 f"upsert on ({shown}) needs a unique index on exactly those fields: declare "
@@ -396,7 +398,8 @@ class Store:
                 raise DocError(f"{what} must be a JSON object", "22P02")
             values = [_lookup(doc, p) for p in paths]
             if None in values and keys != ["id"]:
-                raise DocError(f"{what} lacks {', '.join(keys)}, the upsert's conflict key", "23502")
+                missing = ", ".join(k for k, v in zip(keys, values) if v is None)
+                raise DocError(f"{what} lacks {missing}, of the upsert's conflict key ({', '.join(keys)})", "23502")
             found = None
             if None not in values:
                 key = tuple(sql._bindable(v, "upsert", k) for v, k in zip(values, keys))
