@@ -800,6 +800,10 @@ def test_an_index_on_the_leading_fields_of_another_is_not_built_twice(db):
     assert sorted((i["fields"], i["unique"]) for i in indexes) == [(["owner"], True), (["owner", "createdAt"], False)]
     db.insert({"owner": "x"})
     assert "USING INDEX" in db.plan(where=[["eq", "owner", "x"]])
+    pair = db.declare("a", {"pairs": [["x", "y"], {"unique": ["x", "y"]}]})  # before: both built
+    assert "index pairs(x, y) is served by (x, y)" in pair
+    with pytest.raises(ManifestError, match="names a field twice"):
+        decode_manifest(json.dumps({"name": "a", "indexes": {"pairs": [["x", "x"]]}}).encode())
 
 
 def test_deploy_refusal_keeps_the_live_version(db, tmp_path):

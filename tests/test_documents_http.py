@@ -205,6 +205,14 @@ def test_a_value_or_filter_nested_past_the_engines_stack_is_an_error_value(host)
         assert reply["data"] is None and reply["error"]["code"] == "54001", (calls[:20], reply)
 
 
+def test_options_for_an_embedded_collection_are_an_error(host):
+    _, server = host
+    for call in (("order", "n", {"foreignTable": "x"}), ("or", "n.eq.1", {"referencedTable": "x"}),
+                 ("limit", 1, {"foreignTable": "x"}), ("range", 0, 1, {"referencedTable": "x"})):
+        reply = chain(server, ("from", "err"), ("select",), call)  # before: applied to the top level
+        assert reply["error"]["code"] == "PGRST108" and reply["data"] is None, call
+
+
 def test_limit_bounds_an_update_or_delete_sent_by_the_sdk(host):
     _, server = host
     chain(server, ("from", "limited"), ("insert", [{"g": 1, "n": i} for i in range(5)]))

@@ -222,7 +222,18 @@ class QueryBuilder {
     if (typeof op === 'string' && op.startsWith('not.')) return this.not(f, op.slice(4), v);
     return this.add(() => textTerm(f, op, v));
   }
-  or(filters) { return this.add(() => ['or', parseFilters(filters)]); }
+  or(filters, options = {}) {
+    this.topLevel(options);
+    return this.add(() => ['or', parseFilters(filters)]);
+  }
+  // supabase-js's foreignTable/referencedTable options aim at an embedded table: collections embed none,
+  // so such a call is an error (applied to the top level it would change another query).
+  topLevel({ foreignTable, referencedTable } = {}) {
+    const table = referencedTable ?? foreignTable;
+    if (table !== undefined) {
+      this.invalid ??= { message: `no embedded collection ${String(table).slice(0, 40)}: documents embed none`, code: 'PGRST108', details: null, hint: null };
+    }
+  }
   // A filter that cannot be read becomes the reply's error when awaited, as
   // PostgREST would answer it, rather than a throw from the builder call.
   add(makeTerm) {
@@ -237,12 +248,14 @@ class QueryBuilder {
   }
 
   // ---- shaping the result ----
-  order(field, { ascending = true, nullsFirst } = {}) {
+  order(field, { ascending = true, nullsFirst, ...rest } = {}) {
+    this.topLevel(rest);
     (this.op.order ??= []).push(nullsFirst === undefined ? { field, ascending } : { field, ascending, nullsFirst });
     return this;
   }
-  limit(n) { this.op.limit = n; return this; }
-  range(from, to) {
+  limit(n, options = {}) { this.topLevel(options); this.op.limit = n; return this; }
+  range(from, to, options = {}) {
+    this.topLevel(options);
     if (to < from) {
       this.invalid ??= { message: `range: to (${to}) is before from (${from})`, code: 'PGRST103', details: null, hint: null };
     }

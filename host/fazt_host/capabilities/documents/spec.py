@@ -103,6 +103,8 @@ def index_fields(spec: Any) -> tuple[tuple[str, ...], bool]:
         fields = [spec.unique] if isinstance(spec.unique, str) else spec.unique
     if not fields or len(fields) > MAX_INDEX_FIELDS:
         raise ValueError(f"an index has 1 to {MAX_INDEX_FIELDS} fields")
+    if len(set(fields)) < len(fields):
+        raise ValueError(f"an index names a field twice: {list(fields)}")
     for f in fields:
         try:
             parse_path(f)

@@ -651,10 +651,11 @@ def sync_indexes(conn: apsw.Connection, app: str, declared: dict[str, list[Any]]
         cid = row[0] if row else create_collection(conn, app, collection)
         shapes = [index_fields(spec) for spec in specs]
         for fields, unique in shapes:
-            # An index on the leading fields of a longer one adds nothing the longer one cannot serve.
-            longer = next((f for f, _ in shapes if len(f) > len(fields) and f[: len(fields)] == fields), None)
-            if longer and not unique:
-                changes.append(f"index {collection}({', '.join(fields)}) is served by ({', '.join(longer)})")
+            # An index on the leading fields of a longer one (or on a unique index's very fields)
+            # adds nothing that one cannot serve.
+            served = next((f for f, u in shapes if f[: len(fields)] == fields and (len(f) > len(fields) or u)), None)
+            if served and not unique:
+                changes.append(f"index {collection}({', '.join(fields)}) is served by ({', '.join(served)})")
                 continue
             wanted[index_name(cid, fields, unique)] = (cid, fields, unique, collection)
     for name, fields in conn.execute("SELECT name, fields FROM doc_indexes WHERE app = ?", (app,)).fetchall():
