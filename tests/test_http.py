@@ -211,6 +211,12 @@ def test_memory_bomb_gives_500_and_next_request_works(served):
     assert served.get("/probe/global").json() == {"counter": 1}
 
 
+def test_json_with_a_string_of_two_million_characters(served):
+    for n in (1_000, 2_000_000):  # before: the engine's JSON.stringify ran out of memory at ~1.5-2.5M
+        r = served.get(f"/probe/big-json?n={n}")
+        assert r.status_code == 200 and r.json() == {"s": "y" * n, "tail": "é\n"}, r.text[:200]
+
+
 def test_handler_that_never_settles_or_returns_garbage(served):
     never = served.get("/probe/never")
     assert never.status_code == 500 and "can never settle" in never.json()["error"]

@@ -62,6 +62,35 @@ globalThis.console = {
   trace: logger('debug'),
 };
 
+// The engine's JSON.stringify runs out of memory quoting one string of about 1.5-2.5 million characters
+// under the default 128 MiB limit (its buffer growth; shorter and longer ones pass). Such a string is
+// then quoted in pieces and put in place of a marker: the same text.
+const nativeStringify = JSON.stringify;
+const LONG_STRING = 1 << 20;
+JSON.stringify = function stringify(value, replacer, space) {
+  try {
+    return nativeStringify(value, replacer, space);
+  } catch (e) {
+    if (e !== 'out of memory' || Array.isArray(replacer)) throw e;
+    const long = [];
+    const marker = '\u0000fazt-long-string:'; // text no app writes: NUL first
+    const swap = function (key, v) {
+      if (typeof replacer === 'function') v = replacer.call(this, key, v);
+      if (typeof v !== 'string' || v.length < LONG_STRING) return v;
+      long.push(v);
+      return `${marker}${long.length - 1}`;
+    };
+    const text = nativeStringify(value, swap, space);
+    const quoted = (s) => {
+      const pieces = [];
+      for (let i = 0; i < s.length; i += 1 << 16) pieces.push(nativeStringify(s.slice(i, i + (1 << 16))).slice(1, -1));
+      return `"${pieces.join('')}"`;
+    };
+    const escaped = nativeStringify(marker).slice(1, -1);
+    return text.replaceAll(new RegExp(`"${escaped.replace(/[\\.]/g, '\\$&')}(\\d+)"`, 'g'), (_, i) => quoted(long[i]));
+  }
+};
+
 // The build leaves the engine without outbound HTTP, where fetch() would return a promise that never
 // settles (the engine then stops the handler): reject at once, so an app can catch it.
 globalThis.fetch = async function fetch() {

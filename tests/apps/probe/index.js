@@ -143,6 +143,10 @@ const routes = {
   async '/request-headers'(request) {
     return Response.json(Object.fromEntries(request.headers));
   },
+  async '/big-json'(request) {
+    const n = Number(new URL(request.url).searchParams.get('n'));
+    return Response.json({ s: 'y'.repeat(n), tail: 'é\n' });
+  },
   async '/not-a-response'() {
     return { hello: 'plain object' };
   },
