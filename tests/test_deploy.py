@@ -85,9 +85,14 @@ def test_redeploy_while_serving_switches_without_restart(cartridge, tmp_path):
         assert server.get("/hello/").text == "<h1>second</h1>"
     versions = json.loads(cartridge.cli("apps", "hello", "--json").stdout)
     assert [v["version"] for v in versions] == [2, 1] and versions[0]["active"]
+    time.sleep(1.1)
     cartridge.cli("rollback", "hello")
     for _ in range(6):
         assert "<h1>hello</h1>" in server.get("/hello/").text
+    listed = json.loads(cartridge.cli("apps", "--json").stdout)[0]
+    # The active version's own deploy time (before: when the rollback activated it), and when that was.
+    assert listed["version"] == 1 and listed["deployedAt"] == versions[1]["createdAt"]
+    assert listed["activatedAt"] > listed["deployedAt"] + 1 and "active since" in cartridge.cli("apps").stdout
     assert "no version 9" in cartridge.cli("rollback", "hello", "--to", "9", check=False).stderr
 
 

@@ -211,6 +211,11 @@ def test_memory_bomb_gives_500_and_next_request_works(served):
     assert served.get("/probe/global").json() == {"counter": 1}
 
 
+def test_request_blob_keeps_its_type_and_a_204_with_a_body_is_named(served):
+    r = served.request("POST", "/probe/blob", content=b"12345", headers={"content-type": "text/csv"}).json()
+    assert r == {"type": "text/csv", "size": 5, "refused": "a response with status 204 cannot have a body"}
+
+
 def test_json_with_a_string_of_two_million_characters(served):
     for n in (1_000, 2_000_000):  # before: the engine's JSON.stringify ran out of memory at ~1.5-2.5M
         r = served.get(f"/probe/big-json?n={n}")

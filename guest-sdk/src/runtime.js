@@ -215,6 +215,9 @@ class Request extends NativeRequest {
   async text() {
     return new TextDecoder().decode(await this.bytes());
   }
+  async blob() {
+    return new Blob([await this.bytes()], { type: this.headers.get('content-type') ?? '' });
+  }
   async json() {
     return JSON.parse(await this.text());
   }
@@ -330,8 +333,14 @@ const streamed = new WeakSet();
 // back through the engine's stream and its promises.
 const texts = new WeakMap();
 const NativeResponse = globalThis.Response;
+// Statuses whose responses carry no body (the engine's own error for one garbles the sentence).
+const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
+
 globalThis.Response = class Response extends NativeResponse {
   constructor(body, init) {
+    if (body != null && NULL_BODY_STATUS.has(Number(init?.status))) {
+      throw new TypeError(`a response with status ${init.status} cannot have a body`);
+    }
     super(body, init);
     if (body instanceof ReadableStream) streamed.add(this);
     else if (typeof body === 'string') texts.set(this, body);

@@ -224,7 +224,7 @@ def remove(conn: apsw.Connection, app: str, capabilities: Sequence[Capability] =
 
 def listing(conn: apsw.Connection) -> list[dict]:
     rows = conn.execute(
-        "SELECT a.name, a.active, a.updated_at, v.component, v.source_hash, "
+        "SELECT a.name, a.active, v.created_at, a.updated_at, v.component, v.source_hash, "
         "(SELECT count(*) FROM versions WHERE app = a.name) "
         "FROM apps a JOIN versions v ON v.app = a.name AND v.version = a.active ORDER BY a.name"
     ).fetchall()
@@ -233,11 +233,12 @@ def listing(conn: apsw.Connection) -> list[dict]:
             "name": name,
             "version": version,
             "versions": count,
-            "deployedAt": updated,
+            "deployedAt": created,  # the active version's deploy; a rollback activates an older one later
+            "activatedAt": activated,
             "component": component,
             "sourceHash": source_hash,
         }
-        for name, version, updated, component, source_hash, count in rows
+        for name, version, created, activated, component, source_hash, count in rows
     ]
 
 

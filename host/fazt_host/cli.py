@@ -171,7 +171,8 @@ def cmd_apps(args) -> int:
     if not rows:
         print("no apps deployed: fazt-host deploy ./myapp", file=sys.stderr)
     for r in rows:
-        print(f"{r['name']:<24} v{r['version']:<4} ({r['versions']} kept)  deployed {_ts(r['deployedAt'])}")
+        since = f", active since {_ts(r['activatedAt'])}" if r["activatedAt"] - r["deployedAt"] > 1 else ""
+        print(f"{r['name']:<24} v{r['version']:<4} ({r['versions']} kept)  deployed {_ts(r['deployedAt'])}{since}")
     return 0
 
 

@@ -147,6 +147,16 @@ const routes = {
     const n = Number(new URL(request.url).searchParams.get('n'));
     return Response.json({ s: 'y'.repeat(n), tail: 'é\n' });
   },
+  async '/blob'(request) {
+    const blob = await request.blob();
+    let refused = null;
+    try {
+      new Response('body', { status: 204 });
+    } catch (e) {
+      refused = e.message;
+    }
+    return Response.json({ type: blob.type, size: blob.size, refused });
+  },
   async '/not-a-response'() {
     return { hello: 'plain object' };
   },
