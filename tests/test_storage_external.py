@@ -206,6 +206,23 @@ def test_an_interrupted_migration_loses_nothing_and_resumes(internal_app, moto_e
     assert len(external_keys(moto_endpoint, bucket, "fazt/files/")) >= len(objects)
 
 
+def test_an_object_whose_bytes_are_gone_does_not_stop_the_others(internal_app, moto_endpoint):
+    cart, s, bucket = internal_app
+    objects = _fill(s, "files", 3)
+    cart.cli("blobs", "migrate", "files", "--to", "s3")
+    lost = external_keys(moto_endpoint, bucket, "fazt/files/")[0]
+    bucket_client(moto_endpoint).delete_object(Bucket=bucket, Key=lost)
+    failed = cart.cli("blobs", "migrate", "files", "--to", "internal", check=False)
+    # before: it stopped at that object, every run, leaving the rest where they were
+    assert failed.returncode == 1 and "1 objects could not be moved (docs/" in failed.stderr, failed.stderr
+    assert "[4/5]" in failed.stderr
+    broken = failed.stderr.split("(docs/", 1)[1].split(":", 1)[0]
+    ok(s.request("DELETE", f"/files/o/docs?keys={broken}"))
+    done = json.loads(cart.cli("blobs", "migrate", "files", "--to", "internal", "--json").stdout)
+    assert done == {"app": "files", "backend": "internal", "moved": 0, "bytes": 0}
+    _all_intact(s, "files", {k: v for k, v in objects.items() if k != broken})
+
+
 def test_bad_backend_settings_say_what_to_do(tmp_path, cache_dir, moto_endpoint):
     cart = Cartridge(tmp_path / "fazt.db", cache_dir)
     bad = cart.cli("deploy", str(app_copy(tmp_path, "files", "gcs")), check=False)
@@ -215,6 +232,7 @@ def test_bad_backend_settings_say_what_to_do(tmp_path, cache_dir, moto_endpoint)
         cart.env.pop(var, None)
     no_bucket = cart.cli("blobs", "migrate", "plain", "--to", "s3", check=False)
     assert no_bucket.returncode == 1 and "FAZT_S3_BUCKET" in no_bucket.stderr
+    assert "moving objects to external S3, but" in no_bucket.stderr  # before: "this app stores objects on external S3"
     unknown = cart.cli("blobs", "migrate", "nope", "--to", "s3", check=False)
     assert unknown.returncode == 1 and "no app named 'nope'" in unknown.stderr
     assert cart.cli("blobs", "migrate", "plain", "--to", "gcs", check=False).returncode == 2

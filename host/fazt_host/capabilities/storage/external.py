@@ -86,11 +86,15 @@ class External:
         )
         client = await self._context.__aenter__()
         try:
-            await client.head_bucket(Bucket=s.bucket)
-        except client.exceptions.ClientError as e:
-            if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
-                raise
-            await client.create_bucket(Bucket=s.bucket)
+            try:
+                await client.head_bucket(Bucket=s.bucket)
+            except client.exceptions.ClientError as e:
+                if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+                    raise
+                await client.create_bucket(Bucket=s.bucket)
+        except BaseException:
+            await self._context.__aexit__(None, None, None)  # its HTTP session too, not left to warn at exit
+            raise
         return client
 
     # -- bridging: coroutines run on this object's loop ------------------------------------------

@@ -25,13 +25,14 @@ from .store import StorageError
 BATCH = 100
 
 
-def _left(conn: apsw.Connection, app: str, to: str, limit: int = BATCH) -> list[tuple[str, str, int, int]]:
-    """Objects whose bytes are not in `to` yet: (bucket, key, data id, size)."""
-    return conn.execute(
+def _left(conn: apsw.Connection, app: str, to: str, failed: set[int]) -> list[tuple[str, str, int, int]]:
+    """Objects whose bytes are not in `to` yet, but those that failed in this run: (bucket, key, data id, size)."""
+    rows = conn.execute(
         "SELECT b.name, o.key, o.data, o.size FROM blob_objects o JOIN blob_buckets b ON b.id = o.bucket "
         "JOIN blob_data d ON d.id = o.data WHERE b.app = ? AND (d.location IS NULL) = ? ORDER BY b.name, o.key LIMIT ?",
-        (app, to == "s3", limit),
+        (app, to == "s3", BATCH + len(failed)),
     ).fetchall()
+    return [row for row in rows if row[2] not in failed][:BATCH]
 
 
 def count_left(conn: apsw.Connection, app: str, to: str) -> tuple[int, int]:
@@ -88,24 +89,37 @@ def migrate(conn: apsw.Connection, app: str, to: str, progress: Callable[[str], 
     if to not in store.BACKENDS:
         raise StorageError(f"unknown backend {to!r}: use one of {', '.join(store.BACKENDS)}")
     if to == "s3":
-        store.external_bucket()  # fails now, with what to set, rather than on the first object
+        store.external_bucket("moving objects to external S3")  # fails now, with what to set, not per object
     total, total_bytes = count_left(conn, app, to)
     progress(f"{app}: {total} objects ({total_bytes:,} bytes) to move to {to}")
     moved = moved_bytes = 0
     switched = False
+    failed: dict[int, str] = {}  # data id -> what went wrong: the others still move
     while True:
-        batch = _left(conn, app, to)
+        batch = _left(conn, app, to, set(failed))
         if not batch:
-            if switched:
+            if switched or failed:
                 break
             with transaction(conn):
                 store.set_backend(conn, app, to)
             switched = True  # one more pass: uploads that went to the old backend meanwhile
             continue
         for bucket, key, data, size in batch:
-            if move_object(conn, app, bucket, key, data, to):
+            try:
+                done = move_object(conn, app, bucket, key, data, to)
+            except StorageError as e:
+                failed[data] = f"{bucket}/{key}: {e}"
+                progress(f"could not move {bucket}/{key}: {e}")
+                continue
+            if done:
                 moved += 1
                 moved_bytes += size
                 progress(f"[{moved}/{max(total, moved)}] {bucket}/{key} ({size:,} bytes) verified")
     store.sweep(conn)
+    if failed:
+        shown = "; ".join(list(failed.values())[:5])
+        raise StorageError(
+            f"{len(failed)} objects could not be moved ({shown}); {moved} were, and the app still stores new "
+            f"objects where it did. Run it again to retry; an object whose bytes are gone can be removed "
+            "by the app or through its S3 endpoint.", 503, "ServiceUnavailable")
     return {"app": app, "backend": to, "moved": moved, "bytes": moved_bytes}

@@ -358,7 +358,7 @@ def unavailable(doing: str, e: Exception) -> StorageError:
     return StorageError(f"{doing} failed: the external S3 bucket is unavailable", 503, "ServiceUnavailable")
 
 
-def external_bucket() -> external.External:
+def external_bucket(needed_for: str = "this app stores objects on external S3") -> external.External:
     """The host's external bucket, or a StorageError that says how to set one up."""
     try:
         ext = external.current()
@@ -366,7 +366,7 @@ def external_bucket() -> external.External:
         raise unavailable("connecting to storage", e) from None
     if ext is None:
         raise StorageError(
-            "this app stores objects on external S3, but the host has no bucket: set FAZT_S3_BUCKET "
+            f"{needed_for}, but the host has no bucket: set FAZT_S3_BUCKET "
             "(and FAZT_S3_ENDPOINT, FAZT_S3_REGION, FAZT_S3_ACCESS_KEY_ID, FAZT_S3_SECRET_ACCESS_KEY)",
             503, "ServiceUnavailable",
         )
