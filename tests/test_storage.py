@@ -76,6 +76,19 @@ def test_concurrent_writers_to_one_key_the_last_to_finish_wins(conn):
     assert chunk_rows(conn) == 2
 
 
+def test_housekeeping_sweeps_bytes_let_go_of_without_a_write(tmp_path):
+    from fazt_host.capabilities.storage import Storage
+
+    conn = cartridge.connect(tmp_path / "fazt.db")
+    storage = next(c for c in capabilities(conn) if isinstance(c, Storage))
+    storage.setup(conn)
+    put(conn, "k", b"1" * (CHUNK + 1))
+    put(conn, "k", b"2")  # the first bytes are an orphan now, past their grace below
+    conn.execute("UPDATE blob_data SET changed_at = changed_at - ? WHERE state = 'orphan'", (store.ORPHAN_GRACE_S + 1,))
+    storage.housekeep()  # what a serving worker runs about once a minute
+    assert chunk_rows(conn) == 1 and get(conn, "k") == b"2"
+
+
 def test_without_upsert_an_existing_key_is_refused(conn):
     put(conn, "k", b"x")
     with pytest.raises(StorageError) as e:

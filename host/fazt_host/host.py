@@ -76,6 +76,10 @@ class Host:
             guest = self._guests[component_hash] = Guest(component)
         return guest
 
+    def housekeep(self) -> None:
+        for cap in self.capabilities:
+            cap.housekeep()
+
     def note(self, invocation: Invocation, message: str) -> None:
         """Writes a host error to the app's log for an invocation whose guest never ran."""
         self.log.record(invocation, "error", message, host=True)

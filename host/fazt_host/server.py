@@ -33,6 +33,7 @@ HTTP_INTERFACE = "fazt:host/http@0.1.0"
 HANDLER_INTERFACE = "fazt:host/handler@0.1.0"
 # A response not finished by then starts streaming; until then it is sent whole.
 STREAM_AFTER_S = 0.01
+HOUSEKEEP_S = 60  # capabilities keep house at most this often, after a request (an idle worker does nothing)
 STREAM_CREDIT = 8  # chunks in flight between the wasm thread and the socket
 # A refused request body is read and dropped, up to this much for this long, before
 # the answer goes out: closing a socket with unread bytes resets the connection, and
@@ -510,6 +511,7 @@ class HttpTrigger:
         self.registry = Registry(self.reader)
         self._apps_seen: dict | None = None
         self.blobs = static.Blobs(self.reader)
+        self._housekept = time.monotonic()
 
     def route(self, scope) -> tuple[str, str, str]:
         """(app, path inside the app, base path) from the Host header or the first path segment."""
@@ -545,6 +547,9 @@ class HttpTrigger:
             if not exchanges and not drained and unread_body(scope):
                 await drain(proto.__aiter__())  # answered before reading it (a refused token, a wrong path)
             _exchanges.reset(token)
+            if time.monotonic() - self._housekept > HOUSEKEEP_S:
+                self._housekept = time.monotonic()
+                self.wasm.submit(self.host.housekeep).add_done_callback(_retrieved)
 
     async def handle(self, scope, proto) -> None:
         app_name, inner, base = self.route(scope)

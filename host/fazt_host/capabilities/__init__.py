@@ -4,7 +4,8 @@ A capability is set up once per process (`setup`), configured per app when a
 version becomes active (`configure`, inside the activating transaction) and
 forgotten with a removed app (`forget`); it contributes host functions for
 its interface (each called with the current `Invocation` first), and may
-finish each invocation (`finish`, e.g. to flush buffered writes). The
+finish each invocation (`finish`, e.g. to flush buffered writes) and keep
+house while the process serves (`housekeep`). The
 composition root (`fazt_host.host`) lists them; adding one touches its own
 folder, that list and the WIT.
 """
@@ -33,6 +34,9 @@ class Capability:
 
     def finish(self, invocation: Invocation) -> None:
         """After every invocation, on the wasm thread."""
+
+    def housekeep(self) -> None:
+        """Now and then (about a minute apart) on a serving worker's wasm thread, between invocations."""
 
     def configure(self, conn: apsw.Connection, manifest: Manifest) -> list[str]:
         """A version of the app becomes active (deploy, rollback). Raise ValueError to refuse it.

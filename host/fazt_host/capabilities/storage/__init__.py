@@ -147,6 +147,10 @@ class Storage(Capability):
     def results(self):
         return {"object": http.answer}
 
+    def housekeep(self) -> None:
+        # Writes sweep too, but bytes let go of (by a migration, say) would wait for the next write.
+        store.sweep(self.conn)
+
     def finish(self, invocation: Invocation) -> None:
         handles: Handles | None = invocation.state.pop("storage", None)
         for thing in handles.open.values() if handles else ():
