@@ -641,6 +641,11 @@ def test_up_runs_schedules_once_per_host_with_cli(cartridge, tmp_path):
     assert time.monotonic() - started < 20  # the CLI maps the component first; the nap alone is 60 s
     missing = cartridge.cli("cron", "run", "cronapp", "nope", check=False)
     assert missing.returncode == 1 and "no cron entry 'nope'" in missing.stderr
+    never = cartridge.cli("cron", "history", "cronapp", "nope", check=False)
+    assert never.returncode == 1 and "no cron entry 'nope'" in never.stderr
+    cartridge.cli("deploy", str(APP), "--manifest", str(write_manifest(  # `boom` removed: its runs stay readable
+        tmp_path, {"name": "tick", "schedule": "every 1s", "file": "cron/tick.js"})))
+    assert [r["manual"] for r in history(cartridge, "boom")] == [True]  # before: "no cron entry 'boom'"
     assert "no app named 'ghost'" in cartridge.cli("cron", "ghost", check=False).stderr
 
     scheduler_processes = subprocess.run(["pgrep", "-s", str(server.proc.pid), "-f", "fazt_host.triggers.cron"],

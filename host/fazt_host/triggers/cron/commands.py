@@ -112,8 +112,10 @@ def main(args, connect, make_host) -> int:
         conn = connect()
         store.setup(conn)
         if command == "history":
-            _deployed(conn, rest[0]) if len(rest) == 1 else _entry(_deployed(conn, rest[0]), rest[1])
+            deployed = _deployed(conn, rest[0])
             rows = store.history(conn, rest[0], rest[1] if len(rest) > 1 else None, args.lines)
+            if len(rest) > 1 and not rows:
+                _entry(deployed, rest[1])  # an entry removed since keeps its history: only a name never run is refused
             if args.json:
                 _print_json(rows)
             elif not rows:
