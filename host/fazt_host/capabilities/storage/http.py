@@ -93,9 +93,9 @@ async def send_object(proto, conn: apsw.Connection, app: str, bucket: str, key: 
     instead of an empty reply."""
     meta, data = store.head(conn, app, bucket, key)
     etag = f'"{meta["etag"]}"'
-    given = (headers or []) + (overrides or [])
-    named = {h[0].lower() for h in given}
-    stored = [("content-type", meta["contentType"])] * ("content-type" not in {h[0] for h in overrides or []})
+    overridden = {name for name, _ in overrides or []}
+    named = overridden | {name.lower() for name, _ in headers or []}
+    stored = [] if "content-type" in overridden else [("content-type", meta["contentType"])]
     stored += [(name, value) for name, value in meta["headers"].items() if name not in named]
     if meta["cacheControl"] and "cache-control" not in named:
         stored.append(("cache-control", meta["cacheControl"]))
