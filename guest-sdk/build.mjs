@@ -139,6 +139,24 @@ function originalPositions(text, map) {
   });
 }
 
+// The message of a failed snapshot, for the app's author: wizer's own line and the engine's note on
+// the rejection that follows every top-level throw go; the SDK's frames leave the stack, and an error
+// thrown inside the SDK (a top-level Math.random()) is placed where the app called it.
+function describeFailure(text) {
+  const where = (frame) => frame.trim().slice(frame.trim().lastIndexOf('@') + 1);
+  const notApps = (frame) => /^(guest-sdk\/|<fazt entry>)/.test(where(frame));
+  const isFrame = (line) => /^\s+\S*@\S+:\d+:\d+$/.test(line);
+  const lines = text.split('\n').filter(
+    (l) => !/^(Failed to initialize component|Additionally, some promises were rejected|Promise rejected but never handled)/.test(l),
+  );
+  const appFrame = lines.find((l) => isFrame(l) && !notApps(l));
+  return lines
+    .filter((l) => !(isFrame(l) && notApps(l)))
+    .map((l) => (appFrame && !isFrame(l) ? l.replace(/^(guest-sdk\/|<fazt entry>)\S*:\d+:\d+ /, `${where(appFrame)} `) : l))
+    .filter((l, i, all) => !(l === 'Stack:' && !isFrame(all[i + 1] ?? '')))
+    .join('\n');
+}
+
 const entryPath = resolve(entry);
 step(`bundling ${relative(process.cwd(), entryPath) || entryPath}`);
 let bundle;
@@ -195,7 +213,7 @@ try {
   await writeFile(`${out}.map`, JSON.stringify(map));
   step(`wrote ${out} (${(component.byteLength / 1048576).toFixed(1)} MiB)`);
 } catch (e) {
-  console.error(`error: ${originalPositions(String(e.message ?? e), map)}`);
+  console.error(`error: ${describeFailure(originalPositions(String(e.message ?? e), map))}`);
   process.exit(1);
 } finally {
   await rm(work, { recursive: true, force: true });

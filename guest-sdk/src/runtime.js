@@ -24,18 +24,18 @@ let currentApp = '';
 // Module top levels run once, at build time, into the snapshot every call starts from: a random value
 // made there would be the same in every request (and the build has no entropy to give). Until the
 // first call, the random sources throw an error that names the app's line.
-const randomSources = [[Math, 'random'], [crypto, 'getRandomValues'], [crypto, 'randomUUID']];
-const nativeRandom = randomSources.map(([owner, name]) => owner[name]);
+const randomSources = [[Math, 'Math', 'random'], [crypto, 'crypto', 'getRandomValues'], [crypto, 'crypto', 'randomUUID']];
+const nativeRandom = randomSources.map(([owner, , name]) => owner[name]);
 let buildTime = true;
-for (const [owner, name] of randomSources) {
+for (const [owner, ownerName, name] of randomSources) {
   owner[name] = function () {
-    throw new Error(`${name}() at the top level of a module would run once, at build time, for every request: call it inside the handler`);
+    throw new Error(`${ownerName}.${name}() at the top level of a module would run once, at build time, for every request: call it inside the handler`);
   };
 }
 function endBuildTime() {
   if (!buildTime) return;
   buildTime = false;
-  randomSources.forEach(([owner, name], i) => { owner[name] = nativeRandom[i]; });
+  randomSources.forEach(([owner, , name], i) => { owner[name] = nativeRandom[i]; });
 }
 
 function formatArg(v) {
