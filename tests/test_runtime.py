@@ -64,6 +64,26 @@ def test_memory_bomb_traps_and_rss_returns_to_baseline(probe):
     assert call(probe, "/global").head.status == 200
 
 
+def test_a_trapped_instance_gives_its_memory_back_at_once(probe):
+    import gc
+    from dataclasses import replace
+
+    host, deployed = probe
+    big = replace(deployed, manifest=msgspec.structs.replace(
+        deployed.manifest, limits=deployed.manifest.limits.merged({"memory_mb": 768})))
+    call(probe, "/global")
+    baseline = rss_mib()
+    gc.disable()  # what a worker between two cycle collections sees
+    try:
+        with pytest.raises(GuestTimeout):
+            call((host, big), "/fat-loop")  # 600 MiB written, then interrupted at the time limit
+        after = rss_mib()
+    finally:
+        gc.enable()
+    # before: the trap's traceback held the store, its 600 MiB mapped until a later collection
+    assert after - baseline < 64, f"RSS grew from {baseline:.0f} to {after:.0f} MiB"
+
+
 def test_loop_is_interrupted_at_the_deadline(probe):
     started = time.monotonic()
     with pytest.raises(GuestTimeout):

@@ -102,9 +102,11 @@ class Host:
                 raise GuestError(f"the handler threw {result['error']}", map_stack(str(result.get("stack", ""))))
             return result
         except GuestError as e:
+            invocation.spent = None  # no response to hurry: the instance's memory goes now
             self.log.record(invocation, "error", f"{e}\n{e.detail}".rstrip(), host=True)
             raise
         except Exception as e:  # a host call refused the guest (a response over its limit, say)
+            invocation.spent = None
             self.log.record(invocation, "error", str(e) or type(e).__name__, host=True)
             raise
         finally:

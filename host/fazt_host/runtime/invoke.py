@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,24 +132,31 @@ class Runtime:
             invocation.spent = store
             return result
         except WasmtimeError as e:
-            message = str(e)
-            if "wasm trap: interrupt" in message:
-                raise GuestTimeout(
-                    f"the handler ran past its time limit of {limits.timeout_ms} ms "
-                    "(its ctx.waitUntil promises, after the response, included)"
-                ) from None
-            if "unreachable" in message:  # the engine aborted: out of memory, or nothing left to wait for
-                raise GuestError(
-                    f"the handler stopped the engine: it ran out of memory (limit {limits.memory_mb} MiB) or awaited "
-                    "a promise that can never settle, one nothing resolves (a ctx.waitUntil promise too, after the response)",
-                    message,
-                ) from None
-            raise GuestError(
-                f"the handler trapped (memory limit {limits.memory_mb} MiB, time limit {limits.timeout_ms} ms)",
-                message,
-            ) from None
+            # The frames the trap passed through hold the store: cleared, the instance's memory goes now,
+            # not whenever a cycle collection reaches this error (a 4 GiB instance stayed mapped till then).
+            traceback.clear_frames(e.__traceback__)
+            store = instance = None
+            raise trap_error(str(e), limits) from None
         finally:
             self.current = None
+
+
+def trap_error(message: str, limits: Limits) -> GuestError:
+    """What a trap means for the app's author; the detail is the trap itself (the wasm backtrace of
+    the engine's own functions tells them nothing)."""
+    trap = next((line.strip() for line in reversed(message.splitlines()) if line.strip()), message)
+    if "wasm trap: interrupt" in message:
+        return GuestTimeout(
+            f"the handler ran past its time limit of {limits.timeout_ms} ms "
+            "(its ctx.waitUntil promises, after the response, included)"
+        )
+    if "unreachable" in message:  # the engine aborted: out of memory, or nothing left to wait for
+        return GuestError(
+            f"the handler stopped the engine: it ran out of memory (limit {limits.memory_mb} MiB) or awaited "
+            "a promise that can never settle, one nothing resolves (a ctx.waitUntil promise too, after the response)",
+            trap,
+        )
+    return GuestError(f"the handler trapped (memory limit {limits.memory_mb} MiB, time limit {limits.timeout_ms} ms)", trap)
 
 
 class Guest:

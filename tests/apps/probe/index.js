@@ -157,6 +157,10 @@ const routes = {
     }
     return Response.json({ type: blob.type, size: blob.size, refused });
   },
+  async '/fat-loop'() {
+    const held = new Uint8Array(600 << 20).fill(1); // then stopped at the time limit, holding it
+    for (;;) if (held[0] === 2) break;
+  },
   async '/not-a-response'() {
     return { hello: 'plain object' };
   },
