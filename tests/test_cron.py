@@ -189,6 +189,7 @@ def test_interval_runs_each_slot_once_with_event_and_logs(world):
     assert event["event"]["lastRun"]["status"] == "ok"
     own = json.loads(world.runs(name="own")[0]["logs"][0]["message"])
     assert own["handler"] == "scheduled" and own["event"]["name"] == "own" and own["env"] == {"K": "v"}
+    assert own["url"] == "/cronapp/storage/v1/object/public/files/k"  # before: on the build's warm-up origin
 
 
 @pytest.mark.parametrize("policy, expected", [("none", []), ("one", ["12:10:00"]), ("all", [f"12:{m:02d}:00" for m in range(1, 11)])])

@@ -521,6 +521,8 @@ export function handlerFor(app, crons = {}) {
       if (Array.isArray(ev.handlers)) return handlersMissing(app, crons, ev.handlers); // a deploy's check
       startClock(ev.timeoutMs);
       currentRequestId = ev.requestId;
+      currentApp = ev.app;
+      currentRequest = null; // the snapshot holds the build's warm-up request: a cron run has none
       try {
         const handler = cronHandler(app, crons, ev.name);
         const reasons = [];

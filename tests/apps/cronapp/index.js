@@ -4,6 +4,8 @@
 //   slow*  busy for 1.5 s  crash* busy for 8 s on attempt 1 (the test kills the host meanwhile)
 //   nap*   waits 60 s for a timer (the entry's timeout stops it)
 //   anything else logs its event and returns.
+import { storage } from 'fazt';
+
 function busy(ms) {
   const end = Date.now() + ms;
   while (Date.now() < end) {}
@@ -14,7 +16,8 @@ export default {
     return Response.json({ ok: true });
   },
   async scheduled(event, ctx) {
-    console.log(JSON.stringify({ handler: 'scheduled', event, requestId: ctx.requestId, env: ctx.env }));
+    const url = storage.from('files').getPublicUrl('k').data.publicUrl; // no request: a path under the app
+    console.log(JSON.stringify({ handler: 'scheduled', event, requestId: ctx.requestId, env: ctx.env, url }));
     const name = event.name;
     if (name.startsWith('boom')) throw new Error(`boom at ${event.scheduledTime} attempt ${event.attempt}`);
     if (name.startsWith('hang')) for (;;) {}
