@@ -24,7 +24,7 @@ import msgspec
 from ... import static
 from ...cartridge import transaction
 from ...runtime import GuestError
-from ...server import ResponseHead, check_response_head
+from ...server import HttpError, ResponseHead, check_response_head
 from . import store
 from .store import StorageError
 
@@ -302,6 +302,8 @@ async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
         raise StorageError(f"no storage route {method} {inner[:120]}", 404, "not_found")
     except StorageError as e:
         _error(proto, e)
+    except HttpError as e:  # the request body over limits.bodyMb, a malformed Content-Length
+        _error(proto, StorageError(str(e), e.status, "EntityTooLarge" if e.status == 413 else "InvalidRequest"))
 
 
 route.checks_path = True  # its paths name keys (a backslash is a key's character), which check_key judges

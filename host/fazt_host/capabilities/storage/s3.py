@@ -27,7 +27,7 @@ import apsw
 import msgspec
 
 from ...cartridge import transaction
-from ...server import has_body
+from ...server import HttpError, has_body
 from ...static import negotiate
 from . import http, store
 from .store import StorageError
@@ -465,6 +465,10 @@ async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
         _error(proto, from_storage(e), path, rid, scope)
     except S3Error as e:
         _error(proto, e, path, rid, scope)
+    except HttpError as e:  # the request body over limits.bodyMb, a malformed Content-Length: S3's XML too
+        code = "EntityTooLarge" if e.status == 413 else "InvalidRequest"
+        _error(proto, S3Error(code, f"{e} (limits.bodyMb caps each request; S3 clients split large files into parts)"
+                              if e.status == 413 else str(e)), path, rid, scope)
 
 
 route.checks_path = True  # its paths name keys, which check_key judges, with S3's error XML
