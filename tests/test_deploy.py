@@ -231,7 +231,7 @@ def test_build_then_deploy_prebuilt_component(cartridge, tmp_path):
     assert alone.returncode == 2 and "name one with --manifest" in alone.stderr, alone.stderr
     command = shlex.split(built.stderr.rpartition("deploy it with: ")[2])
     assert command == ["fazt-host", "deploy", str(out), "--manifest", str(TEST_APPS / "probe" / "fazt.json")]
-    cartridge.cli(*command[1:])
+    assert "(prebuilt component," in cartridge.cli(*command[1:]).stdout  # before: "(cached build, ..."
     server = cartridge.serve()
     assert server.get("/probe/global").json() == {"counter": 1}
     assert server.get("/probe/file.txt").text == "static probe file\n"

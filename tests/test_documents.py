@@ -894,6 +894,9 @@ def test_import_checks_stamps_and_writes_them_as_the_host_does(db, tmp_path, cap
     src.write_text('{"n": 1}\n{"createdAt": 12345}\n')
     assert cli.main(["import", "a", "cli", str(src), "--cartridge", str(tmp_path / "fazt.db")]) == 1
     assert "error: line 2: createdAt must be an ISO 8601 date-time with a time zone" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # before: a batch of 0 was taken
+        cli.main(["import", "a", "cli", str(src), "--batch", "0", "--cartridge", str(tmp_path / "fazt.db")])
+    assert usage.value.code == 2 and "must be 1 or more" in capsys.readouterr().err
 
 def test_cli_refuses_the_documents_of_an_app_that_does_not_exist(db, tmp_path):
     src = tmp_path / "in.ndjson"

@@ -74,6 +74,13 @@ LIMIT_FLAGS = {
 }
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def count(text: str) -> int:
     """An argparse type for how many lines, documents or objects: a negative count is a usage
     error, not a count (as a LIMIT, SQLite reads -1 as no limit at all)."""
@@ -106,7 +113,8 @@ def cmd_deploy(args) -> int:
         elif d.unchanged:
             print(f"{d.app} v{d.version} is already live with exactly this code and files")
         else:
-            print(f"deployed {d.app} v{d.version} ({'built' if d.built else 'cached build'}, "
+            how = "prebuilt component" if d.prebuilt else "built" if d.built else "cached build"
+            print(f"deployed {d.app} v{d.version} ({how}, "
                   f"{d.static_files} static files) in {d.seconds:.1f}s")
     return 0
 
@@ -570,8 +578,10 @@ def parser() -> argparse.ArgumentParser:
         return c
 
     def limit_flags(c):
+        group = c.add_argument_group(
+            "limits", "each overrides the app's fazt.json `limits`; without the flag, fazt.json's value or the default applies")
         for name, help_ in LIMIT_FLAGS.items():
-            c.add_argument("--" + name.replace("_", "-"), dest=name, type=int, help=help_)
+            group.add_argument("--" + name.replace("_", "-"), dest=name, type=int, help=help_)
 
     up = command("up", "serve the deployed apps over HTTP (Granian)", cmd_up)
     up.add_argument("--host", help="address to listen on (env FAZT_HOST, default 127.0.0.1)")
@@ -624,7 +634,7 @@ def parser() -> argparse.ArgumentParser:
     im.add_argument("app")
     im.add_argument("collection")
     im.add_argument("file", help="an .ndjson file, or - for standard input")
-    im.add_argument("--batch", type=count, default=10_000, help="documents per transaction (default 10000)")
+    im.add_argument("--batch", type=positive, default=10_000, help="documents per transaction (default 10000)")
     limit_flags(im)
 
     ex = command("export", "write a collection as newline-delimited JSON", cmd_export)

@@ -46,6 +46,7 @@ class Deployment:
     seconds: float
     unchanged: bool = False
     phases: dict[str, float] = field(default_factory=dict)  # seconds: build, compile, store
+    prebuilt: bool = False  # a component .wasm, not built from JS
 
 
 @dataclass
@@ -256,5 +257,6 @@ def deploy(host: Host, path: Path, manifest_path: Path | None = None, limits: di
         progress.write(f"  {note}\n")
     phase("store")
     return Deployment(
-        manifest.name, version, built.digest, built.fresh, len(static), time.perf_counter() - started, unchanged, phases
+        manifest.name, version, built.digest, built.fresh, len(static), time.perf_counter() - started, unchanged, phases,
+        src.prebuilt is not None,
     )
