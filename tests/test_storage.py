@@ -107,6 +107,26 @@ def test_quota_stops_an_upload_and_keeps_nothing_of_it(conn):
         store.copy(conn, "a", "files", "a", "a2", quota=int(1.5 * MB))
 
 
+def test_usage_is_kept_as_the_sum_of_what_the_quota_counts(conn):
+    def summed(app="a"):
+        return conn.execute("SELECT coalesce(sum(size), 0) FROM blob_data WHERE app = ? "
+                            "AND state IN ('live', 'writing', 'part')", (app,)).fetchone()[0]
+
+    put(conn, "k", b"x" * (CHUNK + 5))
+    put(conn, "k", b"y" * 10)  # replaced: an orphan, not counted
+    put(conn, "other", b"z" * 7, app="b")
+    open_upload = store.Upload(conn, "a", "files", "open", "", {}, True, 1 << 40)
+    open_upload.write(b"w" * 100)
+    store.copy(conn, "a", "files", "k", "k2", quota=1 << 40)
+    store.copy(conn, "a", "files", "k2", "k3", quota=1 << 40, move=True)
+    assert store.usage(conn, "a") == summed() and store.usage(conn, "b") == summed("b") == 7
+    open_upload.abort()
+    store.remove(conn, "a", "files", ["k"])
+    store.sweep(conn, now=time.time() + store.ORPHAN_GRACE_S + 1)
+    assert store.usage(conn, "a") == summed() == 10  # k3 alone
+    assert store.usage(conn, "nobody") == 0
+
+
 def test_the_object_an_upsert_replaces_leaves_room_for_it(conn):
     put(conn, "k", b"x" * 700_000, quota=MB)
     assert put(conn, "k", b"y" * 700_000, quota=MB)["size"] == 700_000

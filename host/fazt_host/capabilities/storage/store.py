@@ -156,6 +156,23 @@ MIGRATIONS = [
     ALTER TABLE blob_objects ADD COLUMN headers TEXT;
     ALTER TABLE s3_uploads ADD COLUMN headers TEXT;
     """,
+    """
+    -- The bytes each app's quota counts (see usage()), kept by triggers in the transaction of every
+    -- change: summing blob_data for each upload cost a scan of all the app's objects.
+    CREATE TABLE blob_usage(app TEXT PRIMARY KEY, bytes INTEGER NOT NULL) STRICT;
+    INSERT INTO blob_usage SELECT app, sum(size) FROM blob_data WHERE state IN ('live', 'writing', 'part') GROUP BY app;
+    CREATE TRIGGER blob_usage_insert AFTER INSERT ON blob_data WHEN NEW.state IN ('live', 'writing', 'part') BEGIN
+        INSERT INTO blob_usage VALUES (NEW.app, NEW.size) ON CONFLICT(app) DO UPDATE SET bytes = bytes + excluded.bytes;
+    END;
+    CREATE TRIGGER blob_usage_delete AFTER DELETE ON blob_data WHEN OLD.state IN ('live', 'writing', 'part') BEGIN
+        UPDATE blob_usage SET bytes = bytes - OLD.size WHERE app = OLD.app;
+    END;
+    CREATE TRIGGER blob_usage_update AFTER UPDATE OF app, size, state ON blob_data BEGIN
+        UPDATE blob_usage SET bytes = bytes - OLD.size WHERE app = OLD.app AND OLD.state IN ('live', 'writing', 'part');
+        INSERT INTO blob_usage SELECT NEW.app, NEW.size WHERE NEW.state IN ('live', 'writing', 'part')
+            ON CONFLICT(app) DO UPDATE SET bytes = bytes + excluded.bytes;
+    END;
+    """,
 ]
 
 BACKENDS = ("internal", "s3")
@@ -293,10 +310,10 @@ def max_age(seconds: str) -> str:
 
 
 def usage(conn: apsw.Connection, app: str) -> int:
-    """Bytes the app's live objects, uploads in progress and multipart parts take (pieces count in their whole)."""
-    return conn.execute(
-        "SELECT coalesce(sum(size), 0) FROM blob_data WHERE app = ? AND state IN ('live', 'writing', 'part')", (app,)
-    ).fetchone()[0]
+    """Bytes the app's live objects, uploads in progress and multipart parts take (pieces count in their
+    whole): the sum of their blob_data sizes, which blob_usage's triggers keep."""
+    row = conn.execute("SELECT bytes FROM blob_usage WHERE app = ?", (app,)).fetchone()
+    return row[0] if row else 0
 
 
 def bucket_id(conn: apsw.Connection, app: str, bucket: str, create: bool = False) -> int | None:
