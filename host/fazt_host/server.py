@@ -653,11 +653,9 @@ class HttpTrigger:
         if with_body:
             try:
                 await exchange.prefetch()
-            except HttpError as e:
+            except HttpError as e:  # over the limit, cut short (Granian's errors are BrokenBody), or too slow
                 self.note_refusal(deployed, rid, str(e))
                 return json_error(proto, e.status, str(e), rid)
-            except Exception:  # noqa: BLE001 - Granian's error for a body that ended early or a client gone
-                return json_error(proto, 400, BROKEN_BODY, rid)
 
         def run() -> None:
             try:
