@@ -266,7 +266,7 @@ def test_failures_are_retried_with_backoff_then_marked_failed(world):
     assert {r["scheduledTime"] for r in runs} == {"2026-05-04T13:00:00.000Z"}
     assert "the handler threw Error: boom at 2026-05-04T13:00:00.000Z attempt 3" in runs[2]["error"]
     stack = next(line["message"] for line in runs[2]["logs"] if "boom at" in line["message"])  # the stack went to the log
-    assert "\nscheduled@index.js:19:" in stack and "initializer.js" not in stack, stack
+    assert "\nscheduled@index.js:22:" in stack and "initializer.js" not in stack, stack
     assert store.last_outcome(s.conn, "cronapp", "boom")["status"] == "failed"
 
 
