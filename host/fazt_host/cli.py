@@ -74,20 +74,20 @@ LIMIT_FLAGS = {
 }
 
 
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
-    return value
+def at_least(least: int):
+    """An argparse type for how many lines, documents or objects: fewer is a usage error, not a count
+    (as a LIMIT, SQLite reads -1 as no limit at all)."""
+
+    def count(text: str) -> int:  # argparse names it: "invalid count value: 'abc'"
+        value = int(text)
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be {least} or more, not {value}")
+        return value
+
+    return count
 
 
-def count(text: str) -> int:
-    """An argparse type for how many lines, documents or objects: a negative count is a usage
-    error, not a count (as a LIMIT, SQLite reads -1 as no limit at all)."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
+count = at_least(0)
 
 
 def _limits(args) -> dict:
@@ -634,7 +634,7 @@ def parser() -> argparse.ArgumentParser:
     im.add_argument("app")
     im.add_argument("collection")
     im.add_argument("file", help="an .ndjson file, or - for standard input")
-    im.add_argument("--batch", type=positive, default=10_000, help="documents per transaction (default 10000)")
+    im.add_argument("--batch", type=at_least(1), default=10_000, help="documents per transaction (default 10000)")
     limit_flags(im)
 
     ex = command("export", "write a collection as newline-delimited JSON", cmd_export)
