@@ -153,6 +153,7 @@ function parseFilter(item) {
 function tooDeep(e) {
   return e instanceof RangeError || (e instanceof Error && e.name === 'InternalError');
 }
+const TOO_DEEP = { message: 'a value or filter is nested too deeply to send', code: '54001', details: null, hint: null };
 
 function run(operation) {
   let text;
@@ -160,8 +161,7 @@ function run(operation) {
     text = JSON.stringify(operation);
   } catch (e) {
     if (!tooDeep(e)) throw e;
-    const error = { message: 'a value or filter is nested too deeply to send', code: '54001', details: null, hint: null };
-    return { data: null, error, count: null, status: 400, statusText: 'Bad Request' };
+    return { data: null, error: { ...TOO_DEEP }, count: null, status: 400, statusText: 'Bad Request' };
   }
   const reply = JSON.parse(query(text));
   if (reply.cursor === null) delete reply.cursor;
@@ -240,7 +240,7 @@ class QueryBuilder {
     try {
       this.op.where.push(makeTerm());
     } catch (e) {
-      if (tooDeep(e)) e = new DocumentsError({ message: 'a value or filter is nested too deeply to send', code: '54001' });
+      if (tooDeep(e)) e = new DocumentsError(TOO_DEEP);
       if (!(e instanceof DocumentsError)) throw e;
       this.invalid ??= { message: e.message, code: e.code, details: null, hint: null };
     }

@@ -615,7 +615,7 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
 
         def refuse(status, headers):  # S3 answers these with its error XML
             error = S3Error("InvalidRange", "The requested range is not satisfiable", 416) if status == 416 else \
-                S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412)
+                from_storage(store.precondition_failed())
             _error(proto, error, f"/{bucket}/{key}", rid, scope, headers)
 
         return await http.send_object(proto, reader, app, bucket, key, method, scope.headers, 200, extra, refuse,
@@ -717,7 +717,7 @@ def _copy_source_conditions(headers):
         wanted = {k: v for k, v in given.items() if v}
         status = negotiate(f'"{meta["etag"]}"', meta["size"], "GET", wanted, meta["updatedAt"])[0]
         if status in (304, 412):
-            raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412)
+            raise store.precondition_failed()
 
     return check
 

@@ -229,7 +229,12 @@ def check_if_match(etag: str | None, if_match: str | None) -> None:
     if etag is None:
         raise StorageError("Object not found", 404, "not_found")
     if if_match.strip() != "*" and etag not in [t.strip().removeprefix("W/").strip('"') for t in if_match.split(",")]:
-        raise StorageError("At least one of the pre-conditions you specified did not hold", 412, "PreconditionFailed")
+        raise precondition_failed()
+
+
+def precondition_failed() -> StorageError:
+    """A condition of the request (If-Match, x-amz-copy-source-if-*...) does not hold: S3's 412."""
+    return StorageError("At least one of the pre-conditions you specified did not hold", 412, "PreconditionFailed")
 
 
 def no_bucket() -> StorageError:
@@ -846,18 +851,15 @@ def remove(conn: apsw.Connection, app: str, bucket: str, keys: list[str], if_mat
     now = time.time()
     with transaction(conn):
         for key in keys:
-            if if_match is not None:
-                current = conn.execute("SELECT etag FROM blob_objects WHERE bucket = ? AND key = ?", (bid, key)).fetchone()
-                if current:
-                    check_if_match(current[0], if_match)
             row = conn.execute(
                 "DELETE FROM blob_objects WHERE bucket = ? AND key = ? "
                 f"RETURNING data, {OBJECT_COLUMNS}",
                 (bid, check_key(key)),
             ).fetchone()
             if row:
-                orphan(conn, row[0], now)
                 removed.append(described(bucket, key, row[1:]))
+                check_if_match(removed[-1]["etag"], if_match)  # a refusal rolls the deletion back
+                orphan(conn, row[0], now)
     return removed
 
 
@@ -941,10 +943,6 @@ def _object_size_etag(conn: apsw.Connection, app: str, bucket: str, key: str) ->
     row = bid is not None and conn.execute(
         "SELECT size, etag FROM blob_objects WHERE bucket = ? AND key = ?", (bid, key)).fetchone()
     return (row[0], row[1]) if row else (None, None)
-
-
-def _object_exists(conn: apsw.Connection, app: str, bucket: str, key: str) -> bool:
-    return _object_size_etag(conn, app, bucket, key)[0] is not None
 
 
 def _copy_rows(conn, app, bucket, source, dest, dest_bucket, meta, data, copied, quota, move, upsert, if_match,
