@@ -384,21 +384,43 @@ def test_a_stalled_body_does_not_hold_up_its_worker(cartridge):
             s.recv(1)  # while the stalled request is still waiting for its body
 
 
-def test_a_request_queued_behind_a_runaway_is_answered_at_its_own_deadline(cartridge):
+def test_a_runaway_handler_does_not_hold_up_the_requests_behind_it(cartridge):
     cartridge.deploy(TEST_APPS / "probe", "--timeout-ms", "8000")
-    cartridge.deploy(APPS / "hello", "--timeout-ms", "1000")
+    cartridge.deploy(APPS / "hello")
     server = cartridge.serve(workers=1)
     with socket.create_connection(("127.0.0.1", server.port)) as s:
-        s.sendall(b"GET /probe/loop HTTP/1.1\r\nHost: x\r\n\r\n")  # holds the only wasm thread for 8 s
+        s.sendall(b"GET /probe/loop HTTP/1.1\r\nHost: x\r\n\r\n")  # holds the first wasm thread for 8 s
         time.sleep(0.5)
+        start = time.monotonic()
+        # the standby thread serves them (before: each waited until the loop was stopped, 7.5 s later)
+        assert [server.get("/hello/hello").status_code for _ in range(5)] == [200] * 5
+        assert server.get("/probe/random").status_code == 200  # the runaway's own app too
+        assert time.monotonic() - start < 3
+        s.settimeout(15)
+        assert s.recv(64).startswith(b"HTTP/1.1 504")
+
+
+def test_a_request_queued_behind_runaways_is_answered_at_its_own_deadline(cartridge):
+    cartridge.deploy(TEST_APPS / "probe", "--timeout-ms", "8000")
+    cartridge.deploy(APPS / "hello", "--timeout-ms", "1000")
+    server = cartridge.serve(workers=1)  # two wasm threads (FAZT_WASM_THREADS): two loops hold both
+    loops = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
+    try:
+        for s in loops:
+            s.sendall(b"GET /probe/loop HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.5)  # the first is held before the second comes
         start = time.monotonic()
         queued = server.get("/hello/hello")
         waited = time.monotonic() - start
-        # before: answered only once the loop was stopped, 7.5 s later
+        # before: answered only once a loop was stopped, 7 s later
         assert queued.status_code == 504 and "waited past its time limit of 1000 ms" in queued.json()["error"]
         assert waited < 4, waited
-        s.settimeout(15)
-        assert s.recv(64).startswith(b"HTTP/1.1 504")
+        for s in loops:
+            s.settimeout(15)
+            assert s.recv(64).startswith(b"HTTP/1.1 504")
+    finally:
+        for s in loops:
+            s.close()
     assert server.get("/hello/hello").status_code == 200
     logged = cartridge.cli("logs", "hello", "--json").stdout
     assert "waited past its time limit of 1000 ms" in logged and queued.json()["requestId"] in logged

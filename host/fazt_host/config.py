@@ -203,6 +203,7 @@ class HostSettings(msgspec.Struct, frozen=True):
     cache: str = ""  # default: beside the cartridge
     cron_min_interval: float = 1.0  # seconds: shorter schedules are refused at deploy
     cron_threads: int = 2  # wasm threads of the scheduler: a hung job cannot hold up every app
+    wasm_threads: int = 2  # per worker: one serves, the others stand by for when it is held (lanes.py)
 
     def __post_init__(self) -> None:
         # Refused here, for flags and FAZT_* alike: Granian would run `--workers -1` as one
@@ -211,8 +212,9 @@ class HostSettings(msgspec.Struct, frozen=True):
             raise ValueError(f"port must be between 0 and 65535, not {self.port}")
         if self.workers < 0:
             raise ValueError(f"workers must be 1 or more (0: one per core), not {self.workers}")
-        if self.cron_threads < 1:
-            raise ValueError(f"cron threads must be 1 or more, not {self.cron_threads}")
+        for name in ("cron_threads", "wasm_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', ' ')} must be 1 or more, not {getattr(self, name)}")
 
     @property
     def cache_dir(self) -> Path:

@@ -58,10 +58,11 @@ class Host:
         if self._ticker is None:
             self._ticker = EpochTicker(self.engine)
 
-    def start_checkpointer(self) -> None:
-        """Moves the writer's WAL checkpoints to a thread (large uploads no longer wait on them)."""
+    def start_checkpointer(self, checkpointer: cartridge.Checkpointer | None = None) -> None:
+        """Moves the writer's WAL checkpoints to a thread (large uploads no longer wait on them);
+        the process's hosts share one."""
         if self.checkpointer is None:
-            self.checkpointer = cartridge.Checkpointer(self.settings.cartridge)
+            self.checkpointer = checkpointer or cartridge.Checkpointer(self.settings.cartridge)
             self.checkpointer.attach(self.conn)
 
     def retain(self, component_hashes: set[str]) -> None:
@@ -132,6 +133,12 @@ def rsgi_app() -> HttpTrigger:
     settings = HostSettings.from_env()
     claim_core(settings)  # before the worker starts any thread
     host = Host(settings)
-    host.start_ticker()
+    host.start_ticker()  # ticks the engine every host of the worker shares
     host.start_checkpointer()
-    return HttpTrigger(host, settings.domain)
+
+    def standby_host() -> Host:
+        standby = Host(settings, engine=host.engine)
+        standby.start_checkpointer(host.checkpointer)
+        return standby
+
+    return HttpTrigger(host, standby_host, settings.wasm_threads, settings.domain)

@@ -1,8 +1,9 @@
 """The HTTP trigger: Granian (RSGI) in front, one wasm thread behind.
 
 Each worker process runs its event loop for I/O and hands every guest call to
-its single wasm thread (fresh instances on two threads of one process are
-slower than on one). The guest pulls the request body through `read-body`
+its wasm thread (fresh instances on two threads of one process are slower than
+on one; a standby takes over while that thread is held by a long call: see
+lanes.py). The guest pulls the request body through `read-body`
 only when it reads it (once it has, the host reads one piece ahead), and
 pushes its response through `send-head` and
 `send-body`: a response that completes quickly goes out in one piece, one
@@ -19,7 +20,6 @@ import os
 import secrets
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote, unquote
 
 import msgspec
@@ -27,6 +27,7 @@ import msgspec
 from . import cartridge, static
 from .apps import Deployed, Registry
 from .config import MIB, Limits
+from .lanes import Lanes
 from .runtime import GuestError, GuestTimeout, Invocation, pieces
 
 HTTP_INTERFACE = "fazt:host/http@0.1.0"
@@ -503,10 +504,11 @@ class Tagged:
 class HttpTrigger:
     """The RSGI application of one worker process."""
 
-    def __init__(self, host, domain: str = ""):
-        self.host = host
+    def __init__(self, host, make_host, threads: int, domain: str = ""):
+        """`host` serves the first wasm thread; `make_host()` makes a standby thread's."""
+        self.host = host  # its routes and result handlers are every host's
         self.domain = domain.lower().strip(".")
-        self.wasm = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fazt-wasm")
+        self.wasm = Lanes(host, make_host, threads)
         self.reader = cartridge.connect(host.settings.cartridge)  # the loop thread's own connection
         self.registry = Registry(self.reader)
         self._apps_seen: dict | None = None
@@ -549,7 +551,7 @@ class HttpTrigger:
             _exchanges.reset(token)
             if time.monotonic() - self._housekept > HOUSEKEEP_S:
                 self._housekept = time.monotonic()
-                self.wasm.submit(self.host.housekeep).add_done_callback(_retrieved)
+                self.wasm.submit(lambda host: host.housekeep()).add_done_callback(_retrieved)
 
     async def handle(self, scope, proto) -> None:
         app_name, inner, base = self.route(scope)
@@ -565,7 +567,8 @@ class HttpTrigger:
         apps = self.registry.refresh()
         if apps is not self._apps_seen:
             self._apps_seen = apps
-            self.host.retain({d.component for d in apps.values()})
+            for host in self.wasm.hosts:
+                host.retain({d.component for d in apps.values()})
         deployed = apps.get(app_name)
         if deployed is None:
             raise HttpError(404, f"no app named {app_name!r} is deployed")
@@ -594,8 +597,8 @@ class HttpTrigger:
         return None
 
     async def on_wasm_thread(self, fn):
-        """Runs fn() where guests run: the process's one writer to the cartridge."""
-        return await asyncio.get_running_loop().run_in_executor(self.wasm, fn)
+        """Runs fn(conn) where guests run, with that thread's writer connection to the cartridge."""
+        return await asyncio.wrap_future(self.wasm.submit(lambda host: fn(host.conn)))
 
     def body_reader(self, scope, proto, deployed: Deployed) -> Exchange:
         """The request body of a host route, read from the wasm thread with the app's limits."""
@@ -657,15 +660,15 @@ class HttpTrigger:
                 self.note_refusal(deployed, rid, str(e))
                 return json_error(proto, e.status, str(e), rid)
 
-        def run() -> None:
+        def run(host) -> None:
             try:
                 if not exchange.begin():
-                    self.host.note(invocation, queued_too_long)
+                    host.note(invocation, queued_too_long)
                     raise GuestTimeout(queued_too_long)
-                result = self.host.invoke(deployed, HANDLER_INTERFACE, "fetch", payload, invocation)
-                kind = next((k for k in self.host.results if k in result), None)
+                result = host.invoke(deployed, HANDLER_INTERFACE, "fetch", payload, invocation)
+                kind = next((k for k in host.results if k in result), None)
                 if kind is not None:
-                    exchange.answer = (self.host.results[kind], result)  # answered by a capability
+                    exchange.answer = (host.results[kind], result)  # answered by a capability
                 elif "status" in result:
                     exchange.finish_inline(result)
             finally:
@@ -673,7 +676,7 @@ class HttpTrigger:
                 invocation.spent = None  # while the event loop sends the response
 
         queued_too_long = f"the request waited past its time limit of {limits.timeout_ms} ms (other requests held the worker)"
-        future = loop.run_in_executor(self.wasm, run)
+        future = asyncio.wrap_future(self.wasm.submit(run))
         # Stream only a response the guest has been producing for a while, not
         # one merely queued behind other requests for the wasm thread.
         waits = (future, exchange.response_done)
@@ -703,7 +706,7 @@ class HttpTrigger:
     def note_refusal(self, deployed: Deployed, rid: str, message: str) -> None:
         """Puts a request refused before its handler ran in the app's log, from the wasm thread (the writer)."""
         invocation = Invocation(deployed.name, rid, deployed.manifest.limits)
-        self.wasm.submit(self.host.note, invocation, message).add_done_callback(_retrieved)
+        self.wasm.submit(lambda host: host.note(invocation, message)).add_done_callback(_retrieved)
 
     async def complete(self, scope, proto, deployed: Deployed, exchange: Exchange, rid: str) -> None:
         if exchange.answer is not None:

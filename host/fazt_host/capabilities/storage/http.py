@@ -250,10 +250,10 @@ async def pipe_upload(trigger, scope, proto, deployed, bucket: str, key: str, up
     content_type = scope.headers.get("content-type") or "application/octet-stream"
     form = re.match(r"multipart/form-data\s*;.*?boundary=\"?([^\";]+)", content_type, re.I)
 
-    def run() -> dict:
+    def run(conn) -> dict:
         body = FormFile(exchange, form.group(1)) if form else exchange
         cache_control, metadata = upload_settings(scope.headers, body.fields if form else None)
-        upload = store.Upload(trigger.host.conn, deployed.name, bucket, key,
+        upload = store.Upload(conn, deployed.name, bucket, key,
                               body.content_type if form else content_type, metadata, upsert, limits.storage_mb << 20,
                               cache_control=cache_control)
         store.pipe(body, upload)

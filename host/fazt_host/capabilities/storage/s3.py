@@ -506,9 +506,8 @@ async def _bucket_op(trigger, scope, proto, deployed, auth, method, bucket, para
         _need_bucket(reader, app, bucket)
         return _list_objects(proto, reader, app, bucket, params)
     raw = trigger.body_reader(scope, proto, deployed)
-    conn = trigger.host.conn
 
-    def write():
+    def write(conn):
         if method == "PUT":
             _read_all(raw, auth, scope.headers)  # a CreateBucketConfiguration says nothing we use
             store.create_bucket(conn, app, bucket)
@@ -623,13 +622,12 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
     if method == "GET":
         return _list_parts(proto, reader, app, bucket, key, params["uploadId"], params)
     raw = trigger.body_reader(scope, proto, deployed)
-    conn = trigger.host.conn
     limits = deployed.manifest.limits
     headers = scope.headers
     upsert = (headers.get("if-none-match") or "").strip() != "*"  # If-None-Match: * writes only a new key
     if_match = headers.get("if-match")  # the object it replaces must carry one of these ETags
 
-    def write():
+    def write(conn):
         if method == "PUT" and "partNumber" in params:
             return _upload_part(conn, app, raw, auth, headers, params, limits)
         if method == "PUT" and headers.get("x-amz-copy-source"):

@@ -1,0 +1,77 @@
+"""A worker's wasm threads: the first runs every job, a standby takes over while it is held.
+
+Fresh instances on two threads of one process are slower than on one (kernel
+page-fault and unmap contention), so a worker runs its guests, and its writes
+to the cartridge, on one thread. A call that runs on, though (a loop until its
+time limit, a response streamed for minutes, a slow scan), would hold up every
+request queued behind it, whatever app it is for. So once a thread has been on
+one job for HELD_AFTER_S, the next thread takes jobs from the same queue, with
+a `Host` of its own (its own cartridge connection, made when first needed):
+jobs run in arrival order, each on the first thread whose predecessors are all
+held. Short jobs never leave the first thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from typing import Any, Callable
+
+HELD_AFTER_S = 0.2  # a call this long is no usual request (a trivial one takes about a millisecond)
+
+
+class Lane:
+    def __init__(self, host=None):
+        self.host = host
+        self.busy_since: float | None = None  # when its current job started
+
+    def held(self, now: float) -> bool:
+        since = self.busy_since
+        return since is not None and now - since >= HELD_AFTER_S
+
+
+class Lanes:
+    def __init__(self, host, make_host: Callable[[], Any], count: int):
+        """`host` serves the first thread; `make_host()` makes each standby's, on its thread."""
+        self._make_host = make_host
+        self.lanes = [Lane(host)] + [Lane() for _ in range(count - 1)]
+        self._jobs: deque[tuple[Callable, Future]] = deque()
+        self._cond = threading.Condition()
+        for i in range(count):
+            threading.Thread(target=self._serve, args=(i,), name=f"fazt-wasm-{i}", daemon=True).start()
+
+    @property
+    def hosts(self) -> list:
+        """The hosts made so far (a standby's only once it has run a job)."""
+        return [lane.host for lane in self.lanes if lane.host is not None]
+
+    def submit(self, fn: Callable[[Any], Any]) -> Future:
+        """Runs fn(host) on a wasm thread, host being that thread's; the future holds its result."""
+        future: Future = Future()
+        with self._cond:
+            self._jobs.append((fn, future))
+            self._cond.notify_all()
+        return future
+
+    def _serve(self, i: int) -> None:
+        lane, before = self.lanes[i], self.lanes[:i]
+        while True:
+            with self._cond:
+                while not (self._jobs and all(b.held(time.monotonic()) for b in before)):
+                    # A standby with jobs waiting looks again when its predecessors may have become held.
+                    self._cond.wait(HELD_AFTER_S / 4 if before and self._jobs else None)
+                fn, future = self._jobs.popleft()
+                lane.busy_since = time.monotonic()
+            try:
+                if future.set_running_or_notify_cancel():
+                    if lane.host is None:
+                        lane.host = self._make_host()
+                    future.set_result(fn(lane.host))
+            except BaseException as e:  # noqa: BLE001 - the awaiting side gets it
+                future.set_exception(e)
+            finally:
+                del fn, future  # a failed call's traceback would keep its instance alive until the next job
+                with self._cond:
+                    lane.busy_since = None

@@ -1,0 +1,35 @@
+"""A worker's wasm threads: the standby runs jobs only while the first is held by a long one."""
+
+import threading
+import time
+
+from fazt_host.lanes import HELD_AFTER_S, Lanes
+
+
+def test_short_jobs_all_run_on_the_first_thread_and_no_standby_host_is_made():
+    made = []
+    lanes = Lanes("first", lambda: made.append(1) or "standby", 2)
+    ran = [lanes.submit(lambda host: (host, threading.current_thread().name)) for _ in range(50)]
+    assert {f.result(5) for f in ran} == {("first", "fazt-wasm-0")}
+    assert made == [] and lanes.hosts == ["first"]
+
+
+def test_a_held_first_thread_hands_the_jobs_behind_it_to_the_standby_in_order():
+    lanes = Lanes("first", lambda: "standby", 2)
+    release = threading.Event()
+    long_job = lanes.submit(lambda host: release.wait(10) and host)
+    order = []
+    start = time.monotonic()
+    behind = [lanes.submit(lambda host, i=i: order.append(i) or host) for i in range(5)]
+    assert [f.result(5) for f in behind] == ["standby"] * 5 and order == list(range(5))
+    assert HELD_AFTER_S <= time.monotonic() - start < HELD_AFTER_S + 1
+    release.set()
+    assert long_job.result(5) == "first"
+    assert lanes.submit(lambda host: host).result(5) == "first"  # the first takes over again once free
+
+
+def test_a_failing_job_reaches_its_future_and_the_thread_serves_on():
+    lanes = Lanes("first", lambda: "standby", 1)
+    failed = lanes.submit(lambda host: 1 / 0)
+    assert isinstance(failed.exception(5), ZeroDivisionError)
+    assert lanes.submit(lambda host: host).result(5) == "first"
