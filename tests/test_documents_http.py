@@ -94,7 +94,10 @@ def test_postgrest_string_filters(host):
     assert pg(("filter", "tags", "ov", ["y"])) == ["a", "b.c"]
     assert pg(("like", "name", "*.*")) == ["b.c"]
     assert pg(("range", 1, 2)) == ["b.c", "d"]
-    for malformed in ("n.regex.1", "(n.eq.1)", "and(n.eq.1", "n.eq.1)", 'name.eq."a'):
+    assert pg(("range", 1, 0)) == []  # postgrest-js sends limit=0: an empty page
+    assert pg(("or", "s.is.UNKNOWN,s.is.NULL")) == ["a", "b.c"]  # is values in any case; unknown is null
+    assert pg(("filter", "s", "not.is", "Null")) == ["d"]
+    for malformed in ("n.regex.1", "(n.eq.1)", "and(n.eq.1", "n.eq.1)", 'name.eq."a', "n.eq.1,", "n.eq.1,,name.eq.d"):
         bad = chain(server, ("from", "pg"), ("select",), ("or", malformed))
         assert bad["data"] is None and bad["error"]["code"] == "PGRST100", malformed  # as PostgREST, not an empty match
 
@@ -237,6 +240,9 @@ def test_batch_is_atomic(host):
         [["from", "stock"], ["insert", {"id": "s1", "left": 0}], ["select", "id"]],
     ]}).json()
     assert r["error"] is None and r["data"][1]["data"] == [{"id": "s1"}]
+    r = server.request("POST", "/dbproxy/batch", json={"chains": [[["from", "orders"], ["insert", {"id": "o2"}]], "junk"]})
+    assert r.status_code == 200 and r.json()["error"]["code"] == "PGRST100"  # an error value, not a throw
+    assert chain(server, ("from", "orders"), ("select", "id"), ("eq", "id", "o2"))["data"] == []
 
 
 def test_keyset_walk_through_the_sdk(host):
@@ -310,7 +316,7 @@ def test_cli_lists_explains_imports_and_exports(host, tmp_path):
     bad = tmp_path / "bad.ndjson"
     bad.write_text('{"ok": 1}\n[1, 2]\n')
     failed = cart.cli("import", "dbproxy", "bad", str(bad), check=False)
-    assert failed.returncode == 1 and "line 2" in failed.stderr and "1 documents before it were imported" in failed.stderr
+    assert failed.returncode == 1 and "line 2" in failed.stderr and "1 document before it was imported" in failed.stderr
     for args in (["docs", "dbproxy", "a/b"], ["export", "dbproxy", "nope"]):
         r = cart.cli(*args, check=False)
         assert r.returncode == 1 and r.stderr.startswith("error: "), args

@@ -67,7 +67,7 @@ function parseText(text) {
   return text;
 }
 
-function splitTop(text, sep = ',') {
+function splitTop(text, sep = ',', { keepEmpty = true } = {}) {
   const parts = [];
   let depth = 0, quoted = false, start = 0;
   for (let i = 0; i < text.length; i++) {
@@ -83,7 +83,12 @@ function splitTop(text, sep = ',') {
     throw new DocumentsError({ message: `unbalanced parentheses or quotes in ${text.slice(0, 60)}`, code: 'PGRST100' });
   }
   parts.push(text.slice(start));
-  return parts.map((p) => p.trim()).filter((p) => p !== '');
+  const trimmed = parts.map((p) => p.trim());
+  // PostgREST refuses an empty filter (`a.eq.1,`); an empty list is `()`.
+  if (!keepEmpty && trimmed.includes('')) {
+    throw new DocumentsError({ message: `an empty filter in ${text.slice(0, 60)}`, code: 'PGRST100' });
+  }
+  return trimmed.filter((p) => p !== '');
 }
 
 function parseList(op, text) {
@@ -108,11 +113,15 @@ function term(field, op, value) {
   return [op, field, likePattern(op, value)];
 }
 
+// PostgREST's `is` values, in any case: `unknown` is SQL's NULL boolean.
+const IS_VALUES = { null: null, unknown: null, true: true, false: false };
+
 // One filter term whose value, if a string, is in PostgREST's text syntax, as postgrest-js
 // sends it for or(), filter() and not(): `.filter('n', 'gt', '4')` is `.gt('n', 4)`.
 function textTerm(field, op, value) {
   op = ALIASES[op] ?? op;
   if (typeof value !== 'string') return term(field, op, value);
+  if (op === 'is' && Object.hasOwn(IS_VALUES, value.toLowerCase())) return term(field, op, IS_VALUES[value.toLowerCase()]);
   if (LIST_OPERATORS.has(op)) return term(field, op, parseList(op, value));
   // A pattern is text even when it reads as a number.
   if (LIKE_OPERATORS.has(op)) return term(field, op, isQuoted(value) ? unquote(value) : value);
@@ -121,7 +130,7 @@ function textTerm(field, op, value) {
 
 // `a.eq.1,b.in.(2,3),and(c.gt.1,not.d.is.null)` -> filter terms.
 function parseFilters(text) {
-  return splitTop(text).map(parseFilter);
+  return splitTop(text, ',', { keepEmpty: false }).map(parseFilter);
 }
 
 function parseFilter(item) {
@@ -256,7 +265,8 @@ class QueryBuilder {
   limit(n, options = {}) { this.topLevel(options); this.op.limit = n; return this; }
   range(from, to, options = {}) {
     this.topLevel(options);
-    if (to < from) {
+    // range(5, 4) asks for no rows (postgrest-js sends limit=0); one further back is no range.
+    if (to < from - 1) {
       this.invalid ??= { message: `range: to (${to}) is before from (${from})`, code: 'PGRST103', details: null, hint: null };
     }
     this.op.offset = from;
@@ -293,6 +303,10 @@ export const db = {
   // Runs several builders in one transaction: all commit, or none does.
   // Replies `{ data: [reply, ...], error }`; an error names the operation that failed.
   batch(builders) {
+    if (!Array.isArray(builders) || !builders.every((b) => b instanceof QueryBuilder)) {
+      const error = { message: 'batch takes an array of db.from(...) operations', code: 'PGRST100', details: null, hint: null };
+      return Promise.resolve({ data: null, error, count: null, status: 400, statusText: 'Bad Request' });
+    }
     const invalid = builders.find((b) => b.invalid);
     if (invalid) return Promise.resolve(invalid.execute());
     return Promise.resolve(run({ op: 'batch', ops: builders.map((b) => b.toJSON()) }));

@@ -340,7 +340,7 @@ def cmd_docs(args) -> int:
                 print(f"{words[0]} has no collections", file=sys.stderr)
             for r in [] if args.json else rows:
                 indexes = ", ".join(("unique " if i["unique"] else "") + "(" + ", ".join(i["fields"]) + ")" for i in r["indexes"])
-                print(f"{r['name']:<24} {r['count']:>10} documents  {indexes}")
+                print(f"{r['name']:<24} {r['count']:>10} document{'' if r['count'] == 1 else 's'}  {indexes}")
             return 0
         if len(words) != 2:
             print("usage: fazt-host docs APP [COLLECTION] | docs explain APP COLLECTION QUERY_JSON", file=sys.stderr)

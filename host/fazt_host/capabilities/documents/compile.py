@@ -19,6 +19,8 @@ import msgspec
 
 from .spec import MAX_FILTER_TERMS, MAX_IN_VALUES, DocError, Order, as_text, json_type, parse_path
 
+MAX_CONTAINS_DEPTH = 32  # levels of a contains pattern (deeper than documents go by default)
+
 Scalar = (str, int, float, bool)
 INT64 = (-(1 << 63), (1 << 63) - 1)
 # What SQLite can bind as an integer: a cursor holding more was not made by the store.
@@ -239,6 +241,8 @@ class Filter:
         if op in ("like", "ilike"):
             if not isinstance(value, str):
                 raise DocError(f"{op} on {field!r} takes a string pattern", "22P02")
+            if "\x00" in value:  # SQLite's GLOB and LIKE would end the pattern there
+                raise DocError(f"{op} on {field!r}: a pattern cannot hold NUL (\\u0000)", "22P05")
             if (len(value) - len(value.rstrip("\\"))) % 2:
                 raise DocError(f"{op} on {field!r}: the pattern must not end with the escape character \\", "22025")
             self.params.append(_glob(value) if op == "like" else value)
@@ -262,38 +266,53 @@ class Filter:
             return f"(CASE WHEN IFNULL({type_at(parts)}, 'null') = 'null' THEN NULL ELSE {match} END)"
         raise DocError(f"unknown operator {op[:40]!r}", "PGRST100")
 
-    def contains(self, parts: tuple, value: Any, field: str) -> str:
-        """Array containment (every element present) or object containment (every key matches).
+    def contains(self, parts: tuple, value: Any, field: str, src: str = "body", depth: int = 0) -> str:
+        """Array containment (every element present) or object containment (every key matches), at
+        `parts` in the JSON `src` (the document, or an array element being matched).
 
         As jsonb's @>, an array pattern matches only an array and an object
         pattern only an object, at every level (json_each would walk a scalar
-        as a one-element array).
+        as a one-element array); an object or array in an array pattern is
+        contained in some element of the array.
         """
+        if depth > MAX_CONTAINS_DEPTH:
+            raise DocError(f"contains on {field!r}: the pattern is nested too deeply", "54001")
+        path = json_path(parts)
+        type_sql = f"json_type({src}, '{path}')"
         if isinstance(value, list):
-            conds = [f"{type_at(parts)} = 'array'"]
+            conds = [f"{type_sql} = 'array'"]
+            e = f"e{depth}"  # json_each's alias: nested patterns each get their own
             for v in value:
-                if isinstance(v, (list, dict)) or v is None:
-                    raise DocError(f"contains on {field!r}: array elements must be strings, numbers or booleans", "22P02")
-                self.params.append(_bindable(v, "contains", field))
-                cond = " AND ".join(["value = ?", *type_guards([v], "value", "type")])
-                conds.append(f"EXISTS (SELECT 1 FROM json_each(body, '{json_path(parts)}') WHERE {cond})")
+                if isinstance(v, (list, dict)):
+                    kind = "array" if isinstance(v, list) else "object"
+                    # CASE: a scalar element's value is no JSON text to look into.
+                    inner = self.contains((), v, field, f"{e}.value", depth + 1)
+                    cond = f"CASE WHEN {e}.type = '{kind}' THEN {inner} ELSE 0 END"
+                elif v is None:
+                    cond = f"{e}.type = 'null'"
+                else:
+                    self.params.append(_bindable(v, "contains", field))
+                    x = f"{e}.value"
+                    cond = " AND ".join([f"{x} = ?", *type_guards([v], x, f"{e}.type"), *string_guards([v], x, f"{e}.type")])
+                conds.append(f"EXISTS (SELECT 1 FROM json_each({src}, '{path}') AS {e} WHERE {cond})")
             return "(" + " AND ".join(conds) + ")"
         if isinstance(value, dict):
-            conds = [f"{type_at(parts)} = 'object'"]
+            conds = [f"{type_sql} = 'object'"]
             for key, v in value.items():
-                sub = ".".join(str(p) for p in parts) + "." + key
+                sub = ".".join([*(str(p) for p in parts), key])
                 sub_parts = parse_path(sub)
+                sub_path = json_path(sub_parts)
                 if isinstance(v, (list, dict)):
-                    conds.append(self.contains(sub_parts, v, sub))
+                    conds.append(self.contains(sub_parts, v, sub, src, depth + 1))
                 elif v is None:
-                    conds.append(f"(body -> '{json_path(sub_parts)}') = 'null'")
+                    conds.append(f"({src} -> '{sub_path}') = 'null'")
                 else:
                     self.params.append(_bindable(v, "contains", sub))
-                    x = f"(body ->> '{json_path(sub_parts)}')"
-                    conds.append(" AND ".join([f"{x} = ?", *type_guards([v], x, type_at(sub_parts))]))
+                    x = f"({src} ->> '{sub_path}')"  # for the document, as an index on the field spells it
+                    sub_type = f"json_type({src}, '{sub_path}')"
+                    conds.append(" AND ".join([f"{x} = ?", *type_guards([v], x, sub_type), *string_guards([v], x, sub_type)]))
             return "(" + " AND ".join(conds) + ")"
         raise DocError(f"contains on {field!r} takes an array or an object", "22P02")
-
 
     def scalar_match(self, values: list[Any], op: str, field: str, x: str = "value", type_sql: str = "type") -> str:
         """`x` is one of these scalars, of its JSON type (true is not 1); `x`/`type_sql` default to json_each's."""

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import time
 from collections.abc import Iterable, Iterator
 from itertools import chain, repeat
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, BinaryIO
 
 import apsw
 import msgspec
@@ -59,6 +60,7 @@ MIGRATIONS = [
 
 ESTIMATE_EXACT_UP_TO = 10_000
 ESTIMATE_SAMPLE = 20_000
+ESTIMATE_WINDOWS = 20
 
 _encode = msgspec.json.encode
 _decode_json = msgspec.json.decode
@@ -94,11 +96,18 @@ def depth_of(value: Any, limit: int) -> int:
     return deepest
 
 
+# JSON's escape of NUL, not preceded by a backslash that is itself escaped (`\\u0000` is text).
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+NUL_REFUSED = "unsupported Unicode escape sequence: \\u0000 cannot be stored (as in PostgreSQL's jsonb)"
+
+
 def check_document(doc: Any, limits: Limits, what: str = "a document") -> bytes:
     """Encodes a document after checking it is an object within the size and depth limits."""
     if not isinstance(doc, dict):
         raise DocError(f"{what} must be a JSON object, not {json_type(doc)}", "22P02")
     text = _encode(doc)
+    if b"\\u0000" in text and _NUL_ESCAPE.search(text):
+        raise DocError(NUL_REFUSED, "22P05")
     # A document with fewer brackets than the depth limit cannot be too deep: most skip the walk.
     if text.count(b"{") + text.count(b"[") > limits.document_depth and depth_of(doc, limits.document_depth) > limits.document_depth:
         raise DocError(f"{what} is nested deeper than limits.documentDepth ({limits.document_depth})", "54000")
@@ -298,16 +307,25 @@ class Store:
         return self.conn.execute(f'SELECT count(*) FROM "{table}" WHERE {where}', f.params).fetchone()[0]
 
     def _estimate(self, table: str, where: str, params: list[Any], cid: int) -> int:
-        """Matches in a random window of rows, scaled to the collection (like a planner's estimate)."""
+        """Matches in windows of rows spread over the collection, scaled to it (like a planner's estimate).
+
+        One window would follow the order rows were written in (documents written
+        together match together); ESTIMATE_WINDOWS windows, one in each stretch of
+        rowids at a random place within it, keep the estimate steady from call to call.
+        """
         total = self.conn.execute("SELECT rows FROM doc_collections WHERE id = ?", (cid,)).fetchone()[0]
+        if total <= ESTIMATE_SAMPLE:
+            return self.conn.execute(f'SELECT count(*) FROM "{table}" WHERE {where}', params).fetchone()[0]
         low, high = self.conn.execute(f'SELECT min(rowid), max(rowid) FROM "{table}"').fetchone()
-        start = random.randint(low, max(low, high - ESTIMATE_SAMPLE))
-        seen, hits = self.conn.execute(
-            f'SELECT count(*), sum({where}) FROM (SELECT body FROM "{table}" '
-            f"WHERE rowid >= ? ORDER BY rowid LIMIT {ESTIMATE_SAMPLE})",
-            [*params, start],
-        ).fetchone()
-        return max(ESTIMATE_EXACT_UP_TO + 1, round(total * (hits or 0) / max(seen, 1)))
+        window = ESTIMATE_SAMPLE // ESTIMATE_WINDOWS
+        stretch = (high - low + 1) / ESTIMATE_WINDOWS
+        sample = f'SELECT count(*), sum({where}) FROM (SELECT body FROM "{table}" WHERE rowid >= ? ORDER BY rowid LIMIT {window})'
+        seen = hits = 0
+        for k in range(ESTIMATE_WINDOWS):
+            start = low + int(k * stretch) + random.randint(0, max(0, int(stretch) - window))
+            n, h = self.conn.execute(sample, [*params, start]).fetchone()
+            seen, hits = seen + n, hits + (h or 0)
+        return max(ESTIMATE_EXACT_UP_TO + 1, round(total * hits / max(seen, 1)))
 
     # ---- writes --------------------------------------------------------------------------------
 
@@ -658,11 +676,15 @@ def sync_indexes(conn: apsw.Connection, app: str, declared: dict[str, list[Any]]
                 changes.append(f"index {collection}({', '.join(fields)}) is served by ({', '.join(served)})")
                 continue
             wanted[index_name(cid, fields, unique)] = (cid, fields, unique, collection)
-    for name, fields in conn.execute("SELECT name, fields FROM doc_indexes WHERE app = ?", (app,)).fetchall():
+    declared = conn.execute(
+        "SELECT i.name, c.name, i.fields FROM doc_indexes i JOIN doc_collections c ON c.id = i.collection WHERE i.app = ?",
+        (app,),
+    ).fetchall()
+    for name, collection, fields in declared:
         if name not in wanted:
             conn.execute(f'DROP INDEX IF EXISTS "{name}"')
             conn.execute("DELETE FROM doc_indexes WHERE name = ?", (name,))
-            changes.append(f"dropped index {fields}")
+            changes.append(f"dropped index {collection}({', '.join(msgspec.json.decode(fields))})")
     present = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     for name, (cid, fields, unique, collection) in wanted.items():
         if name in present:
@@ -735,7 +757,7 @@ def import_documents(
     conn: apsw.Connection,
     app: str,
     collection: str,
-    lines: Iterable[bytes],
+    lines: Iterable[bytes] | BinaryIO,
     limits: Limits = Limits(),
     batch: int = 10_000,
     progress=None,
@@ -750,7 +772,8 @@ def import_documents(
     A document keeps the `id`, `createdAt` and `updatedAt` it carries (an
     export imports back as it was); missing ones are filled in. A stamp must
     be an ISO 8601 date-time with a time zone, and is kept as the host
-    writes stamps (UTC, to the millisecond).
+    writes stamps (UTC, to the millisecond). A file is read a bounded line at a time:
+    a line longer than twice `limits.document_kb` is refused without being held whole.
     """
     check_collection(collection)
     with transaction(conn):
@@ -771,7 +794,8 @@ def import_documents(
 
     def stop(number: int, reason: str, code: str = "22P02") -> DocError:
         restore_indexes_now(conn, app)
-        return DocError(f"line {number}: {reason}; the {total} documents before it were imported", code)
+        before = "the 1 document before it was" if total == 1 else f"the {total} documents before it were"
+        return DocError(f"line {number}: {reason}; {before} imported", code)
 
     def flush() -> None:
         nonlocal total
@@ -803,8 +827,19 @@ def import_documents(
             progress(total)
 
     max_bytes = limits.document_kb * 1024
+    if hasattr(lines, "readline"):
+        lines = bounded_lines(lines, 2 * max_bytes)  # room for whitespace around a document at the limit
     for number, raw in enumerate(lines, 1):
+        if isinstance(raw, int):
+            if pending:
+                flush()
+            raise stop(number, f"the line is over {raw - 1:,} bytes, more than a document of limits.documentKb "
+                               f"({limits.document_kb} KiB) can take", "54000")
         line = raw.strip()
+        if number == 1 and line[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise stop(number, "the file is UTF-16: NDJSON is UTF-8 text")
+        if number == 1 and line.startswith(b"\xef\xbb\xbf"):
+            line = line[3:].strip()  # a UTF-8 byte order mark, as some editors write
         if not line:
             continue
         # Cheap byte checks first; a line that might break a rule is decoded and checked exactly.
@@ -815,6 +850,7 @@ def import_documents(
             or b'"id"' in line
             or b'"createdAt"' in line
             or b'"updatedAt"' in line
+            or b"\\u0000" in line
         ):
             try:
                 doc = msgspec.json.decode(line)
@@ -843,6 +879,18 @@ def import_documents(
         flush()
     restore_indexes_now(conn, app)
     return total
+
+
+def bounded_lines(source: BinaryIO, limit: int) -> Iterator[bytes | int]:
+    """The lines of a binary file; one longer than `limit` comes as an int (more than `limit`)
+    and is skipped, never held whole."""
+    while line := source.readline(limit + 1):
+        if len(line) <= limit or line.endswith(b"\n"):
+            yield line
+            continue
+        while line and not line.endswith(b"\n"):
+            line = source.readline(1 << 20)
+        yield limit + 1
 
 
 def restamp(doc: dict[str, Any]) -> bool:
