@@ -107,6 +107,22 @@ def test_quota_stops_an_upload_and_keeps_nothing_of_it(conn):
         store.copy(conn, "a", "files", "a", "a2", quota=int(1.5 * MB))
 
 
+def test_uploads_side_by_side_cannot_pass_the_quota_together(conn):
+    put(conn, "small", b"s" * (MB // 4), quota=2 * MB)
+    first, second = (store.Upload(conn, "a", "files", k, "", {}, True, 2 * MB) for k in ("one", "two"))
+    for upload in (first, second):  # each began with room for itself
+        upload.write(b"x" * MB)
+    first.finish()
+    with pytest.raises(StorageError) as e:
+        second.finish()
+    assert e.value.error == "QuotaExceeded"
+    assert store.usage(conn, "a") == MB + MB // 4  # before: both landed, 2.25 MiB under a 2 MiB quota
+    assert [o["key"] for o in store.listing(conn, "a", "files", "", 10)[0]] == ["one", "small"]
+    replacing = store.Upload(conn, "a", "files", "one", "", {}, True, 2 * MB)
+    replacing.write(b"y" * (MB + MB // 2))  # fits once the object it replaces is gone
+    assert replacing.finish()["size"] == MB + MB // 2
+
+
 def test_usage_is_kept_as_the_sum_of_what_the_quota_counts(conn):
     def summed(app="a"):
         return conn.execute("SELECT coalesce(sum(size), 0) FROM blob_data WHERE app = ? "

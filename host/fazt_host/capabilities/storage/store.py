@@ -481,7 +481,7 @@ class Upload:
     def write(self, data: bytes | memoryview) -> None:
         if self.size + len(data) > self.room:
             self.abort()
-            raise StorageError(f"the app's storage quota ({self.quota >> 20} MiB) is used up", 413, "QuotaExceeded")
+            raise quota_exceeded(self.quota)
         if self.size_limit is not None and self.size + len(data) > self.size_limit:
             self.abort()
             raise too_large()
@@ -523,24 +523,40 @@ class Upload:
             old = self.conn.execute(
                 "SELECT data, created_at, etag FROM blob_objects WHERE bucket = ? AND key = ?", (bid, self.key)
             ).fetchone()
-            try:
-                if old and not self.upsert:
-                    raise duplicate()
-                check_if_match(old and old[2], self.if_match)  # replaced since the upload began
-            except StorageError:
-                self._drop()
-                raise
-            if old:
-                orphan(self.conn, old[0], now)
-            self.conn.execute(
-                "UPDATE blob_data SET state = 'live', size = ?, pending = NULL, changed_at = ? WHERE id = ?",
-                (self.size, now, self.data),
-            )
-            made = describe(self.bucket, self.key, new_id(), self.size, etag, self.content_type, self.metadata,
-                            old[1] if old else now, now, self.cache_control, self.headers)
-            _point(self.conn, bid, self.data, made)
+            refused = self._refusal(old)
+            if refused is not None:
+                self._drop()  # committed with the check: the next upload to land counts without these bytes
+            else:
+                if old:
+                    orphan(self.conn, old[0], now)
+                self.conn.execute(
+                    "UPDATE blob_data SET state = 'live', size = ?, pending = NULL, changed_at = ? WHERE id = ?",
+                    (self.size, now, self.data),
+                )
+                made = describe(self.bucket, self.key, new_id(), self.size, etag, self.content_type, self.metadata,
+                                old[1] if old else now, now, self.cache_control, self.headers)
+                _point(self.conn, bid, self.data, made)
+        if refused is not None:
+            raise refused
         sweep(self.conn)
         return made
+
+    def _refusal(self, old) -> StorageError | None:
+        """Why the object may not land over `old` (its data, created, etag), checked as it lands."""
+        try:
+            if old and not self.upsert:
+                raise duplicate()
+            check_if_match(old and old[2], self.if_match)  # replaced since the upload began
+            # Uploads side by side each saw room for itself when it began: the quota holds for the objects
+            # that land, counted without the uploads still in progress (this one's bytes included).
+            in_progress = self.conn.execute(
+                "SELECT coalesce(sum(size), 0) FROM blob_data WHERE state = 'writing' AND app = ?", (self.app,)
+            ).fetchone()[0]
+            replaced = old and self.conn.execute("SELECT size FROM blob_data WHERE id = ?", (old[0],)).fetchone()[0]
+            _check_room(self.conn, self.app, self.size - in_progress - (replaced or 0), self.quota)
+        except StorageError as e:
+            return e
+        return None
 
     def abort(self) -> None:
         """Forgets the bytes written so far (no reader can see an upload in progress)."""
@@ -935,7 +951,11 @@ def copy(conn: apsw.Connection, app: str, bucket: str, source: str, dest: str, d
 
 def _check_room(conn: apsw.Connection, app: str, size: int, quota: int | None) -> None:
     if quota is not None and usage(conn, app) + size > quota:
-        raise StorageError(f"the app's storage quota ({quota >> 20} MiB) is used up", 413, "QuotaExceeded")
+        raise quota_exceeded(quota)
+
+
+def quota_exceeded(quota: int) -> StorageError:
+    return StorageError(f"the app's storage quota ({quota >> 20} MiB) is used up", 413, "QuotaExceeded")
 
 
 def _object_size_etag(conn: apsw.Connection, app: str, bucket: str, key: str) -> tuple[int | None, str | None]:
