@@ -440,10 +440,11 @@ def test_cache_deleted_or_corrupted_while_serving(cartridge, tmp_path, cache_dir
         artifact.write_bytes(artifact.read_bytes()[:1000] + b"garbage")
     assert server.get("/hello/hello").status_code == 200  # already mapped in this worker
     server.stop()
-    server = cartridge.serve()
-    # The first request recompiles the component (seconds, more on a busy machine).
-    assert server.get("/hello/hello", timeout=180).json()["hello"] == "world"
+    server = cartridge.serve(ready_timeout=180)
+    # `up` compiles it again before serving, not the first request (which held up its worker meanwhile).
+    assert server.get("/hello/hello", timeout=5).json()["hello"] == "world"
     server.stop()
+    assert "compiling hello v1: its compiled code is damaged" in server.proc.stderr.read().decode()
     # A missing artifact is compiled by `up` before it serves, not by the first request.
     shutil.rmtree(private)
     server = cartridge.serve(ready_timeout=180)
@@ -457,6 +458,27 @@ def test_cache_deleted_or_corrupted_while_serving(cartridge, tmp_path, cache_dir
     rolled = cartridge.cli("rollback", "hello")
     assert "compiling hello v1: its compiled code is missing" in rolled.stderr and rolled.stdout == "hello now serves v1\n"
     assert list(private.glob("*.cwasm"))
+
+
+def test_compiled_code_deleted_while_serving_is_compiled_off_the_wasm_threads(cartridge, tmp_path, cache_dir):
+    private = tmp_path / "cache"
+    shutil.copytree(cache_dir, private)
+    cartridge.env["FAZT_CACHE"] = str(private)
+    cartridge.deploy(APPS / "hello")
+    cartridge.deploy(TEST_APPS / "probe")
+    server = cartridge.serve(workers=1)
+    assert server.get("/probe/random").status_code == 200  # mapped; hello is not yet
+    shutil.rmtree(private)
+    waiting = [threading.Thread(target=server.get, args=("/hello/hello",), kwargs={"timeout": 180}) for _ in range(6)]
+    for t in waiting:
+        t.start()  # more requests than the worker has wasm threads, all waiting for hello's compile
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert server.get("/probe/random").status_code == 200
+    assert time.monotonic() - started < 2  # before: every wasm thread waited on the compile with them
+    for t in waiting:
+        t.join()
+    assert server.get("/hello/hello").json()["hello"] == "world" and list(private.glob("*.cwasm"))
 
 
 def test_remove_app_and_its_log(cartridge):
@@ -486,7 +508,7 @@ def test_negative_counts_are_usage_errors(tmp_path):
     for args in (["logs", "x", "-n", "-1"], ["cron", "history", "x", "-n", "-1"], ["docs", "x", "c", "--limit", "-1"],
                  ["blobs", "x", "--limit", "-1"], ["import", "x", "c", "-", "--batch", "-1"]):
         proc = subprocess.run([FAZT, *args, "--cartridge", str(tmp_path / "fazt.db")], capture_output=True, text=True)
-        least = 1 if "--batch" in args else 0  # a batch holds at least one document
+        least = 1 if "--batch" in args or "blobs" in args else 0  # a batch holds a document; a listing an object
         assert proc.returncode == 2 and f"must be {least} or more, not -1" in proc.stderr and proc.stdout == "", (args, proc.stderr)
     assert not (tmp_path / "fazt.db").exists()
 

@@ -403,7 +403,8 @@ def test_a_runaway_handler_does_not_hold_up_the_requests_behind_it(cartridge):
 def test_a_request_queued_behind_runaways_is_answered_at_its_own_deadline(cartridge):
     cartridge.deploy(TEST_APPS / "probe", "--timeout-ms", "8000")
     cartridge.deploy(APPS / "hello", "--timeout-ms", "1000")
-    server = cartridge.serve(workers=1)  # two wasm threads (FAZT_WASM_THREADS): two loops hold both
+    cartridge.env["FAZT_WASM_THREADS"] = "2"
+    server = cartridge.serve(workers=1)  # two loops hold both wasm threads
     loops = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
     try:
         for s in loops:
@@ -482,9 +483,25 @@ def test_wait_until_past_the_time_limit_is_stopped_and_logged_after_the_response
     assert served.get("/probe/global").status_code == 200
 
 
+def test_head_of_a_streamed_response_is_the_head_and_no_error(served):
+    r = served.client.head("/probe/stream")
+    assert r.status_code == 200 and r.content == b"" and r.headers["content-type"] == "text/plain"
+    rid = r.headers["x-fazt-request-id"]
+    time.sleep(1.5)  # the guest is stopped at its next piece, well within this
+    lines = [line for line in served.cart.cli("logs", "probe", "-n", "200").stdout.splitlines() if rid in line]
+    assert not any("error" in line for line in lines), lines  # before: "the client went away" each time
+
+
 def test_a_cloned_request_reads_the_whole_body_too(served):
     r = served.client.post("/probe/clone", content=b'{"k":"v"}')
     assert r.json() == {"first": '{"k":"v"}', "copy": '{"k":"v"}', "used": True}  # before: copy "" and used false
+    r = served.client.post("/probe/clone", content=b"\xff\xfebad")  # the engine's own text() threw on bad UTF-8
+    assert r.json()["copy"] == "\ufffd\ufffdbad"
+    data = bytes(range(256)) * 20
+    r = served.client.post("/probe/clone?form", files={"file": ("b.bin", data, "application/octet-stream")})
+    # before: the engine's Request, whose multipart parser turned the file's bytes into 12,852 of text
+    assert r.json() == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "host": r.request.headers["host"],
+                        "text": True}
 
 
 def test_a_complete_body_over_the_response_limit_is_a_500_before_any_byte(cartridge):

@@ -11,11 +11,12 @@ def test_short_jobs_all_run_on_the_first_thread_and_no_standby_host_is_made():
     lanes = Lanes("first", lambda: made.append(1) or "standby", 2)
     ran = [lanes.submit(lambda host: (host, threading.current_thread().name)) for _ in range(50)]
     assert {f.result(5) for f in ran} == {("first", "fazt-wasm-0")}
-    assert made == [] and lanes.hosts == ["first"]
+    assert made == [] and lanes.lanes[1].host is None
 
 
 def test_a_held_first_thread_hands_the_jobs_behind_it_to_the_standby_in_order():
-    lanes = Lanes("first", lambda: "standby", 2)
+    made = []
+    lanes = Lanes("first", lambda: made.append(1) or "standby", 2)
     release = threading.Event()
     long_job = lanes.submit(lambda host: release.wait(10) and host)
     order = []
@@ -26,6 +27,7 @@ def test_a_held_first_thread_hands_the_jobs_behind_it_to_the_standby_in_order():
     release.set()
     assert long_job.result(5) == "first"
     assert lanes.submit(lambda host: host).result(5) == "first"  # the first takes over again once free
+    assert made == [1]  # the standby's host, made once, on first use
 
 
 def test_a_failing_job_reaches_its_future_and_the_thread_serves_on():

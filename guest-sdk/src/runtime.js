@@ -191,11 +191,15 @@ class Request extends NativeRequest {
     if (Array.isArray(headers)) clientHeaders.set(this, (headers = new Headers(headers)));
     return headers;
   }
-  // An unread body is then read through the engine's stream, which the clone tees.
+  // An unread body is then read through the engine's stream, which the clone tees. The copy is
+  // one of ours too (the client's headers, multipart parsed on bytes, text() that replaces bad UTF-8).
   clone() {
     const state = bodies.get(this);
     if (state && !state.used) state.streamed = true;
-    return super.clone();
+    const copy = Object.setPrototypeOf(super.clone(), Request.prototype);
+    const headers = clientHeaders.get(this);
+    if (headers !== undefined) clientHeaders.set(copy, new Headers(headers));
+    return copy;
   }
   get bodyUsed() {
     return bodies.get(this)?.used || super.bodyUsed;

@@ -271,9 +271,18 @@ def load_active(conn: apsw.Connection) -> dict[str, Deployed]:
     return deployed
 
 
-def missing_artifacts(conn: apsw.Connection, cache_folder: Path) -> bool:
-    """Whether an active app's compiled code is missing from the cache (`up` asks before it forks)."""
-    return any(not artifact_path(cache_folder, d.component).exists() for d in load_active(conn).values())
+def stale_artifacts(conn: apsw.Connection, cache_folder: Path) -> bool:
+    """Whether an active app's compiled code is missing from the cache, or was written to after the
+    digest beside it (damaged): `up` compiles those before it forks. Two stats an app; each worker
+    checks a file against its digest anyway as it maps it, but would compile a damaged one itself."""
+    for d in load_active(conn).values():
+        path = artifact_path(cache_folder, d.component)
+        try:
+            if path.stat().st_mtime_ns > path.with_name(path.name + ".sha256").stat().st_mtime_ns:
+                return True
+        except FileNotFoundError:
+            return True
+    return False
 
 
 class Registry:

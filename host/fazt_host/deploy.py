@@ -171,11 +171,12 @@ def compile_checked(host: Host, digest: str, wasm: bytes | None, progress) -> No
 
 
 def compile_if_missing(host: Host, digest: str, label: str, progress) -> bool:
-    """Compiles a stored component whose artifact is not in the cache (a deleted cache folder),
-    so that no request waits on the compiler."""
-    if host.cache.path_for(digest).exists():
+    """Compiles a stored component whose artifact is not in the cache (a deleted cache folder) or
+    does not match its digest, so that no request waits on the compiler."""
+    state = host.cache.state(digest)
+    if state == "intact":
         return False
-    progress.write(f"compiling {label}: its compiled code is missing from {host.cache.folder}\n")
+    progress.write(f"compiling {label}: its compiled code is {state} in {host.cache.folder}\n")
     compile_checked(host, digest, None, progress)
     return True
 

@@ -18,7 +18,7 @@ from .capabilities.documents import Documents
 from .capabilities.log import Log
 from .capabilities.storage import Storage
 from .config import HostSettings
-from .runtime import ComponentCache, EpochTicker, Guest, GuestError, Invocation, Runtime, make_engine
+from .runtime import ComponentCache, EpochTicker, Guest, GuestError, Invocation, ResponseUnwanted, Runtime, make_engine
 from .server import HTTP_INTERFACE, HttpTrigger, http_functions
 from .sourcemap import StackMapper
 
@@ -32,7 +32,8 @@ def capabilities(conn) -> list[Capability]:
 
 
 class Host:
-    def __init__(self, settings: HostSettings, engine=None):
+    def __init__(self, settings: HostSettings, engine=None, guests: dict | None = None):
+        """`engine` and `guests` (the mapped components) are shared by the hosts of a worker's wasm threads."""
         self.settings = settings
         self.conn = cartridge.connect(settings.cartridge)
         self.capabilities = capabilities(self.conn)
@@ -46,7 +47,7 @@ class Host:
         interfaces[HTTP_INTERFACE] = http_functions()
         self.runtime = Runtime(self.engine, interfaces)
         self.cache = ComponentCache(self.engine, settings.cache_dir)
-        self._guests: dict[str, Guest] = {}
+        self._guests: dict[str, Guest] = {} if guests is None else guests
         self.stacks = StackMapper(
             lambda app, version: apps.source_map_of(self.conn, app, version),
             lambda digest: cartridge.get_object(self.conn, digest),
@@ -67,8 +68,11 @@ class Host:
 
     def retain(self, component_hashes: set[str]) -> None:
         """Forgets mapped components no active version uses (calls in flight keep theirs)."""
-        if not set(self._guests) <= component_hashes:
-            self._guests = {h: g for h, g in self._guests.items() if h in component_hashes}
+        for h in set(self._guests) - component_hashes:
+            self._guests.pop(h, None)
+
+    def mapped(self, component_hash: str) -> bool:
+        return component_hash in self._guests
 
     def guest(self, component_hash: str) -> Guest:
         guest = self._guests.get(component_hash)
@@ -104,7 +108,8 @@ class Host:
             return result
         except GuestError as e:
             invocation.spent = None  # no response to hurry: the instance's memory goes now
-            self.log.record(invocation, "error", f"{e}\n{e.detail}".rstrip(), host=True)
+            if not isinstance(e, ResponseUnwanted):
+                self.log.record(invocation, "error", f"{e}\n{e.detail}".rstrip(), host=True)
             raise
         except Exception as e:  # a host call refused the guest (a response over its limit, say)
             invocation.spent = None
@@ -137,7 +142,7 @@ def rsgi_app() -> HttpTrigger:
     host.start_checkpointer()
 
     def standby_host() -> Host:
-        standby = Host(settings, engine=host.engine)
+        standby = Host(settings, engine=host.engine, guests=host._guests)
         standby.start_checkpointer(host.checkpointer)
         return standby
 

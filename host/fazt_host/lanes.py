@@ -38,30 +38,29 @@ class Lanes:
         self._make_host = make_host
         self.lanes = [Lane(host)] + [Lane() for _ in range(count - 1)]
         self._jobs: deque[tuple[Callable, Future]] = deque()
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        # A job wakes the first thread only: waking every standby for each request would cost context
+        # switches on the worker's core. Standbys look on their own, a few times per HELD_AFTER_S.
+        self._first = threading.Condition(lock)
+        self._standby = threading.Condition(lock)
         for i in range(count):
             threading.Thread(target=self._serve, args=(i,), name=f"fazt-wasm-{i}", daemon=True).start()
-
-    @property
-    def hosts(self) -> list:
-        """The hosts made so far (a standby's only once it has run a job)."""
-        return [lane.host for lane in self.lanes if lane.host is not None]
 
     def submit(self, fn: Callable[[Any], Any]) -> Future:
         """Runs fn(host) on a wasm thread, host being that thread's; the future holds its result."""
         future: Future = Future()
-        with self._cond:
+        with self._first:
             self._jobs.append((fn, future))
-            self._cond.notify_all()
+            self._first.notify()
         return future
 
     def _serve(self, i: int) -> None:
         lane, before = self.lanes[i], self.lanes[:i]
+        cond = self._standby if before else self._first
         while True:
-            with self._cond:
+            with cond:
                 while not (self._jobs and all(b.held(time.monotonic()) for b in before)):
-                    # A standby with jobs waiting looks again when its predecessors may have become held.
-                    self._cond.wait(HELD_AFTER_S / 4 if before and self._jobs else None)
+                    cond.wait(HELD_AFTER_S / 4 if before else None)
                 fn, future = self._jobs.popleft()
                 lane.busy_since = time.monotonic()
             try:
@@ -73,5 +72,5 @@ class Lanes:
                 future.set_exception(e)
             finally:
                 del fn, future  # a failed call's traceback would keep its instance alive until the next job
-                with self._cond:
+                with cond:
                     lane.busy_since = None

@@ -190,13 +190,13 @@ def serve(settings: HostSettings) -> int:
 
     conn = cartridge.connect(settings.cartridge)  # create and migrate once, before workers race to
     cartridge.record_address(conn, settings.url)
-    missing = apps.missing_artifacts(conn, settings.cache_dir)
+    stale = apps.stale_artifacts(conn, settings.cache_dir)
     conn.close()
     workers = settings.workers or os.cpu_count() or 1
     settings = msgspec.structs.replace(settings, workers=workers)  # the workers read it to claim cores
     os.environ.update(settings.to_env())  # workers read their settings from the environment
-    if missing:
-        # A deleted cache folder: compiled now (it says which), not by the first request to each app.
+    if stale:
+        # A deleted cache folder, a damaged file: compiled now (it says which), not by the first request to each app.
         subprocess.run([sys.executable, "-m", "fazt_host.precompile"])
     print(
         f"fazt-host serving {settings.cartridge} on {settings.url} with {workers} workers",

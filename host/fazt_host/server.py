@@ -20,6 +20,7 @@ import os
 import secrets
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote, unquote
 
 import msgspec
@@ -28,7 +29,7 @@ from . import cartridge, static
 from .apps import Deployed, Registry
 from .config import MIB, Limits
 from .lanes import Lanes
-from .runtime import GuestError, GuestTimeout, Invocation, pieces
+from .runtime import GuestError, GuestTimeout, Invocation, ResponseUnwanted, pieces
 
 HTTP_INTERFACE = "fazt:host/http@0.1.0"
 HANDLER_INTERFACE = "fazt:host/handler@0.1.0"
@@ -46,6 +47,8 @@ DRAIN_S = 2.0
 # Request headers the host writes itself: the cookies joined into one, and two a client's
 # own copy of would pass for the host's (the invocation's id is the handler's ctx.requestId).
 HOST_SET_HEADERS = frozenset({"cookie", "x-forwarded-prefix", "x-fazt-request-id"})
+
+GONE, UNWANTED = "gone", "unwanted"  # why a streamed response's body goes no further
 
 BROKEN_BODY = "the request body ended before it was complete (the client went away, or its chunked framing is malformed)"
 
@@ -208,7 +211,7 @@ class Exchange:
         self.queue: asyncio.Queue | None = None
         self.credit = threading.Semaphore(STREAM_CREDIT)
         self.closed = False
-        self.aborted = False
+        self.aborted = ""  # GONE or UNWANTED once the rest of a streamed body can go nowhere
         self.started: float | None = None  # when the guest began running (the wasm thread may be busy)
         self.abandoned = False  # answered 504 while still queued: the guest must not start
         self.answer = None  # (capability's handler, result) when a capability answers instead
@@ -300,6 +303,8 @@ class Exchange:
             self._emit("body", words[:length])
 
     def _emit(self, kind: str, value) -> None:
+        if self.aborted == UNWANTED:
+            raise ResponseUnwanted("the response to a HEAD request needs no body")
         if self.aborted:
             raise GuestError("the client went away")
         with self.lock:
@@ -450,11 +455,15 @@ def http_functions() -> dict:
             raise GuestError("no HTTP request is in progress in this invocation")
         return ex
 
+    def finish(inv: Invocation) -> None:
+        exchange(inv).finish()
+        inv.responded = True
+
     return {
         "read-body": lambda inv, max_bytes: exchange(inv).read_body(max_bytes),
         "send-head": lambda inv, head: exchange(inv).send_head(head),
         "send-body": lambda inv, words, length: exchange(inv).send_body(words, length),
-        "finish": lambda inv: exchange(inv).finish(),
+        "finish": finish,
     }
 
 
@@ -509,6 +518,9 @@ class HttpTrigger:
         self.host = host  # its routes and result handlers are every host's
         self.domain = domain.lower().strip(".")
         self.wasm = Lanes(host, make_host, threads)
+        # Compiled code that left the cache folder while serving is compiled here, off the wasm threads.
+        self._compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fazt-compile")
+        self._compiling: dict[str, asyncio.Future] = {}
         self.reader = cartridge.connect(host.settings.cartridge)  # the loop thread's own connection
         self.registry = Registry(self.reader)
         self._apps_seen: dict | None = None
@@ -567,8 +579,7 @@ class HttpTrigger:
         apps = self.registry.refresh()
         if apps is not self._apps_seen:
             self._apps_seen = apps
-            for host in self.wasm.hosts:
-                host.retain({d.component for d in apps.values()})
+            self.host.retain({d.component for d in apps.values()})  # the worker's hosts share what they mapped
         deployed = apps.get(app_name)
         if deployed is None:
             raise HttpError(404, f"no app named {app_name!r} is deployed")
@@ -595,6 +606,30 @@ class HttpTrigger:
             if inner == root or inner.startswith(root + "/"):
                 return serve
         return None
+
+    async def compiled(self, deployed: Deployed) -> None:
+        """Waits, on the event loop, while the component's compiled code is compiled again (it left
+        the cache folder while serving): requests for it would each hold a wasm thread meanwhile,
+        and with them every other app's requests. A failure is left for the request to meet."""
+        component = deployed.component
+        if self.host.mapped(component) or self.host.cache.path_for(component).exists():
+            return
+        future = self._compiling.get(component)
+        if future is None:
+            future = asyncio.get_running_loop().run_in_executor(self._compiler, self._compile, component)
+            self._compiling[component] = future
+            future.add_done_callback(lambda _: self._compiling.pop(component, None))
+        try:
+            await asyncio.shield(future)
+        except Exception:  # noqa: BLE001 - the wasm thread meets it again and says what it is
+            pass
+
+    def _compile(self, component: str) -> None:
+        conn = cartridge.connect(self.host.settings.cartridge)
+        try:
+            self.host.cache.load(component, lambda: cartridge.get_object(conn, component))
+        finally:
+            conn.close()
 
     async def on_wasm_thread(self, fn):
         """Runs fn(conn) where guests run, with that thread's writer connection to the cartridge."""
@@ -676,6 +711,7 @@ class HttpTrigger:
                 invocation.spent = None  # while the event loop sends the response
 
         queued_too_long = f"the request waited past its time limit of {limits.timeout_ms} ms (other requests held the worker)"
+        await self.compiled(deployed)
         future = asyncio.wrap_future(self.wasm.submit(run))
         # Stream only a response the guest has been producing for a while, not
         # one merely queued behind other requests for the wasm thread.
@@ -754,16 +790,20 @@ class HttpTrigger:
                 buffered.append(value)
                 exchange.credit.release()
         transport = proto.response_stream(head.status, head.headers + [("x-fazt-request-id", rid)])
-        try:
-            for chunk in buffered:
-                await transport.send_bytes(chunk)
-            while (item := await queue.get()) is not _END:
-                kind, value = item
-                if kind == "body":
-                    await transport.send_bytes(value)
-                    exchange.credit.release()
-        except Exception:  # noqa: BLE001 - the client went away; let the guest stop
-            exchange.aborted = True
+        if scope.method.upper() == "HEAD":
+            exchange.aborted = UNWANTED  # the head is all the client asked for
+        else:
+            try:
+                for chunk in buffered:
+                    await transport.send_bytes(chunk)
+                while (item := await queue.get()) is not _END:
+                    kind, value = item
+                    if kind == "body":
+                        await transport.send_bytes(value)
+                        exchange.credit.release()
+            except Exception:  # noqa: BLE001 - the client went away; let the guest stop
+                exchange.aborted = GONE
+        if exchange.aborted:
             while (item := await queue.get()) is not _END:
                 exchange.credit.release()
         # Granian ends the response when the transport is dropped; a failed

@@ -6,7 +6,7 @@ WIT interface, each taking the current `Invocation` first, and the triggers
 """
 
 from .engine import ComponentCache, EpochTicker, make_engine
-from .invoke import Guest, GuestError, GuestTimeout, Invocation, Runtime, ValidationError
+from .invoke import Guest, GuestError, GuestTimeout, Invocation, ResponseUnwanted, Runtime, ValidationError
 
 __all__ = [
     "ComponentCache",
@@ -15,6 +15,7 @@ __all__ = [
     "GuestError",
     "GuestTimeout",
     "Invocation",
+    "ResponseUnwanted",
     "Runtime",
     "ValidationError",
     "make_engine",

@@ -101,6 +101,17 @@ class ComponentCache:
             raise RuntimeError(f"compiled component {component_hash[:12]} failed verification right after compiling")
         return component
 
+    def state(self, component_hash: str) -> str:
+        """'intact', 'missing' or 'damaged' (not what its digest says): the artifact as it lies in the cache."""
+        path = self.path_for(component_hash)
+        try:
+            expected = path.with_name(path.name + ".sha256").read_text().strip()
+            with open(path, "rb") as f:
+                actual = hashlib.file_digest(f, "sha256").hexdigest()
+        except FileNotFoundError:
+            return "missing"
+        return "intact" if actual == expected else "damaged"
+
     def store(self, component_hash: str, component: Component) -> None:
         """Writes the compiled artifact and its digest; readers never see a partial file."""
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,10 @@ class GuestTimeout(GuestError):
     status = 504
 
 
+class ResponseUnwanted(GuestError):
+    """The response takes no more body (a HEAD request's stream): the guest stops, and that is no failure."""
+
+
 class ValidationError(ValueError):
     """A component that does not fit the fazt:host world."""
 
@@ -49,6 +53,8 @@ class Invocation:
     # The finished instance's store: dropping it unmaps the instance's memory (~0.07 ms), which the
     # HTTP trigger does once the response is on its way; otherwise it goes with the invocation.
     spent: Any = None
+    # The response went out before the call ended: what runs on is ctx.waitUntil's.
+    responded: bool = False
 
 
 class Runtime:
@@ -136,20 +142,18 @@ class Runtime:
             # not whenever a cycle collection reaches this error (a 4 GiB instance stayed mapped till then).
             traceback.clear_frames(e.__traceback__)
             store = instance = None
-            raise trap_error(str(e), limits) from None
+            raise trap_error(str(e), limits, invocation.responded) from None
         finally:
             self.current = None
 
 
-def trap_error(message: str, limits: Limits) -> GuestError:
+def trap_error(message: str, limits: Limits, responded: bool = False) -> GuestError:
     """What a trap means for the app's author; the detail is the trap itself (the wasm backtrace of
     the engine's own functions tells them nothing)."""
     trap = next((line.strip() for line in reversed(message.splitlines()) if line.strip()), message)
     if "wasm trap: interrupt" in message:
-        return GuestTimeout(
-            f"the handler ran past its time limit of {limits.timeout_ms} ms "
-            "(its ctx.waitUntil promises, after the response, included)"
-        )
+        after = " (its ctx.waitUntil promises, after the response, count in it)" if responded else ""
+        return GuestTimeout(f"the handler ran past its time limit of {limits.timeout_ms} ms{after}")
     if "unreachable" in message:  # the engine aborted: out of memory, or nothing left to wait for
         return GuestError(
             f"the handler stopped the engine: it ran out of memory (limit {limits.memory_mb} MiB) or awaited "

@@ -184,8 +184,14 @@ const routes = {
     if (url.searchParams.has('reject')) ctx.waitUntil(Promise.reject(new Error('a late failure')));
     return new Response('returned');
   },
-  async '/clone'(request) {
+  async '/clone'(request, url) {
     const copy = request.clone();
+    if (url.searchParams.has('form')) {  // the copy reads as the original: multipart on its bytes, the client's headers
+      const file = (await copy.formData()).get('file');
+      const bytes = new Uint8Array(await file.arrayBuffer());
+      const sha256 = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes)).toHex();
+      return Response.json({ size: bytes.length, sha256, host: copy.headers.get('host'), text: (await request.text()).length > 0 });
+    }
     const first = await request.text();
     return Response.json({ first, copy: await copy.text(), used: request.bodyUsed });
   },
