@@ -191,6 +191,17 @@ try {
 } catch (e) {
   for (const err of e.errors ?? []) {
     const loc = err.location;
+    // The generated entry imports each module's default export: name the module that lacks one.
+    const missing = loc?.file === ENTRY_NAME && /^No matching export in "(.+)" for import "default"$/.exec(err.text);
+    if (missing) {
+      const file = resolve(missing[1]); // esbuild names it from the working folder
+      const shown = relative(dirname(entryPath), file);
+      const cron = crons.find(([, f]) => f === file);
+      console.error(cron
+        ? `error: cron entry '${cron[0]}': ${shown} has no default export: export default a function (event, ctx)`
+        : `error: ${shown} has no default export: export default { async fetch(request, ctx) { ... } }`);
+      continue;
+    }
     const where = loc ? `${loc.file}:${loc.line}:${loc.column + 1}: ` : '';
     console.error(`error: ${where}${err.text}${loc ? `\n    ${loc.lineText}` : ''}`);
   }

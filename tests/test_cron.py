@@ -250,6 +250,26 @@ def test_with_two_threads_an_app_runs_one_at_a_time_and_a_waiting_run_counts_as_
     assert second["startedAt"] >= first["finishedAt"]
 
 
+def test_apps_with_a_backlog_take_turns_with_the_others(world):
+    for name in ("one", "two"):  # runs of 1.5 s every second, side by side: a backlog that only grows
+        world.deploy({"name": "slow", "schedule": "every 1s", "overlap": "allow"}, name=name)
+    world.deploy({"name": "tick", "schedule": "every 3s"}, name="other")
+    s = world.scheduler(threads=2)  # each app may hold one
+    world.at(0, s)
+    for t in (1, 2, 3):
+        world.clock.set(T0 + t)
+        s.step()  # one@1 and two@1 run; their slots 2 and 3 and other's 3 wait for a thread
+    time.sleep(1.8)  # the first two runs end
+    s.step()
+
+    def status(app: str, second: int) -> str:
+        return next(r["status"] for r in store.history(s.conn, app, None, 10) if r["scheduledTime"].endswith(f"0{second}.000Z"))
+
+    # before: one@2 and two@2 (older) took both threads, and other waited behind the backlog
+    assert status("other", 3) != "pending" and "pending" in (status("one", 2), status("two", 2))
+    world.at(8, s)
+
+
 def test_failures_are_retried_with_backoff_then_marked_failed(world):
     world.deploy({"name": "boom", "schedule": "every 1h", "retries": 2})
     s = world.scheduler()
@@ -504,7 +524,7 @@ def test_queue_cap_records_the_slots_it_turns_away(world):
     world.at(930, second)
     runs = world.runs()
     assert len(runs) == 15 and [r["status"] for r in runs] == ["ok"] * 10 + ["skipped"] * 5
-    assert {r["error"] for r in runs[10:]} == {"10 runs were already queued (overlap: queue)"}
+    assert {r["error"] for r in runs[10:]} == {"10 runs were already waiting (overlap: queue)"}
 
 
 @pytest.mark.parametrize("overlap", ["skip", "queue"])
@@ -580,6 +600,21 @@ def test_an_entry_without_file_needs_the_apps_scheduled_export(cartridge, tmp_pa
     proc = cartridge.cli("deploy", str(app), check=False)  # before: deployed, and every run failed
     assert proc.returncode == 2 and "cron entry 'nightly' has no handler" in proc.stderr, proc.stderr
     assert json.loads(cartridge.cli("apps", "--json").stdout) == []
+
+
+def test_a_cron_file_without_a_default_export_is_named_with_its_entry(cartridge, tmp_path):
+    app = tmp_path / "app"
+    (app / "cron").mkdir(parents=True)
+    (app / "index.js").write_text("export default { async fetch() { return new Response('x'); } };")
+    (app / "cron" / "named.js").write_text("export function run(event) { console.log(event); }")
+    write_manifest(app, {"name": "nightly", "schedule": "@daily", "file": "cron/named.js"}, name="plain")
+    proc = cartridge.cli("deploy", str(app), check=False)
+    # before: "<fazt entry>:4:8: No matching export in ... for import "default""
+    assert proc.returncode == 1 and "cron entry 'nightly': cron/named.js has no default export" in proc.stderr, proc.stderr
+    (app / "cron" / "named.js").write_text("export default function (event) {}")
+    (app / "index.js").write_text("export const fetch = () => new Response('x');")
+    proc = cartridge.cli("deploy", str(app), check=False)
+    assert proc.returncode == 1 and "index.js has no default export: export default {" in proc.stderr, proc.stderr
 
 
 def test_a_prebuilt_component_with_cron_files_is_a_manifest_error(cartridge, tmp_path):
@@ -829,3 +864,18 @@ def test_stop_kills_a_scheduler_that_does_not_stop(tmp_path, monkeypatch):
     stopper.join(30)  # before: stop() waited for ever
     assert not stopper.is_alive()
     assert process._proc.returncode == -signal.SIGKILL
+
+
+def test_a_run_with_many_log_lines_keeps_its_first_and_last_in_history(tmp_path):
+    from fazt_host import cartridge
+    from fazt_host.capabilities.log import Log
+
+    conn = cartridge.connect(tmp_path / "fazt.db")
+    cartridge.migrate(conn, Log.name, Log.migrations)
+    conn.executemany("INSERT INTO logs(app, ts, level, request_id, message) VALUES ('a', 1, 'info', 'r1', ?)",
+                     [(f"line {i}",) for i in range(450)])
+    lines = [entry["message"] for entry in store._logs(conn, "a", "r1")]
+    # before: the first 200 alone, so a run that logged much and then threw lost its error line
+    assert lines[:2] == ["line 0", "line 1"] and lines[99] == "line 99" and lines[-1] == "line 449"
+    assert "250 lines left out here" in lines[100] and len(lines) == 201
+    assert len(store._logs(conn, "a", "nope")) == 0

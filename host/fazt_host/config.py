@@ -202,8 +202,8 @@ class HostSettings(msgspec.Struct, frozen=True):
     domain: str = ""
     cache: str = ""  # default: beside the cartridge
     cron_min_interval: float = 1.0  # seconds: shorter schedules are refused at deploy
-    cron_threads: int = 2  # wasm threads of the scheduler: a hung job cannot hold up every app
-    wasm_threads: int = 2  # per worker: one serves, the others stand by for when it is held (lanes.py)
+    cron_threads: int = 4  # wasm threads of the scheduler: a hung job cannot hold up every app
+    wasm_threads: int = 4  # per worker: one serves, the others stand by for when it is held (lanes.py)
 
     def __post_init__(self) -> None:
         # Refused here, for flags and FAZT_* alike: Granian would run `--workers -1` as one
@@ -212,6 +212,8 @@ class HostSettings(msgspec.Struct, frozen=True):
             raise ValueError(f"port must be between 0 and 65535, not {self.port}")
         if self.workers < 0:
             raise ValueError(f"workers must be 1 or more (0: one per core), not {self.workers}")
+        if not self.cron_min_interval >= 0:  # NaN too
+            raise ValueError(f"cron min interval must be 0 or more seconds, not {self.cron_min_interval}")
         for name in ("cron_threads", "wasm_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', ' ')} must be 1 or more, not {getattr(self, name)}")

@@ -43,7 +43,7 @@ REFRESH_S = 1.0
 CATCH_UP_MAX = 100
 # A slot claimed later than this counts as missed even while the scheduler ran (host suspended, stalled).
 LATE_LIMIT_MS = 60_000
-# With overlap: queue, at most this many runs of one entry wait; later slots are recorded as skipped.
+# With overlap queue or allow, at most this many runs of one entry wait; later slots are recorded as skipped.
 QUEUE_MAX = 10
 
 
@@ -209,6 +209,8 @@ class Scheduler:
         # Touched by the loop thread only; pool threads report through _finished.
         self._running: dict[int, Future] = {}  # run id -> future
         self._running_apps: dict[str, int] = {}
+        self._turns: dict[str, int] = {}  # app -> when its last run began, counted in launches
+        self._turn = 0
         self._finished: queue.SimpleQueue = queue.SimpleQueue()  # (run, host, retry or None)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -439,8 +441,9 @@ class Scheduler:
             reason = None
             if overlapped:
                 reason = "the previous run was still in progress (overlap: skip)"
-            elif entry.config.overlap == "queue" and store.pending_count(self.conn, *entry.key) >= QUEUE_MAX:
-                reason = f"{QUEUE_MAX} runs were already queued (overlap: queue)"
+            elif entry.config.overlap != "skip" and store.pending_count(self.conn, *entry.key) >= QUEUE_MAX:
+                # allow: runs waiting for a free thread pile up as queue's wait for the run before them
+                reason = f"{QUEUE_MAX} runs were already waiting (overlap: {entry.config.overlap})"
             run = store.insert_run(self.conn, entry.app, entry.config.name, slot, 1,
                                    "pending" if reason is None else "skipped", slot, self.owner, now, reason)
             if reason is None:
@@ -456,22 +459,27 @@ class Scheduler:
         now_ms = int(now * 1000)
         if not (self._ready and self._ready[0][0] <= now_ms and len(self._running) < self.threads):
             return
-        waiting, launches, taken = [], [], []
+        launches, taken = [], []
         busy_apps = dict(self._running_apps)
+        while self._ready and self._ready[0][0] <= now_ms:
+            taken.append(heapq.heappop(self._ready))
+        due = list(taken)
+        waiting = []
         try:
             with cartridge.transaction(self.conn):  # one write for the whole batch
-                while (self._ready and self._ready[0][0] <= now_ms
-                       and len(launches) + len(self._running) < self.threads):
-                    item = heapq.heappop(self._ready)
-                    taken.append(item)
+                while due and len(launches) + len(self._running) < self.threads:
+                    # Apps take turns: the app running the fewest, then the one whose last run began
+                    # longest ago, runs its oldest due run. By due time alone, apps whose runs outlast
+                    # their interval (a backlog always older than anyone's new slot) starved the others.
+                    item = min(due, key=lambda it: (busy_apps.get(it[3].app, 0), self._turns.get(it[3].app, 0), it[:3]))
                     run = item[3]
+                    if busy_apps.get(run.app, 0) >= self.per_app:
+                        break  # every app with a run due holds its share of the threads
+                    due.remove(item)
                     entry = self.entries.get((run.app, run.name))
                     deployed = self.apps.get(run.app)
                     if entry is None or deployed is None:
                         store.skip(self.conn, run, "the entry was removed before the run started", now)
-                        continue
-                    if busy_apps.get(run.app, 0) >= self.per_app:
-                        waiting.append(item)
                         continue
                     if not store.start(self.conn, run, self.owner, now, entry.serial):
                         if entry.serial and self._still_pending(run):
@@ -485,9 +493,11 @@ class Scheduler:
             for item in taken:
                 heapq.heappush(self._ready, item)
             raise
-        for item in waiting:
+        for item in waiting + due:
             heapq.heappush(self._ready, item)
         for deployed, config, run, last in launches:
+            self._turn += 1
+            self._turns[run.app] = self._turn
             host = self._free_hosts.pop()
             self._running_apps[run.app] = self._running_apps.get(run.app, 0) + 1
             self.ticker.enter()

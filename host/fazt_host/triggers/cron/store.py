@@ -366,12 +366,19 @@ def history(conn: apsw.Connection, app: str, name: str | None = None, limit: int
     return out
 
 
+HISTORY_LOG_LINES = 200  # of a run, in its history row: the first and the last half, a note between
+
+
 def _logs(conn: apsw.Connection, app: str, request_id: str) -> list[dict]:
+    query = "SELECT ts, level, message FROM logs WHERE app = ? AND request_id = ? ORDER BY id {} LIMIT ?"
+    half = HISTORY_LOG_LINES // 2
     try:
-        rows = conn.execute(
-            "SELECT ts, level, message FROM logs WHERE app = ? AND request_id = ? ORDER BY id LIMIT 200",
-            (app, request_id),
-        ).fetchall()
+        rows = conn.execute(query.format("ASC"), (app, request_id, HISTORY_LOG_LINES + 1)).fetchall()
+        if len(rows) > HISTORY_LOG_LINES:  # the end holds how a failing run failed
+            total = conn.execute("SELECT count(*) FROM logs WHERE app = ? AND request_id = ?", (app, request_id)).fetchone()[0]
+            last = conn.execute(query.format("DESC"), (app, request_id, half)).fetchall()[::-1]
+            note = (last[0][0], "info", f"({total - 2 * half} lines left out here: `fazt-host logs {app}` has them all)")
+            rows = rows[:half] + [note] + last
     except apsw.SQLError:  # no log table yet: nothing was ever logged
         return []
     return [{"ts": iso_s(ts), "level": lvl, "message": msg} for ts, lvl, msg in rows]
