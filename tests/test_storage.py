@@ -123,10 +123,17 @@ def test_uploads_side_by_side_cannot_pass_the_quota_together(conn):
     assert replacing.finish()["size"] == MB + MB // 2
 
 
+def test_an_upload_a_crash_cut_off_does_not_count_against_the_quota(conn):
+    cut = store.Upload(conn, "a", "files", "cut", "", {}, True, 2 * MB)
+    cut.write(b"x" * (3 * MB // 2))  # the host dies here: no finish, no abort, swept an hour later
+    assert store.usage(conn, "a") == 0  # before: 1.5 MiB of a 2 MiB quota, until swept
+    assert put(conn, "next", b"y" * (3 * MB // 2), quota=2 * MB)["size"] == 3 * MB // 2
+
+
 def test_usage_is_kept_as_the_sum_of_what_the_quota_counts(conn):
     def summed(app="a"):
         return conn.execute("SELECT coalesce(sum(size), 0) FROM blob_data WHERE app = ? "
-                            "AND state IN ('live', 'writing', 'part')", (app,)).fetchone()[0]
+                            "AND state IN ('live', 'part')", (app,)).fetchone()[0]
 
     put(conn, "k", b"x" * (CHUNK + 5))
     put(conn, "k", b"y" * 10)  # replaced: an orphan, not counted
@@ -269,8 +276,8 @@ def test_remove_copy_move(conn):
     assert get(conn, "moved") == data
     with pytest.raises(StorageError):
         store.head(conn, "a", "files", "src")
-    removed = store.remove(conn, "a", "files", ["moved", "never"])
-    assert [r["key"] for r in removed] == ["moved"]
+    removed = store.remove(conn, "a", "files", ["moved", "never", "../no-such-key"])
+    assert [r["key"] for r in removed] == ["moved"]  # a key no object can have is not found, as "never" (it refused all)
     store.sweep(conn, now=time.time() + store.ORPHAN_GRACE_S + 1)
     live = conn.execute("SELECT coalesce(sum(size), 0) FROM blob_data").fetchone()[0]
     assert live == 2 * len(data)  # dst and other/elsewhere/x

@@ -341,9 +341,18 @@ def test_listing_copy_move_remove_through_the_sdk(host):
     assert copied == {"path": "docs/l/a2.txt"}  # storage-js's: the server's Key, bucket first
     ok(s.request("POST", "/files/move/docs", json={"from": "l/b.txt", "to": "m/b.txt", "destinationBucket": "avatars"}))
     assert s.get("/files/get/avatars/m/b.txt").content == b"l/b.txt"
-    assert s.get("/files/exists/docs/l/b.txt").json()["data"] is False
-    removed = ok(s.request("DELETE", "/files/o/docs?keys=/l/a.txt,l/a2.txt,nope"))
-    assert sorted(r["name"] for r in removed) == ["l/a.txt", "l/a2.txt"]
+    missing = s.get("/files/exists/docs/l/b.txt").json()
+    assert missing["data"] is False and missing["error"]["statusCode"] == "404"  # storage-js's: false, and the error
+    removed = ok(s.request("DELETE", "/files/o/docs?keys=/l/a.txt,l/a2.txt,nope,../bad"))
+    assert sorted(r["name"] for r in removed) == ["l/a.txt", "l/a2.txt"]  # before: ../bad refused the whole call
+
+
+def test_an_empty_request_body_pipes_into_an_empty_object(host):
+    _, s = host
+    for length in ({"content-length": "0"}, {}):  # before: request.body was null, and refused
+        r = s.request("PUT", "/files/pipe/docs/empty.bin?upsert=1", content=b"", headers=length)
+        assert r.status_code == 200 and ok(r)["path"] == "empty.bin"
+        assert s.get("/files/get/docs/empty.bin").content == b""
 
 
 def test_paths_are_cleaned_as_storage_js_cleans_them(host):
@@ -353,6 +362,7 @@ def test_paths_are_cleaned_as_storage_js_cleans_them(host):
     assert s.get("/files/get/docs/k?key=/clean/up/a.txt").content == b"c"
     assert [e["name"] for e in s.get("/files/list/docs?path=clean/up").json()["data"]] == ["a.txt"]
     assert ok(s.get("/files/sign/docs/k?key=//clean/up/a.txt"))["signedUrl"]
+    assert ok(s.request("PUT", "/files/bytes/docs/k?key=//lead2//", content=b"d"))["path"] == "lead2"
 
 
 def buckets(s, method, bucket="", options=None):
@@ -453,6 +463,8 @@ def test_cli_and_isolation(host, tmp_path):
     objects = json.loads(cart.cli("blobs", "files", "avatars", "--json").stdout)
     assert any(o["key"] == "u/42.png" and o["size"] == len(DATA) for o in objects)
     assert cart.cli("blobs", "files", "BAD", check=False).returncode == 1
+    assert cart.cli("blobs", "files", "avatars", "--limit", "0", check=False).returncode == 2  # before: an IndexError
+    assert cart.cli("blobs", "migrate", check=False).returncode == 2  # no app named migrate: migrate's usage
     for args, message in [(("blobs", "nosuchapp"), "error: no app named 'nosuchapp'"),
                           (("keys", "create", "nosuchapp"), "error: no app named 'nosuchapp'"),
                           (("blobs", "files", "nosuchbucket"), "error: files has no bucket 'nosuchbucket'")]:

@@ -58,11 +58,13 @@ function failed(message, statusCode = '400', error = 'InvalidRequest') {
 }
 
 async function toBytes(body) {
+  if (body === null || body === undefined) return new Uint8Array(0); // as fetch sends it: an empty object
   if (typeof body === 'string') return new TextEncoder().encode(body);
   if (body instanceof Uint8Array) return body;
   if (ArrayBuffer.isView(body)) return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
   if (body instanceof ArrayBuffer) return new Uint8Array(body);
   if (body instanceof Blob) return new Uint8Array(await body.arrayBuffer());
+  if (body instanceof Request) return new Uint8Array(await body.arrayBuffer()); // one with no body to pipe
   return null;
 }
 
@@ -99,7 +101,7 @@ function downloadQuery(download, sep) {
 // where Supabase keeps them: an upload drops leading, trailing and repeated
 // slashes ('/u//a.png/' is 'u/a.png'); reads and signed URLs drop leading ones.
 function uploadPath(path) {
-  return typeof path === 'string' ? path.replace(/^\/|\/$/g, '').replace(/\/+/g, '/') : path;
+  return typeof path === 'string' ? path.replace(/^\/+|\/+$/g, '').replace(/\/+/g, '/') : path;
 }
 
 function readPath(path) {
@@ -136,7 +138,10 @@ class Bucket {
       if (body instanceof ReadableStream) stream = body;
       else return failed('upload takes a string, bytes, a Blob, a ReadableStream or the request body');
     }
-    if (!op.contentType) op.contentType = body instanceof Blob && body.type ? body.type : 'text/plain;charset=UTF-8';
+    if (!op.contentType) {
+      op.contentType = (body instanceof Blob && body.type) || (body instanceof Request && body.headers.get('content-type'))
+        || 'text/plain;charset=UTF-8';
+    }
     const begun = ask(uploadBegin, op);
     if (begun.error) return begun;
     const handle = begun.data.handle;
@@ -227,9 +232,10 @@ class Bucket {
     };
   }
 
+  // As storage-js: a missing object is `data: false` with the not-found error beside it.
   async exists(path) {
     const r = await this.head(path);
-    if (r.error && r.error.statusCode === '404') return { data: false, error: null };
+    if (r.error && r.error.statusCode === '404') return { data: false, error: r.error };
     return r.error ? r : { data: true, error: null };
   }
 

@@ -444,7 +444,8 @@ def cmd_blobs(args) -> int:
 
     conn = _existing_cartridge(args)
     capabilities(conn)
-    if args.app == "migrate" or args.to:
+    # `blobs migrate` without --to lists an app named migrate, if there is one
+    if args.to or (args.app == "migrate" and not conn.execute("SELECT 1 FROM apps WHERE name = 'migrate'").fetchone()):
         return _migrate_blobs(conn, args)
     _existing_app(conn, args.app)
     try:
@@ -650,7 +651,7 @@ def parser() -> argparse.ArgumentParser:
                     help="migrate: copy every object to this backend, verify it, then switch the app to it "
                          "(s3 needs FAZT_S3_BUCKET and friends in the environment; resumable)")
     bl.add_argument("--prefix", default="", help="only keys starting with this")
-    bl.add_argument("--limit", type=count, default=1000, help="objects to list (default 1000)")
+    bl.add_argument("--limit", type=at_least(1), default=1000, help="objects to list (default 1000)")
     bl.add_argument("--json", action="store_true", help="print JSON")
 
     ky = command("keys", "create, list or revoke an app's access keys for its S3 endpoint", cmd_keys)

@@ -173,6 +173,28 @@ MIGRATIONS = [
             ON CONFLICT(app) DO UPDATE SET bytes = bytes + excluded.bytes;
     END;
     """,
+    """
+    -- Uploads in progress no longer count: one a crash cut off stayed in the quota until swept (an
+    -- hour). An upload is checked against the objects that have landed as it writes and as it lands.
+    DROP TRIGGER blob_usage_insert;
+    DROP TRIGGER blob_usage_delete;
+    DROP TRIGGER blob_usage_update;
+    DELETE FROM blob_usage;
+    INSERT INTO blob_usage SELECT app, sum(size) FROM blob_data WHERE state IN ('live', 'part') GROUP BY app;
+    CREATE TRIGGER blob_usage_insert AFTER INSERT ON blob_data WHEN NEW.state IN ('live', 'part') BEGIN
+        INSERT INTO blob_usage VALUES (NEW.app, NEW.size) ON CONFLICT(app) DO UPDATE SET bytes = bytes + excluded.bytes;
+    END;
+    CREATE TRIGGER blob_usage_delete AFTER DELETE ON blob_data WHEN OLD.state IN ('live', 'part') BEGIN
+        UPDATE blob_usage SET bytes = bytes - OLD.size WHERE app = OLD.app;
+    END;
+    -- An upload's bytes growing (state 'writing') fire nothing.
+    CREATE TRIGGER blob_usage_update AFTER UPDATE OF app, size, state ON blob_data
+    WHEN OLD.state IN ('live', 'part') OR NEW.state IN ('live', 'part') BEGIN
+        UPDATE blob_usage SET bytes = bytes - OLD.size WHERE app = OLD.app AND OLD.state IN ('live', 'part');
+        INSERT INTO blob_usage SELECT NEW.app, NEW.size WHERE NEW.state IN ('live', 'part')
+            ON CONFLICT(app) DO UPDATE SET bytes = bytes + excluded.bytes;
+    END;
+    """,
 ]
 
 BACKENDS = ("internal", "s3")
@@ -315,8 +337,8 @@ def max_age(seconds: str) -> str:
 
 
 def usage(conn: apsw.Connection, app: str) -> int:
-    """Bytes the app's live objects, uploads in progress and multipart parts take (pieces count in their
-    whole): the sum of their blob_data sizes, which blob_usage's triggers keep."""
+    """Bytes the app's live objects and multipart parts take (pieces count in their whole; uploads in
+    progress count once they land): the sum of their blob_data sizes, which blob_usage's triggers keep."""
     row = conn.execute("SELECT bytes FROM blob_usage WHERE app = ?", (app,)).fetchone()
     return row[0] if row else 0
 
@@ -547,13 +569,9 @@ class Upload:
             if old and not self.upsert:
                 raise duplicate()
             check_if_match(old and old[2], self.if_match)  # replaced since the upload began
-            # Uploads side by side each saw room for itself when it began: the quota holds for the objects
-            # that land, counted without the uploads still in progress (this one's bytes included).
-            in_progress = self.conn.execute(
-                "SELECT coalesce(sum(size), 0) FROM blob_data WHERE state = 'writing' AND app = ?", (self.app,)
-            ).fetchone()[0]
+            # Uploads side by side each saw room for itself when it began: checked again as it lands.
             replaced = old and self.conn.execute("SELECT size FROM blob_data WHERE id = ?", (old[0],)).fetchone()[0]
-            _check_room(self.conn, self.app, self.size - in_progress - (replaced or 0), self.quota)
+            _check_room(self.conn, self.app, self.size - (replaced or 0), self.quota)
         except StorageError as e:
             return e
         return None
@@ -867,10 +885,14 @@ def remove(conn: apsw.Connection, app: str, bucket: str, keys: list[str], if_mat
     now = time.time()
     with transaction(conn):
         for key in keys:
+            try:
+                check_key(key)
+            except StorageError:
+                continue  # no object has such a key: as on Supabase, a name not found is no error
             row = conn.execute(
                 "DELETE FROM blob_objects WHERE bucket = ? AND key = ? "
                 f"RETURNING data, {OBJECT_COLUMNS}",
-                (bid, check_key(key)),
+                (bid, key),
             ).fetchone()
             if row:
                 removed.append(described(bucket, key, row[1:]))
