@@ -38,6 +38,12 @@ def test_own_frames_mapped_and_runtime_frames_collapsed():
     assert indented == "    helper@index.js:5:5\n    (fazt runtime)"
 
 
+def test_a_frame_repeated_by_deep_recursion_is_one_line_and_a_count():
+    mapper = StackMapper(lambda app, version: "m1", lambda digest: MAP)
+    stack = "helper@app.js:2:5\n" * 128 + "fetch@app.js:3:9\n"
+    assert mapper.map("a", 1, stack) == "helper@index.js:5:5\n(the frame above 127 more times)\n(fazt runtime)\n"
+
+
 @pytest.mark.parametrize(
     "find, load",
     [

@@ -98,14 +98,26 @@ def own_frame(line: str, source_map: SourceMap) -> str | None:
 
 def map_stack(stack: str, source_map: SourceMap) -> str:
     out: list[str] = []
+    repeats = 0  # of the last line (deep recursion repeats one frame a hundred times)
     for line in stack.split("\n"):
         mapped = own_frame(line, source_map)
         if mapped is None:
             mapped = line[: len(line) - len(line.lstrip())] + RUNTIME_FRAMES
             if out and out[-1] == mapped:
                 continue
+        if out and out[-1] == mapped and mapped.strip():
+            repeats += 1
+            continue
+        _note_repeats(out, repeats)
+        repeats = 0
         out.append(mapped)
+    _note_repeats(out, repeats)
     return "\n".join(out)
+
+
+def _note_repeats(out: list[str], repeats: int) -> None:
+    if repeats:
+        out.append(f"{out[-1][: len(out[-1]) - len(out[-1].lstrip())]}(the frame above {repeats} more time{'s' * (repeats > 1)})")
 
 
 class StackMapper:
