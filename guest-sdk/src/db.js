@@ -128,6 +128,14 @@ function textTerm(field, op, value) {
   return term(field, op, parseText(value));
 }
 
+function patternList(field, op, patterns, join) {
+  if (!Array.isArray(patterns)) {
+    throw new DocumentsError({ message: `${op}${join === 'or' ? 'AnyOf' : 'AllOf'} takes an array of patterns`, code: 'PGRST100' });
+  }
+  if (!patterns.length) return join === 'or' ? ['in', field, []] : ['not', ['in', field, []]];
+  return [join, patterns.map((p) => term(field, op, p))];
+}
+
 // `a.eq.1,b.in.(2,3),and(c.gt.1,not.d.is.null)` -> filter terms.
 function parseFilters(text) {
   return splitTop(text, ',', { keepEmpty: false }).map(parseFilter);
@@ -225,6 +233,11 @@ class QueryBuilder {
   contains(f, v) { return this.add(() => textTerm(f, 'contains', v)); }
   containedBy(f, v) { return this.add(() => textTerm(f, 'containedBy', v)); }
   overlaps(f, v) { return this.add(() => textTerm(f, 'overlaps', v)); }
+  // postgrest-js's pattern lists (PostgreSQL's LIKE ANY/ALL): no pattern matches no row, or every row.
+  likeAnyOf(f, patterns) { return this.add(() => patternList(f, 'like', patterns, 'or')); }
+  likeAllOf(f, patterns) { return this.add(() => patternList(f, 'like', patterns, 'and')); }
+  ilikeAnyOf(f, patterns) { return this.add(() => patternList(f, 'ilike', patterns, 'or')); }
+  ilikeAllOf(f, patterns) { return this.add(() => patternList(f, 'ilike', patterns, 'and')); }
   match(obj) { for (const [f, v] of Object.entries(obj)) this.eq(f, v); return this; }
   not(f, op, v) { return this.add(() => ['not', textTerm(f, op, v)]); }
   filter(f, op, v) {
