@@ -126,9 +126,14 @@ export interface QueryBuilder<T = Document> extends PromiseLike<Reply<T[]>> {
   like(field: string, pattern: string): QueryBuilder<T>;
   /** like, ignoring ASCII case. */
   ilike(field: string, pattern: string): QueryBuilder<T>;
+  /** Matches any of the patterns (none: no row); likeAllOf every one (none: every row). */
+  likeAnyOf(field: string, patterns: string[]): QueryBuilder<T>;
+  likeAllOf(field: string, patterns: string[]): QueryBuilder<T>;
+  ilikeAnyOf(field: string, patterns: string[]): QueryBuilder<T>;
+  ilikeAllOf(field: string, patterns: string[]): QueryBuilder<T>;
   is(field: string, value: null | boolean): QueryBuilder<T>;
-  /** Array field holds every element, or object field matches every key. */
-  contains(field: string, value: Scalar[] | Record<string, unknown> | string): QueryBuilder<T>;
+  /** Array field holds every element (an object or array element: contained in some element), or object field matches every key. */
+  contains(field: string, value: unknown[] | Record<string, unknown> | string): QueryBuilder<T>;
   /** jsonb's <@: an array field whose every element is in `value` (or a scalar field in it), or an object field whose every key matches. */
   containedBy(field: string, value: Scalar[] | Record<string, unknown> | string): QueryBuilder<T>;
   /** An array field holding at least one of the values. */
@@ -279,7 +284,8 @@ export interface Bucket {
   ): Promise<StorageReply<FileObject[]> & { cursor?: string }>;
   head(path: string): Promise<StorageReply<ObjectInfo>>;
   info(path: string): Promise<StorageReply<FileInfo>>;
-  exists(path: string): Promise<StorageReply<boolean>>;
+  /** `data: false` with the not-found error beside it for a missing object, as storage-js. */
+  exists(path: string): Promise<{ data: boolean; error: StorageApiError | null }>;
   remove(paths: string[]): Promise<StorageReply<FileObject[]>>;
   /** Refuses an existing destination with `Duplicate` (409) unless `upsert: true`, which replaces it. */
   copy(from: string, to: string, options?: { destinationBucket?: string; upsert?: boolean }): Promise<StorageReply<{ path: string }>>;
