@@ -18,7 +18,7 @@ import apsw
 import msgspec
 
 from . import cartridge
-from .artifacts import artifact_path
+from .artifacts import artifact_path, digest_path
 from .cartridge import transaction
 from .config import Manifest, decode_manifest
 
@@ -278,7 +278,7 @@ def stale_artifacts(conn: apsw.Connection, cache_folder: Path) -> bool:
     for d in load_active(conn).values():
         path = artifact_path(cache_folder, d.component)
         try:
-            if path.stat().st_mtime_ns > path.with_name(path.name + ".sha256").stat().st_mtime_ns:
+            if path.stat().st_mtime_ns > digest_path(path).stat().st_mtime_ns:
                 return True
         except FileNotFoundError:
             return True

@@ -14,3 +14,8 @@ ENGINE_FINGERPRINT = f"wasmtime{importlib.metadata.version('wasmtime')}-epoch1"
 def artifact_path(cache_folder: Path | str, component_hash: str) -> Path:
     """The compiled form of a component, for this wasmtime and engine configuration."""
     return Path(cache_folder) / f"{component_hash}-{ENGINE_FINGERPRINT}.cwasm"
+
+
+def digest_path(artifact: Path) -> Path:
+    """The SHA-256 of a compiled artifact, written beside it once the artifact is complete."""
+    return artifact.with_name(artifact.name + ".sha256")

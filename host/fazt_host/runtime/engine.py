@@ -21,7 +21,7 @@ import wasmtime
 from wasmtime import Config, Engine
 from wasmtime.component import Component
 
-from ..artifacts import artifact_path
+from ..artifacts import artifact_path, digest_path
 
 # Epoch interruption ticks this often; wall-time limits round up to it.
 EPOCH_TICK_S = 0.005
@@ -53,6 +53,11 @@ class EpochTicker:
 
 def ticks_for(timeout_ms: int) -> int:
     return max(1, int(timeout_ms / 1000 / EPOCH_TICK_S + 0.999))
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def sha256(data: bytes) -> str:
@@ -105,12 +110,10 @@ class ComponentCache:
         """'intact', 'missing' or 'damaged' (not what its digest says): the artifact as it lies in the cache."""
         path = self.path_for(component_hash)
         try:
-            expected = path.with_name(path.name + ".sha256").read_text().strip()
-            with open(path, "rb") as f:
-                actual = hashlib.file_digest(f, "sha256").hexdigest()
+            intact = file_sha256(path) == digest_path(path).read_text().strip()
         except FileNotFoundError:
             return "missing"
-        return "intact" if actual == expected else "damaged"
+        return "intact" if intact else "damaged"
 
     def store(self, component_hash: str, component: Component) -> None:
         """Writes the compiled artifact and its digest; readers never see a partial file."""
@@ -119,7 +122,7 @@ class ComponentCache:
         compiled = component.serialize()
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         tmp.write_bytes(compiled)
-        path.with_name(path.name + ".sha256").write_text(sha256(compiled))
+        digest_path(path).write_text(sha256(compiled))
         tmp.replace(path)
 
     def map(self, component_hash: str) -> Component | None:
@@ -136,12 +139,10 @@ class ComponentCache:
         # Unique per call: threads of one process (the cron scheduler's) may map the same artifact at once.
         private = live / f"{os.getpid()}-{secrets.token_hex(6)}-{path.name}"
         try:
-            expected = path.with_name(path.name + ".sha256").read_text().strip()
+            expected = digest_path(path).read_text().strip()
             live.mkdir(exist_ok=True)
             shutil.copyfile(path, private)
-            with open(private, "rb") as f:
-                actual = hashlib.file_digest(f, "sha256").hexdigest()
-            if actual != expected:
+            if file_sha256(private) != expected:
                 return None
             return Component.deserialize_file(self.engine, str(private))
         except (OSError, wasmtime.WasmtimeError):

@@ -58,7 +58,7 @@ class Invocation:
 
 
 class Runtime:
-    """One per worker process, used from its single wasm thread."""
+    """One per Host, used from that host's wasm thread."""
 
     def __init__(self, engine: Engine, interfaces: dict[str, dict[str, HostFunction]]):
         self.engine = engine
