@@ -67,7 +67,7 @@ function parseText(text) {
   return text;
 }
 
-function splitTop(text, sep = ',', { keepEmpty = true } = {}) {
+function splitTop(text, sep = ',', { refuseEmpty = false } = {}) {
   const parts = [];
   let depth = 0, quoted = false, start = 0;
   for (let i = 0; i < text.length; i++) {
@@ -85,7 +85,7 @@ function splitTop(text, sep = ',', { keepEmpty = true } = {}) {
   parts.push(text.slice(start));
   const trimmed = parts.map((p) => p.trim());
   // PostgREST refuses an empty filter (`a.eq.1,`); an empty list is `()`.
-  if (!keepEmpty && trimmed.includes('')) {
+  if (refuseEmpty && trimmed.includes('')) {
     throw new DocumentsError({ message: `an empty filter in ${text.slice(0, 60)}`, code: 'PGRST100' });
   }
   return trimmed.filter((p) => p !== '');
@@ -138,7 +138,7 @@ function patternList(field, op, patterns, join) {
 
 // `a.eq.1,b.in.(2,3),and(c.gt.1,not.d.is.null)` -> filter terms.
 function parseFilters(text) {
-  return splitTop(text, ',', { keepEmpty: false }).map(parseFilter);
+  return splitTop(text, ',', { refuseEmpty: true }).map(parseFilter);
 }
 
 function parseFilter(item) {
