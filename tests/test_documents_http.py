@@ -97,6 +97,8 @@ def test_postgrest_string_filters(host):
     assert pg(("range", 1, 0)) == []  # postgrest-js sends limit=0: an empty page
     assert pg(("likeAnyOf", "name", ["a", "d*"])) == ["a", "d"] and pg(("ilikeAllOf", "name", ["B*", "*C"])) == ["b.c"]
     assert pg(("likeAnyOf", "name", [])) == [] and pg(("likeAllOf", "name", [])) == ["a", "b.c", "d"]
+    # two keys, as PostgREST reads postgrest-js's order=tags,n.desc (before: one field named "tags,n")
+    assert names(server, "pg", ("order", "s,n", {"ascending": False})) == ["d", "b.c", "a"]
     assert pg(("or", "s.is.UNKNOWN,s.is.NULL")) == ["a", "b.c"]  # is values in any case; unknown is null
     assert pg(("filter", "s", "not.is", "Null")) == ["d"]
     for malformed in ("n.regex.1", "(n.eq.1)", "and(n.eq.1", "n.eq.1)", 'name.eq."a', "n.eq.1,", "n.eq.1,,name.eq.d"):

@@ -55,6 +55,14 @@ def test_status_headers_and_multiple_set_cookie(served):
     assert r.headers.get_list("set-cookie") == ["a=1; Path=/", "b=2; Path=/; HttpOnly"]
 
 
+def test_a_status_out_of_range_is_the_fetch_standards_range_error(served):
+    assert served.get("/probe/status?s=599").status_code == 599
+    for bad in ("99999", "199", "1.5"):
+        r = served.get(f"/probe/status?s={bad}")
+        # before: the engine wrapped 99999 to 16 bits, and the host refused "invalid response status 34463"
+        assert r.status_code == 500 and f"RangeError: a response's status must be 200 to 599, not {bad}" in r.json()["error"]
+
+
 def test_several_cookie_headers_reach_the_app_as_one_joined_with_semicolons(served):
     r = served.get("/probe/cookie", headers=[("cookie", "a=1; b=2"), ("x-in", "abc"), ("cookie", "c=3")])
     assert r.text == "a=1; b=2; c=3"  # RFC 6265 5.4, RFC 9113 8.2.3

@@ -270,9 +270,14 @@ class QueryBuilder {
   }
 
   // ---- shaping the result ----
+  // 'a,b' is two keys, as PostgREST reads postgrest-js's order=a,b.asc: the options go to the last.
   order(field, { ascending = true, nullsFirst, ...rest } = {}) {
     this.topLevel(rest);
-    (this.op.order ??= []).push(nullsFirst === undefined ? { field, ascending } : { field, ascending, nullsFirst });
+    const fields = typeof field === 'string' ? field.split(',').map((f) => f.trim()) : [field];
+    const order = (this.op.order ??= []);
+    for (const f of fields.slice(0, -1)) order.push({ field: f, ascending: true });
+    const last = fields.at(-1);
+    order.push(nullsFirst === undefined ? { field: last, ascending } : { field: last, ascending, nullsFirst });
     return this;
   }
   limit(n, options = {}) { this.topLevel(options); this.op.limit = n; return this; }

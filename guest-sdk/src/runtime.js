@@ -338,11 +338,16 @@ const streamed = new WeakSet();
 const texts = new WeakMap();
 const NativeResponse = globalThis.Response;
 // Statuses whose responses carry no body (the engine's own error for one garbles the sentence).
-const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
+const NULL_BODY_STATUS = new Set([204, 205, 304]);
 
 globalThis.Response = class Response extends NativeResponse {
   constructor(body, init) {
-    if (body != null && NULL_BODY_STATUS.has(Number(init?.status))) {
+    // The Fetch standard's RangeError; the engine wraps the number to 16 bits instead (99999 became 34463).
+    const status = init?.status === undefined ? 200 : Number(init.status);
+    if (!(Number.isInteger(status) && status >= 200 && status <= 599)) {
+      throw new RangeError(`a response's status must be 200 to 599, not ${String(init.status).slice(0, 20)}`);
+    }
+    if (body != null && NULL_BODY_STATUS.has(status)) {
       throw new TypeError(`a response with status ${init.status} cannot have a body`);
     }
     super(body, init);

@@ -161,6 +161,9 @@ const routes = {
     const held = new Uint8Array(600 << 20).fill(1); // then stopped at the time limit, holding it
     for (;;) if (held[0] === 2) break;
   },
+  async '/status'(request, url) {
+    return new Response('x', { status: Number(url.searchParams.get('s')) });
+  },
   async '/not-a-response'() {
     return { hello: 'plain object' };
   },
