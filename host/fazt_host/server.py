@@ -1,4 +1,4 @@
-"""The HTTP trigger: Granian (RSGI) in front, one wasm thread behind.
+"""The HTTP trigger: Granian (RSGI) in front, a worker's wasm threads behind.
 
 Each worker process runs its event loop for I/O and hands every guest call to
 its wasm thread (fresh instances on two threads of one process are slower than
@@ -740,7 +740,7 @@ class HttpTrigger:
         await self.complete(scope, proto, deployed, exchange, rid)
 
     def note_refusal(self, deployed: Deployed, rid: str, message: str) -> None:
-        """Puts a request refused before its handler ran in the app's log, from the wasm thread (the writer)."""
+        """Puts a request refused before its handler ran in the app's log, from a wasm thread (where writes go)."""
         invocation = Invocation(deployed.name, rid, deployed.manifest.limits)
         self.wasm.submit(lambda host: host.note(invocation, message)).add_done_callback(_retrieved)
 

@@ -173,7 +173,7 @@ def range_status(op: Operation, shown: int | None, total: int | None) -> int:
 
 
 class Store:
-    """One per process, on the connection of the thread that runs guests (the one writer)."""
+    """One per Host, on the connection of the wasm thread that runs its guests."""
 
     def __init__(self, conn: apsw.Connection):
         self.conn = conn
