@@ -396,9 +396,9 @@ class Exchange:
     async def prefetch(self) -> None:
         """Waits for the body's first piece (or its end) before the guest runs.
 
-        A guest reading a body that has not arrived waits on the worker's one
-        wasm thread, and every request behind it waits too: a client that sends
-        headers and stalls should cost only itself. The piece is the first one
+        A guest reading a body that has not arrived holds a wasm thread of the
+        worker, and the requests behind it wait at least until a standby takes
+        over: a client that sends headers and stalls should cost only itself. The piece is the first one
         the guest (or the host, piping it to storage) reads.
         """
         ahead = self._ahead = asyncio.ensure_future(self._collect(pieces.PIECE))

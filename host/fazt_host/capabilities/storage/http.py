@@ -242,7 +242,7 @@ def upload_settings(headers, fields: dict[str, str] | None) -> tuple[str | None,
 
 
 async def pipe_upload(trigger, scope, proto, deployed, bucket: str, key: str, upsert: bool) -> dict:
-    """Streams the request body (or the file of a form) into a new object on the process's writer thread;
+    """Streams the request body (or the file of a form) into a new object on a wasm thread;
     it may replace one only if `upsert` (the URL's signature says so: Supabase's storage ignores the request's
     `x-upsert` here, as a client must not widen what the app signed)."""
     exchange = trigger.body_reader(scope, proto, deployed)

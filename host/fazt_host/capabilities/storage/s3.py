@@ -3,8 +3,8 @@
 Requests are authenticated with AWS Signature Version 4 (an Authorization
 header or a presigned query) by per-app access keys (`fazt-host keys`); a key
 sees only its app's buckets, which are the same buckets the app's JS and the
-CLI see. Reads stream from the loop thread's connection; writes run on the
-process's writer thread. Errors are S3's XML with S3's codes.
+CLI see. Reads stream from the loop thread's connection; writes run on a
+wasm thread, with its connection. Errors are S3's XML with S3's codes.
 """
 
 from __future__ import annotations
