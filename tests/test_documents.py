@@ -722,6 +722,24 @@ def test_nul_is_refused_in_documents_and_patterns_as_jsonb_refuses_it(db):
     assert names(db.select(where=[["like", "name", "%\\\\u0000%"]])) == ["a\\u0000 is text"]
 
 
+def test_ilike_ignores_case_beyond_ascii_as_postgresql_does(db):
+    db.insert([{"name": n} for n in ["Émile", "émile", "ÉCOLE", "Café", "cafe", "Straße", "é%", "ÉÉx", 7]])
+    def ilike(pattern):
+        return set(names(db.select(where=[["ilike", "name", pattern]])))
+    assert ilike("%É%") == {"Émile", "émile", "ÉCOLE", "Café", "é%", "ÉÉx"}
+    assert ilike("éc_le") == {"ÉCOLE"}
+    assert ilike("%FÉ") == {"Café"}
+    assert ilike("straSSE") == set()  # lowercased, not case-folded: ß is not ss
+    assert ilike("STRAßE") == {"Straße"}
+    assert ilike("é\\%") == {"é%"}  # \ escapes, as in the ASCII path
+    assert ilike("é%x") == {"ÉÉx"} and ilike("%é%é%x") == {"ÉÉx"} and ilike("é%é%é%x") == set()
+    assert ilike("_é%") == {"ÉÉx"}
+    assert names(db.select(where=[["not", ["ilike", "name", "%é%"]]])) == ["cafe", "Straße", 7]
+    # Segments are matched one after another: no backtracking, however many % a pattern has.
+    db.insert({"name": "a" * 5000})
+    assert ilike("%a" * 40 + "%é") == set()
+
+
 def test_unicode_and_long_field_names_work(db):
     doc = {"名前": "太郎", "emoji🙂": 1, "x" * 128: "long", "nested": {"ключ": "значение"}}
     db.insert(doc)

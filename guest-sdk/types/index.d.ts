@@ -124,7 +124,7 @@ export interface QueryBuilder<T = Document> extends PromiseLike<Reply<T[]>> {
   in(field: string, values: Scalar[] | string): QueryBuilder<T>;
   /** `%` (or `*`) matches any run, `_` one character, `\` escapes the next (`\*` is a `*`); case-sensitive. */
   like(field: string, pattern: string): QueryBuilder<T>;
-  /** like, ignoring ASCII case. */
+  /** like, ignoring case (beyond ASCII too: both sides lowercased, as PostgreSQL does). */
   ilike(field: string, pattern: string): QueryBuilder<T>;
   /** Matches any of the patterns (none: no row); likeAllOf every one (none: every row). */
   likeAnyOf(field: string, patterns: string[]): QueryBuilder<T>;

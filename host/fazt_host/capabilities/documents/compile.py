@@ -9,6 +9,7 @@ they get here; values are always bound parameters.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import math
 import operator
@@ -166,6 +167,56 @@ def _glob(pattern: str) -> str:
     return "".join(out)
 
 
+def unicode_ilike(value: Any, pattern: Any) -> int | None:
+    """`ilike` for a pattern beyond ASCII (SQLite's LIKE folds ASCII letters only), as PostgreSQL's in a
+    UTF-8 locale: both sides lowercased. Registered on each connection as `fazt_ilike(value, pattern)`.
+
+    Segments between `%` are matched leftmost, one after the other: a regular expression per
+    pattern (`.*` for `%`) would backtrack without bound on patterns like `%a%a%a%b`.
+    """
+    if value is None or pattern is None:
+        return None
+    if not isinstance(value, str):  # a number's text holds no character beyond ASCII
+        return 0
+    text = value.lower()
+    segments = _ilike_segments(pattern)
+    if len(segments) == 1:  # no %
+        return int(segments[0][0].fullmatch(text) is not None)
+    (first, _), *middle, (last, last_len) = segments
+    found = first.match(text)
+    if found is None:
+        return 0
+    at = found.end()
+    for segment, _ in middle:
+        found = segment.search(text, at)
+        if found is None:
+            return 0
+        at = found.end()
+    start = len(text) - last_len
+    return int(start >= at and last.fullmatch(text, start) is not None)
+
+
+@functools.lru_cache(maxsize=256)
+def _ilike_segments(pattern: str) -> list[tuple[re.Pattern, int]]:
+    """The lowercased pattern's `%`-separated segments: each a regex (`.` for `_`) and its length."""
+    segments: list[tuple[re.Pattern, int]] = []
+    current: list[str] = []
+    escaped = False
+    for ch in pattern.lower():
+        if escaped or ch not in "\\%_":
+            current.append(re.escape(ch))
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "_":
+            current.append(".")
+        else:
+            segments.append((re.compile("".join(current), re.DOTALL), len(current)))
+            current = []
+    segments.append((re.compile("".join(current), re.DOTALL), len(current)))
+    return segments
+
+
 def _text_of(value: Any, op: str, field: str) -> Any:
     """A value compared with a `->>` field, as PostgreSQL compares text: a number or boolean as its JSON text."""
     if op in ("contains", "containedBy", "overlaps"):
@@ -246,7 +297,12 @@ class Filter:
             if (len(value) - len(value.rstrip("\\"))) % 2:
                 raise DocError(f"{op} on {field!r}: the pattern must not end with the escape character \\", "22025")
             self.params.append(_glob(value) if op == "like" else value)
-            match = f"{x} GLOB ?" if op == "like" else f"{x} LIKE ? ESCAPE '\\'"
+            if op == "like":
+                match = f"{x} GLOB ?"
+            elif value.isascii():  # SQLite's own LIKE, in C, is right for ASCII
+                match = f"{x} LIKE ? ESCAPE '\\'"
+            else:
+                match = f"fazt_ilike({x}, ?)"
             return f"({match} AND {text_only(x, type_of(field))})" if typed else match
         if op == "is":
             if value is None:

@@ -178,6 +178,7 @@ class Store:
     def __init__(self, conn: apsw.Connection):
         self.conn = conn
         self._tables: dict[tuple[str, str], int] = {}
+        conn.create_scalar_function("fazt_ilike", sql.unicode_ilike, 2, deterministic=True)
 
     # ---- entry point -------------------------------------------------------------------------
 
