@@ -97,6 +97,9 @@ def test_postgrest_string_filters(host):
     assert pg(("range", 1, 0)) == []  # postgrest-js sends limit=0: an empty page
     assert pg(("likeAnyOf", "name", ["a", "d*"])) == ["a", "d"] and pg(("ilikeAllOf", "name", ["B*", "*C"])) == ["b.c"]
     assert pg(("likeAnyOf", "name", [])) == [] and pg(("likeAllOf", "name", [])) == ["a", "b.c", "d"]
+    assert pg(("isDistinct", "s", "set")) == ["a", "b.c"] and pg(("isDistinct", "s", None)) == ["d"]
+    assert pg(("isDistinct", "n", "2")) == ["a", "b.c", "d"]  # a string is distinct from the number 2
+    assert pg(("or", "s.isdistinct.null,n.eq.1")) == ["a", "d"] and pg(("not", "n", "isdistinct", 2)) == ["b.c"]
     # two keys, as PostgREST reads postgrest-js's order=tags,n.desc (before: one field named "tags,n")
     assert names(server, "pg", ("order", "s,n", {"ascending": False})) == ["d", "b.c", "a"]
     assert pg(("or", "s.is.UNKNOWN,s.is.NULL")) == ["a", "b.c"]  # is values in any case; unknown is null

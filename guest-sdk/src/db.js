@@ -21,8 +21,8 @@ export class DocumentsError extends Error {
 }
 
 const OPERATORS = new Set([
-  'eq', 'neq', 'gt', 'gte', 'lt', 'lte', 'in', 'like', 'ilike', 'is', 'contains', 'containedBy', 'overlaps',
-]);
+  'eq', 'neq', 'gt', 'gte', 'lt', 'lte', 'in', 'like', 'ilike', 'is', 'isdistinct', 'contains', 'containedBy', 'overlaps',
+]);  // isdistinct is spelled out of the others before it reaches the host
 // PostgREST's short names, as they appear in or()/filter() strings.
 const ALIASES = { cs: 'contains', cd: 'containedBy', ov: 'overlaps' };
 // Operators whose value is a list, written (a,b) or {a,b} in strings; the JSON ones also take JSON.
@@ -106,11 +106,18 @@ function parseList(op, text) {
 // One filter term from an operator and a value given in JS.
 function term(field, op, value) {
   op = ALIASES[op] ?? op;
+  if (op === 'isdistinct') return distinctFrom(field, value);
   if (!OPERATORS.has(op)) {
     throw new DocumentsError({ message: `unknown operator ${String(op).slice(0, 40)}`, code: 'PGRST100' });
   }
   [value].flat().forEach((v) => finite(v));
   return [op, field, likePattern(op, value)];
+}
+
+// SQL's IS DISTINCT FROM (PostgREST's isdistinct): a missing or null field is a value like any other.
+function distinctFrom(field, value) {
+  if (value === null) return ['not', ['is', field, null]];
+  return ['or', [['is', field, null], ['not', term(field, 'eq', value)]]];
 }
 
 // PostgREST's `is` values, in any case: `unknown` is SQL's NULL boolean.
@@ -230,6 +237,7 @@ class QueryBuilder {
   like(f, v) { return this.add(() => term(f, 'like', v)); }
   ilike(f, v) { return this.add(() => term(f, 'ilike', v)); }
   is(f, v) { return this.add(() => textTerm(f, 'is', v)); }
+  isDistinct(f, v) { return this.add(() => term(f, 'isdistinct', v)); }
   contains(f, v) { return this.add(() => textTerm(f, 'contains', v)); }
   containedBy(f, v) { return this.add(() => textTerm(f, 'containedBy', v)); }
   overlaps(f, v) { return this.add(() => textTerm(f, 'overlaps', v)); }

@@ -96,7 +96,7 @@ export interface Reply<T> {
 
 type Scalar = string | number | boolean;
 type Operator =
-  | 'eq' | 'neq' | 'gt' | 'gte' | 'lt' | 'lte' | 'in' | 'like' | 'ilike' | 'is'
+  | 'eq' | 'neq' | 'gt' | 'gte' | 'lt' | 'lte' | 'in' | 'like' | 'ilike' | 'is' | 'isdistinct'
   | 'contains' | 'cs' | 'containedBy' | 'cd' | 'overlaps' | 'ov';
 
 export interface QueryBuilder<T = Document> extends PromiseLike<Reply<T[]>> {
@@ -132,6 +132,8 @@ export interface QueryBuilder<T = Document> extends PromiseLike<Reply<T[]>> {
   ilikeAnyOf(field: string, patterns: string[]): QueryBuilder<T>;
   ilikeAllOf(field: string, patterns: string[]): QueryBuilder<T>;
   is(field: string, value: null | boolean): QueryBuilder<T>;
+  /** SQL's IS DISTINCT FROM: not equal, a missing or null field counting as null (also `isdistinct` in filter strings). */
+  isDistinct(field: string, value: Scalar | null): QueryBuilder<T>;
   /** Array field holds every element (an object or array element: contained in some element), or object field matches every key. */
   contains(field: string, value: unknown[] | Record<string, unknown> | string): QueryBuilder<T>;
   /** jsonb's <@: an array field whose every element is in `value` (or a scalar field in it), or an object field whose every key matches. */
