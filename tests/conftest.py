@@ -174,3 +174,24 @@ def served(tmp_path_factory, cache_dir):
     server = cart.serve()
     yield server
     server.stop()
+
+
+def put_parts(conn, key, parts, app="a", bucket="files", etag="etag-2", content_type="app/parts", metadata=None):
+    """An object made of multipart parts, as the S3 endpoint's UploadPart and CompleteMultipartUpload make it."""
+    from fazt_host import cartridge
+    from fazt_host.capabilities.storage import store
+
+    upload_id = f"test-{key}"
+    with cartridge.transaction(conn):
+        conn.execute("INSERT INTO s3_uploads(id, app, bucket, key, content_type, metadata, created_at) "
+                     "VALUES (?, ?, ?, ?, '', '{}', 0)", (upload_id, app, bucket, key))
+    for number, part in enumerate(parts, 1):
+        up = store.Upload(conn, app, bucket, key, "", {}, True, 1 << 40, part=True)
+        up.write(part)
+        up.finish_part(upload_id, number)
+    with cartridge.transaction(conn):
+        pieces = conn.execute("SELECT data, size FROM s3_parts WHERE upload = ? ORDER BY number", (upload_id,)).fetchall()
+        made = store.assemble(conn, app, bucket, key, pieces, etag, content_type, metadata or {"m": "1"})
+        conn.execute("DELETE FROM s3_parts WHERE upload = ?", (upload_id,))
+        conn.execute("DELETE FROM s3_uploads WHERE id = ?", (upload_id,))
+    return made

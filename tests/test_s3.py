@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+import zlib
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 from xml.etree import ElementTree
@@ -176,7 +178,7 @@ def test_conditional_writes_copies_and_deletes_hold_or_change_nothing(s3):
     src_etag = s3.head_object(Bucket="docs", Key="ifm/src")["ETag"]
     for condition in ({"CopySourceIfMatch": '"deadbeef"'}, {"CopySourceIfNoneMatch": src_etag},
                       {"CopySourceIfUnmodifiedSince": datetime(2001, 1, 1, tzinfo=timezone.utc)},
-                      {"CopySourceIfModifiedSince": datetime(2999, 1, 1, tzinfo=timezone.utc)}):
+                      {"CopySourceIfModifiedSince": datetime.now(timezone.utc)}):  # a later date is invalid: ignored
         assert code(lambda: s3.copy_object(Bucket="docs", Key="ifm/a", CopySource="docs/ifm/src", **condition)) == "PreconditionFailed", condition
     assert code(lambda: s3.delete_object(Bucket="docs", Key="ifm/a", IfMatch='"deadbeef"')) == "PreconditionFailed"
     got = s3.get_object(Bucket="docs", Key="ifm/a")
@@ -611,3 +613,162 @@ def test_aws_cli_cp_sync_ls(host, tmp_path):
     assert "synced/big.bin" in listed and "synced/sub/a.txt" in listed
     assert "upload:" not in aws("s3", "sync", str(src), "s3://docs/synced/")  # nothing changed, nothing sent
     assert "docs" in aws("s3", "ls")
+
+
+def signed(key, method: str, path: str, headers: dict | None = None, body: bytes = b"", payload: str | None = None,
+           query: str = "") -> httpx.Response:
+    """A request signed by botocore's SigV4 signer, sent as built (for requests boto3 would not make)."""
+    from botocore.auth import S3SigV4Auth, SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = key["endpoint"] + path + (f"?{query}" if query else "")
+    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
+    if payload is not None:  # S3's signer would put the body's SHA-256 in its place
+        request.headers["X-Amz-Content-SHA256"] = payload
+    signer = S3SigV4Auth if payload is None else SigV4Auth
+    signer(Credentials(key["accessKeyId"], key["secretAccessKey"]), "s3", "eu-central-1").add_auth(request)
+    return httpx.request(method, url, headers=dict(request.headers.items()), content=body)
+
+
+def test_x_amz_headers_outside_the_signature_are_refused(host, s3):
+    cart, server = host
+    s3.put_object(Bucket="docs", Key="private/secret", Body=b"top secret")
+    put_url = s3.generate_presigned_url("put_object", Params={"Bucket": "docs", "Key": "pub/avatar"}, ExpiresIn=60)
+    # Before: the copy source turned the presigned upload into a copy of any object of the app.
+    copied = httpx.put(put_url, headers={"x-amz-copy-source": "docs/private/secret"})
+    assert copied.status_code == 403 and b"<HeadersNotSigned>x-amz-copy-source</HeadersNotSigned>" in copied.content
+    meta = httpx.put(put_url, content=b"avatar", headers={"x-amz-meta-evil": "injected"})
+    assert meta.status_code == 403 and b"<Code>AccessDenied</Code>" in meta.content
+    assert code(lambda: s3.head_object(Bucket="docs", Key="pub/avatar")) == "404"
+    assert httpx.put(put_url, content=b"avatar").status_code == 200  # as signed
+    key = new_key(cart, server)
+    request = signed(key, "PUT", "/docs/pub/meta", body=b"x")
+    assert request.status_code == 200
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    unsigned = AWSRequest(method="PUT", url=key["endpoint"] + "/docs/pub/meta", data=b"y")
+    S3SigV4Auth(Credentials(key["accessKeyId"], key["secretAccessKey"]), "s3", "eu-central-1").add_auth(unsigned)
+    sent = httpx.put(unsigned.url, headers={**dict(unsigned.headers.items()), "x-amz-meta-added": "later"}, content=b"y")
+    assert sent.status_code == 403 and b"x-amz-meta-added" in sent.content
+    assert s3.get_object(Bucket="docs", Key="pub/meta")["Body"].read() == b"x"
+
+
+def test_version_ids_are_refused_not_taken_for_the_current_object(s3):
+    s3.put_object(Bucket="docs", Key="ver/a", Body=b"keep me")
+    # before: each of these deleted, read or copied the current object
+    assert code(lambda: s3.delete_object(Bucket="docs", Key="ver/a", VersionId="3HL4kqtJlcpXroDTDmJ")) == "InvalidArgument"
+    assert code(lambda: s3.get_object(Bucket="docs", Key="ver/a", VersionId="abc")) == "InvalidArgument"
+    assert code(lambda: s3.copy_object(Bucket="docs", Key="ver/b", CopySource={"Bucket": "docs", "Key": "ver/a", "VersionId": "x"})) == "InvalidArgument"
+    reply = s3.delete_objects(Bucket="docs", Delete={"Objects": [{"Key": "ver/a", "VersionId": "someversion"}]})
+    assert reply.get("Deleted", []) == [] and reply["Errors"][0]["Code"] == "InvalidArgument"
+    assert s3.get_object(Bucket="docs", Key="ver/a", VersionId="null")["Body"].read() == b"keep me"  # the only version
+    s3.delete_object(Bucket="docs", Key="ver/a", VersionId="null")
+    assert code(lambda: s3.head_object(Bucket="docs", Key="ver/a")) == "404"
+
+
+def test_parts_side_by_side_cannot_pass_the_quota_together(host, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    cart, server = host
+    small = tmp_path / "quota"
+    import shutil
+    shutil.copytree(TEST_APPS / "files", small)
+    manifest = json.loads((small / "fazt.json").read_text())
+    (small / "fazt.json").write_text(json.dumps({**manifest, "name": "quota", "limits": {"storageMb": 10}}))
+    cart.deploy(small)
+    c = client(new_key(cart, server, "quota"), max_pool_connections=6)
+    c.create_bucket(Bucket="qbk")
+    upload = c.create_multipart_upload(Bucket="qbk", Key="big")["UploadId"]
+
+    def part(n):
+        try:
+            return c.upload_part(Bucket="qbk", Key="big", UploadId=upload, PartNumber=n, Body=b"x" * (5 << 20))["ETag"]
+        except ClientError as e:
+            return e.response["Error"]["Code"]
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(part, range(1, 7)))
+    landed = [n for n, r in enumerate(results, 1) if r.startswith('"')]
+    assert len(landed) <= 2 and set(results) - {results[n - 1] for n in landed} == {"QuotaExceeded"}, results
+    assert sum(p["Size"] for p in c.list_parts(Bucket="qbk", Key="big", UploadId=upload).get("Parts", [])) <= 10 << 20
+    # A part's upload is that bucket's and key's: another key gets NoSuchUpload (before: the part went in).
+    assert code(lambda: c.upload_part(Bucket="qbk", Key="other", UploadId=upload, PartNumber=1, Body=b"y")) == "NoSuchUpload"
+    c.abort_multipart_upload(Bucket="qbk", Key="big", UploadId=upload)
+
+
+def test_aws_chunked_bodies_and_checksums(host, s3):
+    cart, server = host
+    key = new_key(cart, server)
+    data = b"chunked body " * 1000
+    crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+    def chunked(trailer_name="x-amz-checksum-crc32", value=crc, declared="x-amz-checksum-crc32", **headers):
+        body = b"".join(f"{len(c):x}\r\n".encode() + c + b"\r\n" for c in (data[:8192], data[8192:]))
+        body += f"0\r\n{trailer_name}:{value}\r\n\r\n".encode()
+        return signed(key, "PUT", "/docs/chunk/a", body=body, payload="STREAMING-UNSIGNED-PAYLOAD-TRAILER", headers={
+            "content-encoding": "aws-chunked", "x-amz-decoded-content-length": str(len(data)),
+            "x-amz-trailer": declared, **headers})
+
+    first = chunked()
+    assert first.status_code == 200, first.text
+    got = s3.get_object(Bucket="docs", Key="chunk/a")
+    assert got["Body"].read() == data and "ContentEncoding" not in got  # before: served as aws-chunked
+    assert chunked(**{"content-encoding": "aws-chunked,gzip"}).status_code == 200
+    assert s3.head_object(Bucket="docs", Key="chunk/a")["ContentEncoding"] == "gzip"
+    bad = chunked(value="AAAAAA==")
+    assert bad.status_code == 400 and b"<Code>BadDigest</Code>" in bad.content
+    other = chunked(trailer_name="x-amz-checksum-sha1", value="AAAA")  # not the trailer declared
+    assert other.status_code == 400 and b"<Code>InvalidRequest</Code>" in other.content
+    # Checksums not checked here are refused, never stored unchecked; so are two at once.
+    assert error(lambda: s3.put_object(Bucket="docs", Key="chunk/c", Body=b"abc", ChecksumCRC32C="AAAAAA=="))[:2] == (400, "InvalidRequest")
+    two = signed(key, "PUT", "/docs/chunk/c", body=b"abc", headers={
+        "x-amz-checksum-crc32": base64.b64encode(zlib.crc32(b"abc").to_bytes(4, "big")).decode(),
+        "x-amz-checksum-sha1": base64.b64encode(hashlib.sha1(b"abc").digest()).decode()})
+    assert two.status_code == 400 and b"Multiple checksum" in two.content
+    # A payload hash that is no SHA-256 and no mode is refused, not taken for unsigned.
+    odd = signed(key, "PUT", "/docs/chunk/c", body=b"abc", payload="notahash")
+    assert odd.status_code == 400 and b"<Code>InvalidArgument</Code>" in odd.content
+    assert code(lambda: s3.head_object(Bucket="docs", Key="chunk/c")) == "404"
+    assert s3.get_object(Bucket="docs", Key="chunk/a")["Body"].read() == data  # the refusals changed nothing
+
+
+def test_refused_writes_leave_no_upload_behind(host, s3):
+    cart, _ = host
+    import apsw
+
+    def writing() -> int:
+        conn = apsw.Connection(str(cart.path))
+        try:
+            return conn.execute("SELECT count(*) FROM blob_data WHERE state = 'writing'").fetchone()[0]
+        finally:
+            conn.close()
+
+    s3.put_object(Bucket="docs", Key="src10", Body=b"0123456789")
+    upload = s3.create_multipart_upload(Bucket="docs", Key="mp")["UploadId"]
+    before = writing()
+    assert code(lambda: s3.put_object(Bucket="docs", Key="d", Body=b"abc", ContentMD5="not base64")) == "InvalidDigest"
+    assert code(lambda: s3.upload_part_copy(Bucket="docs", Key="mp", UploadId=upload, PartNumber=1,
+                                            CopySource="docs/src10", CopySourceRange="bytes=5-50")) == "InvalidArgument"
+    assert writing() == before  # before: a row each, until the hourly sweep
+    s3.abort_multipart_upload(Bucket="docs", Key="mp", UploadId=upload)
+
+
+def test_presigned_urls_dated_ahead_and_listing_encoding(host, s3, monkeypatch):
+    import botocore.auth
+
+    s3.put_object(Bucket="docs", Key="enc/a b+c ü", Body=b"x")
+    real = botocore.auth.get_current_datetime
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: real() + timedelta(days=365))  # a year on
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "docs", "Key": "enc/a b+c ü"}, ExpiresIn=604800)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", real)
+    ahead = httpx.get(url)  # before: served, and for a year and a week
+    assert ahead.status_code == 403 and b"not valid yet" in ahead.content
+    cart, server = host
+    listing = signed(new_key(cart, server), "GET", "/docs", query="list-type=2&prefix=enc%2F&encoding-type=url")
+    assert b"<EncodingType>url</EncodingType>" in listing.content and b"<Key>enc/a+b%2Bc+%C3%BC</Key>" in listing.content
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="docs", Prefix="enc/")["Contents"]] == ["enc/a b+c ü"]
+    future = httpx.get(s3.generate_presigned_url("get_object", Params={"Bucket": "docs", "Key": "enc/a b+c ü"}),
+                       headers={"if-modified-since": "Mon, 01 Jan 2035 00:00:00 GMT"})
+    assert future.status_code == 200  # a date later than now is invalid, so ignored (RFC 9110)

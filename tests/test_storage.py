@@ -10,6 +10,8 @@ import uuid
 
 import pytest
 
+from conftest import put_parts
+
 from fazt_host import cartridge
 from fazt_host.capabilities.storage import http as storage_http
 from fazt_host.capabilities.storage import store
@@ -313,17 +315,6 @@ def test_a_copy_can_replace_the_metadata_and_onto_itself_changes_only_that(conn)
     meta, _ = store.head(conn, "a", "files", "src")
     assert (meta["contentType"], meta["metadata"]) == ("y/z", {"a": "b"}) and get(conn, "src") == b"bytes"
     assert chunk_rows(conn) == chunks  # in place: no bytes copied
-
-
-def put_parts(conn, key, parts, app="a", bucket="files"):
-    """An object made of multipart parts, as CompleteMultipartUpload makes it."""
-    pieces = []
-    for part in parts:
-        up = store.Upload(conn, app, bucket, key, "", {}, True, 1 << 40, part=True)
-        up.write(part)
-        pieces.append(up.finish_part()[:2])
-    with cartridge.transaction(conn):
-        return store.assemble(conn, app, bucket, key, pieces, "etag-2", "app/parts", {"m": "1"})
 
 
 def test_an_object_made_of_parts_reads_copies_moves_and_is_swept_whole(conn):

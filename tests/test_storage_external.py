@@ -16,7 +16,7 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
-from conftest import FAZT, TEST_APPS, Cartridge, moto_server, s3_env
+from conftest import FAZT, TEST_APPS, Cartridge, moto_server, s3_env, put_parts
 
 MIB = 1 << 20
 BIG = os.urandom(11 * MIB + 7)  # three parts of 5 MiB, the last one short
@@ -289,13 +289,7 @@ def test_an_object_made_of_parts_migrates_there_and_back(tmp_path, moto_endpoint
     conn = cartridge.connect(tmp_path / "fazt.db")
     capabilities(conn)
     parts = [os.urandom(5 * MIB), os.urandom(1234)]
-    pieces = []
-    for part in parts:
-        up = store.Upload(conn, "files", "docs", "whole", "", {}, True, 1 << 40)
-        up.write(part)
-        pieces.append(up.finish_part()[:2])
-    with cartridge.transaction(conn):
-        store.assemble(conn, "files", "docs", "whole", pieces, "e-2", "", {})
+    put_parts(conn, "whole", parts, app="files", bucket="docs", etag="e-2", content_type="", metadata={})
     settings = {k.removeprefix("FAZT_S3_").lower(): v for k, v in s3_env(moto_endpoint, "fazt-pieces").items()}
     external.configure(external.S3Settings(**{**settings, "part_mb": 5}))
     try:

@@ -116,8 +116,10 @@ def test_streamed_objects_honour_range_and_conditionals(host):
     assert ignored.status_code == 200 and len(ignored.content) == len(DATA)
     assert s.get("/files/stream/docs/r.bin", headers={"range": f"bytes={len(DATA)}-"}).status_code == 416
     assert s.get("/files/stream/docs/r.bin", headers={"if-none-match": f'"{MD5}"'}).status_code == 304
-    later = formatdate(time.time() + 60, usegmt=True)
-    assert s.get("/files/stream/docs/r.bin", headers={"if-modified-since": later}).status_code == 304
+    now = formatdate(time.time(), usegmt=True)
+    assert s.get("/files/stream/docs/r.bin", headers={"if-modified-since": now}).status_code == 304
+    ahead = formatdate(time.time() + 3600, usegmt=True)  # a date later than now is invalid (RFC 9110): ignored
+    assert s.get("/files/stream/docs/r.bin", headers={"if-modified-since": ahead}).status_code == 200
     earlier = formatdate(time.time() - 3600, usegmt=True)
     assert s.get("/files/stream/docs/r.bin", headers={"if-modified-since": earlier}).status_code == 200
     assert s.request("HEAD", "/files/stream/docs/r.bin").headers["content-length"] == str(len(DATA))

@@ -8,6 +8,7 @@ a redeploy changes the bytes behind a URL at once.
 from __future__ import annotations
 
 import mimetypes
+import time
 from email.utils import parsedate_to_datetime
 from collections import OrderedDict
 
@@ -110,7 +111,9 @@ def negotiate(etag: str, size: int, method: str, req_headers, modified: float | 
     ims = req_headers.get("if-modified-since")
     if not inm and ims and modified is not None:
         try:
-            if int(modified) <= parsedate_to_datetime(ims).timestamp():
+            since = parsedate_to_datetime(ims).timestamp()
+            # A date later than now is invalid (RFC 9110 13.1.3): ignored.
+            if int(modified) <= since <= time.time():
                 return 304, 0, -1, []
         except (TypeError, ValueError, IndexError):
             pass  # an unreadable date is ignored, as RFC 9110 says

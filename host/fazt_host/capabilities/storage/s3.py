@@ -45,6 +45,15 @@ UNSUPPORTED = frozenset({
     "tagging", "torrent", "versioning", "versions", "website",
 })
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+# x-amz-content-sha256 besides a hex SHA-256 (SigV4a's ECDSA modes are not served).
+PAYLOAD_MODES = frozenset({
+    "UNSIGNED-PAYLOAD", "STREAMING-UNSIGNED-PAYLOAD-TRAILER", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+    "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
+})
+# x-amz-* headers a client may add around a signed request: they only describe its body, which is checked.
+UNSIGNED_ALLOWED = frozenset({"x-amz-content-sha256", "x-amz-decoded-content-length", "x-amz-trailer"})
+# The x-amz-checksum-* algorithms checked here; others are refused, never stored unchecked.
+CHECKSUMS = ("crc32", "sha1", "sha256")
 XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
 SELF_COPY = (
     "This copy request is illegal because it is trying to copy an object to itself without changing the "
@@ -53,10 +62,12 @@ SELF_COPY = (
 
 
 class S3Error(Exception):
-    def __init__(self, code: str, message: str, status: int = 400):
+    def __init__(self, code: str, message: str, status: int = 400, details: dict[str, str] | None = None):
+        """`details`: more elements of the error XML, as S3 adds them (HeadersNotSigned...)."""
         super().__init__(message)
         self.code = code
         self.status = status
+        self.details = details or {}
 
 
 # StorageError codes of the store -> S3's.
@@ -73,6 +84,7 @@ _FROM_STORAGE = {
     "PreconditionFailed": ("PreconditionFailed", 412),
     "ServiceUnavailable": ("ServiceUnavailable", 503),
     "NoSuchBucket": ("NoSuchBucket", 404),
+    "NoSuchUpload": ("NoSuchUpload", 404),
     "BucketAlreadyExists": ("BucketAlreadyOwnedByYou", 409),
     "ResourceNotEmpty": ("BucketNotEmpty", 409),
 }
@@ -142,10 +154,17 @@ def authenticate(conn: apsw.Connection, scope, app: str, now: float | None = Non
     if header.startswith("AWS4-HMAC-SHA256 "):
         fields = dict(p.strip().split("=", 1) for p in header[len("AWS4-HMAC-SHA256 "):].split(",") if "=" in p)
         credential, signed, signature = fields.get("Credential", ""), fields.get("SignedHeaders", ""), fields.get("Signature", "")
+        if not (credential and signed and signature):
+            raise S3Error("AuthorizationHeaderMalformed", "The authorization header is malformed: it needs "
+                          "Credential, SignedHeaders and Signature")
         amz_date = headers.get("x-amz-date") or ""
         payload = headers.get("x-amz-content-sha256") or ""
         if not payload:
             raise S3Error("InvalidRequest", "Missing required header for this request: x-amz-content-sha256")
+        if payload not in PAYLOAD_MODES and not re.fullmatch("[0-9a-f]{64}", payload):
+            raise S3Error("InvalidArgument", "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, "
+                          "STREAMING-UNSIGNED-PAYLOAD-TRAILER, STREAMING-AWS4-HMAC-SHA256-PAYLOAD(-TRAILER), "
+                          "or a valid sha256 value.")
         presigned = False
     elif params.get("X-Amz-Algorithm") == "AWS4-HMAC-SHA256":
         credential, signed, signature = params.get("X-Amz-Credential", ""), params.get("X-Amz-SignedHeaders", ""), params.get("X-Amz-Signature", "")
@@ -176,6 +195,8 @@ def authenticate(conn: apsw.Connection, scope, app: str, now: float | None = Non
             raise S3Error("AuthorizationQueryParametersError", "X-Amz-Expires must be between 1 and 604800 seconds")
         if now > when + int(expires):
             raise S3Error("AccessDenied", "Request has expired", 403)
+        if when - now > MAX_SKEW_S:  # else a URL dated ahead would outlive the 7 days
+            raise S3Error("AccessDenied", "Request is not valid yet", 403)
     elif abs(now - when) > MAX_SKEW_S:
         raise S3Error("RequestTimeTooSkewed", "The difference between the request time and the server's time is too large.", 403)
     names = signed.split(";")
@@ -193,6 +214,12 @@ def authenticate(conn: apsw.Connection, scope, app: str, now: float | None = Non
     key = signing_key(row[0], date, region, "s3")
     if not hmac.compare_digest(hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest(), signature):
         raise S3Error("SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided.", 403)
+    # A header outside the signature could change what a signed request does (x-amz-copy-source turns a
+    # presigned upload into a copy of any object): refused, as S3 refuses it.
+    unsigned = sorted({n.lower() for n in headers.keys() if n.lower().startswith("x-amz-")} - set(names) - UNSIGNED_ALLOWED)
+    if unsigned:
+        raise S3Error("AccessDenied", "There were headers present in the request which were not signed", 403,
+                      {"HeadersNotSigned": ", ".join(unsigned)})
     return Auth(key, credential_scope, amz_date, signature, payload)
 
 
@@ -230,10 +257,20 @@ class Body:
         if self.content_md5 is not None and len(_b64(self.content_md5)) != 16:
             raise S3Error("InvalidDigest", "The Content-MD5 you specified was invalid.")
         self.md5 = md5 if md5 is not None else hashlib.md5()
+        self.trailer = (headers.get("x-amz-trailer") or "").strip().lower()
+        given = [n for n in headers.keys()
+                 if n.lower().startswith("x-amz-checksum-") and n.lower() not in ("x-amz-checksum-type", "x-amz-checksum-algorithm")]
+        if self.trailer:
+            given.append(self.trailer)
+        if len(given) > 1:
+            raise S3Error("InvalidRequest", "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.")
         self.checks: dict[str, Any] = {}
-        for name, make in (("crc32", _Crc32), ("sha1", hashlib.sha1), ("sha256", hashlib.sha256)):
-            if headers.get(f"x-amz-checksum-{name}") is not None or name in (headers.get("x-amz-trailer") or ""):
-                self.checks[name] = make()
+        for header in given:
+            name = header.lower().removeprefix("x-amz-checksum-")
+            if name not in CHECKSUMS:
+                raise S3Error("InvalidRequest", f"{header} is not supported here: send x-amz-checksum-crc32, "
+                              "-sha1 or -sha256 (or none)")
+            self.checks[name] = {"crc32": _Crc32, "sha1": hashlib.sha1, "sha256": hashlib.sha256}[name]()
         self.expected = {n: headers.get(f"x-amz-checksum-{n}") for n in self.checks}
         # Each digest costs a pass over the bytes: only those something is checked against.
         self.hashes = list(self.checks.values())
@@ -315,6 +352,8 @@ class Body:
             name, _, value = line.decode("latin-1").partition(":")
             name = name.strip().lower()
             if name.startswith("x-amz-checksum-"):
+                if name != self.trailer:
+                    raise S3Error("InvalidRequest", f"the trailer {name[:60]} is not the one x-amz-trailer declared")
                 self.expected[name[len("x-amz-checksum-"):]] = value.strip()
 
     def verify(self) -> None:
@@ -326,7 +365,10 @@ class Body:
             raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we received.")
         for name, h in self.checks.items():
             want = self.expected.get(name)
-            if want and want != base64.b64encode(h.digest()).decode():
+            if not want:
+                where = " in the trailer x-amz-trailer declared" if self.trailer else ""
+                raise S3Error("InvalidRequest", f"no value for x-amz-checksum-{name}{where}")
+            if want != base64.b64encode(h.digest()).decode():
                 raise S3Error("BadDigest", f"The {name.upper()} you specified did not match the calculated checksum.")
 
 
@@ -343,7 +385,11 @@ class _Crc32:
 
 def _receive(raw, auth: Auth, headers, upload: store.Upload) -> None:
     """Streams the request body into an upload and checks it; any failure leaves nothing behind."""
-    body = Body(raw, auth, headers, md5=upload.md5)
+    try:
+        body = Body(raw, auth, headers, md5=upload.md5)
+    except S3Error:
+        upload.abort()
+        raise
     store.pipe(body, upload, check=body.verify)
 
 
@@ -412,7 +458,8 @@ def _error(proto, e: S3Error, resource: str, rid: str, scope, extra: list | None
         return
     body = (
         f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{e.code}</Code><Message>{_escape(str(e))}</Message>'
-        f"<Resource>{_escape(resource)}</Resource><RequestId>{rid}</RequestId></Error>"
+        + "".join(_tag(name, value) for name, value in e.details.items())
+        + f"<Resource>{_escape(resource)}</Resource><RequestId>{rid}</RequestId></Error>"
     )
     proto.response_bytes(e.status, headers, body.encode())
 
@@ -426,9 +473,9 @@ def _owner(app: str) -> str:
     return f"<Owner>{_tag('ID', app)}{_tag('DisplayName', app)}</Owner>"
 
 
-def _object_xml(o: dict[str, Any], owner: str = "") -> str:
+def _object_xml(o: dict[str, Any], owner: str = "", name=str) -> str:
     return (
-        "<Contents>" + _tag("Key", o["key"]) + _tag("LastModified", _iso(o["updatedAt"])) + _tag("ETag", f'"{o["etag"]}"')
+        "<Contents>" + _tag("Key", name(o["key"])) + _tag("LastModified", _iso(o["updatedAt"])) + _tag("ETag", f'"{o["etag"]}"')
         + _tag("Size", o["size"]) + owner + "<StorageClass>STANDARD</StorageClass></Contents>"
     )
 
@@ -453,6 +500,7 @@ async def route(trigger, scope, proto, deployed, inner: str, base: str) -> None:
         if unsupported:  # taken for a plain GET, PUT or DELETE, ?tagging would replace or delete the object
             raise S3Error("NotImplemented", f"A header or query you provided implies functionality that is not "
                           f"implemented: ?{min(unsupported)}", 501)
+        _check_version(params.get("versionId"))
         if not bucket:
             if method != "GET":
                 raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.", 405)
@@ -481,6 +529,13 @@ def _list_buckets(proto, conn, app: str) -> None:
     )
     owner = _owner(app)
     _xml(proto, 200, "ListAllMyBucketsResult", f"{owner}<Buckets>{items}</Buckets>")
+
+
+def _check_version(version: str | None) -> None:
+    """Buckets keep no versions: an object's only version is `null`, as in a bucket without versioning,
+    where S3 refuses any other id (taken for the current object, it would read or delete that)."""
+    if version is not None and version != "null":
+        raise S3Error("InvalidArgument", "Invalid version id specified")
 
 
 def _need_bucket(conn, app: str, bucket: str) -> int:
@@ -522,13 +577,14 @@ async def _bucket_op(trigger, scope, proto, deployed, auth, method, bucket, para
             if len(items) > 1000:
                 raise S3Error("MalformedXML", "a DeleteObjects request names at most 1000 keys")
             quiet = any((q.text or "").strip() == "true" for q in _xml_items(data, "Quiet"))
-            keys = [_text(i, "Key") for i in items]
             deleted, errors = [], []
-            for k in keys:
+            for item in items:
+                k = _text(item, "Key")
                 try:
                     store.check_key(k)
+                    _check_version(_text(item, "VersionId") or None)
                     deleted.append(k)
-                except StorageError as e:
+                except (StorageError, S3Error) as e:
                     errors.append((k, str(e)))
             store.remove(conn, app, bucket, deleted)
             inner = "".join(f"<Deleted>{_tag('Key', k)}</Deleted>" for k in deleted if not quiet) + "".join(
@@ -551,6 +607,8 @@ def _answer(proto, result) -> None:
 def _list_objects(proto, conn, app: str, bucket: str, params: dict[str, str]) -> None:
     v2 = params.get("list-type") == "2"
     prefix, delimiter = params.get("prefix", ""), params.get("delimiter", "")
+    encoding = _encoding_type(params)
+    name = _url_encoded if encoding else str  # botocore asks for url and decodes what comes back so
     max_keys_text = params.get("max-keys", "1000")
     if not max_keys_text.isdigit():
         raise S3Error("InvalidArgument", "max-keys must be an integer")
@@ -562,24 +620,25 @@ def _list_objects(proto, conn, app: str, bucket: str, params: dict[str, str]) ->
         start = params["marker"] + "\x00" if params.get("marker") else ""
     objects, prefixes, more = store.listing(conn, app, bucket, prefix, max_keys, start, delimiter) if max_keys else ([], [], None)
     inner = (
-        _tag("Name", bucket) + _tag("Prefix", prefix) + (_tag("Delimiter", delimiter) if delimiter else "")
-        + _tag("MaxKeys", max_keys) + _tag("IsTruncated", "true" if more else "false")
-        + "".join(_object_xml(o, _owner(app) if not v2 or params.get("fetch-owner") == "true" else "") for o in objects)
-        + "".join(f"<CommonPrefixes>{_tag('Prefix', p)}</CommonPrefixes>" for p in prefixes)
+        _tag("Name", bucket) + _tag("Prefix", name(prefix)) + (_tag("Delimiter", name(delimiter)) if delimiter else "")
+        + _tag("MaxKeys", max_keys) + (_tag("EncodingType", encoding) if encoding else "")
+        + _tag("IsTruncated", "true" if more else "false")
+        + "".join(_object_xml(o, _owner(app) if not v2 or params.get("fetch-owner") == "true" else "", name) for o in objects)
+        + "".join(f"<CommonPrefixes>{_tag('Prefix', name(p))}</CommonPrefixes>" for p in prefixes)
     )
     if v2:
         inner += _tag("KeyCount", len(objects) + len(prefixes))
         if params.get("start-after"):
-            inner += _tag("StartAfter", params["start-after"])
+            inner += _tag("StartAfter", name(params["start-after"]))
         if params.get("continuation-token"):
             inner += _tag("ContinuationToken", params["continuation-token"])
         if more:
             inner += _tag("NextContinuationToken", store.encode_cursor(more))
     else:
-        inner += _tag("Marker", params.get("marker", ""))
+        inner += _tag("Marker", name(params.get("marker", "")))
         if more:
             last = (objects[-1]["key"] if objects else "") if not prefixes else max(prefixes[-1], objects[-1]["key"] if objects else "")
-            inner += _tag("NextMarker", last)
+            inner += _tag("NextMarker", name(last))
     _xml(proto, 200, "ListBucketResult", inner)
 
 
@@ -588,8 +647,17 @@ def _metadata(headers) -> dict[str, str]:
 
 
 def _representation(headers) -> dict[str, str]:
-    """The representation headers a PutObject, CopyObject (REPLACE) or CreateMultipartUpload stores."""
-    return {name: value for name in store.REPRESENTATION_HEADERS if (value := headers.get(name))}
+    """The representation headers a PutObject, CopyObject (REPLACE) or CreateMultipartUpload stores.
+
+    `aws-chunked` in Content-Encoding says how the request body was framed, not what the object is:
+    dropped, as S3 drops it."""
+    found = {name: value for name in store.REPRESENTATION_HEADERS if (value := headers.get(name))}
+    if "content-encoding" in found:
+        codings = [c.strip() for c in found["content-encoding"].split(",")]
+        found["content-encoding"] = ", ".join(c for c in codings if c and c.lower() != "aws-chunked")
+        if not found["content-encoding"]:
+            del found["content-encoding"]
+    return found
 
 
 # GetObject's response-* query parameters (a signed request's): the headers of this one response.
@@ -629,7 +697,7 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
 
     def write(conn):
         if method == "PUT" and "partNumber" in params:
-            return _upload_part(conn, app, raw, auth, headers, params, limits)
+            return _upload_part(conn, app, bucket, key, raw, auth, headers, params, limits)
         if method == "PUT" and headers.get("x-amz-copy-source"):
             src_bucket, src_key = _copy_source(conn, app, headers)
             directive = (headers.get("x-amz-metadata-directive") or "COPY").upper()
@@ -722,7 +790,9 @@ def _copy_source_conditions(headers):
 
 def _copy_source(conn, app: str, headers) -> tuple[str, str]:
     """The (bucket, key) x-amz-copy-source names, in one of the app's buckets."""
-    source = unquote(headers["x-amz-copy-source"].split("?")[0]).lstrip("/")
+    source, _, query = headers["x-amz-copy-source"].partition("?")
+    _check_version(dict(parse_qsl(query)).get("versionId"))
+    source = unquote(source).lstrip("/")
     src_bucket, _, src_key = source.partition("/")
     _need_bucket(conn, app, src_bucket)
     return src_bucket, src_key
@@ -749,31 +819,23 @@ def _copy_into(conn, upload: store.Upload, data: int, start: int = 0, end: int |
         raise
 
 
-def _upload_part(conn, app, raw, auth, headers, params, limits):
+def _upload_part(conn, app, bucket, key, raw, auth, headers, params, limits):
     """UploadPart, or UploadPartCopy with x-amz-copy-source: the part's bytes are (a range of) an object's."""
     number_text, upload_id = params.get("partNumber", ""), params.get("uploadId", "")
     if not number_text.isdigit() or not 1 <= int(number_text) <= 10000:
         raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive")
-    upload_row = conn.execute("SELECT bucket, key FROM s3_uploads WHERE id = ? AND app = ?", (upload_id, app)).fetchone()
-    if upload_row is None:
-        raise S3Error("NoSuchUpload", "The specified multipart upload does not exist.", 404)
+    number = int(number_text)
+    _upload_row(conn, app, bucket, key, upload_id)
     source = None
     if headers.get("x-amz-copy-source"):
-        source = store.head(conn, app, *_copy_source(conn, app, headers))
-    part = store.Upload(conn, app, upload_row[0], upload_row[1], "", {}, True, limits.storage_mb << 20, part=True)
+        meta, source = store.head(conn, app, *_copy_source(conn, app, headers))
+        span = _copy_range(headers, meta["size"])
+    part = store.Upload(conn, app, bucket, key, "", {}, True, limits.storage_mb << 20, part=True)
     if source is None:
         _receive(raw, auth, headers, part)
     else:
-        _copy_into(conn, part, source[1], *_copy_range(headers, source[0]["size"]))
-    data, size, md5 = part.finish_part()
-    with transaction(conn):
-        old = conn.execute("SELECT data FROM s3_parts WHERE upload = ? AND number = ?", (upload_id, int(number_text))).fetchone()
-        if old:
-            store.orphan(conn, old[0], time.time())
-        conn.execute(
-            "INSERT OR REPLACE INTO s3_parts(upload, number, data, size, etag) VALUES (?, ?, ?, ?, ?)",
-            (upload_id, int(number_text), data, size, md5),
-        )
+        _copy_into(conn, part, source, *span)
+    md5 = part.finish_part(upload_id, number)
     if source is not None:
         return ("xml", 200, "CopyPartResult", _tag("ETag", f'"{md5}"') + _tag("LastModified", _iso(time.time())))
     return ("empty", 200, [("etag", f'"{md5}"')])
@@ -864,6 +926,13 @@ def _list_parts(proto, conn, app, bucket, key, upload_id, params: dict[str, str]
     _xml(proto, 200, "ListPartsResult", inner)
 
 
+def _encoding_type(params: dict[str, str]) -> str | None:
+    encoding = params.get("encoding-type")
+    if encoding not in (None, "url"):
+        raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request")
+    return encoding
+
+
 def _url_encoded(text: str) -> str:
     """encoding-type=url as S3 answers it: Java's URLEncoder (a space is +) with / kept."""
     return quote_plus(text, safe="/*").replace("~", "%7E")
@@ -907,9 +976,7 @@ def _list_uploads(proto, conn, app: str, bucket: str, params: dict[str, str]) ->
     those after key-marker (and, of that key, after upload-id-marker), at most max-uploads."""
     prefix, delimiter = params.get("prefix", ""), params.get("delimiter", "")
     key_marker, id_marker = params.get("key-marker", ""), params.get("upload-id-marker", "")
-    encoding = params.get("encoding-type")
-    if encoding not in (None, "url"):
-        raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request")
+    encoding = _encoding_type(params)
     max_uploads = _max_uploads(params)
     marked = conn.execute(
         "SELECT created_at FROM s3_uploads WHERE id = ? AND app = ? AND bucket = ? AND key = ?",

@@ -525,15 +525,37 @@ class Upload:
             self.abort()
             raise unavailable("storing the object", e) from None
 
-    def finish_part(self) -> tuple[int, int, str]:
-        """Keeps the bytes as one part of a multipart upload: (data id, size, MD5 hex)."""
+    def finish_part(self, upload_id: str, number: int) -> str:
+        """Lands the bytes as part `number` of an S3 multipart upload, in place of any part of that
+        number uploaded before; returns their MD5 (hex)."""
         self._flush()
+        now, md5 = time.time(), self.md5.hexdigest()
         with transaction(self.conn):
-            self.conn.execute(
-                "UPDATE blob_data SET state = 'part', size = ?, pending = NULL, changed_at = ? WHERE id = ?",
-                (self.size, time.time(), self.data),
-            )
-        return self.data, self.size, self.md5.hexdigest()
+            old = self.conn.execute(
+                "SELECT data, size FROM s3_parts WHERE upload = ? AND number = ?", (upload_id, number)).fetchone()
+            try:
+                if not self.conn.execute("SELECT 1 FROM s3_uploads WHERE id = ?", (upload_id,)).fetchone():
+                    raise StorageError("The specified multipart upload does not exist.", 404, "NoSuchUpload")
+                # Parts side by side each saw room for itself when it began: checked again as it lands.
+                _check_room(self.conn, self.app, self.size - (old[1] if old else 0), self.quota)
+            except StorageError as e:
+                self._drop()
+                refused = e
+            else:
+                refused = None
+                if old:
+                    orphan(self.conn, old[0], now)
+                self.conn.execute(
+                    "UPDATE blob_data SET state = 'part', size = ?, pending = NULL, changed_at = ? WHERE id = ?",
+                    (self.size, now, self.data),
+                )
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO s3_parts(upload, number, data, size, etag) VALUES (?, ?, ?, ?, ?)",
+                    (upload_id, number, self.data, self.size, md5),
+                )
+        if refused is not None:
+            raise refused
+        return md5
 
     def finish(self, etag: str | None = None) -> dict[str, Any]:
         """Makes the bytes the object's; `etag` overrides the MD5 (multipart uploads)."""
