@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import time
 
@@ -408,15 +409,18 @@ def test_a_runaway_handler_does_not_hold_up_the_requests_behind_it(cartridge):
         assert s.recv(64).startswith(b"HTTP/1.1 504")
 
 
-def test_a_request_queued_behind_runaways_is_answered_at_its_own_deadline(cartridge):
+def test_a_request_queued_behind_runaways_is_answered_at_its_own_deadline(cartridge, tmp_path):
     cartridge.deploy(TEST_APPS / "probe", "--timeout-ms", "8000")
+    other = shutil.copytree(TEST_APPS / "probe", tmp_path / "probe2")
+    (other / "fazt.json").write_text(json.dumps({**json.loads((other / "fazt.json").read_text()), "name": "probe2"}))
+    cartridge.deploy(other, "--timeout-ms", "8000")
     cartridge.deploy(APPS / "hello", "--timeout-ms", "1000")
     cartridge.env["FAZT_WASM_THREADS"] = "2"
-    server = cartridge.serve(workers=1)  # two loops hold both wasm threads
+    server = cartridge.serve(workers=1)  # two apps' loops hold both wasm threads (one app may hold only one)
     loops = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
     try:
-        for s in loops:
-            s.sendall(b"GET /probe/loop HTTP/1.1\r\nHost: x\r\n\r\n")
+        for s, app in zip(loops, ("probe", "probe2")):
+            s.sendall(f"GET /{app}/loop HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             time.sleep(0.5)  # the first is held before the second comes
         start = time.monotonic()
         queued = server.get("/hello/hello")
@@ -489,6 +493,55 @@ def test_wait_until_past_the_time_limit_is_stopped_and_logged_after_the_response
     assert "a late failure" in logged(served.cart, "probe", rid, "a waitUntil promise rejected")
     logged(served.cart, "probe", rid, "ran past its time limit")
     assert served.get("/probe/global").status_code == 200
+
+
+def test_wait_until_work_gets_the_shutdown_grace_and_then_is_stopped_and_logged(cartridge):
+    cartridge.deploy(TEST_APPS / "probe", "--timeout-ms", "20000")
+    server = cartridge.serve(workers=1)
+    short = server.get("/probe/wait-until?ms=1500")
+    long = server.get("/probe/wait-until?ms=15000")
+    assert short.text == long.text == "returned"
+    start = time.monotonic()
+    server.stop()  # SIGTERM
+    assert time.monotonic() - start < 8
+    logs = cartridge.cli("logs", "probe", "-n", "50").stdout
+    # before: the worker ended under both; neither line, nor any line they had logged, was kept
+    assert any(short.headers["x-fazt-request-id"] in line and "wait-until done after 1500 ms" in line
+               for line in logs.splitlines()), logs
+    assert any(long.headers["x-fazt-request-id"] in line and "stopped, the host shutting down" in line
+               for line in logs.splitlines()), logs
+
+
+def test_one_apps_runaways_leave_a_thread_to_the_other_apps(cartridge):
+    cartridge.deploy(TEST_APPS / "probe", "--timeout-ms", "6000")
+    cartridge.deploy(APPS / "hello", "--timeout-ms", "2000")
+    cartridge.env["FAZT_WASM_THREADS"] = "3"
+    server = cartridge.serve(workers=1)
+    loops = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(4)]
+    try:
+        for s in loops:
+            s.sendall(b"GET /probe/loop HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(1)
+        start = time.monotonic()
+        # before: the four loops took all three threads, and hello waited out its 2 s limit: 504
+        assert [server.get("/hello/hello").status_code for _ in range(3)] == [200] * 3
+        assert time.monotonic() - start < 2
+    finally:
+        for s in loops:
+            s.close()
+
+
+def test_the_time_limit_counts_from_the_requests_arrival(cartridge):
+    cartridge.deploy(TEST_APPS / "probe", "--timeout-ms", "2000")
+    cartridge.env["FAZT_WASM_THREADS"] = "1"
+    server = cartridge.serve(workers=1)
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(b"GET /probe/sleep?ms=1200 HTTP/1.1\r\nHost: x\r\n\r\n")  # holds the only thread 1.2 s
+        time.sleep(0.2)
+        start = time.monotonic()
+        queued = server.get("/probe/loop")
+        # before: 2 s more once it began, about 3 s in all
+        assert queued.status_code == 504 and time.monotonic() - start < 2.6, time.monotonic() - start
 
 
 def test_head_of_a_streamed_response_is_the_head_and_no_error(served):

@@ -35,3 +35,18 @@ def test_a_failing_job_reaches_its_future_and_the_thread_serves_on():
     failed = lanes.submit(lambda host: 1 / 0)
     assert isinstance(failed.exception(5), ZeroDivisionError)
     assert lanes.submit(lambda host: host).result(5) == "first"
+
+
+def test_one_app_holds_at_most_all_but_one_thread():
+    lanes = Lanes("first", lambda: "standby", 3)
+    release = threading.Event()
+    runaway = [lanes.submit(lambda host: release.wait(10) and threading.current_thread().name, app="a") for _ in range(4)]
+    time.sleep(2 * HELD_AFTER_S)
+    # Two threads are a's; its third and fourth jobs wait, and the last thread serves another app.
+    other = lanes.submit(lambda host: threading.current_thread().name, app="b")
+    assert other.result(5) == "fazt-wasm-2"
+    assert [f.done() for f in runaway] == [False] * 4
+    assert lanes.submit(lambda host: "host's own", app=None).result(5) == "host's own"
+    release.set()
+    assert sorted(f.result(5) for f in runaway[:2]) == ["fazt-wasm-0", "fazt-wasm-1"]
+    assert all(f.result(5) for f in runaway[2:])  # run once a's own jobs ended

@@ -29,7 +29,7 @@ from . import cartridge, static
 from .apps import Deployed, Registry
 from .config import MIB, Limits
 from .lanes import Lanes
-from .runtime import GuestError, GuestTimeout, Invocation, ResponseUnwanted, pieces
+from .runtime import GuestError, GuestTimeout, Invocation, ResponseUnwanted, pieces, remaining_ms
 
 HTTP_INTERFACE = "fazt:host/http@0.1.0"
 HANDLER_INTERFACE = "fazt:host/handler@0.1.0"
@@ -510,6 +510,11 @@ class Tagged:
         return self._proto.response_stream(status, self._tagged(headers))
 
 
+# How long waitUntil work may run on once the worker is asked to stop, within the time Granian gives
+# a worker to stop (serve.WORKER_STOP_S).
+SETTLE_S = 4
+
+
 class HttpTrigger:
     """The RSGI application of one worker process."""
 
@@ -523,6 +528,7 @@ class HttpTrigger:
         self._compiling: dict[str, asyncio.Future] = {}
         self.reader = cartridge.connect(host.settings.cartridge)  # the loop thread's own connection
         self.registry = Registry(self.reader)
+        self._after_response: dict[asyncio.Future, Invocation] = {}  # invocations running on after their response
         self._apps_seen: dict | None = None
         self.blobs = static.Blobs(self.reader)
         self._housekept = time.monotonic()
@@ -599,6 +605,18 @@ class HttpTrigger:
                 return _to_folder(proto, scope, base + quote(inner, safe=PATH_SAFE))
         await self.invoke(scope, proto, deployed, inner, base, method)
 
+    def __rsgi_del__(self, loop) -> None:
+        """The worker stops (SIGTERM, SIGINT). Granian has let the requests in flight finish; work still
+        running after its response (ctx.waitUntil's) gets as long. What is still running then ends with
+        the process (a guest asleep on a timer cannot be interrupted), its log saying so: before, nothing
+        said so, and what it had logged was lost with it."""
+        if self._after_response:
+            loop.run_until_complete(asyncio.wait(list(self._after_response), timeout=SETTLE_S))
+        for invocation in list(self._after_response.values()):
+            self.host.log.record(invocation, "error", "stopped, the host shutting down: its ctx.waitUntil "
+                                 "promises had not settled", host=True)
+            self.host.log.flush(self.reader, invocation)
+
     def host_route(self, inner: str):
         """The capability route serving this path inside an app, if any."""
         for prefix, serve in self.host.routes.items():
@@ -631,9 +649,9 @@ class HttpTrigger:
         finally:
             conn.close()
 
-    async def on_wasm_thread(self, fn):
-        """Runs fn(conn) where guests run, with that thread's writer connection to the cartridge."""
-        return await asyncio.wrap_future(self.wasm.submit(lambda host: fn(host.conn)))
+    async def on_wasm_thread(self, fn, app: str):
+        """Runs fn(conn) for `app` where guests run, with that thread's writer connection to the cartridge."""
+        return await asyncio.wrap_future(self.wasm.submit(lambda host: fn(host.conn), app))
 
     def body_reader(self, scope, proto, deployed: Deployed) -> Exchange:
         """The request body of a host route, read from the wasm thread with the app's limits."""
@@ -678,7 +696,6 @@ class HttpTrigger:
             "requestId": rid,
             "hasBody": with_body,
             "app": deployed.name,
-            "timeoutMs": limits.timeout_ms,  # the SDK stops timers at it
         }
         if deployed.manifest.env:
             request["env"] = deployed.manifest.env
@@ -686,8 +703,7 @@ class HttpTrigger:
         deadline = time.monotonic() + limits.timeout_ms / 1000
         exchange = Exchange(loop, proto, body_limit, limits.response_mb * MIB, deadline, length)
         exchange.ended = not with_body
-        invocation = Invocation(deployed.name, rid, limits, {"http": exchange, "base": base})
-        payload = msgspec.json.encode(request).decode()
+        invocation = Invocation(deployed.name, rid, limits, {"http": exchange, "base": base}, deadline=deadline)
         if with_body:
             try:
                 await exchange.prefetch()
@@ -700,6 +716,8 @@ class HttpTrigger:
                 if not exchange.begin():
                     host.note(invocation, queued_too_long)
                     raise GuestTimeout(queued_too_long)
+                request["timeoutMs"] = remaining_ms(limits, deadline)  # the SDK stops timers at it
+                payload = msgspec.json.encode(request).decode()
                 result = host.invoke(deployed, HANDLER_INTERFACE, "fetch", payload, invocation)
                 kind = next((k for k in host.results if k in result), None)
                 if kind is not None:
@@ -712,7 +730,7 @@ class HttpTrigger:
 
         queued_too_long = f"the request waited past its time limit of {limits.timeout_ms} ms (other requests held the worker)"
         await self.compiled(deployed)
-        future = asyncio.wrap_future(self.wasm.submit(run))
+        future = asyncio.wrap_future(self.wasm.submit(run, deployed.name))
         # Stream only a response the guest has been producing for a while, not
         # one merely queued behind other requests for the wasm thread.
         waits = (future, exchange.response_done)
@@ -732,6 +750,8 @@ class HttpTrigger:
             # http.finish: the response goes now; the invocation (waitUntil) runs on
             # and Host.invoke logs how it ends.
             future.add_done_callback(_retrieved)
+            self._after_response[future] = invocation
+            future.add_done_callback(lambda f: self._after_response.pop(f, None))
             return await self.complete(scope, proto, deployed, exchange, rid)
         try:
             await future

@@ -6,7 +6,7 @@ WIT interface, each taking the current `Invocation` first, and the triggers
 """
 
 from .engine import ComponentCache, EpochTicker, make_engine
-from .invoke import Guest, GuestError, GuestTimeout, Invocation, ResponseUnwanted, Runtime, ValidationError
+from .invoke import Guest, GuestError, GuestTimeout, Invocation, ResponseUnwanted, Runtime, ValidationError, remaining_ms
 
 __all__ = [
     "ComponentCache",
@@ -19,4 +19,5 @@ __all__ = [
     "Runtime",
     "ValidationError",
     "make_engine",
+    "remaining_ms",
 ]

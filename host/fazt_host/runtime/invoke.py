@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,16 @@ class Invocation:
     spent: Any = None
     # The response went out before the call ended: what runs on is ctx.waitUntil's.
     responded: bool = False
+    # When its time is up (time.monotonic()): a request's counts from its arrival, the wait for a
+    # wasm thread included. None: limits.timeout_ms from the start of the call.
+    deadline: float | None = None
+
+
+def remaining_ms(limits: Limits, deadline: float | None) -> int:
+    """What is left of the time limit (at least 1 ms)."""
+    if deadline is None:
+        return limits.timeout_ms
+    return max(1, int((deadline - time.monotonic()) * 1000))
 
 
 class Runtime:
@@ -120,17 +131,17 @@ class Runtime:
         finally:
             self.current = None
 
-    def _store(self, limits: Limits) -> Store:
+    def _store(self, limits: Limits, deadline: float | None = None) -> Store:
         store = Store(self.engine)
         store.set_wasi(WasiConfig())  # entropy and clocks only: no files, no sockets, no env
-        store.set_epoch_deadline(ticks_for(limits.timeout_ms))
+        store.set_epoch_deadline(ticks_for(remaining_ms(limits, deadline)))
         store.set_limits(memory_size=limits.memory_mb * MIB)
         return store
 
     def call(self, guest: Guest, interface: str, name: str, arg: str, invocation: Invocation) -> str:
         """Instantiates the guest afresh and calls one export with a JSON string."""
         limits = invocation.limits
-        store = self._store(limits)
+        store = self._store(limits, invocation.deadline)
         self.current = invocation
         try:
             instance = self.linker.instantiate(store, guest.component)

@@ -83,6 +83,10 @@ class Log(Capability):
         conn.execute("DELETE FROM logs WHERE app = ?", (app,))
 
     def finish(self, invocation: Invocation) -> None:
+        self.flush(self.conn, invocation)
+
+    def flush(self, conn: apsw.Connection, invocation: Invocation) -> None:
+        """Writes the invocation's buffered lines with `conn` (the connection of the thread it runs on)."""
         buf: LogBuffer | None = invocation.state.get("log")
         if not buf or not (buf.lines or buf.dropped):
             return
@@ -97,13 +101,14 @@ class Log(Capability):
                     f"{buf.dropped} log lines dropped: over the limit of {invocation.limits.log_kb} KiB per call",
                 )
             )
-        with transaction(self.conn):
-            self.conn.executemany(
+        with transaction(conn):
+            conn.executemany(
                 "INSERT INTO logs(app, ts, level, request_id, message) VALUES (?, ?, ?, ?, ?)", rows
             )
             flushes = self._flushes[invocation.app] = self._flushes.get(invocation.app, 0) + 1
             if flushes % 100 == 1:
-                prune(self.conn, invocation.app)
+                prune(conn, invocation.app)
+        buf.lines, buf.dropped = [], 0  # written: not again by a later flush
 
 
 def prune(conn: apsw.Connection, app: str) -> None:

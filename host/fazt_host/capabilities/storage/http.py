@@ -259,7 +259,7 @@ async def pipe_upload(trigger, scope, proto, deployed, bucket: str, key: str, up
         store.pipe(body, upload)
         return upload.finish()
 
-    return await trigger.on_wasm_thread(run)
+    return await trigger.on_wasm_thread(run, deployed.name)
 
 
 def disposition(query: dict[str, list[str]]) -> list[tuple[str, str]]:

@@ -593,7 +593,7 @@ async def _bucket_op(trigger, scope, proto, deployed, auth, method, bucket, para
             return ("xml", 200, "DeleteResult", inner)
         raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.", 405)
 
-    result = await trigger.on_wasm_thread(write)
+    result = await trigger.on_wasm_thread(write, app)
     _answer(proto, result)
 
 
@@ -755,7 +755,7 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
                              if_match)
         raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.", 405)
 
-    _answer(proto, await trigger.on_wasm_thread(write))
+    _answer(proto, await trigger.on_wasm_thread(write, app))
 
 
 def _upload_row(conn, app: str, bucket: str, key: str, upload_id: str):
