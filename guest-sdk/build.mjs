@@ -8,7 +8,7 @@
 // the host's allow-listed imports. `random` and `clocks` stay enabled so every
 // instance gets fresh entropy and the real time.
 import { build } from 'esbuild';
-import { register, SourceMap } from 'node:module';
+import { builtinModules, register, SourceMap } from 'node:module';
 import { writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { dirname, join, resolve, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -180,6 +180,9 @@ try {
     bundle: true,
     format: 'esm',
     platform: 'neutral',
+    // As wrangler bundles for Workers: a package's browser or module build, else its main file.
+    mainFields: ['browser', 'module', 'main'],
+    conditions: ['workerd', 'worker', 'browser'],
     target: 'es2022',
     write: false,
     logLevel: 'silent',
@@ -203,7 +206,10 @@ try {
       continue;
     }
     const where = loc ? `${loc.file}:${loc.line}:${loc.column + 1}: ` : '';
-    console.error(`error: ${where}${err.text}${loc ? `\n    ${loc.lineText}` : ''}`);
+    const builtin = /^Could not resolve "(?:node:)?([^"/]+)/.exec(err.text);
+    const hint = builtin && builtinModules.includes(builtin[1])
+      ? ' (Node.js modules do not exist in the sandbox: use the web APIs and fazt\'s imports)' : '';
+    console.error(`error: ${where}${err.text}${hint}${loc ? `\n    ${loc.lineText}` : ''}`);
   }
   if (!e.errors) console.error(`error: ${e.message}`);
   process.exit(1);

@@ -578,3 +578,31 @@ def test_builds_killed_outright_leave_no_work_folders_behind(tmp_path, monkeypat
     os.utime(other, (old, old))
     build.sweep_stale_work()  # run by every build, before its own
     assert not stale.exists() and fresh.exists() and other.exists()
+
+
+def test_npm_packages_and_modules_outside_the_source_walk_are_bundled_and_rebuild_when_changed(cartridge, tmp_path):
+    app = copy_app(APPS / "hello", tmp_path / "deps" / "app")
+    package = app / "node_modules" / "pad"
+    package.mkdir(parents=True)
+    # Only "main": wrangler's resolution reads it; esbuild's neutral platform alone did not.
+    (package / "package.json").write_text('{"name": "pad", "main": "lib/entry.js"}')
+    (package / "lib").mkdir()
+    (package / "lib" / "entry.js").write_text('module.exports = (s) => "<" + s + ">";\n')
+    (tmp_path / "deps" / "shared.js").write_text('export const shared = "one";\n')
+    (app / "index.js").write_text(
+        'import pad from "pad";\nimport { shared } from "../shared.js";\n'
+        'export default { async fetch() { return Response.json({ padded: pad("a"), shared }); } };\n')
+    assert json.loads(cartridge.deploy(app, "--json").stdout)["built"]
+    assert not json.loads(cartridge.deploy(app, "--json").stdout)["built"]  # unchanged: no build
+    server = cartridge.serve()
+    assert server.get("/hello/deps").json() == {"padded": "<a>", "shared": "one"}
+    # before: both redeploys said the code was unchanged and the old bundle stayed live
+    (package / "lib" / "entry.js").write_text('module.exports = (s) => "[" + s + "]";\n')
+    assert json.loads(cartridge.deploy(app, "--json").stdout)["built"]
+    assert server.get("/hello/deps").json() == {"padded": "[a]", "shared": "one"}
+    (tmp_path / "deps" / "shared.js").write_text('export const shared = "two";\n')
+    assert json.loads(cartridge.deploy(app, "--json").stdout)["built"]
+    assert server.get("/hello/deps").json() == {"padded": "[a]", "shared": "two"}
+    (app / "index.js").write_text('import fs from "node:fs";\nexport default { fetch() { return new Response(fs); } };\n')
+    refused = cartridge.cli("deploy", str(app), check=False)
+    assert refused.returncode == 1 and "Node.js modules do not exist in the sandbox" in refused.stderr

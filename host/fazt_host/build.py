@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -94,6 +95,28 @@ def source_hash(sources: list[FileEntry], inputs: str = "") -> str:
     digest = hashlib.sha256(toolchain_hash().encode() + inputs.encode())
     for entry in sources:
         digest.update(b"\0" + entry.path.encode() + b"\0" + entry.digest.encode())
+    return digest.hexdigest()
+
+
+def bundled_outside(sources: list[FileEntry], source_map: bytes | None) -> list[str]:
+    """The app's files a bundle was made of that `app_sources` leaves out (an npm package in
+    node_modules, a dot folder, a module outside the app folder), from the bundle's source map."""
+    if source_map is None:
+        return []
+    found = json.loads(source_map)
+    ignored = set(found.get("ignoreList", []))  # the SDK's and the generated entry
+    walked = {entry.path for entry in sources}
+    return sorted({s for i, s in enumerate(found.get("sources", [])) if i not in ignored and s not in walked})
+
+
+def with_outside(base: str, folder: Path, outside: list[str]) -> str:
+    """The source hash over `base` and the current contents of the files outside the walk."""
+    if not outside:
+        return base
+    digest = hashlib.sha256(base.encode())
+    for rel in outside:
+        path = folder / rel
+        digest.update(b"\0" + rel.encode() + b"\0" + (hashlib.sha256(path.read_bytes()).digest() if path.is_file() else b"-"))
     return digest.hexdigest()
 
 

@@ -98,7 +98,12 @@ def component_bytes(host: Host, src: AppSource, progress) -> Built:
         digest = sha256(wasm)
         return Built(wasm, digest, digest, [], False)
     sources = build.app_sources(src.folder, src.manifest)
-    source_hash = build.source_hash(sources, msgspec.json.encode([src.manifest.entry, cron.cron_files(src.manifest)]).decode())
+    base = build.source_hash(sources, msgspec.json.encode([src.manifest.entry, cron.cron_files(src.manifest)]).decode())
+    # The files the last build of this source also bundled (its node_modules, say) count too: a
+    # changed dependency rebuilds. Their list is kept beside the builds, by `base`.
+    outside_list = host.settings.cache_dir / "builds" / f"{base}.outside"
+    outside = msgspec.json.decode(outside_list.read_bytes()) if outside_list.is_file() else []
+    source_hash = build.with_outside(base, src.folder, outside)
     known = apps.component_for_source(host.conn, source_hash)
     if known is not None:
         progress.write(f"  unchanged source: reusing component {known[:12]}\n")
@@ -111,6 +116,11 @@ def component_bytes(host: Host, src: AppSource, progress) -> Built:
         return Built(wasm, sha256(wasm), source_hash, sources, False, map_entry(read_if_there(cached_map)))
     progress.write(f"  building {src.manifest.name} from {src.manifest.entry}\n")
     wasm, source_map = build.build_component(src.folder, src.manifest.entry, progress, cron.cron_files(src.manifest))
+    outside = build.bundled_outside(sources, source_map)
+    write_atomically(outside_list, msgspec.json.encode(outside))
+    source_hash = build.with_outside(base, src.folder, outside)
+    cached = host.settings.cache_dir / "builds" / f"{source_hash}.wasm"
+    cached_map = cached.with_suffix(".map")
     if source_map is not None:  # before the component: a cached component finds its map beside it
         write_atomically(cached_map, source_map)
     write_atomically(cached, wasm)
