@@ -97,6 +97,9 @@ def test_postgrest_string_filters(host):
     assert pg(("range", 1, 0)) == []  # postgrest-js sends limit=0: an empty page
     assert pg(("likeAnyOf", "name", ["a", "d*"])) == ["a", "d"] and pg(("ilikeAllOf", "name", ["B*", "*C"])) == ["b.c"]
     assert pg(("likeAnyOf", "name", [])) == [] and pg(("likeAllOf", "name", [])) == ["a", "b.c", "d"]
+    # before: limit(NaN) went as null, no limit at all
+    for bad in (("limit", 2.5), ("limit", -1), ("range", 0.5, 3)):
+        assert chain(server, ("from", "pg"), ("select",), bad)["error"]["code"] == "PGRST100", bad
     assert pg(("isDistinct", "s", "set")) == ["a", "b.c"] and pg(("isDistinct", "s", None)) == ["d"]
     assert pg(("isDistinct", "n", "2")) == ["a", "b.c", "d"]  # a string is distinct from the number 2
     assert pg(("or", "s.isdistinct.null,n.eq.1")) == ["a", "d"] and pg(("not", "n", "isdistinct", 2)) == ["b.c"]

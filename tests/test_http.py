@@ -602,3 +602,11 @@ def test_a_host_header_that_is_no_url_host_is_a_400(served):
             reply = s.recv(4096).decode(errors="replace")
         assert reply.startswith("HTTP/1.1 400") and "invalid Host header" in reply, (host, reply)  # before: a 500
     assert served.get("/probe/global", headers={"host": "[::1]:8080"}).status_code == 200
+
+
+def test_response_bodies_read_as_fetch_reads_them_and_unsupported_keys_are_refused(served):
+    got = served.get("/probe/response-bodies").json()
+    # before: the file part came back as the text "0255120" (9 bytes), the blob without its type,
+    # bytes() did not exist, and an RSA key ended the sandbox with a 500 that blamed memory
+    assert got == {"file": [0, 255, 120], "name": "a.bin", "blobType": "image/png", "bytes": [97, 98],
+                   "rsa": "NotSupportedError"}

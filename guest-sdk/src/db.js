@@ -288,9 +288,18 @@ class QueryBuilder {
     order.push(nullsFirst === undefined ? { field: last, ascending } : { field: last, ascending, nullsFirst });
     return this;
   }
-  limit(n, options = {}) { this.topLevel(options); this.op.limit = n; return this; }
+  limit(n, options = {}) { this.topLevel(options); this.op.limit = this.rows('limit', n); return this; }
+  // A number of rows: NaN or 2.5 (JSON sends NaN as null: no limit at all) is an error, as PostgREST answers it.
+  rows(what, n) {
+    if (!Number.isSafeInteger(n) || n < 0) {
+      this.invalid ??= { message: `${what} must be a whole number of rows, 0 or more, not ${String(n).slice(0, 40)}`, code: 'PGRST100', details: null, hint: null };
+    }
+    return n;
+  }
   range(from, to, options = {}) {
     this.topLevel(options);
+    this.rows('range: from', from);
+    this.rows('range: to', to + 1);
     // range(5, 4) asks for no rows (postgrest-js sends limit=0); one further back is no range.
     if (to < from - 1) {
       this.invalid ??= { message: `range: to (${to}) is before from (${from})`, code: 'PGRST103', details: null, hint: null };

@@ -124,6 +124,42 @@ function bounded(native) {
 globalThis.setTimeout = bounded(nativeSetTimeout);
 globalThis.setInterval = bounded(nativeSetInterval);
 
+// The engine's build aborts on RSA and elliptic-curve keys (an `unreachable` trap that ends the
+// whole sandbox, reported as a 500): refused here with Web Crypto's NotSupportedError, which a
+// handler can catch. HMAC and the digests work.
+const subtle = Object.getPrototypeOf(crypto.subtle);
+const nativeImportKey = subtle.importKey;
+const UNSUPPORTED_KEYS = /^(RSASSA-PKCS1-v1_5|RSA-PSS|RSA-OAEP|ECDSA|ECDH)$/i;
+subtle.importKey = function importKey(format, keyData, algorithm, ...rest) {
+  const name = typeof algorithm === 'string' ? algorithm : algorithm?.name;
+  if (typeof name === 'string' && UNSUPPORTED_KEYS.test(name)) {
+    return Promise.reject(new DOMException(`${name} keys are not supported in this runtime (HMAC is)`, 'NotSupportedError'));
+  }
+  return nativeImportKey.call(this, format, keyData, algorithm, ...rest);
+};
+
+// Body readers of the engine's Request and Response, mended: bytes() is missing, blob() loses the
+// content type, and the multipart parser decodes file parts as text, which breaks binary files
+// (multipart bodies are parsed here, on their bytes). The app's Request reads its body from the
+// host through bytes().
+for (const proto of [globalThis.Request.prototype, globalThis.Response.prototype]) {
+  const nativeFormData = proto.formData;
+  const methods = {
+    async blob() {
+      return new Blob([await this.bytes()], { type: this.headers.get('content-type') ?? '' });
+    },
+    async formData() {
+      const type = this.headers.get('content-type') ?? '';
+      if (!/^multipart\/form-data\s*;/i.test(type)) return nativeFormData.call(this);
+      return parseMultipart(await this.bytes(), type);
+    },
+  };
+  if (!proto.bytes) methods.bytes = async function bytes() { return new Uint8Array(await this.arrayBuffer()); };
+  for (const [name, value] of Object.entries(methods)) {
+    Object.defineProperty(proto, name, { value, writable: true, configurable: true });
+  }
+}
+
 // A request body is pulled from the host only when the handler reads it,
 // whole (arrayBuffer/bytes/text/json) or as `request.body`, a piece per pull.
 const bodies = new WeakMap(); // request -> { streamed, used }
@@ -219,18 +255,8 @@ class Request extends NativeRequest {
   async text() {
     return new TextDecoder().decode(await this.bytes());
   }
-  async blob() {
-    return new Blob([await this.bytes()], { type: this.headers.get('content-type') ?? '' });
-  }
   async json() {
     return JSON.parse(await this.text());
-  }
-  // The engine's own multipart parser decodes file parts as text, which breaks
-  // binary files: multipart bodies are parsed here, on their bytes.
-  async formData() {
-    const type = this.headers.get('content-type') ?? '';
-    if (!/^multipart\/form-data\s*;/i.test(type)) return super.formData();
-    return parseMultipart(await this.bytes(), type);
   }
 }
 

@@ -231,6 +231,8 @@ export interface ObjectInfo {
   metadata: Record<string, string>;
   /** The Cache-Control header it is served with, e.g. `max-age=3600`. */
   cacheControl: string | null;
+  /** The other representation headers it is served with (content-disposition, content-encoding, ...). */
+  headers: Record<string, string>;
   /** Seconds since the epoch. */
   createdAt: number;
   updatedAt: number;
@@ -262,7 +264,8 @@ export interface Bucket {
    */
   upload(
     path: string,
-    body: string | ArrayBuffer | ArrayBufferView | Blob | ReadableStream | Request,
+    /** null or undefined (`request.body` of an empty request): an empty object. */
+    body: string | ArrayBuffer | ArrayBufferView | Blob | ReadableStream | Request | null | undefined,
     options?: {
       contentType?: string; upsert?: boolean; metadata?: Record<string, string>;
       /** Seconds; the object is served with `Cache-Control: max-age=<seconds>`. Default `'3600'`. */
@@ -294,7 +297,7 @@ export interface Bucket {
   /** Refuses an existing destination with `Duplicate` (409) unless `upsert: true`, which replaces it. */
   move(from: string, to: string, options?: { destinationBucket?: string; upsert?: boolean }): Promise<StorageReply<{ message: string }>>;
   /** A URL (absolute path on this host) that GETs the object without the app until it expires. */
-  createSignedUrl(path: string, expiresIn: number, options?: { download?: string | boolean }): Promise<StorageReply<{ signedUrl: string }>>;
+  createSignedUrl(path: string, expiresIn: number | string, options?: { download?: string | boolean }): Promise<StorageReply<{ signedUrl: string }>>;
   /** One entry per path; a missing object gives its entry an `error` message and `signedUrl: null`. */
   createSignedUrls(paths: string[], expiresIn: number, options?: { download?: string | boolean }): Promise<StorageReply<{ error: string | null; path: string; signedUrl: string | null }[]>>;
   /** A URL that takes one PUT of the object's bytes, for two hours (or `expiresIn` seconds). */

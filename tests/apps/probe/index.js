@@ -164,6 +164,23 @@ const routes = {
   async '/status'(request, url) {
     return new Response('x', { status: Number(url.searchParams.get('s')) });
   },
+  async '/response-bodies'() {
+    const utf8 = (text) => new TextEncoder().encode(text);
+    const head = '--B\r\nContent-Disposition: form-data; name="f"; filename="a.bin"\r\nContent-Type: application/octet-stream\r\n\r\n';
+    const body = new Uint8Array([...utf8(head), 0, 255, 120, ...utf8('\r\n--B--\r\n')]);
+    const form = await new Response(body, { headers: { 'content-type': 'multipart/form-data; boundary=B' } }).formData();
+    const blob = await new Response('x', { headers: { 'content-type': 'image/png' } }).blob();
+    let rsa;
+    try {
+      await crypto.subtle.importKey('spki', new Uint8Array(16), { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' }, false, ['verify']);
+    } catch (e) {
+      rsa = e.name;
+    }
+    return Response.json({
+      file: [...new Uint8Array(await form.get('f').arrayBuffer())], name: form.get('f').name, blobType: blob.type,
+      bytes: [...(await new Response('ab').bytes())], rsa,
+    });
+  },
   async '/not-a-response'() {
     return { hello: 'plain object' };
   },
