@@ -606,3 +606,26 @@ def test_npm_packages_and_modules_outside_the_source_walk_are_bundled_and_rebuil
     (app / "index.js").write_text('import fs from "node:fs";\nexport default { fetch() { return new Response(fs); } };\n')
     refused = cartridge.cli("deploy", str(app), check=False)
     assert refused.returncode == 1 and "Node.js modules do not exist in the sandbox" in refused.stderr
+
+
+def test_unusable_cartridges_addresses_and_outputs_are_named_before_any_work(cartridge, tmp_path):
+    def fails(*args: str) -> str:
+        proc = cartridge.cli(*args, check=False, timeout=60)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr and "Error:" not in proc.stderr, proc.stderr
+        return proc.stderr
+
+    # before: "CantOpenError: unable to open database file", "NotADBError: file is not a database"
+    assert "its folder does not exist" in fails("deploy", str(APPS / "hello"), "--cartridge", str(tmp_path / "nowhere" / "x.db"))
+    (tmp_path / "junk.db").write_bytes(b"not sqlite at all" * 100)
+    assert "is not a cartridge" in fails("apps", "--cartridge", str(tmp_path / "junk.db"))
+    cartridge.deploy(APPS / "hello")
+    newer = tmp_path / "newer.db"
+    shutil.copy(cartridge.path, newer)
+    conn = apsw.Connection(str(newer))
+    conn.execute("UPDATE schema SET version = version + 5 WHERE owner = 'host'")
+    conn.close()
+    assert "written by a newer fazt-host" in fails("apps", "--cartridge", str(newer))  # before: served as if known
+    # before: a Rust backtrace after "serving ..."
+    assert "cannot serve on 10.255.255.1" in fails("up", "--host", "10.255.255.1", "--port", "18999")
+    # before: refused only after a build of many seconds
+    assert "is a folder" in fails("build", str(APPS / "hello"), "-o", str(tmp_path))

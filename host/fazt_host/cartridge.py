@@ -67,11 +67,22 @@ HOST_MIGRATIONS: list[str] = [
 ]
 
 
+class CartridgeError(Exception):
+    """A cartridge that cannot be opened or is not for this host; the message says what to do."""
+
+
 def connect(path: str | Path) -> apsw.Connection:
     """Opens (creating if needed) and migrates the cartridge."""
-    conn = apsw.Connection(str(path))
-    conn.set_busy_timeout(BUSY_TIMEOUT_MS)
-    conn.pragma("journal_mode", "wal")
+    try:
+        conn = apsw.Connection(str(path))
+        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        conn.pragma("journal_mode", "wal")
+    except apsw.CantOpenError:
+        where = Path(path).parent
+        reason = "its folder does not exist" if not where.is_dir() else "it is a folder or cannot be written"
+        raise CartridgeError(f"cannot open the cartridge {path}: {reason}; pass --cartridge a file path") from None
+    except apsw.NotADBError:
+        raise CartridgeError(f"{path} is not a cartridge (not an SQLite database): pass --cartridge another file") from None
     conn.pragma("synchronous", "normal")
     conn.pragma("foreign_keys", True)
     # Reads through a memory map beat SQLite's page cache here, and stay steady
@@ -195,6 +206,9 @@ def migrate(conn: apsw.Connection, owner: str, steps: list[str]) -> None:
         row = conn.execute("SELECT version FROM schema WHERE owner = ?", (owner,)).fetchone()
         return row[0] if row else 0
 
+    if applied() > len(steps):
+        raise CartridgeError(f"the cartridge was written by a newer fazt-host ({owner} schema {applied()}, this one "
+                             f"knows {len(steps)}): run the newer fazt-host, or upgrade this one")
     if applied() >= len(steps):
         return
     with transaction(conn):

@@ -139,6 +139,10 @@ def cmd_build(args) -> int:
     if not out.parent.is_dir():  # said before the build, not after it
         print(f"error: {out}: the folder {out.parent} does not exist", file=sys.stderr)
         return EXIT_FAILED
+    if out.is_dir():
+        print(f"error: {out} is a folder: -o names the .wasm file to write, e.g. {out / (manifest.name + '.wasm')}",
+              file=sys.stderr)
+        return EXIT_FAILED
     try:
         wasm, _ = build_component(folder, manifest.entry, cron=cron_files(manifest))  # a .wasm deploys without a map
     except BuildError as e:
@@ -532,7 +536,7 @@ def cmd_keys(args) -> int:
 
 
 def cmd_up(args) -> int:
-    from .serve import address_in_use, serve
+    from .serve import address_problem, serve
 
     settings = _settings(args, host=args.host, port=args.port, workers=args.workers, domain=args.domain)
     try:
@@ -549,12 +553,9 @@ def cmd_up(args) -> int:
         print(f"error: {flags} set the limits of the apps --deploy deploys; "
               "to change a deployed app's, deploy it with the flag", file=sys.stderr)
         return EXIT_USAGE
-    if address_in_use(settings.host, settings.port):
-        print(
-            f"error: {settings.host}:{settings.port} is already in use (another fazt-host up?); "
-            "stop it or pick another --port",
-            file=sys.stderr,
-        )
+    unusable = address_problem(settings.host, settings.port)
+    if unusable:
+        print(f"error: {unusable}", file=sys.stderr)
         return EXIT_FAILED
     if args.deploy:
         # Deploy in a child process: Granian forks its workers from this one, which
@@ -694,11 +695,15 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as e:  # noqa: BLE001 - a clear message, not a traceback
+        from .cartridge import CartridgeError
         from .config import ManifestError
 
         if isinstance(e, ManifestError):
             print(f"error: {e}", file=sys.stderr)
             return EXIT_USAGE
+        if isinstance(e, CartridgeError):
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_FAILED
         if os.environ.get("FAZT_DEBUG"):
             raise
         print(f"error: {type(e).__name__}: {e} (set FAZT_DEBUG=1 for a traceback)", file=sys.stderr)

@@ -161,8 +161,9 @@ def claim_core(settings: HostSettings) -> int | None:
 _claimed: list[int] = []
 
 
-def address_in_use(host: str, port: int) -> bool:
-    """True if something listens on host:port already.
+def address_problem(host: str, port: int) -> str | None:
+    """Why `up` cannot serve on host:port (something listens there already, or the address is no
+    address of this machine), or None.
 
     Granian's workers bind with SO_REUSEPORT, which would let a second host share
     the port of a running one and take half its connections. A socket bound
@@ -170,15 +171,17 @@ def address_in_use(host: str, port: int) -> bool:
     """
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    except socket.gaierror:
-        return False  # Granian reports an address it cannot resolve
+    except socket.gaierror as e:
+        return f"cannot resolve the address {host} ({e.strerror}): pick another --host"
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as e:
-            return e.errno == errno.EADDRINUSE
-    return False
+            if e.errno == errno.EADDRINUSE:
+                return f"{host}:{port} is already in use (another fazt-host up?); stop it or pick another --port"
+            return f"cannot serve on {host}:{port} ({e.strerror}): pick another --host or --port"
+    return None
 
 
 def serve(settings: HostSettings) -> int:
