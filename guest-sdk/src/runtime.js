@@ -138,26 +138,18 @@ subtle.importKey = function importKey(format, keyData, algorithm, ...rest) {
   return nativeImportKey.call(this, format, keyData, algorithm, ...rest);
 };
 
-// Body readers of the engine's Request and Response, mended: bytes() is missing, blob() loses the
-// content type, and the multipart parser decodes file parts as text, which breaks binary files
-// (multipart bodies are parsed here, on their bytes). The app's Request reads its body from the
-// host through bytes().
-for (const proto of [globalThis.Request.prototype, globalThis.Response.prototype]) {
-  const nativeFormData = proto.formData;
-  const methods = {
-    async blob() {
-      return new Blob([await this.bytes()], { type: this.headers.get('content-type') ?? '' });
-    },
-    async formData() {
-      const type = this.headers.get('content-type') ?? '';
-      if (!/^multipart\/form-data\s*;/i.test(type)) return nativeFormData.call(this);
-      return parseMultipart(await this.bytes(), type);
-    },
-  };
-  if (!proto.bytes) methods.bytes = async function bytes() { return new Uint8Array(await this.arrayBuffer()); };
-  for (const [name, value] of Object.entries(methods)) {
-    Object.defineProperty(proto, name, { value, writable: true, configurable: true });
-  }
+// Body readers the engine gets wrong, for the SDK's Request and Response (the engine's own
+// prototypes stay as they are: changed, every request's property lookups through them slowed):
+// blob() loses the content type, and the multipart parser decodes file parts as text, which breaks
+// binary files, so multipart bodies are parsed here, on their bytes.
+function typedBlob(message, bytes) {
+  return new Blob([bytes], { type: message.headers.get('content-type') ?? '' });
+}
+
+async function formDataOf(message, native) {
+  const type = message.headers.get('content-type') ?? '';
+  if (!/^multipart\/form-data\s*;/i.test(type)) return native();
+  return parseMultipart(await message.bytes(), type);
 }
 
 // A request body is pulled from the host only when the handler reads it,
@@ -257,6 +249,12 @@ class Request extends NativeRequest {
   }
   async json() {
     return JSON.parse(await this.text());
+  }
+  async blob() {
+    return typedBlob(this, await this.bytes());
+  }
+  async formData() {
+    return formDataOf(this, () => super.formData());
   }
 }
 
@@ -380,6 +378,15 @@ globalThis.Response = class Response extends NativeResponse {
     if (body instanceof ReadableStream) streamed.add(this);
     else if (typeof body === 'string') texts.set(this, body);
     else if (body == null) texts.set(this, '');
+  }
+  async bytes() { // Fetch's, which the engine lacks
+    return new Uint8Array(await this.arrayBuffer());
+  }
+  async blob() {
+    return typedBlob(this, await this.bytes());
+  }
+  async formData() {
+    return formDataOf(this, () => super.formData());
   }
   static json(data, init) {
     const text = JSON.stringify(data);
