@@ -143,6 +143,7 @@ def test_syntax_error_names_file_and_line_and_live_version_keeps_serving(cartrid
         ({"name": "ok", "entry": "public/app.js"}, "inside the static folder"),  # it would be served as a file
         ({"name": "ok", "cron": [{"name": "c", "schedule": "every 1h", "file": "public/c.js"}]}, "cron entry 'c'"),
         ({}, "missing required field `name`"),
+        ({"name": "ok", "env": {"A": "x", "PORT": 8080}}, "env.PORT must be a string"),  # before: `$.env[...]`
     ],
 )
 def test_bad_manifest_is_refused_naming_the_field(cartridge, tmp_path, manifest, fragment):

@@ -66,7 +66,8 @@ def read_files(
         data = path.read_bytes()
         total += len(data)
         if total > MAX_APP_BYTES:
-            raise BuildError(f"{folder}: the app's files exceed {MAX_APP_BYTES >> 20} MiB")
+            raise BuildError(f"{folder}: the app's files exceed {MAX_APP_BYTES >> 20} MiB: keep large files in "
+                             "storage (fazt-host blobs, the S3 endpoint) rather than in the app folder")
         rel = path.relative_to(folder).as_posix()
         entries.append(FileEntry(rel, hashlib.sha256(data).hexdigest(), data))
     return entries

@@ -163,7 +163,12 @@ def decode_manifest(raw: bytes, source: str = "fazt.json") -> Manifest:
     try:
         return msgspec.json.decode(raw, type=Manifest)
     except (msgspec.ValidationError, msgspec.DecodeError) as e:
-        raise ManifestError(f"{source}: {e}") from None
+        message = str(e)
+        if "$.env[...]" in message:  # msgspec does not name the key: named here
+            env = msgspec.json.decode(raw).get("env")
+            bad = next(k for k, v in env.items() if not isinstance(v, str))
+            message = f"env.{bad} must be a string, not {type(env[bad]).__name__} (env holds strings, as Workers' vars)"
+        raise ManifestError(f"{source}: {message}") from None
 
 
 def load_manifest(path: Path) -> Manifest:
