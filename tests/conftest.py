@@ -176,6 +176,18 @@ def served(tmp_path_factory, cache_dir):
     server.stop()
 
 
+def copy_app(src, dest, **manifest_changes):
+    """A copy of an app folder, its fazt.json changed (another name, limits...)."""
+    import json
+    import shutil
+
+    shutil.copytree(src, dest)
+    manifest = json.loads((dest / "fazt.json").read_text())
+    manifest.update(manifest_changes)
+    (dest / "fazt.json").write_text(json.dumps(manifest))
+    return dest
+
+
 def put_parts(conn, key, parts, app="a", bucket="files", etag="etag-2", content_type="app/parts", metadata=None):
     """An object made of multipart parts, as the S3 endpoint's UploadPart and CompleteMultipartUpload make it."""
     from fazt_host import cartridge

@@ -18,15 +18,7 @@ import httpx
 import pytest
 import wasmtime
 
-from conftest import APPS, FAZT, TEST_APPS, Cartridge
-
-
-def copy_app(src, dest, **manifest_changes):
-    shutil.copytree(src, dest)
-    manifest = json.loads((dest / "fazt.json").read_text())
-    manifest.update(manifest_changes)
-    (dest / "fazt.json").write_text(json.dumps(manifest))
-    return dest
+from conftest import APPS, FAZT, TEST_APPS, Cartridge, copy_app
 
 
 def integrity(path) -> str:

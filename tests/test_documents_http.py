@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from conftest import FAZT, TEST_APPS, serve_apps
+from conftest import FAZT, TEST_APPS, copy_app, serve_apps
 
 DBPROXY = TEST_APPS / "dbproxy"
 
@@ -284,10 +284,7 @@ def test_concurrent_writers_in_two_workers_never_see_locks(host):
 
 def test_apps_cannot_reach_each_others_documents(host, tmp_path):
     cart, server = host
-    twin = tmp_path / "twin"
-    shutil.copytree(DBPROXY, twin)
-    manifest = json.loads((twin / "fazt.json").read_text())
-    (twin / "fazt.json").write_text(json.dumps({**manifest, "name": "twin"}))
+    twin = copy_app(DBPROXY, tmp_path / "twin", name="twin")
     cart.deploy(twin)
     chain(server, ("from", "secret"), ("insert", {"v": "dbproxy's"}))
     assert chain(server, ("from", "secret"), ("select",), app="twin")["data"] == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import socket
 import time
 
@@ -13,7 +12,7 @@ import apsw
 import httpx
 import pytest
 
-from conftest import APPS, TEST_APPS
+from conftest import APPS, TEST_APPS, copy_app
 
 
 def test_hello_json_and_static_page(served):
@@ -411,9 +410,7 @@ def test_a_runaway_handler_does_not_hold_up_the_requests_behind_it(cartridge):
 
 def test_a_request_queued_behind_runaways_is_answered_at_its_own_deadline(cartridge, tmp_path):
     cartridge.deploy(TEST_APPS / "probe", "--timeout-ms", "8000")
-    other = shutil.copytree(TEST_APPS / "probe", tmp_path / "probe2")
-    (other / "fazt.json").write_text(json.dumps({**json.loads((other / "fazt.json").read_text()), "name": "probe2"}))
-    cartridge.deploy(other, "--timeout-ms", "8000")
+    cartridge.deploy(copy_app(TEST_APPS / "probe", tmp_path / "probe2", name="probe2"), "--timeout-ms", "8000")
     cartridge.deploy(APPS / "hello", "--timeout-ms", "1000")
     cartridge.env["FAZT_WASM_THREADS"] = "2"
     server = cartridge.serve(workers=1)  # two apps' loops hold both wasm threads (one app may hold only one)

@@ -22,7 +22,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import TEST_APPS, cut_short, serve_apps
+from conftest import TEST_APPS, copy_app, cut_short, serve_apps
 
 AWS = str(Path(sys.executable).parent / "aws")
 
@@ -547,12 +547,7 @@ def test_bad_requests(host, s3):
 
 def test_a_body_over_the_apps_limit_is_s3s_entity_too_large(host, tmp_path):
     cart, server = host
-    small = tmp_path / "small"
-    import shutil
-    shutil.copytree(TEST_APPS / "files", small)
-    manifest = json.loads((small / "fazt.json").read_text())
-    (small / "fazt.json").write_text(json.dumps({**manifest, "name": "small", "limits": {"bodyMb": 1}}))
-    cart.deploy(small)
+    cart.deploy(copy_app(TEST_APPS / "files", tmp_path / "small", name="small", limits={"bodyMb": 1}))
     c = client(new_key(cart, server, "small"))
     status, error_code, message = error(lambda: c.put_object(Bucket="docs", Key="big", Body=b"x" * (2 << 20)))
     # before: a 413 in JSON, which S3 clients show as a bare "413"
@@ -563,12 +558,7 @@ def test_a_body_over_the_apps_limit_is_s3s_entity_too_large(host, tmp_path):
 
 def test_a_key_sees_only_its_app(host, tmp_path, s3):
     cart, server = host
-    twin = tmp_path / "twin"
-    import shutil
-    shutil.copytree(TEST_APPS / "files", twin)
-    manifest = json.loads((twin / "fazt.json").read_text())
-    (twin / "fazt.json").write_text(json.dumps({**manifest, "name": "twin"}))
-    cart.deploy(twin)
+    cart.deploy(copy_app(TEST_APPS / "files", tmp_path / "twin", name="twin"))
     files_key = new_key(cart, server)
     stolen = client(dict(files_key, endpoint=f"{server.base}/twin/storage/v1/s3"))
     assert code(stolen.list_buckets) == "InvalidAccessKeyId"
@@ -672,12 +662,7 @@ def test_parts_side_by_side_cannot_pass_the_quota_together(host, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     cart, server = host
-    small = tmp_path / "quota"
-    import shutil
-    shutil.copytree(TEST_APPS / "files", small)
-    manifest = json.loads((small / "fazt.json").read_text())
-    (small / "fazt.json").write_text(json.dumps({**manifest, "name": "quota", "limits": {"storageMb": 10}}))
-    cart.deploy(small)
+    cart.deploy(copy_app(TEST_APPS / "files", tmp_path / "quota", name="quota", limits={"storageMb": 10}))
     c = client(new_key(cart, server, "quota"), max_pool_connections=6)
     c.create_bucket(Bucket="qbk")
     upload = c.create_multipart_upload(Bucket="qbk", Key="big")["UploadId"]
