@@ -206,10 +206,11 @@ def migrate(conn: apsw.Connection, owner: str, steps: list[str]) -> None:
         row = conn.execute("SELECT version FROM schema WHERE owner = ?", (owner,)).fetchone()
         return row[0] if row else 0
 
-    if applied() > len(steps):
-        raise CartridgeError(f"the cartridge was written by a newer fazt-host ({owner} schema {applied()}, this one "
+    done = applied()
+    if done > len(steps):
+        raise CartridgeError(f"the cartridge was written by a newer fazt-host ({owner} schema {done}, this one "
                              f"knows {len(steps)}): run the newer fazt-host, or upgrade this one")
-    if applied() >= len(steps):
+    if done == len(steps):
         return
     with transaction(conn):
         for step in steps[applied() :]:  # re-read under the lock: another process may have migrated

@@ -99,30 +99,29 @@ def component_bytes(host: Host, src: AppSource, progress) -> Built:
         return Built(wasm, digest, digest, [], False)
     sources = build.app_sources(src.folder, src.manifest)
     base = build.source_hash(sources, msgspec.json.encode([src.manifest.entry, cron.cron_files(src.manifest)]).decode())
+    builds = host.settings.cache_dir / "builds"
     # The files the last build of this source also bundled (its node_modules, say) count too: a
     # changed dependency rebuilds. Their list is kept beside the builds, by `base`.
-    outside_list = host.settings.cache_dir / "builds" / f"{base}.outside"
+    outside_list = builds / f"{base}.outside"
     outside = msgspec.json.decode(outside_list.read_bytes()) if outside_list.is_file() else []
     source_hash = build.with_outside(base, src.folder, outside)
     known = apps.component_for_source(host.conn, source_hash)
     if known is not None:
         progress.write(f"  unchanged source: reusing component {known[:12]}\n")
         return Built(None, known, source_hash, sources, False, map_entry(apps.source_map_for(host.conn, known)))
-    cached = host.settings.cache_dir / "builds" / f"{source_hash}.wasm"
-    cached_map = cached.with_suffix(".map")
+    cached = builds / f"{source_hash}.wasm"
     if cached.is_file():
         progress.write(f"  unchanged source: reusing the build in {cached.parent}\n")
         wasm = cached.read_bytes()
-        return Built(wasm, sha256(wasm), source_hash, sources, False, map_entry(read_if_there(cached_map)))
+        return Built(wasm, sha256(wasm), source_hash, sources, False, map_entry(read_if_there(cached.with_suffix(".map"))))
     progress.write(f"  building {src.manifest.name} from {src.manifest.entry}\n")
     wasm, source_map = build.build_component(src.folder, src.manifest.entry, progress, cron.cron_files(src.manifest))
     outside = build.bundled_outside(sources, source_map)
     write_atomically(outside_list, msgspec.json.encode(outside))
-    source_hash = build.with_outside(base, src.folder, outside)
-    cached = host.settings.cache_dir / "builds" / f"{source_hash}.wasm"
-    cached_map = cached.with_suffix(".map")
+    source_hash = build.with_outside(base, src.folder, outside)  # this build's own list
+    cached = builds / f"{source_hash}.wasm"
     if source_map is not None:  # before the component: a cached component finds its map beside it
-        write_atomically(cached_map, source_map)
+        write_atomically(cached.with_suffix(".map"), source_map)
     write_atomically(cached, wasm)
     return Built(wasm, sha256(wasm), source_hash, sources, True, map_entry(source_map))
 

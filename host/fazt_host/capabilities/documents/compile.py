@@ -14,6 +14,7 @@ import hashlib
 import math
 import operator
 import re
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import msgspec
@@ -147,24 +148,23 @@ def _bindable(value: Any, op: str, field: str) -> Any:
     )
 
 
-def _glob(pattern: str) -> str:
-    """A LIKE pattern (% and _, `\\` escaping the next character, case-sensitive) as a GLOB pattern."""
-    out = []
+def _like_tokens(pattern: str) -> Iterator[tuple[str, bool]]:
+    """A LIKE pattern's characters, each with whether it is a wildcard (`%` any run, `_` one
+    character); `\\` escapes the next, which is then itself."""
     escaped = False
     for ch in pattern:
         if ch == "\\" and not escaped:
             escaped = True
             continue
-        if ch == "%" and not escaped:
-            out.append("*")
-        elif ch == "_" and not escaped:
-            out.append("?")
-        elif ch in "*?[":
-            out.append(f"[{ch}]")
-        else:
-            out.append(ch)
+        yield ch, ch in "%_" and not escaped
         escaped = False
-    return "".join(out)
+
+
+def _glob(pattern: str) -> str:
+    """A LIKE pattern (case-sensitive) as a GLOB pattern."""
+    return "".join(
+        ("*" if ch == "%" else "?") if wild else f"[{ch}]" if ch in "*?[" else ch for ch, wild in _like_tokens(pattern)
+    )
 
 
 def unicode_ilike(value: Any, pattern: Any) -> int | None:
@@ -201,18 +201,12 @@ def _ilike_segments(pattern: str) -> list[tuple[re.Pattern, int]]:
     """The lowercased pattern's `%`-separated segments: each a regex (`.` for `_`) and its length."""
     segments: list[tuple[re.Pattern, int]] = []
     current: list[str] = []
-    escaped = False
-    for ch in pattern.lower():
-        if escaped or ch not in "\\%_":
-            current.append(re.escape(ch))
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == "_":
-            current.append(".")
-        else:
+    for ch, wild in _like_tokens(pattern.lower()):
+        if wild and ch == "%":
             segments.append((re.compile("".join(current), re.DOTALL), len(current)))
             current = []
+        else:
+            current.append("." if wild else re.escape(ch))
     segments.append((re.compile("".join(current), re.DOTALL), len(current)))
     return segments
 

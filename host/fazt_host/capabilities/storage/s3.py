@@ -52,8 +52,6 @@ PAYLOAD_MODES = frozenset({
 })
 # x-amz-* headers a client may add around a signed request: they only describe its body, which is checked.
 UNSIGNED_ALLOWED = frozenset({"x-amz-content-sha256", "x-amz-decoded-content-length", "x-amz-trailer"})
-# The x-amz-checksum-* algorithms checked here; others are refused, never stored unchecked.
-CHECKSUMS = ("crc32", "sha1", "sha256")
 XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
 SELF_COPY = (
     "This copy request is illegal because it is trying to copy an object to itself without changing the "
@@ -270,7 +268,7 @@ class Body:
             if name not in CHECKSUMS:
                 raise S3Error("InvalidRequest", f"{header} is not supported here: send x-amz-checksum-crc32, "
                               "-sha1 or -sha256 (or none)")
-            self.checks[name] = {"crc32": _Crc32, "sha1": hashlib.sha1, "sha256": hashlib.sha256}[name]()
+            self.checks[name] = CHECKSUMS[name]()
         self.expected = {n: headers.get(f"x-amz-checksum-{n}") for n in self.checks}
         # Each digest costs a pass over the bytes: only those something is checked against.
         self.hashes = list(self.checks.values())
@@ -381,6 +379,10 @@ class _Crc32:
 
     def digest(self) -> bytes:
         return self.value.to_bytes(4, "big")
+
+
+# The x-amz-checksum-* algorithms checked here; others are refused, never stored unchecked.
+CHECKSUMS = {"crc32": _Crc32, "sha1": hashlib.sha1, "sha256": hashlib.sha256}
 
 
 def _receive(raw, auth: Auth, headers, upload: store.Upload) -> None:
