@@ -457,7 +457,7 @@ def test_json_arrows_order_and_page_and_use_indexes(db):
     assert names(db.select(order=[{"field": "address->>no"}], after=first["cursor"])) == ["bob", "cy"]
     plan = db.plan(where=[["eq", "address->city", "Paris"]])  # the same path as address.city: its index serves it
     assert "(<expr>=?)" in plan and "SCAN" not in plan, plan
-    for bad in ("address->>city->x", "address->>city.x", "->city", "address->", "a->>"):
+    for bad in ("address->>city->x", "address->>city.x", "->city", "address->", "a->>", "address->city\n"):
         reply = db.run(collection="notes", where=[["eq", bad, 1]])
         assert reply["error"]["code"] == "42703", bad
 
@@ -777,6 +777,7 @@ def test_unicode_and_long_field_names_work(db):
         ({"collection": "a\x00b"}, "42602"),
         ({"collection": "x" * 64}, "42602"),
         ({"collection": ""}, "42602"),
+        ({"collection": "notes\n"}, "42602"),  # a regex's $ matches before a final newline
     ],
 )
 def test_bad_requests_get_clear_errors(db, op, code):

@@ -423,7 +423,8 @@ def test_bad_bucket_settings_are_refused(host, options):
 
 def test_bucket_methods_name_a_valid_existing_bucket(host):
     _, s = host
-    assert buckets(s, "createBucket", "Bad_Name").json()["error"]["error"] == "InvalidBucketName"
+    for bad in ("Bad_Name", "docs\n"):
+        assert buckets(s, "createBucket", bad).json()["error"]["error"] == "InvalidBucketName", bad
     for method in ("getBucket", "updateBucket", "deleteBucket", "emptyBucket"):
         error = buckets(s, method, "never-made", {}).json()["error"]
         assert (error["statusCode"], error["error"]) == ("404", "NoSuchBucket"), method

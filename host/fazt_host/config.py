@@ -14,7 +14,8 @@ from pathlib import Path
 import msgspec
 
 MIB = 1 << 20
-APP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+# A DNS label too: the app is also served at <name>.<domain> (--domain).
+APP_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 class Limits(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_defaults=True, frozen=True):
@@ -88,7 +89,7 @@ class StorageConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         from .capabilities.storage.store import BUCKET  # the storage capability owns the rule
 
         for name in self.buckets:
-            if not BUCKET.match(name):
+            if not BUCKET.fullmatch(name):
                 raise ValueError(f"storage.buckets: {name[:80]!r} is not a valid bucket name")
 
 
@@ -124,10 +125,10 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_
     cron: list[CronEntry] = []
 
     def __post_init__(self) -> None:
-        if not APP_NAME.match(self.name):
+        if not APP_NAME.fullmatch(self.name):
             raise ValueError(
                 "name must be a safe identifier: lowercase letters, digits and '-', "
-                "starting with a letter, at most 63 characters"
+                "starting with a letter, not ending with '-', at most 63 characters"
             )
         for field in ("entry", "static"):
             value = getattr(self, field)

@@ -53,7 +53,7 @@ class DocError(Exception):
 
 
 def check_collection(name: Any) -> str:
-    if not isinstance(name, str) or not COLLECTION.match(name):
+    if not isinstance(name, str) or not COLLECTION.fullmatch(name):
         raise DocError(
             f"invalid collection name {str(name)[:80]!r}: letters, digits, '_' and '-', "
             "starting with a letter or '_', at most 63 characters",
@@ -74,7 +74,7 @@ def parse_path(path: Any) -> tuple[str | int, ...]:
         raise DocError(f"field {path[:80]!r}: ->> gives text, so it can only be the last step", "42703")
     out: list[str | int] = []
     for part in parts:
-        if not SEGMENT.match(part):
+        if not SEGMENT.fullmatch(part):
             reason = "too long (at most 128 characters)" if len(part) > 128 else "not a valid field name"
             raise DocError(f"field {path[:80]!r}: segment {part[:40]!r} is {reason}", "42703")
         out.append(int(part) if part.isdigit() and len(part) < 10 else part)
@@ -116,7 +116,7 @@ def index_fields(spec: Any) -> tuple[tuple[str, ...], bool]:
 def check_indexes(indexes: dict[str, list[Any]]) -> None:
     """fazt.json `indexes`: valid collection names and fields (raises ValueError naming them)."""
     for collection, specs in indexes.items():
-        if not COLLECTION.match(collection):
+        if not COLLECTION.fullmatch(collection):
             raise ValueError(f"indexes: {collection[:80]!r} is not a valid collection name")
         for spec in specs:
             try:

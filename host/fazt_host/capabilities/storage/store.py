@@ -264,7 +264,7 @@ def no_bucket() -> StorageError:
 
 
 def check_bucket(name: Any) -> str:
-    if not isinstance(name, str) or not BUCKET.match(name):
+    if not isinstance(name, str) or not BUCKET.fullmatch(name):
         raise StorageError(
             f"invalid bucket name {str(name)[:80]!r}: 3 to 63 lowercase letters, digits and '-', "
             "starting and ending with a letter or digit",

@@ -42,7 +42,7 @@ class ScheduleError(ValueError):
 
 def parse_duration_ms(text: str) -> int:
     """`500ms`, `30s`, `5m`, `1h` -> milliseconds."""
-    m = _DURATION.match(text.strip())
+    m = _DURATION.fullmatch(text.strip())
     if not m:
         raise ScheduleError(f"invalid duration {text!r}: use a number and ms, s, m or h (e.g. 30s, 5m)")
     return round(float(m.group(1)) * _UNIT_MS[m.group(2).lower()])
@@ -206,7 +206,7 @@ def parse(schedule: str, tz_name: str = "UTC", anchor: int = 0) -> Schedule:
     """The schedule of an entry; `anchor` is where unaligned intervals count from."""
     tz = zone(tz_name)
     text = schedule.strip()
-    m = _INTERVAL.match(text)
+    m = _INTERVAL.fullmatch(text)
     if m:
         period = round(float(m.group(1)) * _UNIT_MS[m.group(2).lower()])
         if period <= 0:
