@@ -239,7 +239,7 @@ MAX_RETRIES = 100
 
 def check_entry(entry) -> None:
     """Validates a fazt.json cron entry; every message names the entry."""
-    if not ENTRY_NAME.match(entry.name):
+    if not ENTRY_NAME.fullmatch(entry.name):
         raise ValueError(
             f"cron entry {entry.name!r}: the name must be letters, digits, '_', '.' or '-' (at most 64)"
         )
