@@ -601,6 +601,19 @@ def test_a_host_header_that_is_no_url_host_is_a_400(served):
     assert served.get("/probe/global", headers={"host": "[::1]:8080"}).status_code == 200
 
 
+def test_responses_clone_and_text_streams_work(served):
+    got = served.get("/probe/clones-and-text-streams").json()
+    decoded, encoded = got.pop("decoded"), got.pop("encoded")
+    assert got == {
+        "bytes": [0, 255, 104], "bytesCopy": [0, 255, 104], "streamed": [1, 2], "streamedCopy": [1, 2],
+        "textCopy": ["same", 201, "1"], "used": "TypeError",
+    }
+    assert "".join(decoded) == "€uro"  # the € split across chunks is decoded whole, not as two U+FFFD
+    assert bytes(b for chunk in encoded for b in chunk) == "😀!".encode()  # the split pair is one character
+    cloned = served.get("/probe/cloned-response")
+    assert (cloned.status_code, cloned.text, cloned.headers["content-type"]) == (200, "ok", "text/plain")
+
+
 def test_response_bodies_read_as_fetch_reads_them_and_unsupported_keys_are_refused(served):
     got = served.get("/probe/response-bodies").json()
     # before: the file part came back as the text "0255120" (9 bytes), the blob without its type,

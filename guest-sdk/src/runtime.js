@@ -138,6 +138,93 @@ subtle.importKey = function importKey(format, keyData, algorithm, ...rest) {
   return nativeImportKey.call(this, format, keyData, algorithm, ...rest);
 };
 
+// Streams helpers of the web platform the engine lacks, used to read bodies as text, iterate them
+// or make them from iterables (`for await (const text of request.body.pipeThrough(new TextDecoderStream()))`).
+if (typeof globalThis.TextDecoderStream !== 'function') {
+  globalThis.TextDecoderStream = class TextDecoderStream extends TransformStream {
+    constructor(label = 'utf-8', options = {}) {
+      const decoder = new TextDecoder(label, options);
+      super({
+        transform(chunk, controller) {
+          const text = decoder.decode(chunk, { stream: true });
+          if (text) controller.enqueue(text);
+        },
+        flush(controller) {
+          const text = decoder.decode();
+          if (text) controller.enqueue(text);
+        },
+      });
+      this.encoding = decoder.encoding;
+      this.fatal = decoder.fatal;
+      this.ignoreBOM = decoder.ignoreBOM;
+    }
+  };
+}
+if (typeof globalThis.TextEncoderStream !== 'function') {
+  globalThis.TextEncoderStream = class TextEncoderStream extends TransformStream {
+    constructor() {
+      const encoder = new TextEncoder();
+      let high = ''; // a lone high surrogate waiting for the chunk that ends its pair
+      super({
+        transform(chunk, controller) {
+          let text = high + String(chunk);
+          high = '';
+          const last = text.charCodeAt(text.length - 1);
+          if (last >= 0xd800 && last <= 0xdbff) {
+            high = text.slice(-1);
+            text = text.slice(0, -1);
+          }
+          if (text) controller.enqueue(encoder.encode(text));
+        },
+        flush(controller) {
+          if (high) controller.enqueue(encoder.encode(high)); // U+FFFD, as the standard says
+        },
+      });
+      this.encoding = 'utf-8';
+    }
+  };
+}
+if (typeof ReadableStream.prototype[Symbol.asyncIterator] !== 'function') {
+  // `for await (const chunk of stream)`; leaving the loop early cancels the stream unless preventCancel.
+  ReadableStream.prototype.values = async function* values({ preventCancel = false } = {}) {
+    const reader = this.getReader();
+    let finished = false;
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) {
+          finished = true;
+          return;
+        }
+        yield value;
+      }
+    } finally {
+      if (!finished && !preventCancel) await reader.cancel();
+      reader.releaseLock();
+    }
+  };
+  ReadableStream.prototype[Symbol.asyncIterator] = ReadableStream.prototype.values;
+}
+if (typeof ReadableStream.from !== 'function') {
+  ReadableStream.from = function from(iterable) {
+    const iterator = iterable?.[Symbol.asyncIterator]?.() ?? iterable?.[Symbol.iterator]?.();
+    if (!iterator) throw new TypeError('ReadableStream.from takes an iterable or async iterable');
+    return new ReadableStream(
+      {
+        async pull(controller) {
+          const { value, done } = await iterator.next();
+          if (done) controller.close();
+          else controller.enqueue(value);
+        },
+        async cancel(reason) {
+          await iterator.return?.(reason);
+        },
+      },
+      { highWaterMark: 0 },
+    );
+  };
+}
+
 // Body readers the engine gets wrong, for the SDK's Request and Response (the engine's own
 // prototypes stay as they are: changed, every request's property lookups through them slowed):
 // blob() loses the content type, and the multipart parser decodes file parts as text, which breaks
@@ -388,6 +475,26 @@ globalThis.Response = class Response extends NativeResponse {
   async formData() {
     return formDataOf(this, () => super.formData());
   }
+  // Fetch's, which the engine lacks. A body made from a string is shared; any other is teed, and
+  // this response reads its branch from then on (through ClonedResponse: a response never cloned
+  // pays nothing for it).
+  clone() {
+    if (this.bodyUsed) throw new TypeError('Response.clone: the body has already been read');
+    const init = { status: this.status, statusText: this.statusText, headers: new Headers(this.headers) };
+    const body = this.body;
+    const text = texts.get(this);
+    if (body === null || text !== undefined) {
+      const copy = new Response(body === null ? null : text, init);
+      const answer = hostAnswered.get(this);
+      if (answer) hostAnswered.set(copy, answer);
+      return copy;
+    }
+    const [mine, theirs] = body.tee();
+    delegates.set(this, new Response(mine, init));
+    Object.setPrototypeOf(this, ClonedResponse.prototype);
+    streamed.add(this);
+    return new Response(theirs, init);
+  }
   static json(data, init) {
     const text = JSON.stringify(data);
     if (text === undefined) throw new TypeError('Response.json: the data cannot be serialized to JSON');
@@ -396,6 +503,20 @@ globalThis.Response = class Response extends NativeResponse {
     return new Response(text, { status: init?.status, statusText: init?.statusText, headers });
   }
 };
+
+// A cloned response -> the response reading the branch of its body it kept.
+const delegates = new WeakMap();
+
+class ClonedResponse extends globalThis.Response {
+  get body() { return delegates.get(this).body; }
+  get bodyUsed() { return delegates.get(this).bodyUsed; }
+  arrayBuffer() { return delegates.get(this).arrayBuffer(); }
+  bytes() { return delegates.get(this).bytes(); }
+  text() { return delegates.get(this).text(); }
+  json() { return delegates.get(this).json(); }
+  blob() { return delegates.get(this).blob(); }
+  formData() { return delegates.get(this).formData(); }
+}
 
 // Responses whose bytes the host sends itself (a stored object): no body crosses the sandbox.
 const hostAnswered = new WeakMap(); // response -> { object: {...} }

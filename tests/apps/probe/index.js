@@ -181,6 +181,33 @@ const routes = {
       bytes: [...(await new Response('ab').bytes())], rsa,
     });
   },
+  async '/clones-and-text-streams'() {
+    const read = async (stream) => { const out = []; for await (const c of stream) out.push(c); return out; };
+    const bytes = new Response(new Uint8Array([0, 255, 104]));
+    const bytesCopy = bytes.clone();
+    const streamed = new Response(ReadableStream.from((async function* () { yield new Uint8Array([1]); yield new Uint8Array([2]); })()));
+    const streamedCopy = streamed.clone();
+    const text = new Response('same', { status: 201, headers: { 'x-a': '1' } });
+    const textCopy = text.clone();
+    let used;
+    try { await text.text(); text.clone(); } catch (e) { used = e.name; }
+    const euro = new TextEncoder().encode('€uro'); // € is 3 bytes: split across two chunks
+    const decoded = await read(ReadableStream.from([euro.slice(0, 2), euro.slice(2)]).pipeThrough(new TextDecoderStream()));
+    const pair = '😀'; // a surrogate pair split across two chunks
+    const encoded = await read(ReadableStream.from([pair[0], pair[1] + '!']).pipeThrough(new TextEncoderStream()));
+    return Response.json({
+      bytes: [...new Uint8Array(await bytes.arrayBuffer())], bytesCopy: [...(await bytesCopy.bytes())],
+      streamed: [...(await streamed.bytes())], streamedCopy: [...(await streamedCopy.bytes())],
+      textCopy: [await textCopy.text(), textCopy.status, textCopy.headers.get('x-a')], used,
+      decoded, encoded: encoded.map((c) => [...c]),
+    });
+  },
+  async '/cloned-response'() {
+    const response = new Response(new Uint8Array([111, 107]), { headers: { 'content-type': 'text/plain' } });
+    const copy = response.clone();
+    console.log(`the copy read ${await copy.text()}`);
+    return response; // sent from the branch it kept
+  },
   async '/not-a-response'() {
     return { hello: 'plain object' };
   },
