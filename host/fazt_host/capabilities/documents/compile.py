@@ -125,8 +125,25 @@ def same_type(op: str, value: Any, x: str, type_sql: str) -> list[str]:
 
 
 def index_ddl(name: str, table: str, fields: tuple[str, ...], unique: bool) -> str:
-    kind = "UNIQUE INDEX" if unique else "INDEX"
-    return f'CREATE {kind} "{name}" ON "{table}"({", ".join(value_of(f) for f in fields)})'
+    if not unique:
+        return f'CREATE INDEX "{name}" ON "{table}"({", ".join(value_of(f) for f in fields)})'
+    return f'CREATE UNIQUE INDEX "{name}" ON "{table}"({", ".join(unique_key(fields))})'
+
+
+def unique_key(fields: tuple[str, ...]) -> list[str]:
+    """What a unique index holds: the fields' values, then for each field not read as text
+    (`->>`) whether its value is a boolean, an array or an object. SQLite's ->> reads true as 1 and
+    an array as its JSON text, and without that mark `true` would clash with `1` and ["a"] with
+    the string '["a"]', which PostgreSQL's jsonb tells apart."""
+    return [value_of(f) for f in fields] + [f"({type_at(parse_path(f))} IN ('true', 'false', 'array', 'object'))"
+                                            for f in fields if not as_text(f)]
+
+
+def unique_params(fields: list[str], values: list[Any]) -> tuple:
+    """The parameters matching `unique_key(fields)` for these decoded values."""
+    return tuple(_bindable(v, "upsert", f) for v, f in zip(values, fields)) + tuple(
+        int(isinstance(v, (bool, list, dict))) for v, f in zip(values, fields) if not as_text(f)
+    )
 
 
 def _bindable(value: Any, op: str, field: str) -> Any:

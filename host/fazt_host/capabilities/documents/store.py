@@ -75,7 +75,9 @@ def id_index_name(cid: int) -> str:
 
 
 def index_name(cid: int, fields: tuple[str, ...], unique: bool) -> str:
-    digest = hashlib.sha1(_encode([list(fields), unique])).hexdigest()[:12]
+    # A unique index's name also stands for its form: one made before unique indexes told a boolean,
+    # array or object from a number or string (sql.unique_key) has another name, and is replaced on deploy.
+    digest = hashlib.sha1(_encode([list(fields), unique] + ["typed"] * unique)).hexdigest()[:12]
     return f"docidx_{cid}_{digest}"
 
 
@@ -401,10 +403,7 @@ class Store:
                 "42P10",
             )
         paths = [parse_path(k) for k in keys]
-        find = (
-            f'SELECT rowid, json(body) FROM "{table}" WHERE '
-            + " AND ".join(f"{sql.value_of(k)} = ?" for k in keys)
-        )
+        find = f'SELECT rowid, json(body) FROM "{table}" WHERE ' + " AND ".join(f"{x} = ?" for x in sql.unique_key(keys))
         insert = f'INSERT INTO "{table}"(body) VALUES (jsonb(?)){returning}'
         replace = f'UPDATE "{table}" SET body = jsonb(?) WHERE rowid = ?{returning}'
         now = timestamp()
@@ -421,7 +420,7 @@ class Store:
                 raise DocError(f"{what} lacks {missing}, of the upsert's conflict key ({', '.join(keys)})", "23502")
             found = None
             if None not in values:
-                key = tuple(sql._bindable(v, "upsert", k) for v, k in zip(values, keys))
+                key = sql.unique_params(keys, values)
                 if key in proposed and not op.ignore_duplicates:
                     raise second_time(keys, values)
                 proposed.add(key)
@@ -702,7 +701,7 @@ def sync_indexes(conn: apsw.Connection, app: str, declared: dict[str, list[Any]]
 
 
 def _refuse_duplicates(conn: apsw.Connection, cid: int, fields: tuple[str, ...], collection: str) -> None:
-    keys = ", ".join(sql.value_of(f) for f in fields)
+    keys = ", ".join(sql.unique_key(fields))
     dupes = conn.execute(
         f"SELECT json_group_array({sql.value_of('id')}) FROM \"{table_name(cid)}\" "
         f"WHERE ({keys}) IN (SELECT {keys} FROM \"{table_name(cid)}\" GROUP BY {keys} HAVING count(*) > 1 "
