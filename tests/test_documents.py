@@ -940,6 +940,12 @@ def test_import_export_round_trip_and_bad_lines(db, tmp_path):
     assert db.ok(collection="more", count="exact", head=True)["count"] == 1500
     with pytest.raises(docstore.DocError, match="line 2: the document must be a JSON object"):
         docstore.import_documents(db.conn, "a", "more2", [b"{}\n", b"[1]\n"])
+    # What SQLite's own parser would store but the API refuses: JSON5, NaN, 1e400, a lone surrogate.
+    for line in (b"{a:1}", b"{'a':'x'}", b'{"a":0x10}', b'{"a":1,}', b'{"a":+1}', b'{"a":1} // c',
+                 b'{"a":NaN}', b'{"b":Infinity}', b'{"a":1e400}', b'{"a":"\\ud800"}'):
+        with pytest.raises(docstore.DocError, match="line 2: not JSON"):
+            docstore.import_documents(db.conn, "a", "strict", [b'{"ok":1}\n', line + b"\n"])
+    assert db.ok(collection="strict", count="exact", head=True)["count"] == 10  # the line before each
 
 
 

@@ -842,30 +842,32 @@ def import_documents(
             line = line[3:].strip()  # a UTF-8 byte order mark, as some editors write
         if not line:
             continue
-        # Cheap byte checks first; a line that might break a rule is decoded and checked exactly.
-        if (
-            line[:1] != b"{"
-            or len(line) > max_bytes
-            or line.count(b"{") + line.count(b"[") > limits.document_depth
-            or b'"id"' in line
-            or b'"createdAt"' in line
-            or b'"updatedAt"' in line
-            or b"\\u0000" in line
-        ):
-            try:
-                doc = msgspec.json.decode(line)
+        try:
+            # Strict JSON, as the API takes: SQLite's parser, which stores the line, also reads JSON5
+            # (NaN, Infinity, {a: 1}, comments, trailing commas), numbers past a double and lone surrogates.
+            doc = msgspec.json.decode(line)
+            # Cheap byte checks; a line that might break a rule is checked exactly.
+            if (
+                line[:1] != b"{"
+                or len(line) > max_bytes
+                or line.count(b"{") + line.count(b"[") > limits.document_depth
+                or b'"id"' in line
+                or b'"createdAt"' in line
+                or b'"updatedAt"' in line
+                or b"\\u0000" in line
+            ):
                 restamped = isinstance(doc, dict) and restamp(doc)
                 text = check_document(doc, limits, "the document")
                 if restamped:
                     line = text
                 if "id" in doc:
                     _check_id(doc["id"])
-            except (DocError, msgspec.DecodeError) as e:
-                if pending:
-                    flush()
-                if isinstance(e, msgspec.DecodeError):
-                    raise stop(number, f"not JSON ({e})") from None
-                raise stop(number, str(e), e.code) from None
+        except (DocError, msgspec.DecodeError) as e:
+            if pending:
+                flush()
+            if isinstance(e, msgspec.DecodeError):
+                raise stop(number, f"not JSON ({e})") from None
+            raise stop(number, str(e), e.code) from None
         try:
             pending.append(line.decode())
         except UnicodeDecodeError:
