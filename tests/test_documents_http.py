@@ -105,6 +105,9 @@ def test_postgrest_string_filters(host):
     assert pg(("or", "s.isdistinct.null,n.eq.1")) == ["a", "d"] and pg(("not", "n", "isdistinct", 2)) == ["b.c"]
     # two keys, as PostgREST reads postgrest-js's order=tags,n.desc (before: one field named "tags,n")
     assert names(server, "pg", ("order", "s,n", {"ascending": False})) == ["d", "b.c", "a"]
+    # a key's own modifiers, as PostgREST reads them (before: 'n.desc' was the nested path n -> desc)
+    assert names(server, "pg", ("order", "n.desc")) == ["d", "b.c", "a"]
+    assert names(server, "pg", ("order", "s.desc.nullsfirst,n.desc", {"ascending": True})) == ["b.c", "a", "d"]
     assert pg(("or", "s.is.UNKNOWN,s.is.NULL")) == ["a", "b.c"]  # is values in any case; unknown is null
     assert pg(("filter", "s", "not.is", "Null")) == ["d"]
     for malformed in ("n.regex.1", "(n.eq.1)", "and(n.eq.1", "n.eq.1)", 'name.eq."a', "n.eq.1,", "n.eq.1,,name.eq.d"):

@@ -279,13 +279,20 @@ class QueryBuilder {
 
   // ---- shaping the result ----
   // 'a,b' is two keys, as PostgREST reads postgrest-js's order=a,b.asc: the options go to the last.
+  // `order('a,b.desc.nullslast')` as PostgREST reads its order parameter: a key's own modifiers win
+  // over the options, which are the last key's when it has none.
   order(field, { ascending = true, nullsFirst, ...rest } = {}) {
     this.topLevel(rest);
-    const fields = typeof field === 'string' ? field.split(',').map((f) => f.trim()) : [field];
+    const keys = typeof field === 'string' ? field.split(',').map((f) => f.trim()) : [field];
     const order = (this.op.order ??= []);
-    for (const f of fields.slice(0, -1)) order.push({ field: f, ascending: true });
-    const last = fields.at(-1);
-    order.push(nullsFirst === undefined ? { field: last, ascending } : { field: last, ascending, nullsFirst });
+    keys.forEach((key, i) => {
+      const last = i === keys.length - 1;
+      const m = typeof key === 'string' ? /^(.*?)(?:\.(asc|desc))?(?:\.(nullsfirst|nullslast))?$/.exec(key) : null;
+      const entry = { field: m ? m[1] : key, ascending: m?.[2] ? m[2] === 'asc' : !last || ascending };
+      const nulls = m?.[3] ? m[3] === 'nullsfirst' : last ? nullsFirst : undefined;
+      if (nulls !== undefined) entry.nullsFirst = nulls;
+      order.push(entry);
+    });
     return this;
   }
   limit(n, options = {}) { this.topLevel(options); this.op.limit = this.rows('limit', n); return this; }
