@@ -275,6 +275,23 @@ def test_body_over_limit_is_413_before_reading_it(served):
     assert reply.startswith("HTTP/1.1 413"), reply
 
 
+def test_the_host_is_one_and_reaches_the_app_over_http2_too(served):
+    def status(head: bytes) -> str:
+        with socket.create_connection(("127.0.0.1", served.port)) as s:
+            s.sendall(head)
+            return s.recv(4096).decode().split(" ")[1]
+
+    # RFC 9112 3.2: several Host headers, or none in HTTP/1.1, are a 400 (with --domain, Host picks the app)
+    assert status(b"GET /probe/url HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n") == "400"
+    assert status(b"GET /probe/url HTTP/1.1\r\nConnection: close\r\n\r\n") == "400"
+    assert status(b"GET /probe/url HTTP/1.0\r\n\r\n") == "200"
+    # HTTP/2 (h2c) sends :authority, not Host: the app sees it as `host`, as over HTTP/1.1 (before: no host)
+    with httpx.Client(http1=False, http2=True) as h2:
+        r = h2.get(f"http://127.0.0.1:{served.port}/probe/url")
+    assert r.http_version == "HTTP/2" and r.json()["host"] == f"127.0.0.1:{served.port}", r.json()
+    assert served.get("/probe/url").json()["host"] == f"127.0.0.1:{served.port}"
+
+
 def test_malformed_http_gets_400_and_server_survives(served):
     for junk in (b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nHost x\r\n\r\n", b"\x00\x01\x02\r\n\r\n"):
         with socket.create_connection(("127.0.0.1", served.port)) as s:

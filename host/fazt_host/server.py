@@ -140,6 +140,22 @@ def _to_folder(proto, scope, path: str) -> None:
     proto.response_empty(308, [("location", f"{path}/{qs}")])
 
 
+def request_host(scope) -> str:
+    """The request's Host: its header, or HTTP/2's :authority. RFC 9112 3.2: an HTTP/1.1 request
+    without one, or with several, is a 400 (with --domain, Host picks the app: a proxy in front
+    reading another of several could send the request to an app it did not mean)."""
+    hosts = scope.headers.get_all("host")
+    if len(hosts) > 1:
+        raise HttpError(400, "several Host headers")
+    if hosts:
+        return hosts[0]
+    if scope.authority:
+        return scope.authority
+    if scope.http_version == "1.1":
+        raise HttpError(400, "missing Host header")
+    return ""
+
+
 def unsafe_path(path: str) -> bool:
     """A path with '.' or '..' segments, backslashes or NUL, also once more percent-decoded."""
     decoded = unquote(path)
@@ -535,9 +551,10 @@ class HttpTrigger:
 
     def route(self, scope) -> tuple[str, str, str]:
         """(app, path inside the app, base path) from the Host header or the first path segment."""
+        host = request_host(scope)
         path = scope.path
         if self.domain:
-            host = (scope.headers.get("host") or scope.authority or "").split(":")[0].lower().rstrip(".")
+            host = host.split(":")[0].lower().rstrip(".")
             if host.endswith("." + self.domain):
                 return host[: -len(self.domain) - 1], path, ""
         _, _, rest = path.partition("/")
@@ -679,7 +696,8 @@ class HttpTrigger:
             self.note_refusal(deployed, rid, str(e))
             raise
         with_body = has_body(scope)
-        authority = headers.get("host") or scope.authority or "localhost"
+        host = request_host(scope)
+        authority = host or "localhost"  # HTTP/1.0 may send none
         if not _AUTHORITY.fullmatch(authority):  # the guest's URL parser would throw on it
             return json_error(proto, 400, "invalid Host header", rid)
         query = f"?{scope.query_string}" if scope.query_string else ""
@@ -691,6 +709,7 @@ class HttpTrigger:
             # Granian hands over the path percent-decoded: encoded again, `%41` stays `%41` for the app.
             "url": f"{scope.scheme}://{authority}{quote(inner, safe=PATH_SAFE)}{query}",
             "headers": [[k, v] for k, v in headers.items() if k not in HOST_SET_HEADERS]
+            + [["host", host]] * bool(host and "host" not in headers)  # HTTP/2 sends :authority instead
             + [["cookie", "; ".join(cookies)]] * bool(cookies)
             + [["x-forwarded-prefix", base]],  # "" on the app's own host name (--domain)
             "requestId": rid,

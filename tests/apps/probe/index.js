@@ -223,6 +223,7 @@ const routes = {
   async '/url'(request) {
     return Response.json({
       url: request.url, prefix: request.headers.get('x-forwarded-prefix'), requestId: request.headers.get('x-fazt-request-id'),
+      host: request.headers.get('host'),
     });
   },
   async '/wait-until'(request, url, ctx) {

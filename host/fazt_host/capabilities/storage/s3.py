@@ -27,7 +27,7 @@ import apsw
 import msgspec
 
 from ...cartridge import transaction
-from ...server import HttpError, has_body
+from ...server import HttpError, has_body, request_host
 from ...static import negotiate
 from . import http, store
 from .store import StorageError
@@ -200,7 +200,9 @@ def authenticate(conn: apsw.Connection, scope, app: str, now: float | None = Non
     names = signed.split(";")
     if "host" not in names:
         raise S3Error("AccessDenied", "The host header must be signed", 403)
-    canonical_headers = "".join(f"{n}:{' '.join((headers.get(n) or '').split())}\n" for n in names)
+    canonical_headers = "".join(
+        f"{n}:{' '.join(((request_host(scope) if n == 'host' else headers.get(n)) or '').split())}\n" for n in names
+    )
     canonical_query = "&".join(
         f"{_uri_encode(k, False)}={_uri_encode(v, False)}" for k, v in sorted(query)
     )
