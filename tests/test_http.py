@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from conftest import APPS, TEST_APPS, copy_app
+from fazt_host import static
 
 
 def test_hello_json_and_static_page(served):
@@ -324,8 +325,18 @@ def test_static_etag_range_and_head(served):
     assert served.get("/probe/file.txt", headers={"range": "bytes=-5"}).text == "file\n"
     bad = served.get("/probe/file.txt", headers={"range": "bytes=100-"})
     assert bad.status_code == 416 and bad.headers["content-range"] == "bytes */18"
+    for malformed in ("bytes=+7-11", "bytes=0_7-11", "bytes=-", "bytes=7-11, 0-1"):  # ignored: the whole file
+        whole = served.get("/probe/file.txt", headers={"range": malformed})
+        assert whole.status_code == 200 and whole.text == "static probe file\n", malformed
     head = served.request("HEAD", "/probe/file.txt")
     assert head.status_code == 200 and head.headers["content-length"] == "18" and head.content == b""
+
+
+def test_compressed_files_are_served_as_compressed_files():
+    # before: x.txt.gz was text/plain (a browser showed the gzip bytes), a.tar.gz application/x-tar
+    assert [static.content_type(p) for p in ("x.txt.gz", "a.tar.gz", "a.svgz", "x.css.br", "d.json.bz2")] == [
+        "application/gzip", "application/gzip", "application/gzip", "application/octet-stream", "application/x-bzip2"]
+    assert static.content_type("a.css") == "text/css; charset=utf-8"
 
 
 def test_requests_to_different_apps_stay_apart(served):

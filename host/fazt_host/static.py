@@ -8,6 +8,7 @@ a redeploy changes the bytes behind a URL at once.
 from __future__ import annotations
 
 import mimetypes
+import re
 import time
 from email.utils import parsedate_to_datetime
 from collections import OrderedDict
@@ -23,8 +24,17 @@ mimetypes.add_type("application/wasm", ".wasm")
 mimetypes.add_type("image/webp", ".webp")
 
 
+# A compressed file is served as it is stored, as the compressed file it is: `x.txt.gz` is not text
+# (browsers would show its bytes), and `.svgz` without a Content-Encoding no image.
+COMPRESSED_TYPES = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "xz": "application/x-xz",
+                    "compress": "application/x-compress"}
+
+
 def content_type(path: str) -> str:
-    ctype = mimetypes.guess_type(path, strict=False)[0] or "application/octet-stream"
+    ctype, encoding = mimetypes.guess_type(path, strict=False)
+    if encoding:
+        return COMPRESSED_TYPES.get(encoding, "application/octet-stream")
+    ctype = ctype or "application/octet-stream"
     if ctype.startswith(TEXT_TYPES):
         ctype += "; charset=utf-8"
     return ctype
@@ -38,24 +48,24 @@ def lookup(static: dict[str, tuple[str, int]], path: str) -> tuple[str, tuple[st
     return (path, hit) if hit else None
 
 
+_BYTE_RANGE = re.compile(r"([0-9]*)-([0-9]*)")
+
+
 def parse_range(header: str, size: int) -> tuple[int, int] | None | str:
     """(start, end inclusive) for one satisfiable range; None to ignore the header; 'unsatisfiable'."""
     if not header.startswith("bytes=") or "," in header:
         return None  # several ranges: RFC 9110 lets a server answer with the whole body
-    spec = header[6:].strip()
-    first, sep, last = spec.partition("-")
-    if not sep:
+    m = _BYTE_RANGE.fullmatch(header[6:].strip())  # digits only: int() would also take "+5" and "1_0"
+    if not m or m[1] == m[2] == "":
         return None
-    try:
-        if first == "":
-            n = int(last)
-            if n <= 0:
-                return "unsatisfiable"
-            return (max(size - n, 0), size - 1) if size else "unsatisfiable"
-        start = int(first)
-        end = int(last) if last else size - 1
-    except ValueError:
-        return None
+    first, last = m[1], m[2]
+    if first == "":
+        n = int(last)
+        if n <= 0:
+            return "unsatisfiable"
+        return (max(size - n, 0), size - 1) if size else "unsatisfiable"
+    start = int(first)
+    end = int(last) if last else size - 1
     if start >= size:
         return "unsatisfiable"
     if start < 0 or end < start:
