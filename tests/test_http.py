@@ -395,6 +395,10 @@ def test_the_app_sees_the_path_as_the_client_encoded_it(served):
     # Granian decodes the path once; the app's URL has it encoded again, never decoded twice.
     r = served.get("/probe/x%2541%20y%C3%A9")
     assert r.status_code == 404 and r.json()["path"] == "/x%2541%20y%C3%A9"
+    with socket.create_connection(("127.0.0.1", served.port)) as s:  # as a browser sends them: unescaped
+        s.sendall(b"GET /probe/a|b^[c] HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = s.recv(4096).decode()
+    assert json.loads(reply.partition("\r\n\r\n")[2])["path"] == "/a|b^[c]", reply  # before: /a%7Cb%5E%5Bc%5D
 
 
 def test_a_body_shorter_than_its_content_length_is_a_400(served):

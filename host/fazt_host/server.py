@@ -162,8 +162,9 @@ def unsafe_path(path: str) -> bool:
     return "\0" in decoded or "\\" in decoded or any(seg in ("..", ".") for seg in decoded.split("/"))
 
 
-# Characters a URL path keeps as they are (RFC 3986 pchar and "/").
-PATH_SAFE = "/!$&'()*+,;=:@-._~"
+# Characters a URL path keeps as they are: RFC 3986's pchar and "/", and those a browser sends
+# unescaped in a path (the WHATWG URL parser leaves | ^ [ ] as they are).
+PATH_SAFE = "/!$&'()*+,;=:@-._~|^[]"
 # Patterns matched whole (fullmatch): "$" would also match before a final "\n".
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token
 # A Host header: a name or an IPv4/IPv6 address, and maybe a port.
