@@ -98,7 +98,7 @@ class Log(Capability):
                     time.time(),
                     "warn",
                     invocation.request_id,
-                    f"{buf.dropped} log lines dropped: over the limit of {invocation.limits.log_kb} KiB per call",
+                    f"{buf.dropped} log line{'s' * (buf.dropped != 1)} dropped: over the limit of {invocation.limits.log_kb} KiB per call",
                 )
             )
         with transaction(conn):
