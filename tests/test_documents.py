@@ -804,6 +804,18 @@ def test_bad_requests_get_clear_errors(db, op, code):
     assert len(db.select()) == 5
 
 
+def test_filters_reach_as_deep_as_documents_nest(db):
+    deep = 1
+    for _ in range(40):
+        deep = {"a": deep}
+    assert db.run(op="insert", collection="deep", values=[{"d": deep}], limits=Limits(document_depth=64))["error"] is None
+    # before: deeper than 16 levels was a 42703 naming a field the app never wrote
+    pattern = deep["a"]["a"]["a"]["a"]["a"]["a"]["a"]["a"]["a"]["a"]  # 30 levels
+    assert len(db.ok(collection="deep", where=[["contains", "d" + ".a" * 10, pattern]])["data"]) == 1
+    assert len(db.ok(collection="deep", where=[["eq", "d" + ".a" * 40, 1]])["data"]) == 1
+    assert db.run(collection="deep", where=[["eq", "d" + ".a" * 256, 1]])["error"]["code"] == "42703"
+
+
 def test_type_errors_name_json_types(db):
     reply = db.run(collection="notes", where=[["eq", "age", None]])
     assert reply["error"]["message"] == "eq on 'age' takes a string, number or boolean, not null (use is() for null)"

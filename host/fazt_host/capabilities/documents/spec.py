@@ -19,7 +19,7 @@ STEP = re.compile(r"->>|->|\.")
 # A path segment: anything but quotes, backslash, dots, brackets, `$`, `*` and
 # control characters, so it can sit inside a quoted JSON path label as is.
 SEGMENT = re.compile(r"^[^\x00-\x1f\x7f\"'\\.\[\]$*]{1,128}$")
-MAX_PATH_SEGMENTS = 16
+MAX_PATH_SEGMENTS = 256  # as deep as limits.documentDepth lets a document nest
 MAX_INDEX_FIELDS = 8
 MAX_FILTER_TERMS = 256
 MAX_IN_VALUES = 1_000
