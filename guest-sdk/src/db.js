@@ -30,6 +30,9 @@ const LIST_OPERATORS = new Set(['in', 'contains', 'containedBy', 'overlaps']);
 const JSON_OPERATORS = new Set(['contains', 'containedBy', 'overlaps']);
 
 const LIKE_OPERATORS = new Set(['like', 'ilike']);
+// PostgREST's quantified operators in strings, as postgrest-js sends likeAnyOf: `like(any).{a%,b%}`.
+const QUANTIFIED = /^(eq|gt|gte|lt|lte|like|ilike)\((any|all)\)$/;
+const isOperator = (op) => op in ALIASES || OPERATORS.has(op) || QUANTIFIED.test(op);
 // JSON's number grammar: `007` or `1.` is text, not a number.
 const JSON_NUMBER = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/;
 
@@ -127,6 +130,13 @@ const IS_VALUES = { null: null, unknown: null, true: true, false: false };
 // sends it for or(), filter() and not(): `.filter('n', 'gt', '4')` is `.gt('n', 4)`.
 function textTerm(field, op, value) {
   op = ALIASES[op] ?? op;
+  const quantified = QUANTIFIED.exec(op);
+  if (quantified) {
+    const t = typeof value === 'string' ? value.trim() : null;
+    const items = Array.isArray(value) ? value : /^(\(.*\)|\{.*\})$/s.test(t) ? splitTop(t.slice(1, -1)) : null;
+    if (!items) throw new DocumentsError({ message: `${op} takes a list like {a,b}, not ${String(value).slice(0, 40)}`, code: 'PGRST100' });
+    return patternList(field, quantified[1], items, quantified[2] === 'any' ? 'or' : 'and', textTerm);
+  }
   if (typeof value !== 'string') return term(field, op, value);
   if (op === 'is' && Object.hasOwn(IS_VALUES, value.toLowerCase())) return term(field, op, IS_VALUES[value.toLowerCase()]);
   if (LIST_OPERATORS.has(op)) return term(field, op, parseList(op, value));
@@ -135,12 +145,13 @@ function textTerm(field, op, value) {
   return term(field, op, parseText(value));
 }
 
-function patternList(field, op, patterns, join) {
+// Any (join 'or') or all ('and') of the values; `read` makes each term (textTerm: in string syntax).
+function patternList(field, op, patterns, join, read = term) {
   if (!Array.isArray(patterns)) {
     throw new DocumentsError({ message: `${op}${join === 'or' ? 'AnyOf' : 'AllOf'} takes an array of patterns`, code: 'PGRST100' });
   }
   if (!patterns.length) return join === 'or' ? ['in', field, []] : ['not', ['in', field, []]];
-  return [join, patterns.map((p) => term(field, op, p))];
+  return [join, patterns.map((p) => read(field, op, p))];
 }
 
 // `a.eq.1,b.in.(2,3),and(c.gt.1,not.d.is.null)` -> filter terms.
@@ -158,7 +169,7 @@ function parseFilter(item) {
   } else {
     const parts = item.split('.');
     let i = 1;
-    while (i < parts.length && !(parts[i] in ALIASES) && !OPERATORS.has(parts[i]) && parts[i] !== 'not') i++;
+    while (i < parts.length && !isOperator(parts[i]) && parts[i] !== 'not') i++;
     const field = parts.slice(0, i).join('.');
     // A parenthesis in the field is a group missing its and/or, as in `(a.eq.1)`.
     if (i >= parts.length - 1 || /[()]/.test(field)) {
