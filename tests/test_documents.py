@@ -522,6 +522,11 @@ def test_update_is_a_merge_patch_and_needs_a_filter(db):
     assert db.run(op="update", collection="notes", values={"n": 1})["error"]["code"] == "21000"
     assert db.run(op="update", collection="notes", values={"id": "x"}, where=[["eq", "id", row["id"]]])["error"]["code"] == "428C9"
     assert db.ok(op="update", collection="notes", values={"n": 9}, where=[["eq", "n", 4]], count="exact")["count"] == 1
+    # A write without .select() is 204 whether its collection exists or not (before: 200 on one never written)
+    for collection in ("notes", "never-written"):
+        for op in ("update", "delete"):
+            reply = db.ok(op=op, collection=collection, values={"n": 1}, where=[["eq", "n", -1]])
+            assert (reply["status"], reply["data"]) == (204, None), (collection, op)
 
 
 def test_upsert_on_id_and_on_a_declared_unique_key(db):

@@ -355,7 +355,7 @@ class Store:
             raise DocError(f"{op.op.upper()} requires a filter (use a filter that matches every row to mean all)", "21000")
         if cid is None:  # update/delete on a collection that never had a row
             sql.Filter().all(op.where)
-            return Result("[]" if op.returning else "null", 0 if op.count else None)
+            return _written([], op, 200, 0)  # as on an existing collection: 204 without .select()
         table = table_name(cid)
         returning = f" RETURNING {sql.projection(op.columns)}" if op.returning else ""
         if op.op == "insert":
