@@ -97,6 +97,9 @@ def test_postgrest_string_filters(host):
     assert pg(("range", 1, 0)) == []  # postgrest-js sends limit=0: an empty page
     assert pg(("likeAnyOf", "name", ["a", "d*"])) == ["a", "d"] and pg(("ilikeAllOf", "name", ["B*", "*C"])) == ["b.c"]
     assert pg(("likeAnyOf", "name", [])) == [] and pg(("likeAllOf", "name", [])) == ["a", "b.c", "d"]
+    # a BigInt as the number it is, as postgrest-js sends it (before: a TypeError out of the SDK)
+    assert pg(("eq", "n", {"$bigint": "2"})) == ["b.c"]
+    assert chain(server, ("from", "pg"), ("select",), ("eq", "n", {"$bigint": str(2**60)}))["error"]["code"] == "22003"
     # the same in strings, as postgrest-js sends them (before: unknown operator)
     assert pg(("filter", "name", "like(any)", "{a,d*}")) == ["a", "d"] and pg(("or", "name.ilike(all).{B*,*C}")) == ["b.c"]
     assert pg(("not", "n", "eq(any)", "(1,3)")) == ["b.c"] and pg(("or", "n.gt(all).{1,2},name.eq.a")) == ["a", "d"]

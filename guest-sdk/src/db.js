@@ -43,8 +43,16 @@ function likePattern(op, value) {
     : value;
 }
 
-// JSON has no Infinity or NaN (JSON.stringify would send null): name the number instead.
+// A filter value as JSON carries it. JSON has no Infinity or NaN (JSON.stringify would send null):
+// name the number instead. A BigInt goes as the number it is (postgrest-js sends `eq.1` for 1n;
+// JSON.stringify would throw on it).
 function finite(value, shown = String(value)) {
+  if (typeof value === 'bigint') {
+    if (!Number.isSafeInteger(Number(value))) {
+      throw new DocumentsError({ message: `${shown.slice(0, 40)} is past the integers a filter can send exactly (2^53)`, code: '22003' });
+    }
+    return Number(value);
+  }
   if (typeof value === 'number' && !Number.isFinite(value)) {
     throw new DocumentsError({ message: `${shown.slice(0, 40)} is out of range for a number`, code: '22003' });
   }
@@ -113,7 +121,7 @@ function term(field, op, value) {
   if (!OPERATORS.has(op)) {
     throw new DocumentsError({ message: `unknown operator ${String(op).slice(0, 40)}`, code: 'PGRST100' });
   }
-  [value].flat().forEach((v) => finite(v));
+  value = Array.isArray(value) ? value.map((v) => finite(v)) : finite(value);
   return [op, field, likePattern(op, value)];
 }
 

@@ -2,11 +2,14 @@
 //   POST /chain {"chain": [["from", "notes"], ["select", "id"], ["eq", "owner", "u1"]]}
 import { db } from 'fazt';
 
+// {"$bigint": "12"} in an argument is the BigInt 12n, which JSON cannot carry.
+const revive = (arg) => (arg && typeof arg === 'object' && '$bigint' in arg ? BigInt(arg.$bigint) : arg);
+
 function build(chain) {
   let target = db;
   for (const [method, ...args] of chain) {
     if (typeof target[method] !== 'function') throw new Error(`no method ${method}`);
-    target = target[method](...args);
+    target = target[method](...args.map(revive));
   }
   return target;
 }
