@@ -897,7 +897,7 @@ def bounded_lines(source: BinaryIO, limit: int) -> Iterator[bytes | int]:
 
 def restamp(doc: dict[str, Any]) -> bool:
     """Checks the stamps an imported document carries and writes them as the host does
-    (an offset or microseconds become UTC to the millisecond); True if one changed."""
+    (an offset or microseconds become UTC to the millisecond); True if the document changed."""
     changed = False
     for name in ("createdAt", "updatedAt"):
         if name in doc:
@@ -907,6 +907,12 @@ def restamp(doc: dict[str, Any]) -> bool:
                 raise DocError(f"{name} must be an ISO 8601 date-time with a time zone, e.g. 2026-01-02T03:04:05.678Z, not {shown}", "22007")
             changed |= stamp != doc[name]
             doc[name] = stamp
+    # One stamp alone stands for both, as when the host creates a document: "now" for the missing one
+    # would make a document updated before it was created, or created after its last update.
+    for name, other in (("createdAt", "updatedAt"), ("updatedAt", "createdAt")):
+        if name not in doc and other in doc:
+            doc[name] = doc[other]
+            changed = True
     return changed
 
 
