@@ -1053,6 +1053,9 @@ def test_cli_a_query_it_cannot_read_is_a_usage_error(db, tmp_path, capsys):
         assert capsys.readouterr().err.startswith(f"error: {message}"), args
     assert cli.main(["docs", "a", "notes", "--query", '{"where": [["eq", "n", 1]]}', *cartridge_flag]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 1
+    # a collection never written is named, as export names it (before: nothing printed, exit 0)
+    assert cli.main(["docs", "a", "nosuch", *cartridge_flag]) == 1
+    assert "a has no collection 'nosuch'" in capsys.readouterr().err
 
 def test_a_dropped_table_is_looked_up_again(db):
     db.insert({"name": "x"})

@@ -355,6 +355,8 @@ def cmd_docs(args) -> int:
         op.collection = words[1]
         if op.op != "select":
             raise DocError("docs only reads; change documents through the app", "PGRST100")
+        if store.Store(conn).collection(words[0], words[1]) is None:  # as export and explain say it
+            raise DocError(f"{words[0]} has no collection {words[1]!r} (fazt-host docs {words[0]} lists them)", "42P01")
         if op.limit is None and not op.head:
             op.limit = args.limit
         reply = json.loads(store.Store(conn).run(words[0], op, _limits_of(args, conn, words[0])))
