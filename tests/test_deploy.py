@@ -188,6 +188,15 @@ def test_a_static_folder_or_entry_linked_out_of_the_app_folder_is_refused(cartri
     proc = cartridge.cli("deploy", str(app), check=False)
     assert proc.returncode == 2 and "entry 'index.js' leads out of the app folder" in proc.stderr, proc.stderr
     assert json.loads(cartridge.cli("apps", "--json").stdout) == []
+    # A symlink inside public/ is left out, and deploy says so (before: silently)
+    (app / "index.js").unlink()
+    (app / "index.js").write_text("export default { fetch() { return new Response('x'); } };")
+    (app / "public").mkdir()
+    (app / "public" / "page.html").write_text("<p>kept</p>")
+    (app / "public" / "secret.txt").symlink_to(outside / "secret.txt")
+    proc = cartridge.cli("deploy", str(app))
+    assert "left out 1 symlink in public/ (public/secret.txt): links are not followed" in proc.stderr, proc.stderr
+    assert "(built, 1 static file)" in proc.stdout, proc.stdout
 
 
 def test_limit_flag_out_of_range_is_a_usage_error(cartridge):

@@ -38,8 +38,9 @@ class BuildError(Exception):
     pass
 
 
-def _walk(folder: Path, skip: set[Path], dot_dirs: frozenset[str]) -> list[Path]:
-    """Files under `folder`, leaving out dot files and dot folders but the top-level `dot_dirs`."""
+def _walk(folder: Path, skip: set[Path], dot_dirs: frozenset[str], links: list[Path] | None = None) -> list[Path]:
+    """Files under `folder`, leaving out dot files and dot folders but the top-level `dot_dirs`, and
+    symlinks (one could lead anywhere on the machine), which go to `links` if given."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         here = Path(dirpath)
@@ -49,18 +50,26 @@ def _walk(folder: Path, skip: set[Path], dot_dirs: frozenset[str]) -> list[Path]
         )
         for name in sorted(filenames):
             path = here / name
-            if name.startswith(".") or path.is_symlink() or not path.is_file():
+            if name.startswith("."):
+                continue
+            if path.is_symlink():
+                if links is not None:
+                    links.append(path)
+                continue
+            if not path.is_file():
                 continue
             found.append(path)
     return found
 
 
 def read_files(
-    folder: Path, skip: set[Path] = frozenset(), suffixes: tuple[str, ...] | None = None, dot_dirs: frozenset[str] = frozenset()
+    folder: Path, skip: set[Path] = frozenset(), suffixes: tuple[str, ...] | None = None, dot_dirs: frozenset[str] = frozenset(),
+    links: list[Path] | None = None,
 ) -> list[FileEntry]:
-    """The files under `folder` as entries with '/'-separated relative paths; bounded in total size."""
+    """The files under `folder` as entries with '/'-separated relative paths; bounded in total size.
+    Symlinks are not followed: they go to `links` if given."""
     entries, total = [], 0
-    for path in _walk(folder, set(skip), dot_dirs):
+    for path in _walk(folder, set(skip), dot_dirs, links):
         if suffixes and not path.name.endswith(suffixes):
             continue
         data = path.read_bytes()

@@ -115,7 +115,7 @@ def cmd_deploy(args) -> int:
         else:
             how = "prebuilt component" if d.prebuilt else "built" if d.built else "cached build"
             print(f"deployed {d.app} v{d.version} ({how}, "
-                  f"{d.static_files} static files) in {d.seconds:.1f}s")
+                  f"{d.static_files} static file{'s' * (d.static_files != 1)}) in {d.seconds:.1f}s")
     return 0
 
 

@@ -231,9 +231,14 @@ def deploy(host: Host, path: Path, manifest_path: Path | None = None, limits: di
 
     try:
         built = component_bytes(host, src, progress)
-        static = build.read_files(static_dir, dot_dirs=build.STATIC_DOT_DIRS) if static_dir.is_dir() else []
+        links: list[Path] = []
+        static = build.read_files(static_dir, dot_dirs=build.STATIC_DOT_DIRS, links=links) if static_dir.is_dir() else []
     except BuildError as e:
         raise DeployError(str(e)) from None
+    if links:
+        shown = ", ".join(str(p.relative_to(src.folder)) for p in links[:5]) + (", ..." if len(links) > 5 else "")
+        progress.write(f"  left out {len(links)} symlink{'s' * (len(links) != 1)} in {manifest.static}/ ({shown}): "
+                       "links are not followed; copy the files in\n")
     phase("build")
     compile_checked(host, built.digest, built.wasm, progress)
     if manifest.cron:
