@@ -134,15 +134,19 @@ def unique_key(fields: tuple[str, ...]) -> list[str]:
     """What a unique index holds: the fields' values, then for each field not read as text
     (`->>`) whether its value is a boolean, an array or an object. SQLite's ->> reads true as 1 and
     an array as its JSON text, and without that mark `true` would clash with `1` and ["a"] with
-    the string '["a"]', which PostgreSQL's jsonb tells apart."""
+    the string '["a"]', which PostgreSQL's jsonb tells apart. An id is a string or an integer: it needs no mark."""
     return [value_of(f) for f in fields] + [f"({type_at(parse_path(f))} IN ('true', 'false', 'array', 'object'))"
-                                            for f in fields if not as_text(f)]
+                                            for f in fields if _typed(f)]
+
+
+def _typed(field: str) -> bool:
+    return field != "id" and not as_text(field)
 
 
 def unique_params(fields: list[str], values: list[Any]) -> tuple:
     """The parameters matching `unique_key(fields)` for these decoded values."""
     return tuple(_bindable(v, "upsert", f) for v, f in zip(values, fields)) + tuple(
-        int(isinstance(v, (bool, list, dict))) for v, f in zip(values, fields) if not as_text(f)
+        int(isinstance(v, (bool, list, dict))) for v, f in zip(values, fields) if _typed(f)
     )
 
 
