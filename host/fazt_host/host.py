@@ -7,6 +7,7 @@ it. Granian imports `rsgi_app` in every worker process.
 
 from __future__ import annotations
 
+import signal
 from functools import partial
 
 import msgspec
@@ -20,6 +21,7 @@ from .capabilities.storage import Storage
 from .config import HostSettings
 from .runtime import ComponentCache, EpochTicker, Guest, GuestError, Invocation, ResponseUnwanted, Runtime, make_engine
 from .server import HTTP_INTERFACE, HttpTrigger, http_functions
+from .signals import die_with_parent
 from .sourcemap import StackMapper
 
 
@@ -135,6 +137,7 @@ def rsgi_app() -> HttpTrigger:
     """Granian's factory: one Host and one HTTP trigger per worker process."""
     from .serve import claim_core
 
+    die_with_parent(signal.SIGTERM)  # Granian's main process starts its workers from its main thread
     settings = HostSettings.from_env()
     claim_core(settings)  # before the worker starts any thread
     host = Host(settings)

@@ -9,11 +9,26 @@ number to a pipe; a helper thread reads it and does the work.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 import threading
 import traceback
 from typing import Callable
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(signum: int) -> None:
+    """Has Linux send `signum` to this process when its parent ends, even when that is killed outright
+    (SIGKILL, the OOM killer): `up`'s workers and scheduler would otherwise serve on, orphaned, and
+    hold its port. Elsewhere, nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
+    except (OSError, AttributeError):
+        pass
 
 
 def lock_free(callback: Callable[[int], object], name: str = "fazt-signals"):

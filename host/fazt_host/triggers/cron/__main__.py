@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import sys
 
 from ...config import HostSettings
 from ...host import cron_scheduler
-from ...signals import lock_free
-
-PR_SET_PDEATHSIG = 1
+from ...signals import die_with_parent, lock_free
 
 
 def main() -> None:
-    # Die with the `up` process even when it is killed outright (Linux).
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+    die_with_parent(signal.SIGTERM)
     scheduler = cron_scheduler(HostSettings.from_env())
     # Not scheduler.stop_soon() in the handler itself: the main thread may hold the lock it takes.
     stop = lock_free(lambda _signum: scheduler.stop_soon(), "fazt-cron-signals")
