@@ -207,3 +207,13 @@ def put_parts(conn, key, parts, app="a", bucket="files", etag="etag-2", content_
         conn.execute("DELETE FROM s3_parts WHERE upload = ?", (upload_id,))
         conn.execute("DELETE FROM s3_uploads WHERE id = ?", (upload_id,))
     return made
+
+
+def register_apps(conn, *names: str) -> None:
+    """Apps the store-level tests write for, as deploy registers them: an app's collections, buckets
+    and log lines are made only while it exists."""
+    from fazt_host import cartridge
+
+    with cartridge.transaction(conn):
+        conn.executemany("INSERT OR IGNORE INTO apps(name, active, created_at, updated_at) VALUES (?, 0, 0, 0)",
+                         [(n,) for n in names])

@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import apsw
@@ -498,6 +499,42 @@ def test_remove_app_and_its_log(cartridge):
     cartridge.cli("remove", "hello")
     assert json.loads(cartridge.cli("apps", "--json").stdout) == []
     assert cartridge.cli("remove", "hello", check=False).returncode == 1
+
+
+def test_a_request_still_running_when_its_app_is_removed_leaves_nothing_behind(cartridge, tmp_path):
+    """Before: its documents, objects and log lines were written after the removal, and the next app
+    of that name found them."""
+    app = tmp_path / "late"
+    app.mkdir()
+    (app / "fazt.json").write_text('{"name": "late"}')
+    (app / "index.js").write_text("""
+import { db, storage } from 'fazt';
+export default {
+  async fetch(request) {
+    if (new URL(request.url).pathname === '/seen') {
+      const { data } = await db.from('late').select();
+      const { data: objects } = await storage.from('late').list();
+      return Response.json({ docs: data, objects: objects ?? [] });
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    console.log('still running');
+    const doc = await db.from('late').insert({ n: 1 });
+    const object = await storage.from('late').upload('k', 'x');
+    return Response.json({ doc: doc.error?.code ?? null, object: object.error?.statusCode ?? null });
+  },
+};
+""")
+    cartridge.deploy(app)
+    server = cartridge.serve()
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(server.get, "/late/write")
+        time.sleep(0.7)
+        cartridge.cli("remove", "late")
+        answer = running.result(timeout=30).json()
+    assert answer == {"doc": "42P01", "object": "404"}, answer
+    cartridge.deploy(app)
+    assert server.get("/late/seen").json() == {"docs": [], "objects": []}
+    assert "still running" not in cartridge.cli("logs", "late").stdout
 
 
 def test_logs_of_an_unknown_app_is_an_error(cartridge):

@@ -13,6 +13,7 @@ import apsw
 import msgspec
 import pytest
 
+from conftest import register_apps
 from fazt_host import apps, cartridge, cli
 from fazt_host.capabilities.documents import store as docstore
 from fazt_host.capabilities.documents.compile import encode_cursor
@@ -28,6 +29,7 @@ LIMITS = Limits()
 def db(tmp_path):
     conn = cartridge.connect(tmp_path / "fazt.db")
     caps = capabilities(conn)
+    register_apps(conn, "a", "b")
     return Docs(conn, caps)
 
 

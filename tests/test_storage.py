@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from conftest import put_parts
+from conftest import put_parts, register_apps
 
 from fazt_host import cartridge
 from fazt_host.capabilities.storage import http as storage_http
@@ -25,6 +25,7 @@ MB = 1 << 20
 def conn(tmp_path):
     c = cartridge.connect(tmp_path / "fazt.db")
     capabilities(c)
+    register_apps(c, "a", "b")
     return c
 
 
@@ -84,6 +85,7 @@ def test_housekeeping_sweeps_bytes_let_go_of_without_a_write(tmp_path):
     conn = cartridge.connect(tmp_path / "fazt.db")
     storage = next(c for c in capabilities(conn) if isinstance(c, Storage))
     storage.setup(conn)
+    register_apps(conn, "a")
     put(conn, "k", b"1" * (CHUNK + 1))
     put(conn, "k", b"2")  # the first bytes are an orphan now, past their grace below
     conn.execute("UPDATE blob_data SET changed_at = changed_at - ? WHERE state = 'orphan'", (store.ORPHAN_GRACE_S + 1,))
@@ -381,6 +383,7 @@ def test_a_buckets_limits_hold_for_every_way_in(conn):
 def test_objects_stored_before_ids_get_one_each(tmp_path):
     old = cartridge.connect(tmp_path / "old.db")
     cartridge.migrate(old, "storage", store.MIGRATIONS[:5])  # the schema before object ids
+    register_apps(old, "a")
     with cartridge.transaction(old):
         bid = store.bucket_id(old, "a", "files", create=True)
         for key in ("x", "y"):
@@ -447,6 +450,7 @@ def test_checkpoints_bound_the_wal_under_writers_that_never_pause(tmp_path, monk
     path, wal = tmp_path / "fazt.db", tmp_path / "fazt.db-wal"
     writers = [cartridge.connect(path) for _ in range(2)]
     capabilities(writers[0])
+    register_apps(writers[0], "a")
     checkpointers = [cartridge.Checkpointer(path) for _ in writers]
     for checkpointer, writer in zip(checkpointers, writers):
         checkpointer.attach(writer)

@@ -231,6 +231,13 @@ def transaction(conn: apsw.Connection) -> Iterator[apsw.Connection]:
     conn.execute("COMMIT")
 
 
+def app_exists(conn: apsw.Connection, app: str) -> bool:
+    """Whether the app is deployed. What makes an app's state anew (a collection, a bucket, log lines)
+    asks it inside its own transaction: an invocation still running when its app is removed must not
+    leave state behind for the next app of that name."""
+    return conn.execute("SELECT 1 FROM apps WHERE name = ?", (app,)).fetchone() is not None
+
+
 def bump_generation(conn: apsw.Connection) -> None:
     """Tells every worker that apps changed; they re-read the app table on their next request."""
     conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")

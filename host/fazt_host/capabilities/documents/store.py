@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 import apsw
 import msgspec
 
-from ...cartridge import transaction
+from ...cartridge import app_exists, transaction
 from ...config import Limits
 from . import compile as sql
 from .ids import as_timestamp, timestamp, ulid, ulids
@@ -636,6 +636,8 @@ def explain(conn: apsw.Connection, app: str, collection: str, op: Operation) -> 
 
 def create_collection(conn: apsw.Connection, app: str, name: str) -> int:
     """Inside a write transaction."""
+    if not app_exists(conn, app):
+        raise DocError(f"no app named {app!r} (it was removed while this ran)", "42P01", 404)
     cid = conn.execute(
         "INSERT INTO doc_collections(app, name, created_at) VALUES (?, ?, ?) RETURNING id", (app, name, time.time())
     ).fetchone()[0]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import apsw
 
-from ...cartridge import transaction
+from ...cartridge import app_exists, transaction
 from ...runtime import Invocation
 from ...sourcemap import BUNDLE_FRAME
 from .. import Capability
@@ -102,6 +102,9 @@ class Log(Capability):
                 )
             )
         with transaction(conn):
+            if not app_exists(conn, invocation.app):  # removed while it ran: its log went with it
+                buf.lines, buf.dropped = [], 0
+                return
             conn.executemany(
                 "INSERT INTO logs(app, ts, level, request_id, message) VALUES (?, ?, ?, ?, ?)", rows
             )

@@ -30,7 +30,7 @@ from typing import Any
 import apsw
 import msgspec
 
-from ...cartridge import transaction
+from ...cartridge import app_exists, transaction
 from ...server import HEADER_NAME, BrokenBody
 from . import external
 
@@ -350,6 +350,8 @@ def bucket_id(conn: apsw.Connection, app: str, bucket: str, create: bool = False
         return row[0]
     if not create:
         return None
+    if not app_exists(conn, app):
+        raise StorageError(f"no app named {app!r} (it was removed while this ran)", 404, "NoSuchBucket")
     return conn.execute(
         "INSERT INTO blob_buckets(app, name, created_at, updated_at) VALUES (?, ?, ?3, ?3) RETURNING id",
         (app, bucket, time.time()),
