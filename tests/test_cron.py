@@ -551,6 +551,29 @@ def test_a_backlog_turned_away_whole_is_recorded_slot_by_slot(world, overlap):
     assert all(f"overlap: {overlap}" in r["error"] for r in backlog)
 
 
+def test_a_queued_entry_runs_its_oldest_due_run_first_whichever_host_claimed_it(world):
+    """Two hosts: the one that just finished a run used to start its own next claim at once, every
+    time, while the other's older claim waited (slots ran out of order, some 90 s late)."""
+    world.deploy({"name": "job", "schedule": "* * * * *", "overlap": "queue"})
+    conn = world.scheduler().conn
+    here, elsewhere = store.new_owner(), store.new_owner()
+    now = T0 + 600
+
+    def at(seconds: float) -> int:  # ms since the epoch, `seconds` after T0
+        return round((T0 + seconds) * 1000)
+
+    with store.transaction(conn):
+        older = store.insert_run(conn, "cronapp", "job", at(60), 1, "pending", at(60), elsewhere, T0)
+        newer = store.insert_run(conn, "cronapp", "job", at(120), 1, "pending", at(120), here, T0)
+        later = store.insert_run(conn, "cronapp", "job", at(180), 2, "pending", at(605), elsewhere, T0)
+        assert not store.start(conn, newer, here, now, serial=True)  # the older claim goes first
+        assert store.start(conn, older, elsewhere, now, serial=True)
+        assert not store.start(conn, newer, here, now, serial=True)  # one at a time
+        store.finish(conn, older, "ok", None, now, 0, elsewhere)
+        assert store.start(conn, newer, here, now, serial=True)  # a retry not yet due holds nothing up
+        assert not store.start(conn, later, elsewhere, now + 10, serial=True)
+
+
 # -- real hosts ------------------------------------------------------------------
 def write_manifest(tmp_path: Path, *entries: dict, **extra) -> Path:
     path = tmp_path / "fazt.json"
