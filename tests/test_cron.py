@@ -634,6 +634,9 @@ def test_a_cron_file_without_a_default_export_is_named_with_its_entry(cartridge,
     proc = cartridge.cli("deploy", str(app), check=False)
     # before: "<fazt entry>:4:8: No matching export in ... for import "default""
     assert proc.returncode == 1 and "cron entry 'nightly': cron/named.js has no default export" in proc.stderr, proc.stderr
+    (app / "cron" / "named.js").write_text("export default 42;")
+    proc = cartridge.cli("deploy", str(app), check=False)  # before: 'has no handler: give it a "file"', exit 2
+    assert proc.returncode == 1 and "cron entry 'nightly': cron/named.js must export default a function" in proc.stderr, proc.stderr
     (app / "cron" / "named.js").write_text("export default function (event) {}")
     (app / "index.js").write_text("export const fetch = () => new Response('x');")
     proc = cartridge.cli("deploy", str(app), check=False)

@@ -246,6 +246,10 @@ def deploy(host: Host, path: Path, manifest_path: Path | None = None, limits: di
             raise DeployError("the component does not export handler#scheduled, which its cron entries need")
         missing = cron.missing_handlers(host, built.digest, [e.name for e in manifest.cron])
         if missing:
+            entry = next(e for e in manifest.cron if e.name == missing[0])
+            if entry.file:  # the code is wrong, not fazt.json
+                raise DeployError(f"cron entry {entry.name!r}: {entry.file} must export default a function "
+                                  "(event, ctx), or an object with one as its scheduled")
             raise InvalidManifest(
                 f"cron entry {missing[0]!r} has no handler: give it a \"file\" or export default "
                 "{ async scheduled(event, ctx) { ... } } from the entry module"
