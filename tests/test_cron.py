@@ -664,6 +664,7 @@ def test_up_runs_schedules_once_per_host_with_cli(cartridge, tmp_path):
         {"name": "tick", "schedule": "every 1s", "file": "cron/tick.js"},
         {"name": "boom", "schedule": "@yearly"},
         {"name": "nap", "schedule": "@yearly", "timeout": "1s"},
+        {"name": "late", "schedule": "@yearly"},
         {"name": "digest", "schedule": "0 7 * * 1-5", "timezone": "Europe/Berlin", "catchUp": "one",
          "overlap": "skip", "timeout": "5m", "retries": 3},
     )))
@@ -697,6 +698,8 @@ def test_up_runs_schedules_once_per_host_with_cli(cartridge, tmp_path):
     manual = [r for r in history(cartridge, "boom") if r["manual"]]
     assert len(manual) == 1 and manual[0]["status"] == "failed" and manual[0]["attempt"] == 1
     assert cartridge.cli("cron", "run", "cronapp", "tick", "--json").returncode == 0
+    late = cartridge.cli("cron", "run", "cronapp", "late", check=False)  # before: "the handler threw"
+    assert late.returncode == 1 and "a ctx.waitUntil promise rejected with Error: late rejection" in late.stdout, late.stdout
     started = time.monotonic()  # a handler waiting on a timer is stopped at its entry's timeout
     nap = cartridge.cli("cron", "run", "cronapp", "nap", check=False)
     assert nap.returncode == 1 and "time limit of 1000 ms" in nap.stdout, nap.stdout

@@ -589,9 +589,10 @@ function lifetime(rejected) {
   };
 }
 
-function failure(e) {
+// `source` 'waitUntil': a ctx.waitUntil promise rejected after the handler returned.
+function failure(e, source) {
   const error = e instanceof Error ? `${e.name}: ${e.message}` : formatArg(e);
-  return JSON.stringify({ error, stack: (e && e.stack) || '' });
+  return JSON.stringify(source ? { error, stack: (e && e.stack) || '', source } : { error, stack: (e && e.stack) || '' });
 }
 
 // The handler of a cron entry: its file's default export (a function, or an
@@ -707,7 +708,7 @@ export function handlerFor(app, crons = {}) {
         };
         await handler(event, ctx);
         await extended.settled();
-        if (reasons.length) throw reasons[0]; // the run failed, as if the handler had thrown it
+        if (reasons.length) return failure(reasons[0], 'waitUntil'); // the run failed
         return '{}';
       } catch (e) {
         return failure(e);

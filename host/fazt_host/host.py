@@ -106,7 +106,8 @@ class Host:
             except msgspec.DecodeError:
                 raise GuestError("the app returned a malformed result", raw[:200]) from None
             if "error" in result:
-                raise GuestError(f"the handler threw {result['error']}", map_stack(str(result.get("stack", ""))))
+                thrown = "a ctx.waitUntil promise rejected with" if result.get("source") == "waitUntil" else "the handler threw"
+                raise GuestError(f"{thrown} {result['error']}", map_stack(str(result.get("stack", ""))))
             return result
         except GuestError as e:
             invocation.spent = None  # no response to hurry: the instance's memory goes now

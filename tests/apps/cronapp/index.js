@@ -3,7 +3,7 @@
 //   boom*  throws          hang*  loops until the timeout       bomb*  exhausts memory
 //   slow*  busy for 1.5 s  crash* busy for 8 s on attempt 1 (the test kills the host meanwhile)
 //   nap*   waits 60 s for a timer (the entry's timeout stops it)
-//   anything else logs its event and returns.
+//   late*  rejects a ctx.waitUntil promise    anything else logs its event and returns.
 import { storage } from 'fazt';
 
 function busy(ms) {
@@ -28,5 +28,6 @@ export default {
     if (name.startsWith('slow')) busy(1500);
     if (name.startsWith('nap')) await new Promise((resolve) => setTimeout(resolve, 60000));
     if (name.startsWith('crash') && event.attempt === 1) busy(8000);
+    if (name.startsWith('late')) ctx.waitUntil(Promise.reject(new Error('late rejection')));
   },
 };
