@@ -286,11 +286,22 @@ def test_the_host_is_one_and_reaches_the_app_over_http2_too(served):
     assert status(b"GET /probe/url HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n") == "400"
     assert status(b"GET /probe/url HTTP/1.1\r\nConnection: close\r\n\r\n") == "400"
     assert status(b"GET /probe/url HTTP/1.0\r\n\r\n") == "200"
+
     # HTTP/2 (h2c) sends :authority, not Host: the app sees it as `host`, as over HTTP/1.1 (before: no host)
     with httpx.Client(http1=False, http2=True) as h2:
         r = h2.get(f"http://127.0.0.1:{served.port}/probe/url")
     assert r.http_version == "HTTP/2" and r.json()["host"] == f"127.0.0.1:{served.port}", r.json()
     assert served.get("/probe/url").json()["host"] == f"127.0.0.1:{served.port}"
+
+
+def test_a_transfer_coding_the_server_does_not_apply_is_a_501(served):
+    # RFC 9112 6.1; before, a gzip-coded body reached the app still encoded
+    with socket.create_connection(("127.0.0.1", served.port)) as s:
+        s.sendall(b"POST /probe/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n"
+                  b"Connection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        reply = s.recv(4096).decode()
+    assert reply.startswith("HTTP/1.1 501") and "not supported" in reply, reply
+    assert served.request("POST", "/probe/echo", content=iter([b"ab", b"c"])).content == b"abc"  # chunked is fine
 
 
 def test_malformed_http_gets_400_and_server_survives(served):

@@ -590,6 +590,11 @@ class HttpTrigger:
                 self.wasm.submit(lambda host: host.housekeep()).add_done_callback(_retrieved)
 
     async def handle(self, scope, proto) -> None:
+        coding = scope.headers.get("transfer-encoding")
+        if coding is not None and coding.replace(" ", "").lower() != "chunked":
+            # RFC 9112 6.1: a coding the server does not apply (gzip) would reach the app still encoded.
+            raise HttpError(501, f"Transfer-Encoding {coding[:40]!r} is not supported: send the body "
+                            "chunked or with a Content-Length", unread=True)
         app_name, inner, base = self.route(scope)
         if unsafe_path(scope.path):
             # A host route whose paths are no file paths checks them itself (S3: keys, in S3's error XML).
