@@ -638,7 +638,9 @@ function serveFetch(app, json) {
       waitUntil: extended.waitUntil,
       passThroughOnException() {},
     };
-    const returned = (head.warmUp ? warmUpApp : app).fetch(request, ctx);
+    // ctx third too: a framework written for Workers' fetch(request, env, ctx) (Hono's c.executionCtx)
+    // finds waitUntil where it looks.
+    const returned = (head.warmUp ? warmUpApp : app).fetch(request, ctx, ctx);
     const answer = (response) => respond(response, extended);
     return typeof returned?.then === 'function' ? returned.then(answer, failure) : answer(returned);
   } catch (e) {

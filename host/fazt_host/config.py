@@ -14,8 +14,7 @@ from pathlib import Path
 import msgspec
 
 MIB = 1 << 20
-# A DNS label too: the app is also served at <name>.<domain> (--domain).
-APP_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
+APP_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
 
 
 class Limits(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_defaults=True, frozen=True):
@@ -128,7 +127,7 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_
         if not APP_NAME.fullmatch(self.name):
             raise ValueError(
                 "name must be a safe identifier: lowercase letters, digits and '-', "
-                "starting with a letter, not ending with '-', at most 63 characters"
+                "starting with a letter, at most 63 characters"
             )
         for field in ("entry", "static"):
             value = getattr(self, field)
