@@ -965,6 +965,11 @@ def test_import_export_round_trip_and_bad_lines(db, tmp_path):
         with pytest.raises(docstore.DocError, match="line 2: not JSON"):
             docstore.import_documents(db.conn, "a", "strict", [b'{"ok":1}\n', line + b"\n"])
     assert db.ok(collection="strict", count="exact", head=True)["count"] == 10  # the line before each
+    # Stored as the document reads, not as the line was written: a key twice, or escaped
+    with pytest.raises(docstore.DocError, match="line 1: id must be a string or an integer"):
+        docstore.import_documents(db.conn, "a", "keys", [b'{"\\u0069d": true}\n'])
+    docstore.import_documents(db.conn, "a", "keys", [b'{"n": 4, "n": 5, "id": {"o": 1}, "id": "x1"}\n'])
+    assert [d["n"] for d in db.select(collection="keys", where=[["eq", "n", 5], ["eq", "id", "x1"]])] == [5]
 
 
 
