@@ -16,7 +16,7 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
-from conftest import FAZT, TEST_APPS, Cartridge, moto_server, s3_env, put_parts
+from conftest import FAZT, TEST_APPS, Cartridge, moto_server, put_parts, register_apps, s3_env
 
 MIB = 1 << 20
 BIG = os.urandom(11 * MIB + 7)  # three parts of 5 MiB, the last one short
@@ -288,6 +288,7 @@ def test_an_object_made_of_parts_migrates_there_and_back(tmp_path, moto_endpoint
 
     conn = cartridge.connect(tmp_path / "fazt.db")
     capabilities(conn)
+    register_apps(conn, "files")
     parts = [os.urandom(5 * MIB), os.urandom(1234)]
     put_parts(conn, "whole", parts, app="files", bucket="docs", etag="e-2", content_type="", metadata={})
     settings = {k.removeprefix("FAZT_S3_").lower(): v for k, v in s3_env(moto_endpoint, "fazt-pieces").items()}
@@ -301,5 +302,37 @@ def test_an_object_made_of_parts_migrates_there_and_back(tmp_path, moto_endpoint
         assert b"".join(store.read(conn, data)) == b"".join(parts)
         store.sweep(conn, now=time.time() + store.ORPHAN_GRACE_S + 1)
         assert conn.execute("SELECT count(*) FROM blob_pieces").fetchone()[0] == 0  # the parts' copy is gone
+    finally:
+        external.configure(None)
+
+
+def test_a_large_object_migrates_while_another_process_writes(tmp_path, moto_endpoint, monkeypatch):
+    """Before: the source was read through the connection the copy records its progress on, and once
+    another process had written, that read could not become a write: BusyError, every run."""
+    from fazt_host import cartridge
+    from fazt_host.capabilities.storage import external, migrate, store
+    from fazt_host.host import capabilities
+
+    conn = cartridge.connect(tmp_path / "fazt.db")
+    capabilities(conn)
+    register_apps(conn, "files", "other")
+    data = os.urandom(11 * MIB)
+    up = store.Upload(conn, "files", "docs", "big", "", {}, True, 1 << 40)
+    up.write(data)
+    up.finish()
+    other = cartridge.connect(tmp_path / "fazt.db")  # another worker, writing all along
+    record = external.Sink._record
+
+    def written_meanwhile(self, *args):
+        with cartridge.transaction(other):
+            other.execute("INSERT INTO logs(app, ts, level, request_id, message) VALUES ('other', 0, 'info', 'r', 'x')")
+        return record(self, *args)
+
+    monkeypatch.setattr(external.Sink, "_record", written_meanwhile)
+    settings = {k.removeprefix("FAZT_S3_").lower(): v for k, v in s3_env(moto_endpoint, "fazt-busy").items()}
+    external.configure(external.S3Settings(**{**settings, "part_mb": 5}))
+    try:
+        assert migrate.migrate(conn, "files", "s3")["moved"] == 1
+        assert b"".join(store.read(conn, store.head(conn, "files", "docs", "big")[1])) == data
     finally:
         external.configure(None)

@@ -205,8 +205,13 @@ class Sink:
 
     def _send(self, body: bytes) -> None:
         if self.upload_id is None:
-            self.upload_id = self.ext.call("create_multipart_upload", Key=self.location)["UploadId"]
-            self._record()  # a process that dies now leaves an upload the sweep can abort
+            upload_id = self.ext.call("create_multipart_upload", Key=self.location)["UploadId"]
+            try:
+                self._record(upload_id)  # a process that dies now leaves an upload the sweep can abort
+            except BaseException:  # not recorded: nothing else knows of the upload to abort it
+                self.ext.call("abort_multipart_upload", Key=self.location, UploadId=upload_id)
+                raise
+            self.upload_id = upload_id
         self._wait()
         number = len(self.parts) + 1
         coro = self.ext.client.upload_part(
@@ -223,9 +228,10 @@ class Sink:
         self.sent += size
         self._record()
 
-    def _record(self) -> None:
+    def _record(self, upload_id: str | None = None) -> None:
         with transaction(self.conn):
-            self.conn.execute("UPDATE blob_data SET size = ?, pending = ? WHERE id = ?", (self.sent, self.upload_id, self.data))
+            self.conn.execute("UPDATE blob_data SET size = ?, pending = ? WHERE id = ?",
+                              (self.sent, upload_id or self.upload_id, self.data))
 
     def close(self) -> None:
         if self.upload_id is None:

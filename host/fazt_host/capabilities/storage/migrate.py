@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import apsw
 
+from ... import cartridge
 from ...cartridge import transaction
 from . import store
 from .store import StorageError
@@ -43,13 +44,16 @@ def count_left(conn: apsw.Connection, app: str, to: str) -> tuple[int, int]:
     ).fetchone()
 
 
-def move_object(conn: apsw.Connection, app: str, bucket: str, key: str, data: int, to: str) -> bool:
-    """Copies one object's bytes to `to`, verifies them, repoints it; False if it changed meanwhile."""
+def move_object(conn: apsw.Connection, app: str, bucket: str, key: str, data: int, to: str,
+                reader: apsw.Connection | None = None) -> bool:
+    """Copies one object's bytes to `to`, verifies them, repoints it; False if it changed meanwhile.
+    The source is read through `reader`: a read left open on `conn` while the copy records its progress
+    there could not become a write once another process had written (BusyError at once)."""
     new, sink = store.new_data(conn, app, to)
     source = hashlib.sha256()
     size = 0
     try:
-        for piece in store.read(conn, data):
+        for piece in store.read(reader or conn, data):
             source.update(piece)
             size += len(piece)
             sink.write(piece)
@@ -92,9 +96,26 @@ def migrate(conn: apsw.Connection, app: str, to: str, progress: Callable[[str], 
         store.external_bucket("moving objects to external S3")  # fails now, with what to set, not per object
     total, total_bytes = count_left(conn, app, to)
     progress(f"{app}: {total} objects ({total_bytes:,} bytes) to move to {to}")
+    failed: dict[int, str] = {}  # data id -> what went wrong: the others still move
+    reader = cartridge.connect(conn.filename)
+    try:
+        moved, moved_bytes = _move_all(conn, reader, app, to, total, failed, progress)
+    finally:
+        reader.close()
+    store.sweep(conn)
+    if failed:
+        shown = "; ".join(list(failed.values())[:5])
+        raise StorageError(
+            f"{len(failed)} objects could not be moved ({shown}); {moved} were, and the app still stores new "
+            f"objects where it did. Run it again to retry; an object whose bytes are gone can be removed "
+            "by the app or through its S3 endpoint.", 503, "ServiceUnavailable")
+    return {"app": app, "backend": to, "moved": moved, "bytes": moved_bytes}
+
+
+def _move_all(conn, reader, app: str, to: str, total: int, failed: dict[int, str], progress) -> tuple[int, int]:
+    """Moves every object left, switches the app to `to`, then moves what came in meanwhile."""
     moved = moved_bytes = 0
     switched = False
-    failed: dict[int, str] = {}  # data id -> what went wrong: the others still move
     while True:
         batch = _left(conn, app, to, set(failed))
         if not batch:
@@ -106,7 +127,7 @@ def migrate(conn: apsw.Connection, app: str, to: str, progress: Callable[[str], 
             continue
         for bucket, key, data, size in batch:
             try:
-                done = move_object(conn, app, bucket, key, data, to)
+                done = move_object(conn, app, bucket, key, data, to, reader)
             except StorageError as e:
                 failed[data] = f"{bucket}/{key}: {e}"
                 progress(f"could not move {bucket}/{key}: {e}")
@@ -115,11 +136,4 @@ def migrate(conn: apsw.Connection, app: str, to: str, progress: Callable[[str], 
                 moved += 1
                 moved_bytes += size
                 progress(f"[{moved}/{max(total, moved)}] {bucket}/{key} ({size:,} bytes) verified")
-    store.sweep(conn)
-    if failed:
-        shown = "; ".join(list(failed.values())[:5])
-        raise StorageError(
-            f"{len(failed)} objects could not be moved ({shown}); {moved} were, and the app still stores new "
-            f"objects where it did. Run it again to retry; an object whose bytes are gone can be removed "
-            "by the app or through its S3 endpoint.", 503, "ServiceUnavailable")
-    return {"app": app, "backend": to, "moved": moved, "bytes": moved_bytes}
+    return moved, moved_bytes
