@@ -394,6 +394,18 @@ def test_objects_stored_before_ids_get_one_each(tmp_path):
     assert ids[0] != ids[1] and all(uuid.UUID(i).version == 4 for i in ids)
 
 
+def test_an_upload_whose_app_is_removed_meanwhile_leaves_no_chunks(conn):
+    # before: forget dropped the upload's row and its chunks so far, and the chunks written after it
+    # belonged to no row, for good (and clashed with the next upload given that row's id)
+    up = store.Upload(conn, "a", "files", "k", "", {}, True, 1 << 40)
+    up.write(b"x" * (CHUNK * store.CHUNKS_PER_COMMIT))
+    with cartridge.transaction(conn):
+        store.forget(conn, "a")
+    with pytest.raises(StorageError, match="its app was removed"):
+        up.write(b"y" * (CHUNK * store.CHUNKS_PER_COMMIT))
+    assert chunk_rows(conn) == 0
+
+
 def test_apps_never_see_each_other(conn):
     put(conn, "secret", b"a's", app="a")
     with pytest.raises(StorageError):

@@ -435,11 +435,13 @@ class Chunks:
     def _put(self, n: int) -> None:
         """Writes the first n buffered bytes as chunks, in one short transaction."""
         with memoryview(self.buffer) as view, transaction(self.conn):  # SQLite copies the bytes from the buffer itself
+            self.conn.execute("UPDATE blob_data SET size = size + ?, changed_at = ? WHERE id = ?", (n, time.time(), self.data))
+            if self.conn.changes() != 1:  # its app was removed meanwhile: chunks now would belong to no one
+                raise StorageError("the upload was dropped: its app was removed", 404, "NoSuchUpload")
             for off in range(0, n, CHUNK):
                 self.conn.execute("INSERT INTO blob_chunks(data, seq, bytes) VALUES (?, ?, ?)",
-                                  (self.data, self.seq, view[off : min(off + CHUNK, n)]))
-                self.seq += 1
-            self.conn.execute("UPDATE blob_data SET size = size + ?, changed_at = ? WHERE id = ?", (n, time.time(), self.data))
+                                  (self.data, self.seq + off // CHUNK, view[off : min(off + CHUNK, n)]))
+        self.seq += (n + CHUNK - 1) // CHUNK
         del self.buffer[:n]
 
     def close(self) -> None:
@@ -511,19 +513,19 @@ class Upload:
             raise too_large()
         self.md5.update(data)
         self.size += len(data)
-        try:
-            self.sink.write(data)  # a full part goes to the external bucket
-        except Exception as e:  # noqa: BLE001
-            self.abort()
-            raise unavailable("storing the object", e) from None
+        self._to_sink(self.sink.write, data)  # a full part goes to the external bucket
 
     def _flush(self) -> None:
+        self._to_sink(self.sink.close)
+
+    def _to_sink(self, op, *args) -> None:
+        """Runs a sink operation; on failure the upload is aborted and nothing becomes visible."""
         try:
-            self.sink.close()
+            op(*args)
         except StorageError:
             self.abort()
             raise
-        except Exception as e:  # noqa: BLE001 - the external bucket failed: nothing becomes visible
+        except Exception as e:  # noqa: BLE001 - the external bucket failed
             self.abort()
             raise unavailable("storing the object", e) from None
 
