@@ -112,7 +112,7 @@ def has_body(scope) -> bool:
     """Whether a body follows the request's head (a positive Content-Length, or chunked)."""
     length = scope.headers.get("content-length")
     return scope.method.upper() not in ("GET", "HEAD") and (
-        (length is not None and length.isdigit() and int(length) > 0) or "transfer-encoding" in scope.headers
+        (length is not None and (length.isascii() and length.isdigit()) and int(length) > 0) or "transfer-encoding" in scope.headers
     )
 
 

@@ -77,7 +77,7 @@ def parse_path(path: Any) -> tuple[str | int, ...]:
         if not SEGMENT.fullmatch(part):
             reason = "too long (at most 128 characters)" if len(part) > 128 else "not a valid field name"
             raise DocError(f"field {path[:80]!r}: segment {part[:40]!r} is {reason}", "42703")
-        out.append(int(part) if part.isdigit() and len(part) < 10 else part)
+        out.append(int(part) if (part.isascii() and part.isdigit()) and len(part) < 10 else part)
     return tuple(out)
 
 

@@ -65,7 +65,7 @@ def check_token(conn: apsw.Connection, token: str, actions: tuple[str, ...], app
     """The one of `actions` the token was signed for; refused if none, or if it has expired."""
     expires_text, _, mac = token.partition(".")
     secret = signing_key(conn, create=False)  # a reader: nothing was ever signed without one
-    signed = secret is not None and expires_text.isdigit() and next(
+    signed = secret is not None and (expires_text.isascii() and expires_text.isdigit()) and next(
         (a for a in actions if hmac.compare_digest(mac, _mac(secret, a, app, bucket, key, int(expires_text)))), None
     )
     if not signed:

@@ -189,7 +189,7 @@ def authenticate(conn: apsw.Connection, scope, app: str, now: float | None = Non
         raise S3Error("SignatureDoesNotMatch", "The credential date does not match X-Amz-Date", 403)
     if presigned:
         expires = params.get("X-Amz-Expires", "")
-        if not expires.isdigit() or not 1 <= int(expires) <= 604800:
+        if not (expires.isascii() and expires.isdigit()) or not 1 <= int(expires) <= 604800:
             raise S3Error("AuthorizationQueryParametersError", "X-Amz-Expires must be between 1 and 604800 seconds")
         if now > when + int(expires):
             raise S3Error("AccessDenied", "Request has expired", 403)
@@ -242,7 +242,7 @@ class Body:
             raise S3Error("InvalidRequest", "a STREAMING payload needs Content-Encoding: aws-chunked")
         decoded = headers.get("x-amz-decoded-content-length")
         if self.chunked:
-            if decoded is None or not decoded.isdigit():
+            if decoded is None or not (decoded.isascii() and decoded.isdigit()):
                 raise S3Error("MissingContentLength", "aws-chunked needs x-amz-decoded-content-length", 411)
             self.content_length = int(decoded)
         else:
@@ -614,7 +614,7 @@ def _list_objects(proto, conn, app: str, bucket: str, params: dict[str, str]) ->
     encoding = _encoding_type(params)
     name = _url_encoded if encoding else str  # botocore asks for url and decodes what comes back so
     max_keys_text = params.get("max-keys", "1000")
-    if not max_keys_text.isdigit():
+    if not (max_keys_text.isascii() and max_keys_text.isdigit()):
         raise S3Error("InvalidArgument", "max-keys must be an integer")
     max_keys = min(int(max_keys_text), 1000)
     if v2:
@@ -808,7 +808,7 @@ def _copy_range(headers, size: int) -> tuple[int, int]:
     if text is None:
         return 0, size
     first, dash, last = text.removeprefix("bytes=").partition("-")
-    if not (text.startswith("bytes=") and dash and first.isdigit() and last.isdigit() and int(first) <= int(last) < size):
+    if not (text.startswith("bytes=") and dash and (first.isascii() and first.isdigit()) and (last.isascii() and last.isdigit()) and int(first) <= int(last) < size):
         raise S3Error("InvalidArgument", f"Range specified is not valid for source object of size: {size}")
     return int(first), int(last) + 1
 
@@ -826,7 +826,7 @@ def _copy_into(conn, upload: store.Upload, data: int, start: int = 0, end: int |
 def _upload_part(conn, app, bucket, key, raw, auth, headers, params, limits):
     """UploadPart, or UploadPartCopy with x-amz-copy-source: the part's bytes are (a range of) an object's."""
     number_text, upload_id = params.get("partNumber", ""), params.get("uploadId", "")
-    if not number_text.isdigit() or not 1 <= int(number_text) <= 10000:
+    if not (number_text.isascii() and number_text.isdigit()) or not 1 <= int(number_text) <= 10000:
         raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive")
     number = int(number_text)
     _upload_row(conn, app, bucket, key, upload_id)
@@ -849,7 +849,7 @@ def _complete(conn, app, bucket, key, upload_id, xml: bytes, limits, upsert: boo
     wanted = []
     for item in _xml_items(xml, "Part"):
         number = _text(item, "PartNumber")
-        if not number.isdigit():
+        if not (number.isascii() and number.isdigit()):
             raise S3Error("MalformedXML", "a Part has no PartNumber")
         wanted.append((int(number), _text(item, "ETag").strip().strip('"')))
     if not wanted:
@@ -913,7 +913,7 @@ def _list_parts(proto, conn, app, bucket, key, upload_id, params: dict[str, str]
     """One page of the upload's parts: those after part-number-marker, at most max-parts (1000)."""
     _upload_row(conn, app, bucket, key, upload_id)
     marker_text, max_text = params.get("part-number-marker", "0") or "0", params.get("max-parts", "1000")
-    if not (marker_text.isdigit() and max_text.isdigit()):
+    if not ((marker_text.isascii() and marker_text.isdigit()) and (max_text.isascii() and max_text.isdigit())):
         raise S3Error("InvalidArgument", "part-number-marker and max-parts must be integers")
     marker, max_parts = int(marker_text), min(int(max_text), 1000)
     rows = conn.execute(
