@@ -98,7 +98,7 @@ def test_postgrest_string_filters(host):
     assert pg(("likeAnyOf", "name", ["a", "d*"])) == ["a", "d"] and pg(("ilikeAllOf", "name", ["B*", "*C"])) == ["b.c"]
     assert pg(("likeAnyOf", "name", [])) == [] and pg(("likeAllOf", "name", [])) == ["a", "b.c", "d"]
     # a BigInt as the number it is, as postgrest-js sends it (before: a TypeError out of the SDK)
-    assert pg(("eq", "n", {"$bigint": "2"})) == ["b.c"]
+    assert pg(("eq", "n", {"$bigint": "2"})) == ["b.c"] and pg(("in", "n", [{"$bigint": "1"}])) == ["a"]
     assert chain(server, ("from", "pg"), ("select",), ("eq", "n", {"$bigint": str(2**60)}))["error"]["code"] == "22003"
     # the same in strings, as postgrest-js sends them (before: unknown operator)
     assert pg(("filter", "name", "like(any)", "{a,d*}")) == ["a", "d"] and pg(("or", "name.ilike(all).{B*,*C}")) == ["b.c"]

@@ -59,6 +59,16 @@ function finite(value, shown = String(value)) {
   return value;
 }
 
+// A filter value with its numbers (and BigInts) as JSON carries them, inside arrays and objects too
+// (contains, containedBy).
+function plain(value) {
+  if (Array.isArray(value)) return value.map(plain);
+  if (value !== null && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, plain(v)]));
+  }
+  return finite(value);
+}
+
 function isQuoted(text) {
   return text.length >= 2 && text.startsWith('"') && text.endsWith('"');
 }
@@ -121,7 +131,7 @@ function term(field, op, value) {
   if (!OPERATORS.has(op)) {
     throw new DocumentsError({ message: `unknown operator ${String(op).slice(0, 40)}`, code: 'PGRST100' });
   }
-  value = Array.isArray(value) ? value.map((v) => finite(v)) : finite(value);
+  value = plain(value);
   return [op, field, likePattern(op, value)];
 }
 

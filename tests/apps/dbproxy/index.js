@@ -3,7 +3,13 @@
 import { db } from 'fazt';
 
 // {"$bigint": "12"} in an argument is the BigInt 12n, which JSON cannot carry.
-const revive = (arg) => (arg && typeof arg === 'object' && '$bigint' in arg ? BigInt(arg.$bigint) : arg);
+const revive = (arg) => {
+  if (Array.isArray(arg)) return arg.map(revive);
+  if (arg && typeof arg === 'object') {
+    return '$bigint' in arg ? BigInt(arg.$bigint) : Object.fromEntries(Object.entries(arg).map(([k, v]) => [k, revive(v)]));
+  }
+  return arg;
+};
 
 function build(chain) {
   let target = db;
