@@ -195,8 +195,9 @@ def test_a_static_folder_or_entry_linked_out_of_the_app_folder_is_refused(cartri
     (app / "public").mkdir()
     (app / "public" / "page.html").write_text("<p>kept</p>")
     (app / "public" / "secret.txt").symlink_to(outside / "secret.txt")
+    (app / "public" / "linked").symlink_to(outside)  # a folder: os.walk lists it without going in
     proc = cartridge.cli("deploy", str(app))
-    assert "left out 1 symlink in public/ (public/secret.txt): links are not followed" in proc.stderr, proc.stderr
+    assert "left out 2 symlinks in public/ (public/linked, public/secret.txt): links are not followed" in proc.stderr, proc.stderr
     assert "(built, 1 static file)" in proc.stdout, proc.stdout
 
 

@@ -481,10 +481,10 @@ globalThis.Response = class Response extends NativeResponse {
   clone() {
     if (this.bodyUsed) throw new TypeError('Response.clone: the body has already been read');
     const init = { status: this.status, statusText: this.statusText, headers: new Headers(this.headers) };
-    const body = this.body;
-    const text = texts.get(this);
-    if (body === null || text !== undefined) {
-      const copy = new Response(body === null ? null : text, init);
+    const text = texts.get(this); // '' for no body
+    const body = text === undefined ? this.body : null;
+    if (body === null) {
+      const copy = new Response(text || null, init);
       const answer = hostAnswered.get(this);
       if (answer) hostAnswered.set(copy, answer);
       return copy;

@@ -44,6 +44,8 @@ def _walk(folder: Path, skip: set[Path], dot_dirs: frozenset[str], links: list[P
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         here = Path(dirpath)
+        if links is not None:  # os.walk lists a linked folder but does not go in
+            links.extend(here / d for d in dirnames if (here / d).is_symlink())
         dirnames[:] = sorted(
             d for d in dirnames
             if d not in SKIP_DIRS and here / d not in skip and (not d.startswith(".") or here == folder and d in dot_dirs)

@@ -228,14 +228,14 @@ def start(conn: apsw.Connection, run: Run, owner: str, now_s: float, serial: boo
     (a host that finished a run would otherwise start its own next claim at once, every time)."""
     guard = (
         " AND NOT EXISTS (SELECT 1 FROM cron_runs WHERE app = ?3 AND name = ?4 AND (status = 'running'"
-        " OR status = 'pending' AND due <= ?5 AND (due < ?6 OR due = ?6 AND id < ?2)))"
+        " OR status = 'pending' AND (due < ?5 OR due = ?5 AND id < ?2)))"
         if serial
         else ""
     )
     conn.execute(
-        "UPDATE cron_runs SET status = 'running', started_at = ?1 WHERE id = ?2 AND owner = ?7 AND status = 'pending'"
+        "UPDATE cron_runs SET status = 'running', started_at = ?1 WHERE id = ?2 AND owner = ?6 AND status = 'pending'"
         + guard,
-        (now_s, run.id, run.app, run.name, int(now_s * 1000), run.due, owner),
+        (now_s, run.id, run.app, run.name, run.due, owner),
     )
     return conn.changes() == 1
 
