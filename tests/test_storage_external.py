@@ -336,3 +336,14 @@ def test_a_large_object_migrates_while_another_process_writes(tmp_path, moto_end
         assert b"".join(store.read(conn, store.head(conn, "files", "docs", "big")[1])) == data
     finally:
         external.configure(None)
+
+
+def test_credentials_the_bucket_refuses_are_named_as_such():
+    from botocore.exceptions import ClientError
+
+    from fazt_host.capabilities.storage import store
+
+    refused = ClientError({"Error": {"Code": "InvalidAccessKeyId"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "HeadBucket")
+    assert "refused the host's credentials (FAZT_S3_ACCESS_KEY_ID" in str(store.unavailable("connecting to storage", refused))
+    down = ClientError({"Error": {"Code": "InternalError"}, "ResponseMetadata": {"HTTPStatusCode": 500}}, "HeadBucket")
+    assert str(store.unavailable("connecting to storage", down)).endswith("the external S3 bucket is unavailable")

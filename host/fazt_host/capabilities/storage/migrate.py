@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 import apsw
+from botocore.exceptions import BotoCoreError, ClientError
 
 from ... import cartridge
 from ...cartridge import transaction
@@ -64,11 +65,13 @@ def move_object(conn: apsw.Connection, app: str, bucket: str, key: str, data: in
         if copy.digest() != source.digest():
             raise StorageError(f"{bucket}/{key}: the copy's SHA-256 differs from the source's; nothing was switched",
                                500, "ChecksumMismatch")
-    except BaseException:
+    except BaseException as e:
         sink.abort()
         with transaction(conn):
             store.drop_data(conn, new)
         store.reap(conn)
+        if isinstance(e, (BotoCoreError, ClientError)):  # the external bucket failed
+            raise store.unavailable(f"moving {bucket}/{key}", e) from None
         raise
     now = time.time()
     with transaction(conn):

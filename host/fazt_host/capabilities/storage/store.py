@@ -401,6 +401,10 @@ def set_backend(conn: apsw.Connection, app: str, name: str) -> bool:
 def unavailable(doing: str, e: Exception) -> StorageError:
     """The external bucket failed: the details (endpoint, bucket, prefix) are the host's, for its log only."""
     print(f"storage: {doing} failed: {e!r}", file=sys.stderr)
+    meta = getattr(e, "response", None) or {}
+    if meta.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403:
+        return StorageError(f"{doing} failed: the external S3 bucket refused the host's credentials "
+                            "(FAZT_S3_ACCESS_KEY_ID, FAZT_S3_SECRET_ACCESS_KEY)", 503, "ServiceUnavailable")
     return StorageError(f"{doing} failed: the external S3 bucket is unavailable", 503, "ServiceUnavailable")
 
 
