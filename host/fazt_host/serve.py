@@ -13,6 +13,7 @@ import threading
 import time
 
 from .config import HostSettings
+from .signals import UP_PID
 
 # A scheduler process that dies is started again after 1 s, 2 s, 4 s ... at most a minute; one
 # that ran this long before dying starts the count again, so a rare crash waits only 1 s.
@@ -198,6 +199,7 @@ def serve(settings: HostSettings) -> int:
     workers = settings.workers or os.cpu_count() or 1
     settings = msgspec.structs.replace(settings, workers=workers)  # the workers read it to claim cores
     os.environ.update(settings.to_env())  # workers read their settings from the environment
+    os.environ[UP_PID] = str(os.getpid())  # its workers and scheduler end with it (signals.die_with_parent)
     if stale:
         # A deleted cache folder, a damaged file: compiled now (it says which), not by the first request to each app.
         subprocess.run([sys.executable, "-m", "fazt_host.precompile"])

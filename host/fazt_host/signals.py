@@ -19,16 +19,23 @@ from typing import Callable
 PR_SET_PDEATHSIG = 1
 
 
+UP_PID = "FAZT_UP_PID"  # set by `up` for the processes it starts: the parent they must not outlive
+
+
 def die_with_parent(signum: int) -> None:
     """Has Linux send `signum` to this process when its parent ends, even when that is killed outright
     (SIGKILL, the OOM killer): `up`'s workers and scheduler would otherwise serve on, orphaned, and
-    hold its port. Elsewhere, nothing."""
+    hold its port. A parent that ended before this was asked (a worker slow to start) is seen at
+    once. Elsewhere, nothing."""
     if not sys.platform.startswith("linux"):
         return
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
     except (OSError, AttributeError):
-        pass
+        return
+    parent = os.environ.get(UP_PID)
+    if parent and os.getppid() != int(parent):
+        os.kill(os.getpid(), signum)
 
 
 def lock_free(callback: Callable[[int], object], name: str = "fazt-signals"):
