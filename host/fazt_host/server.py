@@ -550,14 +550,13 @@ class HttpTrigger:
         self.blobs = static.Blobs(self.reader)
         self._housekept = time.monotonic()
 
-    def route(self, scope) -> tuple[str, str, str]:
-        """(app, path inside the app, base path) from the Host header or the first path segment."""
-        host = request_host(scope)
+    def route(self, scope, host: str) -> tuple[str, str, str]:
+        """(app, path inside the app, base path) from the Host (request_host) or the first path segment."""
         path = scope.path
         if self.domain:
-            host = host.split(":")[0].lower().rstrip(".")
-            if host.endswith("." + self.domain):
-                return host[: -len(self.domain) - 1], path, ""
+            name = host.split(":")[0].lower().rstrip(".")
+            if name.endswith("." + self.domain):
+                return name[: -len(self.domain) - 1], path, ""
         _, _, rest = path.partition("/")
         app, slash, inner = rest.partition("/")
         return app, "/" + inner if slash else "", "/" + app
@@ -595,7 +594,8 @@ class HttpTrigger:
             # RFC 9112 6.1: a coding the server does not apply (gzip) would reach the app still encoded.
             raise HttpError(501, f"Transfer-Encoding {coding[:40]!r} is not supported: send the body "
                             "chunked or with a Content-Length", unread=True)
-        app_name, inner, base = self.route(scope)
+        host = request_host(scope)
+        app_name, inner, base = self.route(scope, host)
         if unsafe_path(scope.path):
             # A host route whose paths are no file paths checks them itself (S3: keys, in S3's error XML).
             own = self.host_route(inner) if app_name not in ("", "_") else None
@@ -626,7 +626,7 @@ class HttpTrigger:
                 return
             if not inner.endswith("/") and f"{inner[1:]}/index.html" in deployed.static:
                 return _to_folder(proto, scope, base + quote(inner, safe=PATH_SAFE))
-        await self.invoke(scope, proto, deployed, inner, base, method)
+        await self.invoke(scope, proto, deployed, inner, base, method, host)
 
     def __rsgi_del__(self, loop) -> None:
         """The worker stops (SIGTERM, SIGINT). Granian has let the requests in flight finish; work still
@@ -691,7 +691,7 @@ class HttpTrigger:
             return
         raise HttpError(404, f"no host endpoint {inner!r}")
 
-    async def invoke(self, scope, proto, deployed: Deployed, inner: str, base: str, method: str) -> None:
+    async def invoke(self, scope, proto, deployed: Deployed, inner: str, base: str, method: str, host: str) -> None:
         limits = deployed.manifest.limits
         rid = request_id()
         headers = scope.headers
@@ -702,7 +702,6 @@ class HttpTrigger:
             self.note_refusal(deployed, rid, str(e))
             raise
         with_body = has_body(scope)
-        host = request_host(scope)
         authority = host or "localhost"  # HTTP/1.0 may send none
         if not _AUTHORITY.fullmatch(authority):  # the guest's URL parser would throw on it
             return json_error(proto, 400, "invalid Host header", rid)
