@@ -175,6 +175,8 @@ def test_migrate_moves_every_object_verified_while_serving_and_switches(internal
     assert len(external_keys(moto_endpoint, bucket, "fazt/files/")) == 8
     ok(s.request("PUT", "/files/pipe/docs/after", content=b"new"))  # switched: new objects go to S3 too
     assert len(external_keys(moto_endpoint, bucket, "fazt/files/")) == 9
+    assert {b["backend"] for b in json.loads(cart.cli("blobs", "files", "--json").stdout)} == {"s3"}
+    assert "files stores its objects' bytes in the external S3 bucket (s3)" in cart.cli("blobs", "files").stderr
     again = json.loads(cart.cli("blobs", "migrate", "files", "--to", "s3", "--json").stdout)
     assert again == {"app": "files", "backend": "s3", "moved": 0, "bytes": 0}
     back = json.loads(cart.cli("blobs", "migrate", "files", "--to", "internal", "--json").stdout)

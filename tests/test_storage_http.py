@@ -463,6 +463,8 @@ def test_cli_and_isolation(host, tmp_path):
     cart, s = host
     listing = json.loads(cart.cli("blobs", "files", "--json").stdout)
     assert {b["name"]: b["public"] for b in listing}["avatars"] is True
+    assert {b["backend"] for b in listing} == {"internal"}
+    assert "files stores its objects' bytes in the cartridge (internal)" in cart.cli("blobs", "files").stderr
     objects = json.loads(cart.cli("blobs", "files", "avatars", "--json").stdout)
     assert any(o["key"] == "u/42.png" and o["size"] == len(DATA) for o in objects)
     assert cart.cli("blobs", "files", "BAD", check=False).returncode == 1

@@ -444,6 +444,9 @@ def cmd_export(args) -> int:
     return 0
 
 
+BACKEND_PLACES = {"internal": "in the cartridge (internal)", "s3": "in the external S3 bucket (s3)"}
+
+
 def cmd_blobs(args) -> int:
     from .capabilities.storage import store
     from .host import capabilities
@@ -457,10 +460,13 @@ def cmd_blobs(args) -> int:
     try:
         if args.bucket is None:
             rows = store.buckets(conn, args.app)
+            where = store.backend(conn, args.app)
             if args.json:
-                _print_json(rows)
-            elif not rows:
-                print(f"{args.app} has no buckets", file=sys.stderr)
+                _print_json([{**r, "backend": where} for r in rows])
+            else:  # where new uploads go: `blobs migrate` moves the bytes and switches it
+                print(f"{args.app} stores its objects' bytes {BACKEND_PLACES[where]}", file=sys.stderr)
+                if not rows:
+                    print(f"{args.app} has no buckets", file=sys.stderr)
             for r in [] if args.json else rows:
                 print(f"{r['name']:<32} {'public ' if r['public'] else 'private'} {r['objects']:>8} objects {r['bytes']:>14,} bytes")
             return 0
