@@ -739,12 +739,12 @@ async def _object_op(trigger, scope, proto, deployed, auth, method, bucket, key,
             store.remove(conn, app, bucket, [key], if_match)
             return ("empty", 204, [])
         if method == "POST" and "uploads" in params:
-            _need_bucket(conn, app, bucket)
-            store.check_content_type(conn, app, bucket, headers.get("content-type") or "binary/octet-stream")
-            cache_control = store.check_cache_control(headers.get("cache-control"))
-            representation = store.check_representation(_representation(headers))
             upload_id = secrets.token_urlsafe(24)
-            with transaction(conn):
+            with transaction(conn):  # the bucket, checked where the upload is recorded: not removed in between
+                _need_bucket(conn, app, bucket)
+                store.check_content_type(conn, app, bucket, headers.get("content-type") or "binary/octet-stream")
+                cache_control = store.check_cache_control(headers.get("cache-control"))
+                representation = store.check_representation(_representation(headers))
                 conn.execute(
                     "INSERT INTO s3_uploads(id, app, bucket, key, content_type, metadata, created_at, cache_control, "
                     "headers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
