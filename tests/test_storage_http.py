@@ -357,6 +357,39 @@ def test_an_empty_request_body_pipes_into_an_empty_object(host):
         assert s.get("/files/get/docs/empty.bin").content == b""
 
 
+def test_a_piped_upload_is_stored_as_the_requests_content_type(host):
+    _, s = host
+    ok(s.request("PUT", "/files/pipe-as-sent/docs/sent.png", content=b"png", headers={"content-type": "image/png"}))
+    assert ok(s.get("/files/info/docs/sent.png"))["contentType"] == "image/png"  # before: application/octet-stream
+    ok(s.request("PUT", "/files/pipe-as-sent/docs/untyped", content=b"x", headers={"content-type": ""}))
+    assert ok(s.get("/files/info/docs/untyped"))["contentType"] == "application/octet-stream"
+
+
+def test_a_body_already_read_is_refused_not_stored_empty(host):
+    _, s = host
+    r = s.request("POST", "/files/read-first/docs", content=b"read by the handler")
+    out = r.json()
+    assert out["text"] == "read by the handler"
+    for reply in (out["body"], out["request"]):  # before: an empty object, and a TypeError thrown
+        assert reply["data"] is None and reply["error"]["error"] == "InvalidRequest"
+        assert "already read" in reply["error"]["message"]
+    assert s.get("/files/exists/docs/used").json()["data"] is False
+
+
+def test_the_other_body_kinds_and_option_forms_storage_js_takes(host):
+    _, s = host
+    out = s.request("POST", "/files/forms/docs").json()
+    assert out["form"]["error"] is None
+    assert (out["formInfo"]["contentType"], out["formInfo"]["size"]) == ("image/png", len(b"form bytes"))
+    assert out["noFile"]["error"]["message"] == "a FormData body needs a file in it"
+    assert out["params"]["error"] is None and out["paramsText"] == "a=1&b=x+y"
+    assert out["nullOptions"] == ["ok"] * 6  # before: TypeError, null has no properties
+    assert out["upsertText"] is None and out["limitText"] == 1
+    assert out["listNumber"] == "path must be a string" and out["signsText"] == "paths must be an array of paths"
+    assert out["bucketThrows"] == {"threw": "not_found"} and out["bucketReturns"] == "not_found"
+    assert out["storageThrows"] == {"threw": "NoSuchBucket"} and out["storageReturns"] == "NoSuchBucket"
+
+
 def test_paths_are_cleaned_as_storage_js_cleans_them(host):
     # An upload drops leading, trailing and repeated slashes; reads drop leading ones.
     _, s = host

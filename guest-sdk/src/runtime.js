@@ -246,16 +246,27 @@ const bodies = new WeakMap(); // request -> { streamed, used }
 // The request body streams not yet read: storage can pipe one host-side instead.
 const hostBodies = new WeakMap(); // stream -> state
 
-// True (and the body counts as read) if `stream` is the current request's
-// untouched body: the host can then move its bytes without the sandbox.
+// The request whose untouched body `stream` is (the request itself, or its body), the body now counting
+// as read: the host can then move its bytes without the sandbox. null for any other body.
 export function claimRequestBody(stream) {
   let state = hostBodies.get(stream);
   if (!state && currentRequest && (stream === currentRequest || stream === currentRequest.body)) {
     state = bodies.get(currentRequest);
   }
-  if (!state || state.streamed || state.used) return false;
+  if (!state || state.streamed || state.used) return null;
   state.used = true;
-  return true;
+  return stream instanceof Request ? stream : currentRequest;
+}
+
+// Whether `body` is a body already read or being read (text(), json(), a reader): as fetch() does,
+// the SDK refuses to send one, which would otherwise go as what is left of it (nothing, once read).
+export function bodyDisturbed(body) {
+  if (body instanceof Request) return body.bodyUsed;
+  if (!(body instanceof ReadableStream)) return false;
+  if (body.locked) return true;
+  if (currentRequest && body === currentRequest.body) return currentRequest.bodyUsed;
+  const state = hostBodies.get(body);
+  return Boolean(state && (state.streamed || state.used));
 }
 
 function requestBody(state) {

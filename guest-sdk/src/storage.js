@@ -11,7 +11,7 @@
 import {
   call, uploadBegin, uploadWrite, uploadFinish, uploadRequest, downloadBegin, downloadRead,
 } from 'fazt:host/storage@0.1.0';
-import { claimRequestBody, hostResponse, mountPrefix, readAll, requestOrigin, wordChunks } from './runtime.js';
+import { bodyDisturbed, claimRequestBody, hostResponse, mountPrefix, readAll, requestOrigin, wordChunks } from './runtime.js';
 
 const READ_CHUNK = 16 << 20;
 
@@ -64,6 +64,7 @@ async function toBytes(body) {
   if (ArrayBuffer.isView(body)) return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
   if (body instanceof ArrayBuffer) return new Uint8Array(body);
   if (body instanceof Blob) return new Uint8Array(await body.arrayBuffer());
+  if (body instanceof URLSearchParams) return new TextEncoder().encode(body.toString()); // as fetch sends it
   if (body instanceof Request) return new Uint8Array(await body.arrayBuffer()); // one with no body to pipe
   return null;
 }
@@ -108,35 +109,72 @@ function readPath(path) {
   return typeof path === 'string' ? path.replace(/^\/+/, '') : path;
 }
 
-// expiresIn as storage-js's server reads it: a number, or a string of one ('60').
-function seconds(expiresIn) {
-  return typeof expiresIn === 'string' && expiresIn.trim() !== '' && Number.isFinite(Number(expiresIn))
-    ? Number(expiresIn)
-    : expiresIn;
+// A count as Supabase's storage server reads it (expiresIn, limit, offset): a number, or a string of one ('60').
+function numeric(value) {
+  return typeof value === 'string' && value.trim() !== '' && Number.isFinite(Number(value)) ? Number(value) : value;
 }
+
+// upsert as storage-js sends it (an `x-upsert` header) and the server reads it: true or 'true'.
+const upserts = (upsert) => upsert === true || upsert === 'true';
 
 function folderPrefix(path) {
   return !path ? '' : path.endsWith('/') ? path : `${path}/`;
 }
 
+const NOT_A_PATH = 'path must be a string';
+
+function signedUrl(bucket, path, expiresIn, options) {
+  const { download } = options ?? {};
+  path = readPath(path);
+  const r = ask(call, { op: 'sign', bucket, key: path, expiresIn: numeric(expiresIn) });
+  return r.error ? r : { data: { signedUrl: requestOrigin() + r.data.signedUrl + downloadQuery(download, '&') }, error: null };
+}
+
+// storage-js's throwOnError(): a reply's error is thrown instead of returned.
+function thrown(client, r) {
+  if (client?.throws && r.error) throw r.error;
+  return r;
+}
+
 class Bucket {
   constructor(bucket) {
     this.bucket = bucket;
+    this.throws = false;
   }
 
-  // body: string, bytes, Blob, a ReadableStream of bytes, or the request (or request.body) to pipe it.
+  throwOnError() {
+    this.throws = true;
+    return this;
+  }
+
+  // body: string, bytes, Blob, URLSearchParams, FormData (its first file), a ReadableStream of bytes, or the
+  // request (or request.body) to pipe it, as its Content-Type unless contentType says otherwise.
   // cacheControl: seconds, served as `Cache-Control: max-age=N` (storage-js's default, 3600).
-  async upload(path, body, { contentType, upsert = false, metadata = {}, cacheControl = '3600', token } = {}) {
+  async upload(path, body, options) {
+    const { contentType, upsert = false, metadata = {}, cacheControl = '3600', token } = options ?? {};
     path = uploadPath(path);
-    const op = { bucket: this.bucket, key: path, upsert, metadata, cacheControl: String(cacheControl) };
+    const op = { bucket: this.bucket, key: path, upsert: upserts(upsert), metadata, cacheControl: String(cacheControl) };
     if (contentType) op.contentType = contentType;
     if (token !== undefined) op.token = String(token);
-    if (claimRequestBody(body)) return this.reply(ask(uploadRequest, op), path);
+    if (bodyDisturbed(body)) {
+      return failed('the body was already read (text(), json(), arrayBuffer() or a reader): upload the bytes '
+        + 'read, or the request before reading it');
+    }
+    const piped = claimRequestBody(body);
+    if (piped) {
+      op.contentType ||= piped.headers.get('content-type') || undefined;
+      return this.reply(ask(uploadRequest, op), path);
+    }
+    if (body instanceof FormData) {
+      // Supabase's storage server stores the form's first file, as its type.
+      body = [...body.values()].find((value) => value instanceof Blob);
+      if (!body) return failed('a FormData body needs a file in it');
+    }
     let stream = null;
     let bytes = await toBytes(body);
     if (bytes === null) {
       if (body instanceof ReadableStream) stream = body;
-      else return failed('upload takes a string, bytes, a Blob, a ReadableStream or the request body');
+      else return failed('upload takes a string, bytes, a Blob, URLSearchParams, FormData, a ReadableStream or the request body');
     }
     if (!op.contentType) {
       op.contentType = (body instanceof Blob && body.type) || (body instanceof Request && body.headers.get('content-type'))
@@ -174,11 +212,11 @@ class Bucket {
 
   // storage-js's: an upload through a token from createSignedUploadUrl (on this app, bucket and path). As on
   // Supabase, the token alone decides whether an existing object may be replaced: `upsert` is ignored.
-  uploadToSignedUrl(path, token, body, options = {}) {
+  uploadToSignedUrl(path, token, body, options) {
     return this.upload(path, body, { ...options, upsert: false, token });
   }
 
-  update(path, body, options = {}) {
+  update(path, body, options) {
     return this.upload(path, body, { ...options, upsert: true });
   }
 
@@ -195,11 +233,13 @@ class Bucket {
   // `cursor` continues a listing by name (ascending, without search) that replied with `cursor`.
   // `search` keeps the entries whose name starts with it, ignoring case; `sortBy` orders the objects
   // (subfolders come first, by name).
-  async list(path = '', { limit = 100, offset = 0, cursor, search = '', sortBy } = {}) {
+  async list(path = '', options) {
+    const { limit = 100, offset = 0, cursor, search = '', sortBy } = options ?? {};
+    if (path !== null && typeof path !== 'string') return failed(NOT_A_PATH);
     const prefix = folderPrefix(path);
     const { column = 'name', order = 'asc' } = sortBy ?? {};
     const r = ask(call, {
-      op: 'list', bucket: this.bucket, prefix, limit, offset, start: cursor ?? '',
+      op: 'list', bucket: this.bucket, prefix, limit: numeric(limit), offset: numeric(offset), start: cursor ?? '',
       search, sortColumn: column, sortOrder: order,
     });
     if (r.error) return r;
@@ -245,9 +285,10 @@ class Bucket {
   }
 
   // An existing destination is refused with Duplicate unless `upsert: true`.
-  async copy(from, to, { destinationBucket, upsert = false } = {}) {
+  async copy(from, to, options) {
+    const { destinationBucket, upsert = false } = options ?? {};
     [from, to] = [readPath(from), uploadPath(to)];
-    const r = ask(call, { op: 'copy', bucket: this.bucket, key: from, to, toBucket: destinationBucket ?? '', upsert });
+    const r = ask(call, { op: 'copy', bucket: this.bucket, key: from, to, toBucket: destinationBucket ?? '', upsert: upserts(upsert) });
     // storage-js gives the server's Key: the destination with its bucket.
     return r.error ? r : { data: { path: `${destinationBucket ?? this.bucket}/${to}` }, error: null };
   }
@@ -257,26 +298,26 @@ class Bucket {
   // the sandbox. `range` is a Range header value; without the option the
   // request's own Range header applies. The object is looked up when the
   // response is sent: a missing one gives 404.
-  stream(path, { range, status = 200, headers } = {}) {
+  stream(path, options) {
+    const { range, status = 200, headers } = options ?? {};
     path = readPath(path);
     const object = { bucket: this.bucket, key: path };
-    if (arguments[1] && 'range' in arguments[1]) object.range = range ?? null;
+    if (options && 'range' in options) object.range = range ?? null;
     return hostResponse({ object }, { status, headers });
   }
 
   // `download`: true, or a file name, makes the URL serve the object as an attachment (as storage-js).
-  async createSignedUrl(path, expiresIn, { download } = {}) {
-    path = readPath(path);
-    const r = ask(call, { op: 'sign', bucket: this.bucket, key: path, expiresIn: seconds(expiresIn) });
-    return r.error ? r : { data: { signedUrl: requestOrigin() + r.data.signedUrl + downloadQuery(download, '&') }, error: null };
+  async createSignedUrl(path, expiresIn, options) {
+    return signedUrl(this.bucket, path, expiresIn, options);
   }
 
   // storage-js's shape: one entry per path, a missing object or a bad path as that entry's `error`
   // (a message); a bad expiresIn fails the call.
-  async createSignedUrls(paths, expiresIn, options = {}) {
+  async createSignedUrls(paths, expiresIn, options) {
+    if (!Array.isArray(paths)) return failed('paths must be an array of paths');
     const data = [];
     for (const path of paths) {
-      const r = await this.createSignedUrl(path, expiresIn, options);
+      const r = signedUrl(this.bucket, path, expiresIn, options);
       if (r.error && /^expiresIn/.test(r.error.message)) return r;
       data.push({ error: r.error ? r.error.message : null, path, signedUrl: r.data ? r.data.signedUrl : null });
     }
@@ -284,25 +325,38 @@ class Bucket {
   }
 
   // `upsert: true` (storage-js's option) lets the URL replace an existing object.
-  async createSignedUploadUrl(path, { expiresIn = 7200, upsert = false } = {}) {
+  async createSignedUploadUrl(path, options) {
+    const { expiresIn = 7200, upsert = false } = options ?? {};
     path = readPath(path);
-    const r = ask(call, { op: 'sign', bucket: this.bucket, key: path, expiresIn: seconds(expiresIn), upload: true, upsert });
+    const r = ask(call, {
+      op: 'sign', bucket: this.bucket, key: path, expiresIn: numeric(expiresIn), upload: true, upsert: upserts(upsert),
+    });
     return r.error ? r : { data: { ...r.data, signedUrl: requestOrigin() + r.data.signedUrl }, error: null };
   }
 
   // The URL of an object in a public bucket (fazt.json storage.buckets.NAME.public).
-  getPublicUrl(path, { download } = {}) {
+  getPublicUrl(path, options) {
+    const { download } = options ?? {};
     path = readPath(path);
     const url = `${requestOrigin()}${mountPrefix()}/storage/v1/object/public/${this.bucket}/${encodeKey(path)}`;
     return { data: { publicUrl: url + downloadQuery(download, '?') } };
   }
 
   // An existing destination is refused with Duplicate unless `upsert: true`.
-  async move(from, to, { destinationBucket, upsert = false } = {}) {
+  async move(from, to, options) {
+    const { destinationBucket, upsert = false } = options ?? {};
     [from, to] = [readPath(from), uploadPath(to)];
-    const r = ask(call, { op: 'move', bucket: this.bucket, key: from, to, toBucket: destinationBucket ?? '', upsert });
+    const r = ask(call, { op: 'move', bucket: this.bucket, key: from, to, toBucket: destinationBucket ?? '', upsert: upserts(upsert) });
     return r.error ? r : { data: { message: 'Successfully moved' }, error: null };
   }
+}
+
+for (const name of ['upload', 'uploadToSignedUrl', 'update', 'download', 'list', 'head', 'info', 'exists', 'remove',
+  'copy', 'createSignedUrl', 'createSignedUrls', 'createSignedUploadUrl', 'move']) {
+  const method = Bucket.prototype[name];
+  Bucket.prototype[name] = async function (...args) {
+    return thrown(this, await method.apply(this, args));
+  };
 }
 
 // storage-js's Bucket shape (times ISO 8601; limits null when unset).
@@ -313,28 +367,32 @@ function bucketEntry(b) {
   };
 }
 
-function bucketCall(op, id, data, settings = {}) {
+function bucketCall(client, op, id, data, settings = {}) {
   const r = ask(call, { op, bucket: id, ...settings });
-  return r.error ? r : { data: data(r.data), error: null };
+  return thrown(client, r.error ? r : { data: data(r.data), error: null });
 }
 
 // The settings storage-js sends: undefined ones are left out (as they are when it sends them).
-function bucketSettings({ public: isPublic, fileSizeLimit, allowedMimeTypes } = {}) {
+function bucketSettings(options) {
+  const { public: isPublic, fileSizeLimit, allowedMimeTypes } = options ?? {};
   return { public: isPublic, fileSizeLimit, allowedMimeTypes };
 }
 
 export const storage = {
+  throws: false,
+  // The bucket calls of what it returns throw their errors; `storage` itself, shared by the app's modules, is left as it is.
+  throwOnError() { return Object.assign(Object.create(this), { throws: true }); },
   from(bucket) { return new Bucket(bucket); },
-  async listBuckets() { return bucketCall('listBuckets', '', (list) => list.map(bucketEntry)); },
-  async getBucket(id) { return bucketCall('getBucket', id, bucketEntry); },
+  async listBuckets() { return bucketCall(this, 'listBuckets', '', (list) => list.map(bucketEntry)); },
+  async getBucket(id) { return bucketCall(this, 'getBucket', id, bucketEntry); },
   // Refused with BucketAlreadyExists (409) if it exists. Uploads to a bucket that does not exist create it.
-  async createBucket(id, options = { public: false }) {
-    return bucketCall('createBucket', id, () => ({ name: id }), bucketSettings(options));
+  async createBucket(id, options) {
+    return bucketCall(this, 'createBucket', id, () => ({ name: id }), bucketSettings(options ?? { public: false }));
   },
   async updateBucket(id, options) {
-    return bucketCall('updateBucket', id, () => ({ message: 'Successfully updated' }), bucketSettings(options));
+    return bucketCall(this, 'updateBucket', id, () => ({ message: 'Successfully updated' }), bucketSettings(options));
   },
   // Refused with ResourceNotEmpty (409) while the bucket holds objects: emptyBucket first.
-  async deleteBucket(id) { return bucketCall('deleteBucket', id, () => ({ message: 'Successfully deleted' })); },
-  async emptyBucket(id) { return bucketCall('emptyBucket', id, () => ({ message: 'Successfully emptied' })); },
+  async deleteBucket(id) { return bucketCall(this, 'deleteBucket', id, () => ({ message: 'Successfully deleted' })); },
+  async emptyBucket(id) { return bucketCall(this, 'emptyBucket', id, () => ({ message: 'Successfully emptied' })); },
 };

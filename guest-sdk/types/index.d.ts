@@ -257,17 +257,20 @@ export interface FileInfo {
 }
 
 export interface Bucket {
+  /** The calls of this bucket throw their errors instead of returning them (storage-js's). */
+  throwOnError(): this;
   /**
    * Stores an object. Passing the request (or `request.body`, unread) pipes it from the socket into
-   * storage on the host: the bytes never enter the sandbox. Refused with `Duplicate` if the key
+   * storage on the host: the bytes never enter the sandbox; its type is the request's Content-Type unless
+   * `contentType` is given. A body already read is refused. Refused with `Duplicate` if the key
    * exists, unless `upsert`.
    */
   upload(
     path: string,
-    /** null or undefined (`request.body` of an empty request): an empty object. */
-    body: string | ArrayBuffer | ArrayBufferView | Blob | ReadableStream | Request | null | undefined,
+    /** null or undefined (`request.body` of an empty request): an empty object. FormData: its first file. */
+    body: string | ArrayBuffer | ArrayBufferView | Blob | URLSearchParams | FormData | ReadableStream | Request | null | undefined,
     options?: {
-      contentType?: string; upsert?: boolean; metadata?: Record<string, string>;
+      contentType?: string; upsert?: boolean | 'true' | 'false'; metadata?: Record<string, string>;
       /** Seconds; the object is served with `Cache-Control: max-age=<seconds>`. Default `'3600'`. */
       cacheControl?: string | number;
     },
@@ -333,6 +336,8 @@ export interface BucketOptions {
 }
 
 export const storage: {
+  /** A `storage` whose bucket calls throw their errors; `storage` itself is left as it is. */
+  throwOnError(): typeof storage;
   from(bucket: string): Bucket;
   listBuckets(): Promise<StorageReply<BucketInfo[]>>;
   getBucket(id: string): Promise<StorageReply<BucketInfo>>;

@@ -9,6 +9,9 @@
 //   GET  /sign-upload/BUCKET/KEY?upsert=1   PUT /to-signed/BUCKET/KEY?token=T&upsert=1   uploadToSignedUrl(body)
 //   DELETE /o/BUCKET?keys=a,b   POST /copy|move/BUCKET {from, to, destinationBucket, upsert}
 //   POST /buckets/METHOD/ID {options}   storage.METHOD(ID, options): listBuckets, createBucket...
+//   PUT  /pipe-as-sent/BUCKET/KEY   upload(key, request.body) with no options
+//   POST /read-first/BUCKET   reads the body, then uploads request.body and the request
+//   POST /forms/BUCKET   the other body kinds and option forms storage-js takes, and throwOnError()
 import { storage, StorageError, StorageApiError, isStorageError } from 'fazt';
 
 function json(value, status = 200) {
@@ -82,6 +85,42 @@ export default {
     if (action === 'signs') return json(await b.createSignedUrls(url.searchParams.get('keys').split(','), 60));
     if (action === 'sign-upload') return json(await b.createSignedUploadUrl(key, { upsert: options.upsert }));
     if (action === 'public') return json(b.getPublicUrl(key, { download: url.searchParams.has('download') }));
+    if (action === 'pipe-as-sent') return json(await b.upload(key, request.body));
+    if (action === 'read-first') {
+      const text = await request.text();
+      return json({ text, body: await b.upload('used', request.body), request: await b.upload('used2', request) });
+    }
+    if (action === 'forms') {
+      const form = new FormData();
+      form.append('note', 'not a file');
+      form.append('file', new File(['form bytes'], 'a.png', { type: 'image/png' }));
+      const caught = async (call) => {
+        try {
+          return { returned: await call() };
+        } catch (e) {
+          return { threw: e instanceof StorageApiError ? e.error : String(e) };
+        }
+      };
+      return json({
+        form: await b.upload('form.png', form),
+        formInfo: (await b.info('form.png')).data,
+        noFile: await b.upload('none', new FormData()),
+        params: await b.upload('params.txt', new URLSearchParams({ a: '1', b: 'x y' })),
+        paramsText: await (await b.download('params.txt')).data.text(),
+        nullOptions: [
+          await b.upload('n.txt', 'n', null), await b.list('', null), await b.createSignedUrl('n.txt', 60, null),
+          await b.copy('n.txt', 'n2.txt', null), b.getPublicUrl('n.txt', null), await b.createSignedUploadUrl('n3.txt', null),
+        ].map((r) => r.error?.message ?? 'ok'),
+        upsertText: (await b.upload('n.txt', 'again', { upsert: 'true' })).error,
+        limitText: (await b.list('', { limit: '1' })).data?.length,
+        listNumber: (await b.list(5)).error?.message,
+        signsText: (await b.createSignedUrls('n.txt', 60)).error?.message,
+        bucketThrows: await caught(() => storage.from(bucket).throwOnError().download('missing')),
+        bucketReturns: (await storage.from(bucket).download('missing')).error?.error,
+        storageThrows: await caught(() => storage.throwOnError().getBucket('no-such-bucket')),
+        storageReturns: (await storage.getBucket('no-such-bucket')).error?.error,
+      });
+    }
     return json({ error: 'not found' }, 404);
   },
 };
