@@ -294,6 +294,21 @@ def test_the_host_is_one_and_reaches_the_app_over_http2_too(served):
     assert served.get("/probe/url").json()["host"] == f"127.0.0.1:{served.port}"
 
 
+def test_http2_bodies_without_a_length_and_heads_with_a_body(served):
+    with httpx.Client(http1=False, http2=True, base_url=f"http://127.0.0.1:{served.port}") as h2:
+        # DATA frames need no content-length (RFC 9113 8.1.1); before, such a body was dropped with a 200
+        r = h2.post("/probe/echo", content=iter([b"over ", b"http/2"]))
+        assert r.http_version == "HTTP/2" and "content-length" not in r.request.headers
+        assert r.content == b"over http/2", r.text
+        # a HEAD whose answer has a whole body: its length goes, not the body (before: a PROTOCOL_ERROR)
+        for path, status in (("/probe/url", 200), ("/nosuchapp/x", 404), ("/_/health", 200)):
+            head, get = h2.head(path), h2.get(path)
+            assert (head.status_code, head.content) == (status, b"") and get.status_code == status, path
+            assert head.headers["content-length"] == str(len(get.content)), path
+    plain = served.request("HEAD", "/probe/url")
+    assert plain.status_code == 200 and plain.content == b"" and int(plain.headers["content-length"]) > 0
+
+
 def test_a_transfer_coding_the_server_does_not_apply_is_a_501(served):
     # RFC 9112 6.1; before, a gzip-coded body reached the app still encoded
     with socket.create_connection(("127.0.0.1", served.port)) as s:

@@ -299,6 +299,31 @@ def test_a_client_gone_mid_upload_leaves_no_object(host):
     assert writing == 0  # aborted, not left behind
 
 
+def test_an_http2_upload_without_a_length_stores_whole_or_not_at_all(host):
+    """HTTP/2 bodies need no Content-Length: one sent whole is stored, one whose stream the client resets is not."""
+    import h2.config
+    import h2.connection
+
+    _, s = host
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    sock = socket.create_connection(("127.0.0.1", s.port))
+    conn.initiate_connection()
+    head = [(":scheme", "http"), (":authority", f"127.0.0.1:{s.port}")]
+    conn.send_headers(1, [(":method", "PUT"), (":path", "/files/pipe/docs/h2-cut.bin"), *head])
+    conn.send_data(1, b"x" * 5000)
+    sock.sendall(conn.data_to_send())
+    time.sleep(0.3)
+    conn.reset_stream(1)
+    conn.send_headers(3, [(":method", "PUT"), (":path", "/files/pipe/docs/h2-whole.bin"), *head])
+    conn.send_data(3, b"y" * 5000)
+    conn.send_data(3, b"z", end_stream=True)
+    sock.sendall(conn.data_to_send())
+    time.sleep(1.5)
+    sock.close()
+    assert s.get("/files/exists/docs/h2-cut.bin").json()["data"] is False  # before: stored, 5000 bytes of it
+    assert s.get("/files/get/docs/h2-whole.bin").content == b"y" * 5000 + b"z"
+
+
 def test_a_chunked_upload_cut_short_or_malformed_leaves_no_object(host):
     _, s = host
     head = b"PUT /files/pipe/docs/chunked-%d.bin HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"

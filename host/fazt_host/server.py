@@ -50,6 +50,8 @@ HOST_SET_HEADERS = frozenset({"cookie", "x-forwarded-prefix", "x-fazt-request-id
 
 GONE, UNWANTED = "gone", "unwanted"  # why a streamed response's body goes no further
 
+# An HTTP/2 stream reset is known to Granian by the time its body ends; this long to hear of it.
+RESET_WAIT_S = 0.002
 BROKEN_BODY = "the request body ended before it was complete (the client went away, or its chunked framing is malformed)"
 
 
@@ -109,10 +111,13 @@ def json_error(proto, status: int, message: str, rid: str = "") -> None:
 
 
 def has_body(scope) -> bool:
-    """Whether a body follows the request's head (a positive Content-Length, or chunked)."""
+    """Whether a body follows the request's head: a positive Content-Length, chunked, or over HTTP/2
+    no Content-Length at all (DATA frames need none, RFC 9113 8.1.1)."""
     length = scope.headers.get("content-length")
     return scope.method.upper() not in ("GET", "HEAD") and (
-        (length is not None and (length.isascii() and length.isdigit()) and int(length) > 0) or "transfer-encoding" in scope.headers
+        (length is not None and (length.isascii() and length.isdigit()) and int(length) > 0)
+        or "transfer-encoding" in scope.headers
+        or (length is None and scope.http_version == "2")
     )
 
 
@@ -203,9 +208,11 @@ class Exchange:
         response_limit: int,
         deadline: float,
         content_length: int | None = None,
+        http2: bool = False,
     ):
         self.loop = loop
         self.proto = proto
+        self.http2 = http2  # Granian ends its bodies otherwise (see _collect)
         self.content_length = content_length
         self.body_limit = body_limit
         self.response_limit = response_limit
@@ -367,6 +374,19 @@ class Exchange:
             self._ahead.add_done_callback(_retrieved)
         return data
 
+    async def _cut_short(self) -> bool:
+        """Whether a body Granian has ended was not whole: shorter than its Content-Length, or an HTTP/2
+        stream the client reset (its end looks like any other; the disconnect tells it apart)."""
+        if self.content_length is not None:
+            return self.body_read < self.content_length
+        if not self.http2:
+            return False
+        try:
+            await asyncio.wait_for(asyncio.shield(self.proto.client_disconnect()), RESET_WAIT_S)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
     async def _collect(self, n: int) -> bytes:
         if self._body is None and self.content_length is not None and self.content_length <= n:
             # The whole body, collected by Granian in one call (its length is within the limit).
@@ -385,6 +405,8 @@ class Exchange:
                 chunk = await self._body.__anext__()
             except StopAsyncIteration:
                 self.ended = True
+                if await self._cut_short():
+                    raise BrokenBody() from None
                 break
             except Exception as e:  # as above
                 self.ended = True
@@ -392,8 +414,10 @@ class Exchange:
             if not chunk:
                 # Granian's body iterator gives b"" at the end, then stops; a body that broke
                 # (a chunked body cut short or malformed) gives b"" and b"" again before stopping.
+                # Over HTTP/2 the end is one b"" or two (an empty last DATA frame), and b"" on and on
+                # a connection gone.
                 self._empties += 1
-                if self._empties > 1:
+                if self._empties > 1 + self.http2:
                     self.ended = True
                     raise BrokenBody()
                 continue
@@ -489,12 +513,15 @@ class Tagged:
 
     Handler responses carry the id of their invocation (and its log lines);
     static files, redirects, host errors and storage URLs get one of their own.
+    A whole body answering HEAD goes as its length only: over HTTP/2, Granian would send it
+    (a protocol error the client drops the response for).
     """
 
-    __slots__ = ("_proto",)
+    __slots__ = ("_proto", "_head")
 
-    def __init__(self, proto):
+    def __init__(self, proto, head: bool = False):
         self._proto = proto
+        self._head = head
 
     def __getattr__(self, name):
         return getattr(self._proto, name)
@@ -515,9 +542,15 @@ class Tagged:
         return self._proto.response_empty(status, self._tagged(headers))
 
     def response_str(self, status, headers, body):
+        if self._head:
+            return self.response_bytes(status, headers, body.encode())
         return self._proto.response_str(status, self._tagged(headers), body)
 
     def response_bytes(self, status, headers, body):
+        if self._head:
+            if not any(name.lower() == "content-length" for name, _ in headers):
+                headers = [*headers, ("content-length", str(len(body)))]
+            return self._proto.response_empty(status, self._tagged(headers))
         return self._proto.response_bytes(status, self._tagged(headers), body)
 
     def response_file(self, status, headers, *args):
@@ -564,7 +597,7 @@ class HttpTrigger:
     async def __call__(self, scope, proto):
         if scope.proto != "http":
             return
-        proto = Tagged(proto)
+        proto = Tagged(proto, head=scope.method.upper() == "HEAD")
         token = _exchanges.set([])
         drained = False
         try:
@@ -681,7 +714,8 @@ class HttpTrigger:
         limits = deployed.manifest.limits
         length = body_length(scope, limits)
         deadline = time.monotonic() + limits.timeout_ms / 1000
-        return Exchange(asyncio.get_running_loop(), proto, limits.body_mb * MIB, 0, deadline, length)
+        return Exchange(asyncio.get_running_loop(), proto, limits.body_mb * MIB, 0, deadline, length,
+                        scope.http_version == "2")
 
     def host_endpoint(self, inner: str, proto) -> None:
         if inner == "/health":
@@ -725,7 +759,7 @@ class HttpTrigger:
             request["env"] = deployed.manifest.env
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + limits.timeout_ms / 1000
-        exchange = Exchange(loop, proto, body_limit, limits.response_mb * MIB, deadline, length)
+        exchange = Exchange(loop, proto, body_limit, limits.response_mb * MIB, deadline, length, scope.http_version == "2")
         exchange.ended = not with_body
         invocation = Invocation(deployed.name, rid, limits, {"http": exchange, "base": base}, deadline=deadline)
         if with_body:
