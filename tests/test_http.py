@@ -550,6 +550,22 @@ def test_wait_until_past_the_time_limit_is_stopped_and_logged_after_the_response
     assert served.get("/probe/global").status_code == 200
 
 
+def test_wait_until_work_runs_on_when_the_handler_fails(served):
+    # before: the thrown error (or the broken stream) ended the invocation, its waitUntil work silently with it
+    thrown = served.get("/probe/wait-until?ms=300&throw")
+    assert thrown.status_code == 500 and "thrown with work pending" in thrown.json()["error"]
+    logged(served.cart, "probe", thrown.headers["x-fazt-request-id"], "wait-until done after 300 ms")
+    broken = served.get("/probe/wait-until?ms=300&stream-error")
+    logged(served.cart, "probe", broken.headers["x-fazt-request-id"], "wait-until done after 300 ms")
+
+
+def test_the_request_body_cannot_be_read_after_the_response(served):
+    r = served.request("POST", "/probe/wait-until?ms=10&late-body", content=b"sent before the response")
+    assert r.text == "returned"
+    line = logged(served.cart, "probe", r.headers["x-fazt-request-id"], "late body")
+    assert "TypeError: the request body can't be read after the response has been sent" in line  # before: ""
+
+
 def test_wait_until_work_gets_the_shutdown_grace_and_then_is_stopped_and_logged(cartridge):
     cartridge.deploy(TEST_APPS / "probe", "--timeout-ms", "20000")
     server = cartridge.serve(workers=1)

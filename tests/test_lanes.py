@@ -30,6 +30,22 @@ def test_a_held_first_thread_hands_the_jobs_behind_it_to_the_standby_in_order():
     assert made == [1]  # the standby's host, made once, on first use
 
 
+def test_a_job_arriving_while_the_first_thread_is_held_starts_at_once_on_the_standby():
+    lanes = Lanes("first", lambda: "standby", 2)
+    release = threading.Event()
+    long_job = lanes.submit(lambda host: release.wait(10) and host)
+    time.sleep(HELD_AFTER_S * 2)  # held by now; the standby is asleep between its looks
+    waits = []
+    for _ in range(10):
+        start = time.monotonic()
+        assert lanes.submit(lambda host: host).result(5) == "standby"
+        waits.append(time.monotonic() - start)
+        time.sleep(0.013)  # off the rhythm of the standby's looks
+    release.set()
+    assert long_job.result(5) == "first"
+    assert sorted(waits)[5] < HELD_AFTER_S / 8  # before: up to HELD_AFTER_S / 4 each, half of that typical
+
+
 def test_a_failing_job_reaches_its_future_and_the_thread_serves_on():
     lanes = Lanes("first", lambda: "standby", 1)
     failed = lanes.submit(lambda host: 1 / 0)

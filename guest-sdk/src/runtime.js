@@ -253,7 +253,7 @@ export function claimRequestBody(stream) {
   if (!state && currentRequest && (stream === currentRequest || stream === currentRequest.body)) {
     state = bodies.get(currentRequest);
   }
-  if (!state || state.streamed || state.used) return null;
+  if (!state || state.streamed || state.used || responseEnded) return null;
   state.used = true;
   return stream instanceof Request ? stream : currentRequest;
 }
@@ -261,6 +261,7 @@ export function claimRequestBody(stream) {
 // Whether `body` is a body already read or being read (text(), json(), a reader): as fetch() does,
 // the SDK refuses to send one, which would otherwise go as what is left of it (nothing, once read).
 export function bodyDisturbed(body) {
+  if (currentRequest && (body === currentRequest || body === currentRequest.body) && responseEnded) return true;
   if (body instanceof Request) return body.bodyUsed;
   if (!(body instanceof ReadableStream)) return false;
   if (body.locked) return true;
@@ -273,6 +274,10 @@ function requestBody(state) {
   const stream = new ReadableStream(
     {
       pull(controller) {
+        if (responseEnded) {
+          controller.error(new TypeError(BODY_GONE));
+          return;
+        }
         state.streamed = true;
         const b64 = readBody(READ_MAX);
         if (b64 === '') controller.close();
@@ -334,6 +339,7 @@ class Request extends NativeRequest {
     const state = bodies.get(this);
     if (!state || state.streamed) return new Uint8Array(await super.arrayBuffer());
     if (state.used) throw new TypeError('Body has already been consumed.');
+    if (responseEnded) throw new TypeError(BODY_GONE);
     state.used = true;
     const declared = Number(this.headers.get('content-length'));
     return readAll(() => readBody(READ_MAX), Number.isSafeInteger(declared) && declared > 0 ? declared : 0);
@@ -561,7 +567,7 @@ function sendComplete(bytes, head, more) {
   head.length = bytes.byteLength;
   sendHead(JSON.stringify(head));
   sendBytes(bytes);
-  if (more()) finish();
+  if (more()) endResponse();
   return SENT;
 }
 
@@ -571,7 +577,7 @@ async function sendStream(response, head, more) {
   for (;;) {
     const { done, value } = await reader.read();
     if (done) {
-      if (more()) finish();
+      if (more()) endResponse();
       return SENT;
     }
     if (typeof value === 'string') sendBytes(utf8.encode(value));
@@ -583,6 +589,21 @@ async function sendStream(response, head, more) {
 }
 
 const SENT = '{"sent":true}';
+
+// The response is complete while the invocation runs on (waitUntil work): the request's body is gone with it.
+let responseEnded = false;
+const BODY_GONE = "the request body can't be read after the response has been sent";
+
+function endResponse() {
+  finish();
+  responseEnded = true;
+}
+
+// A handler that failed still has its waitUntil work run to its end: the error answer waits for it.
+function failAfter(extended, e) {
+  if (!extended?.pending.length) return failure(e);
+  return extended.settled().then(() => failure(e));
+}
 
 // ctx.waitUntil: its promises, each reporting a rejection to `rejected` when it happens.
 function lifetime(rejected) {
@@ -627,6 +648,8 @@ function serveFetch(app, json) {
   startClock(head.timeoutMs);
   currentRequestId = head.requestId;
   currentApp = head.app;
+  responseEnded = false;
+  let extended = null;
   try {
     if (!app || typeof app.fetch !== 'function') {
       throw new TypeError('the app has no fetch handler: export default { async fetch(request, ctx) { ... } }');
@@ -641,7 +664,7 @@ function serveFetch(app, json) {
     clientHeaders.set(request, head.headers);
     if (head.hasBody) bodies.set(request, state);
     currentRequest = request;
-    const extended = lifetime((reason) => console.error('a waitUntil promise rejected:', reason));
+    extended = lifetime((reason) => console.error('a waitUntil promise rejected:', reason));
     const ctx = {
       requestId: head.requestId,
       app: head.app,
@@ -653,9 +676,9 @@ function serveFetch(app, json) {
     // finds waitUntil where it looks.
     const returned = (head.warmUp ? warmUpApp : app).fetch(request, ctx, ctx);
     const answer = (response) => respond(response, extended);
-    return typeof returned?.then === 'function' ? returned.then(answer, failure) : answer(returned);
+    return typeof returned?.then === 'function' ? returned.then(answer, (e) => failAfter(extended, e)) : answer(returned);
   } catch (e) {
-    return failure(e);
+    return failAfter(extended, e);
   }
 }
 
@@ -671,9 +694,9 @@ function respond(response, extended) {
         await extended.settled();
         return sent;
       })
-      .catch(failure);
+      .catch((e) => failAfter(extended, e));
   } catch (e) {
-    return failure(e);
+    return failAfter(extended, e);
   }
 }
 

@@ -157,7 +157,7 @@ class Bucket {
     if (contentType) op.contentType = contentType;
     if (token !== undefined) op.token = String(token);
     if (bodyDisturbed(body)) {
-      return failed('the body was already read (text(), json(), arrayBuffer() or a reader): upload the bytes '
+      return failed('the body was already read (text(), json(), arrayBuffer() or a reader), or the response has gone: upload the bytes '
         + 'read, or the request before reading it');
     }
     const piped = claimRequestBody(body);

@@ -46,8 +46,9 @@ class Lanes:
         self.share = max(1, count - 1)  # threads one app may hold at once
         self._jobs: deque[tuple[Callable, Future, str | None]] = deque()
         lock = threading.Lock()
-        # A job wakes the first thread only: waking every standby for each request would cost context
-        # switches on the worker's core. Standbys look on their own, a few times per HELD_AFTER_S.
+        # A job wakes the first thread only, unless that one is held: waking every standby for each
+        # request would cost context switches on the worker's core. Standbys also look on their own,
+        # a few times per HELD_AFTER_S, for a first thread that became held with jobs queued.
         self._first = threading.Condition(lock)
         self._standby = threading.Condition(lock)
         for i in range(count):
@@ -60,6 +61,8 @@ class Lanes:
         with self._first:
             self._jobs.append((fn, future, app))
             self._first.notify()
+            if self.lanes[0].held(time.monotonic()):  # a standby takes it now, not at its next look
+                self._standby.notify_all()
         return future
 
     def _next(self):

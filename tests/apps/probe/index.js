@@ -230,6 +230,19 @@ const routes = {
     const ms = Number(url.searchParams.get('ms'));
     ctx.waitUntil(sleep(ms).then(() => console.log(`wait-until done after ${ms} ms`)));
     if (url.searchParams.has('reject')) ctx.waitUntil(Promise.reject(new Error('a late failure')));
+    if (url.searchParams.has('late-body')) {
+      ctx.waitUntil(sleep(50).then(() => request.text()).then(
+        (text) => console.log(`late body read: ${text.length} chars`), (e) => console.log(`late body: ${e.name}: ${e.message}`)));
+    }
+    if (url.searchParams.has('throw')) throw new Error('thrown with work pending');
+    if (url.searchParams.has('stream-error')) {
+      return new Response(new ReadableStream({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode('first'));
+          setTimeout(() => controller.error(new Error('the stream broke')), 10);
+        },
+      }));
+    }
     return new Response('returned');
   },
   async '/clone'(request, url) {
