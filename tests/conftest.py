@@ -147,6 +147,29 @@ def cut_short(port: int, path: str) -> str:
         return sock.recv(4096).decode(errors="replace")
 
 
+def workers_anon_mib(server: Server) -> float:
+    """The anonymous memory (not the cartridge's mapped pages) of the server's workers together."""
+    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()
+    total = 0
+    for pid in children:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def stalled_clients(port: int, path: str, count: int) -> list[socket.socket]:
+    """Connections that ask for `path` and then read nothing (a receive buffer of a page)."""
+    socks = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        socks.append(sock)
+    return socks
+
+
 def serve_apps(tmp_path_factory, cache_dir, name: str, *apps: Path, workers: int = 2):
     """A module's own host with these apps deployed: `yield from` it in a fixture."""
     cart = Cartridge(tmp_path_factory.mktemp(name) / "fazt.db", cache_dir)

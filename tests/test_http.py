@@ -12,7 +12,7 @@ import apsw
 import httpx
 import pytest
 
-from conftest import APPS, TEST_APPS, copy_app
+from conftest import APPS, TEST_APPS, copy_app, stalled_clients, workers_anon_mib
 from fazt_host import static
 
 
@@ -548,6 +548,17 @@ def test_wait_until_past_the_time_limit_is_stopped_and_logged_after_the_response
     assert "a late failure" in logged(served.cart, "probe", rid, "a waitUntil promise rejected")
     logged(served.cart, "probe", rid, "ran past its time limit")
     assert served.get("/probe/global").status_code == 200
+
+
+def test_a_streamed_response_goes_at_the_clients_pace(served):
+    before = workers_anon_mib(served)
+    stalled = stalled_clients(served.port, "/probe/long-stream?mb=200", 2)
+    time.sleep(2.5)  # the probe's time limit: 2 s
+    grown = workers_anon_mib(served) - before
+    for sock in stalled:
+        sock.close()
+    assert grown < 40, grown  # before: what the guest made in its 2 s, queued for each client
+    assert len(served.get("/probe/long-stream?mb=8").content) == 8 << 20
 
 
 def test_wait_until_work_runs_on_when_the_handler_fails(served):

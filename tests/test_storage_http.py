@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import apsw
 import pytest
 
-from conftest import TEST_APPS, cut_short, serve_apps
+from conftest import TEST_APPS, cut_short, serve_apps, stalled_clients, workers_anon_mib
 
 FILES = TEST_APPS / "files"
 DATA = os.urandom(3_000_000)
@@ -322,6 +322,20 @@ def test_an_http2_upload_without_a_length_stores_whole_or_not_at_all(host):
     sock.close()
     assert s.get("/files/exists/docs/h2-cut.bin").json()["data"] is False  # before: stored, 5000 bytes of it
     assert s.get("/files/get/docs/h2-whole.bin").content == b"y" * 5000 + b"z"
+
+
+def test_clients_that_do_not_read_do_not_have_the_object_held_in_memory(host):
+    _, s = host
+    data = os.urandom(40 << 20)
+    ok(s.request("PUT", "/files/pipe/docs/large.bin?upsert=1", content=data))
+    before = workers_anon_mib(s)
+    stalled = stalled_clients(s.port, "/files/stream/docs/large.bin", 3)
+    time.sleep(3)
+    grown = workers_anon_mib(s) - before
+    for sock in stalled:
+        sock.close()
+    assert grown < 40, grown  # before: the whole object for each client (120 MiB and more)
+    assert s.get("/files/stream/docs/large.bin").content == data  # one that reads gets it whole
 
 
 def test_a_chunked_upload_cut_short_or_malformed_leaves_no_object(host):

@@ -25,7 +25,7 @@ from urllib.parse import quote, unquote
 
 import msgspec
 
-from . import cartridge, static
+from . import cartridge, piped, static
 from .apps import Deployed, Registry
 from .config import MIB, Limits
 from .lanes import Lanes
@@ -867,24 +867,27 @@ class HttpTrigger:
             else:
                 buffered.append(value)
                 exchange.credit.release()
-        transport = proto.response_stream(head.status, head.headers + [("x-fazt-request-id", rid)])
+        headers = head.headers + [("x-fazt-request-id", rid)]
         if scope.method.upper() == "HEAD":
+            proto.response_empty(head.status, headers)
             exchange.aborted = UNWANTED  # the head is all the client asked for
         else:
+            body = None
             try:
+                body = await piped.response_piped(proto, head.status, headers)
                 for chunk in buffered:
-                    await transport.send_bytes(chunk)
+                    await body.send_bytes(chunk)
                 while (item := await queue.get()) is not _END:
                     kind, value = item
                     if kind == "body":
-                        await transport.send_bytes(value)
+                        await body.send_bytes(value)
                         exchange.credit.release()
-            except Exception:  # noqa: BLE001 - the client went away; let the guest stop
+            except Exception:  # noqa: BLE001 - the client went away (or stalled); let the guest stop
                 exchange.aborted = GONE
+            finally:
+                if body is not None:
+                    body.close()
         if exchange.aborted:
             while (item := await queue.get()) is not _END:
                 exchange.credit.release()
-        # Granian ends the response when the transport is dropped; a failed
-        # guest's traceback would keep this frame, and so the transport, alive.
-        del transport
         future.add_done_callback(_retrieved)  # failures are in the app log; the stream just ends early

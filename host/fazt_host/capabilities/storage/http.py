@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, quote
 import apsw
 import msgspec
 
-from ... import static
+from ... import piped, static
 from ...cartridge import transaction
 from ...runtime import GuestError
 from ...server import HttpError, ResponseHead, check_response_head
@@ -29,6 +29,8 @@ from . import store
 from .store import StorageError
 
 OBJECT_ROUTES = "/storage/v1/object/"
+# Objects this large go out through a pipe, at the client's pace; smaller ones are sent in one go.
+PIPED_FROM = 1 << 20
 FORM_FIELD_MAX = 16 << 10  # a form field kept as a setting (cacheControl, metadata)
 
 
@@ -119,9 +121,17 @@ async def send_object(proto, conn: apsw.Connection, app: str, bucket: str, key: 
         proto.response_empty(status, out)
         return
     chunks = await store.stream(conn, data, start, end + 1)  # a bucket that fails does so before the status goes
-    transport = proto.response_stream(status, out)
-    async for chunk in chunks:
-        await transport.send_bytes(chunk)
+    if end - start < PIPED_FROM:
+        transport = proto.response_stream(status, out)
+        async for chunk in chunks:
+            await transport.send_bytes(chunk)
+        return
+    body = await piped.response_piped(proto, status, out)  # memory bounded, however slow the client
+    try:
+        async for chunk in chunks:
+            await body.send_bytes(chunk)
+    finally:
+        body.close()
 
 
 async def answer(trigger, scope, proto, deployed, result: dict, rid: str) -> None:
