@@ -561,6 +561,13 @@ def test_a_streamed_response_goes_at_the_clients_pace(served):
     assert len(served.get("/probe/long-stream?mb=8").content) == 8 << 20
 
 
+def test_a_response_sent_is_kept_when_a_wait_until_promise_can_never_settle(served):
+    # before: about half of them a 500, when the engine's end came as fast as the response
+    replies = [served.get("/probe/wait-until?ms=0&never") for _ in range(12)]
+    assert [r.status_code for r in replies] == [200] * 12 and {r.text for r in replies} == {"returned"}
+    logged(served.cart, "probe", replies[-1].headers["x-fazt-request-id"], "can never settle")
+
+
 def test_wait_until_work_runs_on_when_the_handler_fails(served):
     # before: the thrown error (or the broken stream) ended the invocation, its waitUntil work silently with it
     thrown = served.get("/probe/wait-until?ms=300&throw")

@@ -804,12 +804,14 @@ class HttpTrigger:
             switched = exchange.start_streaming()
             if switched is not None:
                 return await self.stream(scope, proto, deployed, exchange, future, switched, rid)
-        if future not in done and exchange.response_done.done():
-            # http.finish: the response goes now; the invocation (waitUntil) runs on
-            # and Host.invoke logs how it ends.
+        if exchange.response_done.done():
+            # http.finish: the response goes now, however the invocation (waitUntil) ends: it runs
+            # on, or has ended already (a promise that can never settle ends it at once), and
+            # Host.invoke logs how.
             future.add_done_callback(_retrieved)
-            self._after_response[future] = invocation
-            future.add_done_callback(lambda f: self._after_response.pop(f, None))
+            if not future.done():
+                self._after_response[future] = invocation
+                future.add_done_callback(lambda f: self._after_response.pop(f, None))
             return await self.complete(scope, proto, deployed, exchange, rid)
         try:
             await future

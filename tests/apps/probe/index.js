@@ -235,6 +235,7 @@ const routes = {
         (text) => console.log(`late body read: ${text.length} chars`), (e) => console.log(`late body: ${e.name}: ${e.message}`)));
     }
     if (url.searchParams.has('throw')) throw new Error('thrown with work pending');
+    if (url.searchParams.has('never')) ctx.waitUntil(new Promise(() => {}));
     if (url.searchParams.has('stream-error')) {
       return new Response(new ReadableStream({
         start(controller) {
