@@ -9,6 +9,7 @@
 // instance gets fresh entropy and the real time.
 import { build } from 'esbuild';
 import { builtinModules, register, SourceMap } from 'node:module';
+import { existsSync } from 'node:fs';
 import { writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { dirname, join, resolve, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -116,8 +117,9 @@ function step(message) {
 const BUNDLE = 'app.js';
 const ENTRY_NAME = '<fazt entry>';
 
-function sourceMap(json) {
+function sourceMap(json, metafile) {
   const map = JSON.parse(json);
+  map.x_fazt_inputs = bundleInputs(metafile);
   map.ignoreList = [];
   map.sources = map.sources.map((url, i) => {
     const source = decodeURIComponent(url); // esbuild writes them as URLs: '<fazt entry>' as '%3Cfazt entry%3E'
@@ -127,6 +129,26 @@ function sourceMap(json) {
     return ofSdk ? relative(dirname(sdk), path).split(sep).join('/') : source;
   });
   return map;
+}
+
+// Every file of the app's the bundle was resolved from, code or not: the sources of the map miss a module
+// that only re-exports and the package.json files that chose a package's entry. The host's build cache
+// hashes these (paths from the working folder, the app's own).
+function bundleInputs(metafile) {
+  const files = new Set();
+  for (const input of Object.keys(metafile.inputs)) {
+    const path = resolve(process.cwd(), input);
+    if (path.startsWith(sdk + sep) || !existsSync(path)) continue; // the SDK's, the generated entry
+    files.add(input);
+    const parts = input.split('/');
+    const at = parts.lastIndexOf('node_modules');
+    if (at < 0) continue;
+    const root = parts.slice(0, at + (parts[at + 1]?.startsWith('@') ? 3 : 2)).join('/');
+    for (let folder = dirname(input); folder.length >= root.length; folder = dirname(folder)) {
+      if (existsSync(join(folder, 'package.json'))) files.add(`${folder}/package.json`);
+    }
+  }
+  return [...files].sort();
 }
 
 // `app.js:L:C` (the bundle, as the engine names it) -> the original FILE:L:C.
@@ -185,12 +207,13 @@ try {
     conditions: ['workerd', 'worker', 'browser'],
     target: 'es2022',
     write: false,
+    metafile: true,
     logLevel: 'silent',
     external: ['fazt:host/*'],
     alias: { fazt: join(sdk, 'src', 'index.js') },
   });
   bundle = result.outputFiles.find((f) => f.path.endsWith('.js')).text;
-  map = sourceMap(result.outputFiles.find((f) => f.path.endsWith('.map')).text);
+  map = sourceMap(result.outputFiles.find((f) => f.path.endsWith('.map')).text, result.metafile);
 } catch (e) {
   for (const err of e.errors ?? []) {
     const loc = err.location;

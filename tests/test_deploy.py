@@ -644,6 +644,21 @@ def test_npm_packages_and_modules_outside_the_source_walk_are_bundled_and_rebuil
     (tmp_path / "deps" / "shared.js").write_text('export const shared = "two";\n')
     assert json.loads(cartridge.deploy(app, "--json").stdout)["built"]
     assert server.get("/hello/deps").json() == {"padded": "[a]", "shared": "two"}
+    # files with no code of their own in the bundle: a package.json choosing the entry, a module that only
+    # re-exports (before: "unchanged source", the old bundle live)
+    (package / "lib" / "other.js").write_text('module.exports = (s) => "(" + s + ")";\n')
+    (package / "package.json").write_text('{"name": "pad", "main": "lib/other.js"}')
+    assert json.loads(cartridge.deploy(app, "--json").stdout)["built"]
+    assert server.get("/hello/deps").json() == {"padded": "(a)", "shared": "two"}
+    (tmp_path / "deps" / "reexport.js").write_text('export { shared } from "./shared.js";\n')
+    (tmp_path / "deps" / "later.js").write_text('export const shared = "three";\n')
+    (app / "index.js").write_text(
+        'import pad from "pad";\nimport { shared } from "../reexport.js";\n'
+        'export default { async fetch() { return Response.json({ padded: pad("a"), shared }); } };\n')
+    assert json.loads(cartridge.deploy(app, "--json").stdout)["built"]
+    (tmp_path / "deps" / "reexport.js").write_text('export { shared } from "./later.js";\n')
+    assert json.loads(cartridge.deploy(app, "--json").stdout)["built"]
+    assert server.get("/hello/deps").json() == {"padded": "(a)", "shared": "three"}
     (app / "index.js").write_text('import fs from "node:fs";\nexport default { fetch() { return new Response(fs); } };\n')
     refused = cartridge.cli("deploy", str(app), check=False)
     assert refused.returncode == 1 and "Node.js modules do not exist in the sandbox" in refused.stderr

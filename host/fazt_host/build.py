@@ -112,13 +112,18 @@ def source_hash(sources: list[FileEntry], inputs: str = "") -> str:
 
 def bundled_outside(sources: list[FileEntry], source_map: bytes | None) -> list[str]:
     """The app's files a bundle was made of that `app_sources` leaves out (an npm package in
-    node_modules, a dot folder, a module outside the app folder), from the bundle's source map."""
+    node_modules, a dot folder, a module outside the app folder), from the bundle's source map:
+    its list of every input (code or not: a module that only re-exports, a package.json), or for a
+    bundle built before that list, its sources."""
     if source_map is None:
         return []
     found = json.loads(source_map)
-    ignored = set(found.get("ignoreList", []))  # the SDK's and the generated entry
+    inputs = found.get("x_fazt_inputs")
+    if inputs is None:
+        ignored = set(found.get("ignoreList", []))  # the SDK's and the generated entry
+        inputs = [s for i, s in enumerate(found.get("sources", [])) if i not in ignored]
     walked = {entry.path for entry in sources}
-    return sorted({s for i, s in enumerate(found.get("sources", [])) if i not in ignored and s not in walked})
+    return sorted({s for s in inputs if s not in walked})
 
 
 def with_outside(base: str, folder: Path, outside: list[str]) -> str:
