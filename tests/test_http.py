@@ -584,6 +584,15 @@ def test_the_request_body_cannot_be_read_after_the_response(served):
     assert "TypeError: the request body can't be read after the response has been sent" in line  # before: ""
 
 
+def test_a_small_response_over_its_limit_is_logged_as_a_large_one_is(cartridge):
+    cartridge.deploy(TEST_APPS / "probe", "--response-mb", "0")
+    server = cartridge.serve(workers=1)
+    r = server.get("/probe/url")  # a small body comes back in the export's result, checked after the call
+    assert r.status_code == 500 and "exceeds the limit of 0 MiB" in r.json()["error"]
+    logged(cartridge, "probe", r.headers["x-fazt-request-id"], "exceeds the limit of 0 MiB")  # before: not in the log
+    server.stop()
+
+
 def test_wait_until_work_gets_the_shutdown_grace_and_then_is_stopped_and_logged(cartridge):
     cartridge.deploy(TEST_APPS / "probe", "--timeout-ms", "20000")
     server = cartridge.serve(workers=1)

@@ -73,6 +73,8 @@ LIMIT_FLAGS = {
     "storage_mb": "bytes all of the app's stored objects may take, in MiB (default 1024)",
 }
 
+DOCUMENT_LIMITS = ("document_kb", "document_depth", "result_mb", "query_ms")
+
 
 def at_least(least: int):
     """An argparse type for how many lines, documents or objects: fewer is a usage error, not a count
@@ -259,7 +261,11 @@ def cmd_logs(args) -> int:
 def cmd_cron(args) -> int:
     from .triggers.cron import commands
 
-    return commands.main(args, lambda: _existing_cartridge(args), lambda: _host(args))
+    def host():
+        _existing_cartridge(args).close()  # a run needs a Host; it must not make a cartridge where none is
+        return _host(args)
+
+    return commands.main(args, lambda: _existing_cartridge(args), host)
 
 
 def cmd_backup(args) -> int:
@@ -381,7 +387,11 @@ def _limits_of(args, conn, app: str):
     from .config import Limits
 
     manifest = active_manifest(conn, app)
-    return (manifest.limits if manifest else Limits()).merged(_limits(args))
+    try:
+        return (manifest.limits if manifest else Limits()).merged(_limits(args))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
 
 
 def cmd_import(args) -> int:
@@ -428,7 +438,11 @@ def cmd_export(args) -> int:
 
     conn = _documents(args)
     _existing_app(conn, args.app)
-    out = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")
+    try:
+        out = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")
+    except OSError as e:
+        print(f"error: cannot write {args.output}: {e.strerror}", file=sys.stderr)
+        return EXIT_FAILED
     try:
         n = 0
         for text in store.export_documents(conn, args.app, args.collection):
@@ -587,11 +601,10 @@ def parser() -> argparse.ArgumentParser:
         c.set_defaults(fn=fn)
         return c
 
-    def limit_flags(c):
-        group = c.add_argument_group(
-            "limits", "each overrides the app's fazt.json `limits`; without the flag, fazt.json's value or the default applies")
-        for name, help_ in LIMIT_FLAGS.items():
-            group.add_argument("--" + name.replace("_", "-"), dest=name, type=int, help=help_)
+    def limit_flags(c, about="each overrides the app's fazt.json `limits`", names=tuple(LIMIT_FLAGS)):
+        group = c.add_argument_group("limits", f"{about}; without the flag, fazt.json's value or the default applies")
+        for name in names:
+            group.add_argument("--" + name.replace("_", "-"), dest=name, type=int, help=LIMIT_FLAGS[name])
 
     up = command("up", "serve the deployed apps over HTTP (Granian)", cmd_up)
     up.add_argument("--host", help="address to listen on (env FAZT_HOST, default 127.0.0.1)")
@@ -599,7 +612,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=int, help="worker processes (env FAZT_WORKERS; 0 or unset: one per core)")
     up.add_argument("--domain", help="also route <app>.DOMAIN by Host header (env FAZT_DOMAIN)")
     up.add_argument("--deploy", nargs="*", metavar="DIR", help="deploy these app folders before serving")
-    limit_flags(up)
+    limit_flags(up, "with --deploy: each overrides the deployed apps' fazt.json `limits`")
 
     dp = command("deploy", "build (if JS) and deploy app folders or prebuilt .wasm components", cmd_deploy)
     dp.add_argument("path", nargs="+", help="an app folder (fazt.json + entry) or a component .wasm")
@@ -638,14 +651,14 @@ def parser() -> argparse.ArgumentParser:
     dc.add_argument("--query", help='a select as JSON, e.g. \'{"where": [["eq", "owner", "u1"]], "count": "exact"}\'')
     dc.add_argument("--limit", type=count, default=20, help="documents to show (default 20)")
     dc.add_argument("--json", action="store_true", help="print JSON")
-    limit_flags(dc)
+    limit_flags(dc, "the document limits of this query, each overriding the app's", DOCUMENT_LIMITS)
 
     im = command("import", "load newline-delimited JSON documents into a collection", cmd_import)
     im.add_argument("app")
     im.add_argument("collection")
     im.add_argument("file", help="an .ndjson file, or - for standard input")
     im.add_argument("--batch", type=at_least(1), default=10_000, help="documents per transaction (default 10000)")
-    limit_flags(im)
+    limit_flags(im, "the document limits of this import, each overriding the app's", DOCUMENT_LIMITS)
 
     ex = command("export", "write a collection as newline-delimited JSON", cmd_export)
     ex.add_argument("app")

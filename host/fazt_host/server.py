@@ -781,7 +781,11 @@ class HttpTrigger:
                 if kind is not None:
                     exchange.answer = (host.results[kind], result)  # answered by a capability
                 elif "status" in result:
-                    exchange.finish_inline(result)
+                    try:
+                        exchange.finish_inline(result)
+                    except (HttpError, GuestError) as e:  # over responseMb, say: in the log as any failure
+                        host.note(invocation, str(e))
+                        raise
             finally:
                 exchange.close()
                 invocation.spent = None  # while the event loop sends the response
