@@ -630,9 +630,12 @@ def test_npm_packages_and_modules_outside_the_source_walk_are_bundled_and_rebuil
     (package / "lib").mkdir()
     (package / "lib" / "entry.js").write_text('module.exports = (s) => "<" + s + ">";\n')
     (tmp_path / "deps" / "shared.js").write_text('export const shared = "one";\n')
-    (app / "index.js").write_text(
-        'import pad from "pad";\nimport { shared } from "../shared.js";\n'
-        'export default { async fetch() { return Response.json({ padded: pad("a"), shared }); } };\n')
+    def importing(shared_module: str) -> None:
+        (app / "index.js").write_text(
+            f'import pad from "pad";\nimport {{ shared }} from "{shared_module}";\n'
+            'export default { async fetch() { return Response.json({ padded: pad("a"), shared }); } };\n')
+
+    importing("../shared.js")
     assert json.loads(cartridge.deploy(app, "--json").stdout)["built"]
     assert not json.loads(cartridge.deploy(app, "--json").stdout)["built"]  # unchanged: no build
     server = cartridge.serve()
@@ -652,9 +655,7 @@ def test_npm_packages_and_modules_outside_the_source_walk_are_bundled_and_rebuil
     assert server.get("/hello/deps").json() == {"padded": "(a)", "shared": "two"}
     (tmp_path / "deps" / "reexport.js").write_text('export { shared } from "./shared.js";\n')
     (tmp_path / "deps" / "later.js").write_text('export const shared = "three";\n')
-    (app / "index.js").write_text(
-        'import pad from "pad";\nimport { shared } from "../reexport.js";\n'
-        'export default { async fetch() { return Response.json({ padded: pad("a"), shared }); } };\n')
+    importing("../reexport.js")
     assert json.loads(cartridge.deploy(app, "--json").stdout)["built"]
     (tmp_path / "deps" / "reexport.js").write_text('export { shared } from "./later.js";\n')
     assert json.loads(cartridge.deploy(app, "--json").stdout)["built"]
