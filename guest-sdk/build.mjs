@@ -140,12 +140,16 @@ function bundleInputs(metafile) {
     const path = resolve(process.cwd(), input);
     if (path.startsWith(sdk + sep) || !existsSync(path)) continue; // the SDK's, the generated entry
     files.add(input);
+    // Its package's package.json, and in node_modules every one from the module up to the package's root
+    // (a symlinked workspace package is named by its real path, outside node_modules).
     const parts = input.split('/');
     const at = parts.lastIndexOf('node_modules');
-    if (at < 0) continue;
-    const root = parts.slice(0, at + (parts[at + 1]?.startsWith('@') ? 3 : 2)).join('/');
-    for (let folder = dirname(input); folder.length >= root.length; folder = dirname(folder)) {
-      if (existsSync(join(folder, 'package.json'))) files.add(`${folder}/package.json`);
+    const root = at < 0 ? null : parts.slice(0, at + (parts[at + 1]?.startsWith('@') ? 3 : 2)).join('/');
+    for (let folder = dirname(input); ; folder = dirname(folder)) {
+      const found = existsSync(join(folder, 'package.json'));
+      if (found) files.add(join(folder, 'package.json'));
+      if (root === null ? found : folder.length <= root.length) break;
+      if (folder === dirname(folder)) break; // '.', or '..' and above
     }
   }
   return [...files].sort();

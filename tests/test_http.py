@@ -570,11 +570,26 @@ def test_a_response_sent_is_kept_when_a_wait_until_promise_can_never_settle(serv
 
 def test_wait_until_work_runs_on_when_the_handler_fails(served):
     # before: the thrown error (or the broken stream) ended the invocation, its waitUntil work silently with it
-    thrown = served.get("/probe/wait-until?ms=300&throw")
-    assert thrown.status_code == 500 and "thrown with work pending" in thrown.json()["error"]
-    logged(served.cart, "probe", thrown.headers["x-fazt-request-id"], "wait-until done after 300 ms")
+    started = time.monotonic()
+    thrown = served.get("/probe/wait-until?ms=1500&throw")  # answered at once; the work runs on past it
+    assert time.monotonic() - started < 1.2
+    assert thrown.status_code == 500 and thrown.json() == {
+        "error": "the handler threw Error: thrown with work pending", "requestId": thrown.headers["x-fazt-request-id"]}
+    rid = thrown.headers["x-fazt-request-id"]
+    logged(served.cart, "probe", rid, "the handler threw Error: thrown with work pending")
+    conn = apsw.Connection(str(served.cart.path), flags=apsw.SQLITE_OPEN_READONLY)
+    [(message,)] = conn.execute("SELECT message FROM logs WHERE request_id = ? AND message LIKE 'the handler threw%'", (rid,))
+    assert "index.js:" in message  # its stack, in the app's own file
+    logged(served.cart, "probe", thrown.headers["x-fazt-request-id"], "wait-until done after 1500 ms")
     broken = served.get("/probe/wait-until?ms=300&stream-error")
     logged(served.cart, "probe", broken.headers["x-fazt-request-id"], "wait-until done after 300 ms")
+
+
+def test_a_request_without_a_body_reads_as_empty_after_the_response(served):
+    # its body is null: no body that went with the response
+    r = served.get("/probe/wait-until?ms=10&late-body")
+    line = logged(served.cart, "probe", r.headers["x-fazt-request-id"], "late body")
+    assert "late body read: 0 chars" in line
 
 
 def test_the_request_body_cannot_be_read_after_the_response(served):

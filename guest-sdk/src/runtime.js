@@ -261,7 +261,7 @@ export function claimRequestBody(stream) {
 // Whether `body` is a body already read or being read (text(), json(), a reader): as fetch() does,
 // the SDK refuses to send one, which would otherwise go as what is left of it (nothing, once read).
 export function bodyDisturbed(body) {
-  if (currentRequest && (body === currentRequest || body === currentRequest.body) && responseEnded) return true;
+  if (responseEnded && body != null && currentRequest && (body === currentRequest || body === currentRequest.body)) return true;
   if (body instanceof Request) return body.bodyUsed;
   if (!(body instanceof ReadableStream)) return false;
   if (body.locked) return true;
@@ -565,14 +565,14 @@ function sendComplete(bytes, head, more) {
     return JSON.stringify(head);
   }
   head.length = bytes.byteLength;
-  sendHead(JSON.stringify(head));
+  startResponse(head);
   sendBytes(bytes);
   if (more()) endResponse();
   return SENT;
 }
 
 async function sendStream(response, head, more) {
-  sendHead(JSON.stringify(head));
+  startResponse(head);
   const reader = response.body.getReader();
   for (;;) {
     const { done, value } = await reader.read();
@@ -590,19 +590,35 @@ async function sendStream(response, head, more) {
 
 const SENT = '{"sent":true}';
 
-// The response is complete while the invocation runs on (waitUntil work): the request's body is gone with it.
+// What of the response has gone: its head; all of it, while the invocation runs on (waitUntil work),
+// and then the request's body is gone too.
+let headSent = false;
 let responseEnded = false;
 const BODY_GONE = "the request body can't be read after the response has been sent";
+
+function startResponse(head) {
+  headSent = true;
+  sendHead(JSON.stringify(head));
+}
 
 function endResponse() {
   finish();
   responseEnded = true;
 }
 
-// A handler that failed still has its waitUntil work run to its end: the error answer waits for it.
+// A handler that failed with waitUntil work pending: as on Workers, its error is logged and answered
+// at once (a 500, or the end of a response already under way) and the work runs on to its end.
 function failAfter(extended, e) {
   if (!extended?.pending.length) return failure(e);
-  return extended.settled().then(() => failure(e));
+  const error = errorText(e);
+  console.error(`the handler threw ${error}${e?.stack ? `\n${e.stack}` : ''}`);
+  if (!headSent) {
+    const body = utf8.encode(JSON.stringify({ error: `the handler threw ${error}`, requestId: currentRequestId }));
+    startResponse({ status: 500, headers: [['content-type', 'application/json']], length: body.byteLength });
+    sendBytes(body);
+  }
+  if (!responseEnded) endResponse();
+  return extended.settled().then(() => SENT);
 }
 
 // ctx.waitUntil: its promises, each reporting a rejection to `rejected` when it happens.
@@ -621,9 +637,11 @@ function lifetime(rejected) {
   };
 }
 
+const errorText = (e) => (e instanceof Error ? `${e.name}: ${e.message}` : formatArg(e));
+
 // `source` 'waitUntil': a ctx.waitUntil promise rejected after the handler returned.
 function failure(e, source) {
-  const error = e instanceof Error ? `${e.name}: ${e.message}` : formatArg(e);
+  const error = errorText(e);
   return JSON.stringify(source ? { error, stack: (e && e.stack) || '', source } : { error, stack: (e && e.stack) || '' });
 }
 
@@ -648,7 +666,7 @@ function serveFetch(app, json) {
   startClock(head.timeoutMs);
   currentRequestId = head.requestId;
   currentApp = head.app;
-  responseEnded = false;
+  headSent = responseEnded = false;
   let extended = null;
   try {
     if (!app || typeof app.fetch !== 'function') {

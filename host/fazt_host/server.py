@@ -379,10 +379,10 @@ class Exchange:
         stream the client reset (its end looks like any other; the disconnect tells it apart)."""
         if self.content_length is not None:
             return self.body_read < self.content_length
-        if not self.http2:
+        if not self.http2 or not self.body_read:  # no bytes: nothing that could be taken for a whole body
             return False
-        try:
-            await asyncio.wait_for(asyncio.shield(self.proto.client_disconnect()), RESET_WAIT_S)
+        try:  # on timeout wait_for cancels Granian's future (shielded, it would wait on with the connection)
+            await asyncio.wait_for(self.proto.client_disconnect(), RESET_WAIT_S)
         except asyncio.TimeoutError:
             return False
         return True
