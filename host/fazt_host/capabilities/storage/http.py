@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, quote
 import apsw
 import msgspec
 
-from ... import piped, static
+from ... import cartridge, piped, static
 from ...cartridge import transaction
 from ...runtime import GuestError
 from ...server import HttpError, ResponseHead, check_response_head
@@ -120,18 +120,26 @@ async def send_object(proto, conn: apsw.Connection, app: str, bucket: str, key: 
     if method == "HEAD" or end < start:
         proto.response_empty(status, out)
         return
-    chunks = await store.stream(conn, data, start, end + 1)  # a bucket that fails does so before the status goes
     if end - start < PIPED_FROM:
+        chunks = await store.stream(conn, data, start, end + 1)  # a bucket that fails does so before the status goes
         transport = proto.response_stream(status, out)
         async for chunk in chunks:
             await transport.send_bytes(chunk)
         return
-    body = await piped.response_piped(proto, status, out)  # memory bounded, however slow the client
+    # Paced by its client (memory bounded, however slow it is), the download reads through a connection of
+    # its own: the snapshot it keeps of the object's bytes, whatever is written or swept meanwhile, must
+    # not freeze what the worker's shared connection sees.
+    own = cartridge.connect(conn.filename)
     try:
-        async for chunk in chunks:
-            await body.send_bytes(chunk)
+        chunks = await store.stream(own, data, start, end + 1)
+        body = await piped.response_piped(proto, status, out)
+        try:
+            async for chunk in chunks:
+                await body.send_bytes(chunk)
+        finally:
+            body.close()
     finally:
-        body.close()
+        own.close()
 
 
 async def answer(trigger, scope, proto, deployed, result: dict, rid: str) -> None:

@@ -739,25 +739,15 @@ def _read_internal(conn: apsw.Connection, data: int, start: int, end: int | None
 
 
 def _read_chunks(conn: apsw.Connection, data: int, start: int, end: int | None) -> Iterator[bytes]:
-    """A query of its own for each chunk: a reader paced by a slow client must not keep a read transaction
-    open between chunks, which would freeze what its connection (a worker's, shared) sees until it ends.
-    An upload's chunks never change, so reading them one by one is as good as in one snapshot."""
     first = start // CHUNK
     last = None if end is None else (end - 1) // CHUNK
-    seq = first
-    while True:
-        rows = conn.execute(
-            "SELECT seq, bytes FROM blob_chunks WHERE data = ? AND seq >= ? AND (?3 IS NULL OR seq <= ?3) "
-            "ORDER BY seq LIMIT 1",
-            (data, seq, last),
-        ).fetchall()
-        if not rows:
-            return
-        [(seq, chunk)] = rows
+    for seq, chunk in conn.execute(
+        "SELECT seq, bytes FROM blob_chunks WHERE data = ? AND seq >= ? AND (?3 IS NULL OR seq <= ?3) ORDER BY seq",
+        (data, first, last),
+    ):
         lo = start - seq * CHUNK if seq == first else 0
         hi = len(chunk) if end is None or seq != last else end - seq * CHUNK
         yield chunk[lo:hi] if (lo or hi != len(chunk)) else chunk
-        seq += 1
 
 
 def encode_cursor(start: str) -> str:
