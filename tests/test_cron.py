@@ -908,3 +908,11 @@ def test_a_run_with_many_log_lines_keeps_its_first_and_last_in_history(tmp_path)
     assert lines[:2] == ["line 0", "line 1"] and lines[99] == "line 99" and lines[-1] == "line 449"
     assert "250 lines left out here" in lines[100] and len(lines) == 201
     assert len(store._logs(conn, "a", "nope")) == 0
+
+
+def test_cron_commands_on_a_missing_cartridge_make_none(tmp_path):
+    missing = tmp_path / "none.db"
+    for words in (["run", "app", "entry"], ["history", "app"], ["app"]):  # before: `run` made an empty cartridge
+        proc = subprocess.run([FAZT, "cron", *words, "--cartridge", str(missing)], capture_output=True, text=True)
+        assert proc.returncode == 1 and f"no cartridge at {missing}" in proc.stderr, words
+    assert not missing.exists()

@@ -36,14 +36,19 @@ def _host(args):
     return Host(_settings(args))
 
 
+def _existing_path(args) -> str:
+    """The cartridge's path, refused unless the file is there (a command that uses one makes none)."""
+    path = _settings(args).cartridge
+    if not Path(path).exists():
+        raise SystemExit(f"error: no cartridge at {path} (set --cartridge or FAZT_CARTRIDGE)")
+    return path
+
+
 def _existing_cartridge(args):
     """The cartridge of a command that only reads or changes what is there: never creates one."""
     from . import cartridge
 
-    path = _settings(args).cartridge
-    if not Path(path).exists():
-        raise SystemExit(f"error: no cartridge at {path} (set --cartridge or FAZT_CARTRIDGE)")
-    return cartridge.connect(path)
+    return cartridge.connect(_existing_path(args))
 
 
 def _existing_app(conn, app: str) -> None:
@@ -262,7 +267,7 @@ def cmd_cron(args) -> int:
     from .triggers.cron import commands
 
     def host():
-        _existing_cartridge(args).close()  # a run needs a Host; it must not make a cartridge where none is
+        _existing_path(args)  # a run needs a Host, which would make a cartridge where none is
         return _host(args)
 
     return commands.main(args, lambda: _existing_cartridge(args), host)
